@@ -1,0 +1,67 @@
+//! The inter-node delivery seam.
+//!
+//! A [`Bus`] carries envelopes between nodes: directed deliveries go to a node's own
+//! topic, channel publications to the channel's topic, which a node subscribes to while
+//! it has local members. Publishing never blocks the caller (actors call it): an
+//! implementation queues into a bounded buffer and reports `Full`/`Down` instead of
+//! waiting. Everything a bus receives goes into the node's inbound queue, where the
+//! router picks it up.
+//!
+//! Implementations: [`memory::MemoryBus`] (in-process hub; the embedded default) and
+//! a Redis bus (cluster mode).
+
+pub mod memory;
+
+use std::fmt;
+use std::sync::Arc;
+
+use murmur_shared::envelope::Envelope;
+use murmur_shared::ids::NodeId;
+
+/// Where a bus message goes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    /// The node's own inbox: directed deliveries to its sessions and reply slots.
+    Node(NodeId),
+    /// A broker channel: every node with local subscribers.
+    Channel(String),
+}
+
+/// Why a publish did not go out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BusError {
+    /// The outgoing buffer is full (the backplane is slower than the offered load).
+    Full,
+    /// The bus is disconnected; nothing is buffered while it is away.
+    Down,
+}
+
+impl fmt::Display for BusError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            BusError::Full => "bus outgoing buffer full",
+            BusError::Down => "bus disconnected",
+        })
+    }
+}
+
+impl std::error::Error for BusError {}
+
+/// Received from the bus, handed to the router.
+pub type Inbound = tokio::sync::mpsc::Sender<Arc<Envelope>>;
+
+/// The inter-node delivery seam. See the module docs.
+pub trait Bus: Send + Sync + 'static {
+    /// Queues an envelope for `topic` without waiting.
+    fn publish(&self, topic: Topic, env: Arc<Envelope>) -> Result<(), BusError>;
+    /// Starts receiving a channel's publications (idempotent; the registry calls it when
+    /// the first local member joins).
+    fn subscribe(&self, channel: &str);
+    /// Stops receiving a channel's publications (when the last local member leaves).
+    fn unsubscribe(&self, channel: &str);
+    /// Whether the bus is connected now (readiness).
+    fn is_up(&self) -> bool;
+    /// Whether other nodes can exist behind this bus (false for the embedded node: the
+    /// router then skips publishing channel traffic nobody else could receive).
+    fn is_clustered(&self) -> bool;
+}

@@ -1,0 +1,58 @@
+//! Broker limits and timings. The gateway fills these from flags, env and TOML.
+
+use std::time::Duration;
+
+use murmur_shared::ids::NodeId;
+
+/// Everything the node core needs to know that is not a secret.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    /// This node's identity in the cluster.
+    pub node_id: NodeId,
+    /// How long a disconnected Helios session waits for recovery (contract: 5 minutes).
+    pub recovery_ttl: Duration,
+    /// Lifetime of a recovery token handed out by `starling:getToken`.
+    pub recovery_token_ttl: Duration,
+    /// Frames queued for one connection's socket writer. When full, the client is a slow
+    /// consumer and is disconnected with close code 4001.
+    pub outbound_queue: usize,
+    /// Actor mailbox bound for one session; fan-out uses `try_send` against it.
+    pub mailbox: usize,
+    /// Messages kept for a disconnected session awaiting recovery. Overflow ends the
+    /// session (recovery then fails with `buffer-overflow`), it never drops silently.
+    pub recovery_buffer: usize,
+    /// Requests one session may have in flight as a caller, and as a provider.
+    pub max_inflight_calls: usize,
+    /// RPC timeout when the request does not ask for a shorter one.
+    pub call_timeout: Duration,
+    /// Channels one session may subscribe to.
+    pub max_subscriptions: usize,
+    /// Namespaces one session may provide.
+    pub max_provides: usize,
+    /// Lifetime of a session-owner record; readers also check the owner node is alive.
+    pub owner_ttl: Duration,
+    /// How often this node heartbeats into the store, and how long a heartbeat lives.
+    pub heartbeat_interval: Duration,
+    pub heartbeat_ttl: Duration,
+}
+
+impl BrokerConfig {
+    /// Defaults from the contract for a node called `node_id`.
+    pub fn new(node_id: NodeId) -> Self {
+        BrokerConfig {
+            node_id,
+            recovery_ttl: Duration::from_secs(300),
+            recovery_token_ttl: Duration::from_secs(3600),
+            outbound_queue: 1024,
+            mailbox: 4096,
+            recovery_buffer: 1000,
+            max_inflight_calls: 1024,
+            call_timeout: Duration::from_secs(30),
+            max_subscriptions: 1024,
+            max_provides: 64,
+            owner_ttl: Duration::from_secs(24 * 3600),
+            heartbeat_interval: Duration::from_secs(2),
+            heartbeat_ttl: Duration::from_secs(10),
+        }
+    }
+}

@@ -1,0 +1,34 @@
+//! # murmur-broker
+//!
+//! The node core of Murmuration: everything between a decoded frame and an encoded
+//! one. Protocol adapters (in the gateway) talk to it only through [`SessionHandle`]s
+//! and the [`Node`]; actor types and actor messages never leave this crate.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`node`] | wires everything together: config, registry, router, bus, store, metrics |
+//! | [`session`] | one actix actor per logical session, its handle and its transport queue |
+//! | [`registry`] | the local truth: sessions, channel members and RPC providers on this node |
+//! | [`router`] | delivers an envelope locally or hands it to the bus for another node |
+//! | [`replies`] | one-shot reply slots for backend API calls awaiting a client's answer |
+//! | [`bus`] | the inter-node delivery seam (`Bus` trait; memory hub; Redis in cluster mode) |
+//! | [`store`] | the state-that-outlives-a-node seam (`Store` trait; memory; Redis) |
+//! | [`auth`] | client JWT verification, token minting, Helios recovery tokens |
+//! | [`metrics`] | the per-node Prometheus registry and every `murmur_` family |
+//! | [`config`] | broker limits and timings |
+#![forbid(unsafe_code)]
+
+pub mod auth;
+pub mod bus;
+pub mod config;
+pub mod metrics;
+pub mod node;
+pub mod registry;
+pub mod replies;
+pub mod router;
+pub mod session;
+pub mod store;
+
+pub use config::BrokerConfig;
+pub use node::Node;
+pub use session::{Attachment, CallError, OpenError, Protocol, SessionHandle};

@@ -1,0 +1,257 @@
+//! Every `murmur_` metric family, registered in one per-node [`prometheus::Registry`]
+//! (no global state, so several nodes can live in one test process). `docs/metrics.md`
+//! lists them with their meaning.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Delivery outcomes, the `outcome` label of `murmur_deliveries_total`.
+pub mod outcome {
+    pub const DELIVERED: &str = "delivered";
+    pub const BUFFERED: &str = "buffered";
+    pub const RECOVERED: &str = "recovered";
+    pub const DROPPED_SLOW: &str = "dropped_slow";
+    pub const DROPPED_OVERFLOW: &str = "dropped_overflow";
+    pub const ACKED: &str = "acked";
+    pub const NACKED: &str = "nacked";
+    pub const EXPIRED: &str = "expired";
+    pub const STALE: &str = "stale";
+    pub const UNDELIVERABLE: &str = "undeliverable";
+}
+
+/// The node's metric families.
+pub struct Metrics {
+    registry: Registry,
+    /// Open client connections (sockets).
+    pub connections: IntGaugeVec,
+    /// Connections accepted since start.
+    pub connections_total: IntCounterVec,
+    /// Live sessions, attached or waiting for recovery.
+    pub sessions: IntGaugeVec,
+    /// Frames received from clients.
+    pub messages_in: IntCounterVec,
+    /// Frames sent to clients.
+    pub messages_out: IntCounterVec,
+    /// Per-recipient delivery outcomes.
+    pub deliveries: IntCounterVec,
+    /// Seconds from acceptance by the broker to hand-off to the client's socket writer.
+    pub delivery_latency: HistogramVec,
+    /// RPC requests by outcome (`ok`, `error`, `timeout`, `cancelled`, `not_found`, `rejected`).
+    pub rpc_requests: IntCounterVec,
+    /// Input rejected by a decoder.
+    pub decode_errors: IntCounterVec,
+    /// Server-initiated closes by reason label.
+    pub disconnects: IntCounterVec,
+    /// Envelopes handed to / received from the bus.
+    pub bus_published: IntCounterVec,
+    pub bus_received: IntCounterVec,
+    /// Bus failures by kind (`publish`, `decode`, `connection`, `dropped`).
+    pub bus_errors: IntCounterVec,
+    /// 1 while the bus is connected.
+    pub bus_up: IntGauge,
+    /// Store operation failures by operation.
+    pub store_errors: IntCounterVec,
+    /// Messages held by the ~timing scheduler.
+    pub scheduled: IntGauge,
+    /// Backend API requests by route and status.
+    pub api_requests: IntCounterVec,
+}
+
+impl Metrics {
+    /// Creates and registers every family.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let p = ["protocol"];
+        Metrics {
+            connections: gauge_vec(
+                &registry,
+                "murmur_connections",
+                "Open client connections",
+                &p,
+            ),
+            connections_total: counter_vec(
+                &registry,
+                "murmur_connections_total",
+                "Client connections accepted",
+                &p,
+            ),
+            sessions: gauge_vec(
+                &registry,
+                "murmur_sessions",
+                "Live sessions on this node",
+                &p,
+            ),
+            messages_in: counter_vec(
+                &registry,
+                "murmur_messages_in_total",
+                "Messages received from clients",
+                &p,
+            ),
+            messages_out: counter_vec(
+                &registry,
+                "murmur_messages_out_total",
+                "Messages sent to clients",
+                &p,
+            ),
+            deliveries: counter_vec(
+                &registry,
+                "murmur_deliveries_total",
+                "Per-recipient delivery outcomes",
+                &["protocol", "outcome"],
+            ),
+            delivery_latency: {
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "murmur_delivery_latency_seconds",
+                        "Seconds from broker acceptance to the recipient's socket writer",
+                    )
+                    .buckets(vec![
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+                        5.0,
+                    ]),
+                    &p,
+                )
+                .unwrap(); // unwrap: static, valid metric options.
+                registry.register(Box::new(h.clone())).unwrap(); // unwrap: unique name.
+                h
+            },
+            rpc_requests: counter_vec(
+                &registry,
+                "murmur_rpc_requests_total",
+                "RPC requests routed to providers, by outcome",
+                &["protocol", "outcome"],
+            ),
+            decode_errors: counter_vec(
+                &registry,
+                "murmur_decode_errors_total",
+                "Client input rejected by a decoder",
+                &p,
+            ),
+            disconnects: counter_vec(
+                &registry,
+                "murmur_disconnects_total",
+                "Server-initiated disconnects by reason",
+                &["protocol", "reason"],
+            ),
+            bus_published: counter_vec(
+                &registry,
+                "murmur_bus_published_total",
+                "Envelopes published on the bus",
+                &["kind"],
+            ),
+            bus_received: counter_vec(
+                &registry,
+                "murmur_bus_received_total",
+                "Envelopes received from the bus",
+                &["kind"],
+            ),
+            bus_errors: counter_vec(
+                &registry,
+                "murmur_bus_errors_total",
+                "Bus errors",
+                &["kind"],
+            ),
+            bus_up: {
+                let g =
+                    IntGauge::new("murmur_bus_up", "1 while the cluster bus is connected").unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(g.clone())).unwrap(); // unwrap: unique name.
+                g
+            },
+            store_errors: counter_vec(
+                &registry,
+                "murmur_store_errors_total",
+                "Store operation failures",
+                &["op"],
+            ),
+            scheduled: {
+                let g = IntGauge::new(
+                    "murmur_scheduled_messages",
+                    "Messages held by the ~timing scheduler",
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(g.clone())).unwrap(); // unwrap: unique name.
+                g
+            },
+            api_requests: counter_vec(
+                &registry,
+                "murmur_api_requests_total",
+                "Backend API requests by route and status",
+                &["route", "status"],
+            ),
+            registry,
+        }
+    }
+
+    /// Prometheus text exposition of every family.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        // unwrap: encoding into a Vec cannot fail for well-formed families.
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .unwrap();
+        String::from_utf8(buf).unwrap_or_default()
+    }
+
+    /// Records one delivery outcome for a protocol.
+    pub fn delivery(&self, protocol: &str, outcome: &str) {
+        self.deliveries
+            .with_label_values(&[protocol, outcome])
+            .inc();
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+fn counter_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntCounterVec {
+    // unwrap: names and labels are static and valid.
+    let c = IntCounterVec::new(Opts::new(name, help), labels).unwrap();
+    registry.register(Box::new(c.clone())).unwrap(); // unwrap: each name registered once.
+    c
+}
+
+fn gauge_vec(registry: &Registry, name: &str, help: &str, labels: &[&str]) -> IntGaugeVec {
+    // unwrap: names and labels are static and valid.
+    let g = IntGaugeVec::new(Opts::new(name, help), labels).unwrap();
+    registry.register(Box::new(g.clone())).unwrap(); // unwrap: each name registered once.
+    g
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn families_render_with_the_murmur_prefix() {
+        let m = Metrics::new();
+        m.connections.with_label_values(&["helios"]).inc();
+        m.delivery("helios", outcome::DELIVERED);
+        let text = m.render();
+        assert!(
+            text.contains("murmur_connections{protocol=\"helios\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("murmur_deliveries_total{outcome=\"delivered\",protocol=\"helios\"} 1")
+        );
+        for line in text
+            .lines()
+            .filter(|l| !l.starts_with('#') && !l.is_empty())
+        {
+            assert!(line.starts_with("murmur_"), "{line}");
+        }
+    }
+
+    #[test]
+    fn two_nodes_in_one_process_do_not_share_metrics() {
+        let a = Metrics::new();
+        let b = Metrics::new();
+        a.bus_up.set(1);
+        assert_eq!(b.bus_up.get(), 0);
+    }
+}

@@ -1,0 +1,425 @@
+//! The node: one per process. Owns the registry, router, bus, store, reply slots and
+//! metrics, opens sessions, serves backend calls, heartbeats into the store and drains.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use murmur_shared::close::{CloseCode, CloseReason};
+use murmur_shared::envelope::{Address, Body, Control, Destination, Envelope, Kind, Origin};
+use murmur_shared::ids::{now_ms, NodeId, SessionId};
+use serde_json::Value;
+use tokio::sync::mpsc;
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use crate::bus::memory::MemoryBus;
+use crate::bus::{Bus, Inbound};
+use crate::config::BrokerConfig;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::replies::Replies;
+use crate::router::Router;
+use crate::session::actor::{Attach, Kick, Restore, SessionActor};
+use crate::session::{Attachment, OpenError, Protocol, SessionHandle};
+use crate::store::memory::MemoryStore;
+use crate::store::{NodeInfo, RecoveryRecord, Store};
+
+/// Bound of the queue between the bus and the router.
+const INBOUND_QUEUE: usize = 65_536;
+
+/// Why a backend call to a session failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RequestError {
+    /// No such session anywhere.
+    NotFound,
+    /// The session did not answer in time.
+    Timeout,
+    /// The session went away before answering.
+    Cancelled(String),
+}
+
+/// See the module docs.
+pub struct Node {
+    pub config: BrokerConfig,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub router: Router,
+    store: Arc<dyn Store>,
+    replies: Arc<Replies>,
+    started_ms: u64,
+    draining: AtomicBool,
+}
+
+impl Node {
+    /// The embedded single-node broker: memory bus, memory store. Must be called inside
+    /// an actix system.
+    pub async fn embedded(config: BrokerConfig) -> Arc<Node> {
+        let id = config.node_id.clone();
+        Self::start(
+            config,
+            move |inbound| Arc::new(MemoryBus::standalone(id, inbound)),
+            Arc::new(MemoryStore::new()),
+        )
+        .await
+    }
+
+    /// A node with the given bus (built around the node's inbound queue) and store.
+    pub async fn start(
+        config: BrokerConfig,
+        bus: impl FnOnce(Inbound) -> Arc<dyn Bus>,
+        store: Arc<dyn Store>,
+    ) -> Arc<Node> {
+        let (tx, mut rx) = mpsc::channel::<Arc<Envelope>>(INBOUND_QUEUE);
+        let bus = bus(tx);
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::default());
+        let replies = Arc::new(Replies::default());
+        let router = Router::new(
+            config.node_id.clone(),
+            registry.clone(),
+            bus,
+            replies.clone(),
+            metrics.clone(),
+        );
+        let node = Arc::new(Node {
+            config,
+            metrics,
+            registry,
+            router,
+            store,
+            replies,
+            started_ms: now_ms(),
+            draining: AtomicBool::new(false),
+        });
+        // Inbound: everything the bus receives is dispatched by the router.
+        let weak = Arc::downgrade(&node);
+        actix::spawn(async move {
+            while let Some(env) = rx.recv().await {
+                let Some(node) = weak.upgrade() else { break };
+                node.metrics
+                    .bus_received
+                    .with_label_values(&[kind_label(&env)])
+                    .inc();
+                node.router.deliver_local(env);
+            }
+        });
+        node.heartbeat().await;
+        let weak = Arc::downgrade(&node);
+        let every = node.config.heartbeat_interval;
+        actix::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let Some(node) = weak.upgrade() else { break };
+                node.heartbeat().await;
+            }
+        });
+        node
+    }
+
+    pub fn id(&self) -> &NodeId {
+        &self.config.node_id
+    }
+
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    async fn heartbeat(&self) {
+        let info = self.info();
+        self.metrics
+            .bus_up
+            .set(i64::from(self.router.bus().is_up()));
+        if let Err(e) = self.store.heartbeat(info, self.config.heartbeat_ttl).await {
+            self.metrics
+                .store_errors
+                .with_label_values(&["heartbeat"])
+                .inc();
+            debug!(error = %e, "heartbeat failed");
+        }
+    }
+
+    /// This node as it announces itself.
+    pub fn info(&self) -> NodeInfo {
+        NodeInfo {
+            id: self.id().clone(),
+            sessions: self.registry.counts(),
+            started_ms: self.started_ms,
+            heartbeat_ms: now_ms(),
+            draining: self.is_draining(),
+        }
+    }
+
+    /// Ready for traffic: not draining and the bus connected.
+    pub fn is_ready(&self) -> bool {
+        !self.is_draining() && self.router.bus().is_up()
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
+    }
+
+    /// Stops taking new sessions (readiness turns false).
+    pub fn begin_drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Closes every local transport with 1001; recoverable sessions keep their state
+    /// for recovery (in the store) until their window passes.
+    pub fn disconnect_all(&self, reason: &str) -> usize {
+        let all = self.registry.all();
+        for (_, s) in &all {
+            s.addr
+                .do_send(Kick(CloseReason::new(CloseCode::GoingAway, reason)));
+        }
+        all.len()
+    }
+
+    /// Leaves the cluster: removes this node's heartbeat and providers from the store.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.store.remove_node(self.id().clone()).await {
+            warn!(error = %e, "could not remove node from the store");
+        }
+    }
+
+    /// Opens a fresh session for `user`, attached to a new transport.
+    pub async fn open(
+        self: &Arc<Self>,
+        user: &str,
+        protocol: Protocol,
+        recoverable: bool,
+    ) -> Result<(SessionHandle, Attachment), OpenError> {
+        if self.is_draining() {
+            return Err(OpenError::Draining);
+        }
+        let id = SessionId::random();
+        let handle = self.spawn_session(id, user, protocol, recoverable);
+        let attachment = handle
+            .addr
+            .send(Attach)
+            .await
+            .map_err(|_| OpenError::NotFound)?;
+        Ok((handle, attachment))
+    }
+
+    fn spawn_session(
+        self: &Arc<Self>,
+        id: SessionId,
+        user: &str,
+        protocol: Protocol,
+        recoverable: bool,
+    ) -> SessionHandle {
+        let user: Arc<str> = Arc::from(user);
+        let actor = SessionActor::new(self.clone(), id, user.clone(), protocol, recoverable);
+        let addr = actor.start();
+        SessionHandle {
+            id,
+            user,
+            protocol,
+            addr,
+            node: self.clone(),
+        }
+    }
+
+    /// Resumes a recoverable session by id: the local actor if it lives here, else a
+    /// new actor restored from the store's recovery record (its old node, if alive, is
+    /// told to let go). `user`, when given, must be the session's user.
+    pub async fn recover(
+        self: &Arc<Self>,
+        id: SessionId,
+        user: Option<&str>,
+        protocol: Protocol,
+    ) -> Result<(SessionHandle, Attachment, u64), OpenError> {
+        if self.is_draining() {
+            return Err(OpenError::Draining);
+        }
+        let record = self
+            .store
+            .get_recovery(id)
+            .await
+            .map_err(|e| OpenError::Store(e.message))?;
+        if let Some(local) = self.registry.get(id) {
+            if user.is_some_and(|u| u != &*local.user) {
+                return Err(OpenError::WrongUser);
+            }
+            let detached_ms = record.as_ref().map_or_else(now_ms, |r| r.detached_ms);
+            let handle = SessionHandle {
+                id,
+                user: local.user.clone(),
+                protocol: local.protocol,
+                addr: local.addr.clone(),
+                node: self.clone(),
+            };
+            let attachment = local
+                .addr
+                .send(Attach)
+                .await
+                .map_err(|_| OpenError::NotFound)?;
+            return Ok((handle, attachment, detached_ms));
+        }
+        let record: RecoveryRecord = record.ok_or(OpenError::NotFound)?;
+        if user.is_some_and(|u| u != record.user) {
+            return Err(OpenError::WrongUser);
+        }
+        if record.node != *self.id() {
+            // Tell the previous owner (if it is alive) to let go of its copy.
+            let takeover = Envelope::new(
+                self.id(),
+                Kind::Control,
+                Destination::Session(id),
+                // unwrap: serializing a unit-like enum cannot fail.
+                Body::Json(serde_json::to_value(Control::Takeover).unwrap()),
+            );
+            self.router.send_to(
+                &Address {
+                    node: record.node.clone(),
+                    to: Destination::Session(id),
+                },
+                Arc::new(takeover),
+            );
+        }
+        let handle = self.spawn_session(id, &record.user, protocol, true);
+        handle
+            .addr
+            .send(Restore {
+                subscriptions: record.subscriptions,
+                provides: record.provides,
+            })
+            .await
+            .map_err(|_| OpenError::NotFound)?;
+        let attachment = handle
+            .addr
+            .send(Attach)
+            .await
+            .map_err(|_| OpenError::NotFound)?;
+        Ok((handle, attachment, record.detached_ms))
+    }
+
+    /// Publishes on a channel; returns the message id.
+    pub fn publish(&self, channel: &str, data: Value, timing: Option<Value>, from: Origin) -> Uuid {
+        let env = Envelope::new(
+            self.id(),
+            Kind::Notification,
+            Destination::Channel(channel.to_string()),
+            Body::Json(data),
+        )
+        .from(from)
+        .timing(timing);
+        let id = env.id;
+        self.router.publish(Arc::new(env));
+        id
+    }
+
+    /// The node a session lives on, if it is alive anywhere.
+    pub async fn locate(&self, id: SessionId) -> Option<NodeId> {
+        if self.registry.get(id).is_some() {
+            return Some(self.id().clone());
+        }
+        let owner = self.store.get_owner(id).await.ok().flatten()?;
+        let alive = self
+            .store
+            .nodes()
+            .await
+            .ok()?
+            .into_iter()
+            .any(|n| n.id == owner);
+        alive.then_some(owner)
+    }
+
+    /// A provider of a namespace: a local one first, else one on another live node.
+    pub async fn pick_provider(&self, ns: &str) -> Option<Address> {
+        if let Some(id) = self.registry.pick_provider(ns) {
+            return Some(Address {
+                node: self.id().clone(),
+                to: Destination::Session(id),
+            });
+        }
+        let remote: Vec<_> = self
+            .store
+            .providers(ns)
+            .await
+            .ok()?
+            .into_iter()
+            .filter(|p| p.node != *self.id())
+            .collect();
+        if remote.is_empty() {
+            return None;
+        }
+        let p = &remote[(now_ms() as usize) % remote.len()];
+        Some(Address {
+            node: p.node.clone(),
+            to: Destination::Session(p.session),
+        })
+    }
+
+    /// Sends a request from the backend to one session's client and waits for its answer.
+    pub async fn request(
+        &self,
+        id: SessionId,
+        method: &str,
+        payload: Value,
+        timeout: Duration,
+    ) -> Result<Arc<Envelope>, RequestError> {
+        let owner = self.locate(id).await.ok_or(RequestError::NotFound)?;
+        let mut slot = self.replies.open();
+        let reply_to = Address {
+            node: self.id().clone(),
+            to: Destination::Reply(slot.id),
+        };
+        let target = Address {
+            node: owner,
+            to: Destination::Session(id),
+        };
+        let env = Envelope::new(
+            self.id(),
+            Kind::Request,
+            target.to.clone(),
+            Body::Json(payload),
+        )
+        .from(Origin {
+            protocol: Some("api".into()),
+            ..Origin::default()
+        })
+        .reply_to(reply_to.clone())
+        .correlation(slot.id.to_string())
+        .subject(method);
+        self.router.send_to(&target, Arc::new(env));
+        match tokio::time::timeout(timeout, slot.wait()).await {
+            Ok(Some(answer)) => match &answer.body {
+                Body::Error(e) if e.code == "REQUEST_CANCELLED" => {
+                    Err(RequestError::Cancelled(e.message.clone()))
+                }
+                _ => Ok(answer),
+            },
+            Ok(None) => Err(RequestError::Cancelled("reply slot closed".into())),
+            Err(_) => {
+                let cancel = Envelope::new(
+                    self.id(),
+                    Kind::Control,
+                    target.to.clone(),
+                    // unwrap: serializing a unit-like enum cannot fail.
+                    Body::Json(serde_json::to_value(Control::Cancel).unwrap()),
+                )
+                .reply_to(reply_to)
+                .correlation(slot.id.to_string());
+                self.router.send_to(&target, Arc::new(cancel));
+                Err(RequestError::Timeout)
+            }
+        }
+    }
+
+    /// Live nodes of the cluster (this one alone in embedded mode).
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, String> {
+        self.store.nodes().await.map_err(|e| e.message)
+    }
+}
+
+fn kind_label(env: &Envelope) -> &'static str {
+    match env.to {
+        Destination::Channel(_) => "channel",
+        _ => "direct",
+    }
+}

@@ -1,0 +1,168 @@
+//! The local registry: the truth about what lives on this node. Sessions, channel
+//! members and RPC providers. The bus and the store mirror it (a node subscribes to a
+//! channel's bus topic while it has members; after a bus reconnect every subscription
+//! is replayed from here).
+//!
+//! Locks are std `RwLock`s held only for map operations and non-blocking `try_send`s,
+//! never across an `.await`.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use actix::Addr;
+use murmur_shared::ids::SessionId;
+
+use crate::session::actor::SessionActor;
+use crate::session::Protocol;
+
+/// What the registry knows of one local session.
+#[derive(Clone)]
+pub struct LocalSession {
+    pub addr: Addr<SessionActor>,
+    pub user: Arc<str>,
+    pub protocol: Protocol,
+}
+
+type Members = HashMap<SessionId, Addr<SessionActor>>;
+
+/// See the module docs.
+#[derive(Default)]
+pub struct Registry {
+    sessions: RwLock<HashMap<SessionId, LocalSession>>,
+    channels: RwLock<HashMap<String, Members>>,
+    providers: RwLock<HashMap<String, Vec<SessionId>>>,
+    round_robin: AtomicUsize,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // unwrap: no code panics while holding a registry lock (map operations only).
+    l.read().unwrap()
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    // unwrap: as above.
+    l.write().unwrap()
+}
+
+impl Registry {
+    pub fn insert(&self, id: SessionId, session: LocalSession) {
+        write(&self.sessions).insert(id, session);
+    }
+
+    pub fn remove(&self, id: SessionId) {
+        write(&self.sessions).remove(&id);
+    }
+
+    pub fn get(&self, id: SessionId) -> Option<LocalSession> {
+        read(&self.sessions).get(&id).cloned()
+    }
+
+    /// Every local session (drain, admin).
+    pub fn all(&self) -> Vec<(SessionId, LocalSession)> {
+        read(&self.sessions)
+            .iter()
+            .map(|(k, v)| (*k, v.clone()))
+            .collect()
+    }
+
+    /// Live sessions per protocol label.
+    pub fn counts(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut out = std::collections::BTreeMap::new();
+        for s in read(&self.sessions).values() {
+            *out.entry(s.protocol.label().to_string()).or_insert(0) += 1;
+        }
+        out
+    }
+
+    pub fn len(&self) -> usize {
+        read(&self.sessions).len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Adds a member; true when it is the channel's first local member.
+    pub fn join(&self, channel: &str, id: SessionId, addr: Addr<SessionActor>) -> bool {
+        let mut channels = write(&self.channels);
+        let members = channels.entry(channel.to_string()).or_default();
+        let first = members.is_empty();
+        members.insert(id, addr);
+        first
+    }
+
+    /// Removes a member; true when it was the channel's last local member.
+    pub fn leave(&self, channel: &str, id: SessionId) -> bool {
+        let mut channels = write(&self.channels);
+        let Some(members) = channels.get_mut(channel) else {
+            return false;
+        };
+        if members.remove(&id).is_none() {
+            return false;
+        }
+        if members.is_empty() {
+            channels.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Calls `f` for every local member of a channel, under the read lock (`f` must not
+    /// block: it does `try_send`).
+    pub fn for_each_member(
+        &self,
+        channel: &str,
+        mut f: impl FnMut(SessionId, &Addr<SessionActor>),
+    ) {
+        if let Some(members) = read(&self.channels).get(channel) {
+            for (id, addr) in members {
+                f(*id, addr);
+            }
+        }
+    }
+
+    /// Channels with local members (replayed to the bus after a reconnect).
+    pub fn channels(&self) -> Vec<String> {
+        read(&self.channels).keys().cloned().collect()
+    }
+
+    pub fn member_count(&self, channel: &str) -> usize {
+        read(&self.channels).get(channel).map_or(0, |m| m.len())
+    }
+
+    /// Registers a local provider of a namespace.
+    pub fn provide(&self, ns: &str, id: SessionId) {
+        let mut p = write(&self.providers);
+        let list = p.entry(ns.to_string()).or_default();
+        if !list.contains(&id) {
+            list.push(id);
+        }
+    }
+
+    /// Unregisters a local provider; true if it was registered.
+    pub fn unprovide(&self, ns: &str, id: SessionId) -> bool {
+        let mut p = write(&self.providers);
+        let Some(list) = p.get_mut(ns) else {
+            return false;
+        };
+        let before = list.len();
+        list.retain(|s| *s != id);
+        let removed = list.len() != before;
+        if list.is_empty() {
+            p.remove(ns);
+        }
+        removed
+    }
+
+    /// Picks a local provider of a namespace, round-robin.
+    pub fn pick_provider(&self, ns: &str) -> Option<SessionId> {
+        let p = read(&self.providers);
+        let list = p.get(ns)?;
+        if list.is_empty() {
+            return None;
+        }
+        let i = self.round_robin.fetch_add(1, Ordering::Relaxed) % list.len();
+        Some(list[i])
+    }
+}

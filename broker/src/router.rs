@@ -1,0 +1,169 @@
+//! The router: given an envelope, deliver it to local sessions or hand it to the bus.
+//!
+//! * Channel publications fan out to local members at once (`try_send` into each
+//!   session's bounded mailbox), then go on the bus for other nodes; the copy the bus
+//!   echoes back to the origin node is skipped there.
+//! * Directed envelopes go to an [`Address`]: local when the node is this one, else the
+//!   owning node's bus topic.
+//! * Envelopes arriving from the bus are dispatched the same way as local ones.
+
+use std::sync::Arc;
+
+use actix::dev::SendError;
+use murmur_shared::close::{CloseCode, CloseReason};
+use murmur_shared::envelope::{Address, Body, Destination, Envelope, ErrorBody, Kind};
+use murmur_shared::helios::ErrorCode;
+use murmur_shared::ids::NodeId;
+use tracing::debug;
+
+use crate::bus::{Bus, Topic};
+use crate::metrics::{outcome, Metrics};
+use crate::registry::Registry;
+use crate::replies::Replies;
+use crate::session::actor::{Deliver, Kick};
+
+/// See the module docs.
+pub struct Router {
+    node: NodeId,
+    registry: Arc<Registry>,
+    bus: Arc<dyn Bus>,
+    replies: Arc<Replies>,
+    metrics: Arc<Metrics>,
+}
+
+impl Router {
+    pub fn new(
+        node: NodeId,
+        registry: Arc<Registry>,
+        bus: Arc<dyn Bus>,
+        replies: Arc<Replies>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Router {
+            node,
+            registry,
+            bus,
+            replies,
+            metrics,
+        }
+    }
+
+    /// Publishes on a channel: local members now, other nodes through the bus.
+    pub fn publish(&self, env: Arc<Envelope>) {
+        let Destination::Channel(channel) = &env.to else {
+            debug!("publish called with a non-channel destination");
+            return;
+        };
+        self.fan_out(channel, &env);
+        if self.bus.is_clustered() {
+            self.to_bus(Topic::Channel(channel.clone()), env);
+        }
+    }
+
+    /// Sends to a known address.
+    pub fn send_to(&self, addr: &Address, env: Arc<Envelope>) {
+        if addr.node == self.node {
+            self.deliver_local(env);
+        } else {
+            self.to_bus(Topic::Node(addr.node.clone()), env);
+        }
+    }
+
+    /// Dispatches an envelope whose recipients live on this node (or which arrived
+    /// from the bus).
+    pub fn deliver_local(&self, env: Arc<Envelope>) {
+        match &env.to {
+            Destination::Channel(channel) => {
+                if env.origin_node != self.node {
+                    self.fan_out(channel, &env);
+                }
+            }
+            Destination::Session(id) => match self.registry.get(*id) {
+                Some(s) => self.try_deliver(s.protocol.label(), &s.addr, env),
+                None => self.bounce(env, "the addressed session is gone"),
+            },
+            Destination::Reply(slot) => {
+                let slot = *slot;
+                if !self.replies.complete(slot, env) {
+                    debug!(slot, "reply for a slot nobody waits for any more");
+                }
+            }
+            Destination::User(_) => {
+                debug!("user destinations are routed by the chat adapter");
+            }
+        }
+    }
+
+    fn fan_out(&self, channel: &str, env: &Arc<Envelope>) {
+        self.registry.for_each_member(channel, |_, addr| {
+            self.try_deliver("channel", addr, env.clone());
+        });
+    }
+
+    fn try_deliver(
+        &self,
+        label: &str,
+        addr: &actix::Addr<crate::session::actor::SessionActor>,
+        env: Arc<Envelope>,
+    ) {
+        match addr.try_send(Deliver(env)) {
+            Ok(()) => {}
+            Err(SendError::Full(_)) => {
+                // The session's mailbox is full: it cannot keep up. Disconnect it
+                // (the one message that jumps the bound is the Kick itself).
+                self.metrics.delivery(label, outcome::DROPPED_SLOW);
+                addr.do_send(Kick(CloseReason::new(
+                    CloseCode::SlowConsumer,
+                    "slow consumer: session mailbox full",
+                )));
+            }
+            Err(SendError::Closed(Deliver(env))) => self.bounce(env, "the addressed session ended"),
+        }
+    }
+
+    /// A request whose recipient is gone is answered at once, so the caller does not
+    /// wait for its timeout.
+    fn bounce(&self, env: Arc<Envelope>, why: &str) {
+        self.metrics.delivery("none", outcome::UNDELIVERABLE);
+        if env.kind != Kind::Request {
+            return;
+        }
+        let (Some(reply_to), Some(correlation)) = (&env.reply_to, &env.correlation) else {
+            return;
+        };
+        let answer = Envelope::new(
+            &self.node,
+            Kind::Response,
+            reply_to.to.clone(),
+            Body::Error(ErrorBody {
+                code: ErrorCode::RequestCancelled.as_str().to_string(),
+                message: why.to_string(),
+                details: None,
+            }),
+        )
+        .correlation(correlation.clone());
+        self.send_to(reply_to, Arc::new(answer));
+    }
+
+    fn to_bus(&self, topic: Topic, env: Arc<Envelope>) {
+        let kind = match topic {
+            Topic::Node(_) => "direct",
+            Topic::Channel(_) => "channel",
+        };
+        match self.bus.publish(topic, env) {
+            Ok(()) => self.metrics.bus_published.with_label_values(&[kind]).inc(),
+            Err(e) => {
+                self.metrics
+                    .bus_errors
+                    .with_label_values(&["dropped"])
+                    .inc();
+                debug!(error = %e, "bus publish failed");
+            }
+        }
+    }
+
+    /// The bus for subscription management.
+    pub fn bus(&self) -> &Arc<dyn Bus> {
+        &self.bus
+    }
+}

@@ -1,0 +1,913 @@
+//! The session actor. See [`super`] for the lifecycle. Everything here runs on the
+//! actor's arbiter thread: no blocking, no awaiting inside handlers (store writes are
+//! spawned and their failures counted).
+
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use murmur_shared::close::{CloseCode, CloseReason};
+use murmur_shared::envelope::{
+    Address, Body, Control, Destination, Envelope, ErrorBody, Kind, Origin,
+};
+use murmur_shared::helios::ErrorCode;
+use murmur_shared::ids::{now_ms, SessionId};
+use serde_json::Value;
+use tokio::sync::{mpsc, oneshot};
+use tracing::{debug, warn};
+use uuid::Uuid;
+
+use super::{Attachment, CallError, Protocol, SessionError};
+use crate::metrics::outcome;
+use crate::node::Node;
+use crate::registry::LocalSession;
+use crate::store::{ProviderEntry, RecoveryRecord};
+
+/// Error code for a provider or caller over its in-flight limit (not a seed code).
+pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+
+enum Transport {
+    Attached {
+        tx: mpsc::Sender<Arc<Envelope>>,
+        close: Option<oneshot::Sender<CloseReason>>,
+    },
+    Detached,
+}
+
+/// A call this session made, waiting for its provider.
+struct PendingCall {
+    provider: Address,
+    timer: SpawnHandle,
+}
+
+/// A request this session serves, waiting for its client's answer.
+struct Inflight {
+    reply_to: Address,
+    /// The requester's own id, echoed in the response.
+    correlation: String,
+}
+
+/// See the module docs.
+pub struct SessionActor {
+    node: Arc<Node>,
+    id: SessionId,
+    user: Arc<str>,
+    protocol: Protocol,
+    /// Whether a detached session waits for recovery (Helios) or ends at once.
+    recoverable: bool,
+    subscriptions: BTreeSet<String>,
+    provides: BTreeSet<String>,
+    transport: Transport,
+    /// Incremented per attachment, so a late detach of a replaced socket is ignored.
+    epoch: u64,
+    /// Envelopes waiting for a transport (bounded by `recovery_buffer`).
+    buffer: VecDeque<Arc<Envelope>>,
+    detached_ms: u64,
+    expiry: Option<SpawnHandle>,
+    pending: HashMap<String, PendingCall>,
+    inflight: HashMap<String, Inflight>,
+    /// Set when the session ends, sent to a still-attached transport.
+    end_reason: Option<CloseReason>,
+}
+
+impl SessionActor {
+    pub(crate) fn new(
+        node: Arc<Node>,
+        id: SessionId,
+        user: Arc<str>,
+        protocol: Protocol,
+        recoverable: bool,
+    ) -> Self {
+        SessionActor {
+            node,
+            id,
+            user,
+            protocol,
+            recoverable,
+            subscriptions: BTreeSet::new(),
+            provides: BTreeSet::new(),
+            transport: Transport::Detached,
+            epoch: 0,
+            buffer: VecDeque::new(),
+            detached_ms: now_ms(),
+            expiry: None,
+            pending: HashMap::new(),
+            inflight: HashMap::new(),
+            end_reason: None,
+        }
+    }
+
+    fn label(&self) -> &'static str {
+        self.protocol.label()
+    }
+
+    fn my_address(&self) -> Address {
+        Address {
+            node: self.node.id().clone(),
+            to: Destination::Session(self.id),
+        }
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            session: Some(self.id),
+            user: Some(self.user.to_string()),
+            protocol: Some(self.label().to_string()),
+        }
+    }
+
+    /// Hands an envelope to the client, or buffers it while no transport is attached.
+    fn forward(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
+        let metrics = &self.node.metrics;
+        if let Transport::Attached { tx, .. } = &self.transport {
+            match tx.try_send(env) {
+                Ok(()) => {
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Full(env)) => {
+                    metrics.delivery(self.label(), outcome::DROPPED_SLOW);
+                    self.buffer_push(env, ctx);
+                    self.kick(
+                        CloseReason::new(
+                            CloseCode::SlowConsumer,
+                            "slow consumer: outbound queue full",
+                        ),
+                        ctx,
+                    );
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(env)) => {
+                    // The transport is going away; its detach is on its way.
+                    self.buffer_push(env, ctx);
+                    return;
+                }
+            }
+        }
+        self.buffer_push(env, ctx);
+    }
+
+    fn buffer_push(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
+        if !self.recoverable {
+            self.node
+                .metrics
+                .delivery(self.label(), outcome::DROPPED_SLOW);
+            return;
+        }
+        if self.buffer.len() >= self.node.config.recovery_buffer {
+            self.node
+                .metrics
+                .delivery(self.label(), outcome::DROPPED_OVERFLOW);
+            warn!(session = %self.id, "recovery buffer overflow: ending the session");
+            self.end(
+                CloseReason::new(CloseCode::Terminated, "recovery buffer overflow"),
+                ctx,
+            );
+            return;
+        }
+        self.node.metrics.delivery(self.label(), outcome::BUFFERED);
+        self.buffer.push_back(env);
+    }
+
+    /// Closes the current transport. Recoverable sessions then wait for recovery.
+    fn kick(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        let label = self.label();
+        if let Transport::Attached { close, .. } = &mut self.transport {
+            self.node
+                .metrics
+                .disconnects
+                .with_label_values(&[label, reason.code.label()])
+                .inc();
+            if let Some(close) = close.take() {
+                let _ = close.send(reason.clone());
+            }
+            self.transport = Transport::Detached;
+            self.on_detached(ctx);
+        }
+    }
+
+    /// Ends the session for good.
+    fn end(&mut self, reason: CloseReason, ctx: &mut Context<Self>) {
+        self.end_reason = Some(reason);
+        ctx.stop();
+    }
+
+    fn on_detached(&mut self, ctx: &mut Context<Self>) {
+        if !self.recoverable {
+            self.end(CloseReason::new(CloseCode::Normal, "session closed"), ctx);
+            return;
+        }
+        self.detached_ms = now_ms();
+        // Requests in flight to this provider are answered at once: its client may
+        // come back, but it cannot answer what it never saw.
+        self.cancel_inflight("provider connection closed");
+        for ns in &self.provides {
+            self.node.registry.unprovide(ns, self.id);
+            self.spawn_store_remove_provider(ns.clone());
+        }
+        let record = RecoveryRecord {
+            session: self.id,
+            user: self.user.to_string(),
+            node: self.node.id().clone(),
+            subscriptions: self.subscriptions.iter().cloned().collect(),
+            provides: self.provides.iter().cloned().collect(),
+            detached_ms: self.detached_ms,
+        };
+        let node = self.node.clone();
+        let ttl = self.node.config.recovery_ttl;
+        actix::spawn(async move {
+            if let Err(e) = node.store().put_recovery(record, ttl).await {
+                node.metrics
+                    .store_errors
+                    .with_label_values(&["put_recovery"])
+                    .inc();
+                warn!(error = %e, "could not save recovery state");
+            }
+        });
+        if let Some(h) = self.expiry.take() {
+            ctx.cancel_future(h);
+        }
+        self.expiry = Some(ctx.run_later(ttl, |act, ctx| {
+            debug!(session = %act.id, "recovery window passed");
+            act.end(
+                CloseReason::new(CloseCode::Terminated, "recovery window passed"),
+                ctx,
+            );
+        }));
+    }
+
+    fn cancel_inflight(&mut self, why: &str) {
+        for (_, req) in self.inflight.drain() {
+            let answer = Envelope::new(
+                self.node.id(),
+                Kind::Response,
+                req.reply_to.to.clone(),
+                Body::Error(ErrorBody {
+                    code: ErrorCode::RequestCancelled.as_str().into(),
+                    message: why.into(),
+                    details: None,
+                }),
+            )
+            .correlation(req.correlation);
+            self.node.router.send_to(&req.reply_to, Arc::new(answer));
+        }
+    }
+
+    fn spawn_store_remove_provider(&self, ns: String) {
+        let node = self.node.clone();
+        let entry = ProviderEntry {
+            session: self.id,
+            node: node.id().clone(),
+        };
+        actix::spawn(async move {
+            if node.store().remove_provider(&ns, entry).await.is_err() {
+                node.metrics
+                    .store_errors
+                    .with_label_values(&["remove_provider"])
+                    .inc();
+            }
+        });
+    }
+
+    fn spawn_store_add_provider(&self, ns: String) {
+        let node = self.node.clone();
+        let entry = ProviderEntry {
+            session: self.id,
+            node: node.id().clone(),
+        };
+        actix::spawn(async move {
+            if node.store().add_provider(&ns, entry).await.is_err() {
+                node.metrics
+                    .store_errors
+                    .with_label_values(&["add_provider"])
+                    .inc();
+            }
+        });
+    }
+
+    /// An error response to this session's own client for one of its calls.
+    fn answer_self(
+        &mut self,
+        request_id: String,
+        code: &str,
+        message: &str,
+        ctx: &mut Context<Self>,
+    ) {
+        let env = Envelope::new(
+            self.node.id(),
+            Kind::Response,
+            Destination::Session(self.id),
+            Body::Error(ErrorBody {
+                code: code.into(),
+                message: message.into(),
+                details: None,
+            }),
+        )
+        .correlation(request_id);
+        self.forward(Arc::new(env), ctx);
+    }
+
+    fn send_cancel(&self, provider: &Address, request_id: &str) {
+        let env = Envelope::new(
+            self.node.id(),
+            Kind::Control,
+            provider.to.clone(),
+            // unwrap: serializing a unit-like enum cannot fail.
+            Body::Json(serde_json::to_value(Control::Cancel).unwrap()),
+        )
+        .from(self.origin())
+        .reply_to(self.my_address())
+        .correlation(request_id);
+        self.node.router.send_to(provider, Arc::new(env));
+    }
+
+    fn on_request(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
+        let (Some(reply_to), Some(correlation)) = (env.reply_to.clone(), env.correlation.clone())
+        else {
+            debug!("request without a reply address dropped");
+            return;
+        };
+        if self.inflight.len() >= self.node.config.max_inflight_calls {
+            self.node
+                .metrics
+                .rpc_requests
+                .with_label_values(&[self.label(), "rejected"])
+                .inc();
+            let answer = Envelope::new(
+                self.node.id(),
+                Kind::Response,
+                reply_to.to.clone(),
+                Body::Error(ErrorBody {
+                    code: TOO_MANY_REQUESTS.into(),
+                    message: "provider has too many requests in flight".into(),
+                    details: None,
+                }),
+            )
+            .correlation(correlation);
+            self.node.router.send_to(&reply_to, Arc::new(answer));
+            return;
+        }
+        let local_id = Uuid::new_v4().to_string();
+        self.inflight.insert(
+            local_id.clone(),
+            Inflight {
+                reply_to,
+                correlation,
+            },
+        );
+        let mut forwarded = (*env).clone();
+        forwarded.correlation = Some(local_id);
+        self.forward(Arc::new(forwarded), ctx);
+    }
+
+    fn on_response(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
+        let Some(id) = env.correlation.as_deref() else {
+            return;
+        };
+        let Some(call) = self.pending.remove(id) else {
+            // Timed out or cancelled meanwhile: the caller already has its answer.
+            self.node
+                .metrics
+                .delivery(self.label(), outcome::UNDELIVERABLE);
+            return;
+        };
+        ctx.cancel_future(call.timer);
+        let result = if matches!(env.body, Body::Error(_)) {
+            "error"
+        } else {
+            "ok"
+        };
+        self.node
+            .metrics
+            .rpc_requests
+            .with_label_values(&[self.label(), result])
+            .inc();
+        self.forward(env, ctx);
+    }
+
+    fn on_control(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
+        match serde_json::from_value::<Control>(env.json().clone()) {
+            Ok(Control::Cancel) => {
+                let key = self.inflight.iter().find_map(|(k, v)| {
+                    (Some(&v.reply_to) == env.reply_to.as_ref()
+                        && Some(&v.correlation) == env.correlation.as_ref())
+                    .then(|| k.clone())
+                });
+                if let Some(k) = key {
+                    self.inflight.remove(&k);
+                }
+            }
+            Ok(Control::Takeover) => {
+                // The session was resumed on another node: this copy ends quietly,
+                // without deleting the state the new owner now uses.
+                self.recoverable = false;
+                self.end(
+                    CloseReason::new(CloseCode::Replaced, "session resumed elsewhere"),
+                    ctx,
+                );
+            }
+            Err(e) => debug!(error = %e, "unknown control envelope"),
+        }
+    }
+}
+
+impl Actor for SessionActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.set_mailbox_capacity(self.node.config.mailbox);
+        self.node.registry.insert(
+            self.id,
+            LocalSession {
+                addr: ctx.address(),
+                user: self.user.clone(),
+                protocol: self.protocol,
+            },
+        );
+        self.node
+            .metrics
+            .sessions
+            .with_label_values(&[self.label()])
+            .inc();
+        let node = self.node.clone();
+        let id = self.id;
+        actix::spawn(async move {
+            if node
+                .store()
+                .set_owner(id, node.id().clone(), node.config.owner_ttl)
+                .await
+                .is_err()
+            {
+                node.metrics
+                    .store_errors
+                    .with_label_values(&["set_owner"])
+                    .inc();
+            }
+        });
+    }
+
+    fn stopped(&mut self, _ctx: &mut Context<Self>) {
+        let node = self.node.clone();
+        node.registry.remove(self.id);
+        node.metrics
+            .sessions
+            .with_label_values(&[self.label()])
+            .dec();
+        for ch in std::mem::take(&mut self.subscriptions) {
+            if node.registry.leave(&ch, self.id) {
+                node.router.bus().unsubscribe(&ch);
+            }
+        }
+        for ns in std::mem::take(&mut self.provides) {
+            node.registry.unprovide(&ns, self.id);
+            self.spawn_store_remove_provider(ns);
+        }
+        self.cancel_inflight("provider session ended");
+        for (id, call) in std::mem::take(&mut self.pending) {
+            self.send_cancel(&call.provider, &id);
+        }
+        if let Transport::Attached { close, .. } = &mut self.transport {
+            if let Some(close) = close.take() {
+                let reason = self
+                    .end_reason
+                    .take()
+                    .unwrap_or_else(|| CloseReason::new(CloseCode::Normal, "session closed"));
+                let _ = close.send(reason);
+            }
+        }
+        let dropped = self.buffer.len();
+        if dropped > 0 {
+            debug!(session = %self.id, dropped, "session ended with buffered messages");
+        }
+        // A session that was taken over elsewhere leaves the shared state alone.
+        let clean_store = !matches!(
+            self.end_reason.as_ref().map(|r| r.code),
+            Some(CloseCode::Replaced)
+        );
+        let id = self.id;
+        if clean_store {
+            actix::spawn(async move {
+                let store = node.store();
+                let r1 = store.delete_recovery(id).await;
+                let r2 = store.delete_owner(id, node.id().clone()).await;
+                if r1.is_err() || r2.is_err() {
+                    node.metrics
+                        .store_errors
+                        .with_label_values(&["session_cleanup"])
+                        .inc();
+                }
+            });
+        }
+    }
+}
+
+/// An envelope for this session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Deliver(pub Arc<Envelope>);
+
+impl Handler<Deliver> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Deliver(env): Deliver, ctx: &mut Context<Self>) {
+        match env.kind {
+            Kind::Request => self.on_request(env, ctx),
+            Kind::Response => self.on_response(env, ctx),
+            Kind::Control => self.on_control(env, ctx),
+            Kind::Notification if env.correlation.is_some() => {
+                // Progress of one of this session's calls: only while it is pending.
+                if env
+                    .correlation
+                    .as_ref()
+                    .is_some_and(|c| self.pending.contains_key(c))
+                {
+                    self.forward(env, ctx);
+                }
+            }
+            Kind::Notification | Kind::Message => self.forward(env, ctx),
+        }
+    }
+}
+
+/// Close the current transport (slow consumer, drain); the session may be recovered.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Kick(pub CloseReason);
+
+impl Handler<Kick> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Kick(reason): Kick, ctx: &mut Context<Self>) {
+        self.kick(reason, ctx);
+    }
+}
+
+/// End the session now, whatever its state.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct End(pub CloseReason);
+
+impl Handler<End> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, End(reason): End, ctx: &mut Context<Self>) {
+        self.end(reason, ctx);
+    }
+}
+
+/// Attach a transport; an attached one is replaced (closed with 4002).
+#[derive(Message)]
+#[rtype(result = "Attachment")]
+pub struct Attach;
+
+impl Handler<Attach> for SessionActor {
+    type Result = MessageResult<Attach>;
+
+    fn handle(&mut self, _: Attach, ctx: &mut Context<Self>) -> Self::Result {
+        if let Transport::Attached { close, .. } = &mut self.transport {
+            if let Some(close) = close.take() {
+                let _ = close.send(CloseReason::new(
+                    CloseCode::Replaced,
+                    "replaced by a newer connection",
+                ));
+            }
+            self.cancel_inflight("provider connection replaced");
+        }
+        if let Some(h) = self.expiry.take() {
+            ctx.cancel_future(h);
+        }
+        let (tx, outbound) = mpsc::channel(self.node.config.outbound_queue);
+        let (close_tx, closed) = oneshot::channel();
+        self.epoch += 1;
+        self.transport = Transport::Attached {
+            tx,
+            close: Some(close_tx),
+        };
+        let buffered: Vec<Arc<Envelope>> = self.buffer.drain(..).collect();
+        for _ in &buffered {
+            self.node.metrics.delivery(self.label(), outcome::RECOVERED);
+        }
+        for ns in &self.provides {
+            self.node.registry.provide(ns, self.id);
+            self.spawn_store_add_provider(ns.clone());
+        }
+        MessageResult(Attachment {
+            epoch: self.epoch,
+            buffered,
+            outbound,
+            closed,
+        })
+    }
+}
+
+/// The transport of attachment `epoch` is gone.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Detach(pub u64);
+
+impl Handler<Detach> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Detach(epoch): Detach, ctx: &mut Context<Self>) {
+        if epoch == self.epoch && matches!(self.transport, Transport::Attached { .. }) {
+            self.transport = Transport::Detached;
+            self.on_detached(ctx);
+        }
+    }
+}
+
+/// Join a channel.
+#[derive(Message)]
+#[rtype(result = "Result<bool, SessionError>")]
+pub struct Subscribe(pub String);
+
+impl Handler<Subscribe> for SessionActor {
+    type Result = Result<bool, SessionError>;
+
+    fn handle(&mut self, Subscribe(ch): Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+        if self.subscriptions.contains(&ch) {
+            return Ok(false);
+        }
+        if self.subscriptions.len() >= self.node.config.max_subscriptions {
+            return Err(SessionError::Limit(format!(
+                "at most {} subscriptions per session",
+                self.node.config.max_subscriptions
+            )));
+        }
+        if self.node.registry.join(&ch, self.id, ctx.address()) {
+            self.node.router.bus().subscribe(&ch);
+        }
+        self.subscriptions.insert(ch);
+        Ok(true)
+    }
+}
+
+/// Leave a channel; the result says whether the session was a member.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Unsubscribe(pub String);
+
+impl Handler<Unsubscribe> for SessionActor {
+    type Result = bool;
+
+    fn handle(&mut self, Unsubscribe(ch): Unsubscribe, _: &mut Context<Self>) -> bool {
+        if !self.subscriptions.remove(&ch) {
+            return false;
+        }
+        if self.node.registry.leave(&ch, self.id) {
+            self.node.router.bus().unsubscribe(&ch);
+        }
+        true
+    }
+}
+
+/// Serve a namespace.
+#[derive(Message)]
+#[rtype(result = "Result<bool, SessionError>")]
+pub struct Provide(pub String);
+
+impl Handler<Provide> for SessionActor {
+    type Result = Result<bool, SessionError>;
+
+    fn handle(&mut self, Provide(ns): Provide, _: &mut Context<Self>) -> Self::Result {
+        if self.provides.contains(&ns) {
+            return Ok(false);
+        }
+        if self.provides.len() >= self.node.config.max_provides {
+            return Err(SessionError::Limit(format!(
+                "at most {} provided namespaces per session",
+                self.node.config.max_provides
+            )));
+        }
+        self.node.registry.provide(&ns, self.id);
+        self.spawn_store_add_provider(ns.clone());
+        self.provides.insert(ns);
+        Ok(true)
+    }
+}
+
+/// Stop serving a namespace.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Unprovide(pub String);
+
+impl Handler<Unprovide> for SessionActor {
+    type Result = bool;
+
+    fn handle(&mut self, Unprovide(ns): Unprovide, _: &mut Context<Self>) -> bool {
+        if !self.provides.remove(&ns) {
+            return false;
+        }
+        self.node.registry.unprovide(&ns, self.id);
+        self.spawn_store_remove_provider(ns);
+        true
+    }
+}
+
+/// Send an RPC request to a provider; the answer comes back as a response envelope.
+#[derive(Message)]
+#[rtype(result = "Result<(), CallError>")]
+pub struct Call {
+    pub request_id: String,
+    pub method: String,
+    pub payload: Value,
+    pub timeout: Duration,
+    pub timing: Option<Value>,
+    pub provider: Address,
+}
+
+impl Handler<Call> for SessionActor {
+    type Result = Result<(), CallError>;
+
+    fn handle(&mut self, call: Call, ctx: &mut Context<Self>) -> Self::Result {
+        if self.pending.contains_key(&call.request_id) {
+            return Err(CallError::Duplicate);
+        }
+        if self.pending.len() >= self.node.config.max_inflight_calls {
+            return Err(CallError::TooMany);
+        }
+        let request_id = call.request_id.clone();
+        let timer = ctx.run_later(call.timeout, move |act, ctx| {
+            if let Some(call) = act.pending.remove(&request_id) {
+                act.node
+                    .metrics
+                    .rpc_requests
+                    .with_label_values(&[act.label(), "timeout"])
+                    .inc();
+                act.send_cancel(&call.provider, &request_id);
+                act.answer_self(
+                    request_id,
+                    ErrorCode::RequestTimeout.as_str(),
+                    "the provider did not answer in time",
+                    ctx,
+                );
+            }
+        });
+        let env = Envelope::new(
+            self.node.id(),
+            Kind::Request,
+            call.provider.to.clone(),
+            Body::Json(call.payload),
+        )
+        .from(self.origin())
+        .reply_to(self.my_address())
+        .correlation(call.request_id.clone())
+        .subject(call.method)
+        .timing(call.timing);
+        self.pending.insert(
+            call.request_id,
+            PendingCall {
+                provider: call.provider.clone(),
+                timer,
+            },
+        );
+        self.node.router.send_to(&call.provider, Arc::new(env));
+        Ok(())
+    }
+}
+
+/// Cancel one of this session's calls (`system:cancel`); true if it was pending. The
+/// cancelled request is answered `REQUEST_CANCELLED`.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct CancelCall(pub String);
+
+impl Handler<CancelCall> for SessionActor {
+    type Result = bool;
+
+    fn handle(&mut self, CancelCall(id): CancelCall, ctx: &mut Context<Self>) -> bool {
+        let Some(call) = self.pending.remove(&id) else {
+            return false;
+        };
+        ctx.cancel_future(call.timer);
+        self.node
+            .metrics
+            .rpc_requests
+            .with_label_values(&[self.label(), "cancelled"])
+            .inc();
+        self.send_cancel(&call.provider, &id);
+        self.answer_self(
+            id,
+            ErrorCode::RequestCancelled.as_str(),
+            "cancelled by the caller",
+            ctx,
+        );
+        true
+    }
+}
+
+/// The client answered a request it was sent; false if the id is unknown.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Respond {
+    pub id: String,
+    pub outcome: Result<Value, ErrorBody>,
+}
+
+impl Handler<Respond> for SessionActor {
+    type Result = bool;
+
+    fn handle(&mut self, r: Respond, _: &mut Context<Self>) -> bool {
+        let Some(req) = self.inflight.remove(&r.id) else {
+            return false;
+        };
+        let body = match r.outcome {
+            Ok(v) => Body::Json(v),
+            Err(e) => Body::Error(e),
+        };
+        let env = Envelope::new(
+            self.node.id(),
+            Kind::Response,
+            req.reply_to.to.clone(),
+            body,
+        )
+        .from(self.origin())
+        .correlation(req.correlation);
+        self.node.router.send_to(&req.reply_to, Arc::new(env));
+        true
+    }
+}
+
+/// The client sent a progress notification for a request it serves; false if unknown.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Progress {
+    pub id: String,
+    pub topic: Option<String>,
+    pub data: Value,
+}
+
+impl Handler<Progress> for SessionActor {
+    type Result = bool;
+
+    fn handle(&mut self, p: Progress, _: &mut Context<Self>) -> bool {
+        let Some(req) = self.inflight.get(&p.id) else {
+            return false;
+        };
+        let mut env = Envelope::new(
+            self.node.id(),
+            Kind::Notification,
+            req.reply_to.to.clone(),
+            Body::Json(p.data),
+        )
+        .from(self.origin())
+        .correlation(req.correlation.clone());
+        env.subject = p.topic;
+        self.node
+            .router
+            .send_to(&req.reply_to.clone(), Arc::new(env));
+        true
+    }
+}
+
+/// A copy of the session's state (recovery tokens, admin).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Snapshot {
+    pub id: SessionId,
+    pub user: String,
+    pub subscriptions: Vec<String>,
+    pub provides: Vec<String>,
+}
+
+#[derive(Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+impl Handler<GetSnapshot> for SessionActor {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Context<Self>) -> Self::Result {
+        MessageResult(Snapshot {
+            id: self.id,
+            user: self.user.to_string(),
+            subscriptions: self.subscriptions.iter().cloned().collect(),
+            provides: self.provides.iter().cloned().collect(),
+        })
+    }
+}
+
+/// Restore subscriptions and provides from a recovery record (resume on another node).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Restore {
+    pub subscriptions: Vec<String>,
+    pub provides: Vec<String>,
+}
+
+impl Handler<Restore> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, r: Restore, ctx: &mut Context<Self>) {
+        for ch in r.subscriptions {
+            if self.subscriptions.len() < self.node.config.max_subscriptions
+                && self.subscriptions.insert(ch.clone())
+                && self.node.registry.join(&ch, self.id, ctx.address())
+            {
+                self.node.router.bus().subscribe(&ch);
+            }
+        }
+        for ns in r.provides.into_iter().take(self.node.config.max_provides) {
+            self.provides.insert(ns);
+        }
+    }
+}

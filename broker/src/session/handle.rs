@@ -1,0 +1,177 @@
+//! The handle the gateway holds for one session: async methods, no actor types.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::Addr;
+use murmur_shared::close::CloseReason;
+use murmur_shared::envelope::{Body, Destination, Envelope, ErrorBody, Kind, Origin};
+use murmur_shared::helios;
+use murmur_shared::ids::SessionId;
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::actor::{
+    Call, CancelCall, Detach, End, GetSnapshot, Progress, Provide, Respond, SessionActor, Snapshot,
+    Subscribe, Unprovide, Unsubscribe,
+};
+use super::{CallError, Protocol, SessionError};
+use crate::node::Node;
+
+/// See the module docs. Cheap to clone.
+#[derive(Clone)]
+pub struct SessionHandle {
+    pub(crate) id: SessionId,
+    pub(crate) user: Arc<str>,
+    pub(crate) protocol: Protocol,
+    pub(crate) addr: Addr<SessionActor>,
+    pub(crate) node: Arc<Node>,
+}
+
+impl SessionHandle {
+    pub fn id(&self) -> SessionId {
+        self.id
+    }
+
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    pub fn node(&self) -> &Arc<Node> {
+        &self.node
+    }
+
+    fn origin(&self) -> Origin {
+        Origin {
+            session: Some(self.id),
+            user: Some(self.user.to_string()),
+            protocol: Some(self.protocol.label().to_string()),
+        }
+    }
+
+    /// Joins a channel; `Ok(false)` if already a member.
+    pub async fn subscribe(&self, channel: &str) -> Result<bool, SessionError> {
+        self.addr
+            .send(Subscribe(channel.to_string()))
+            .await
+            .map_err(|_| SessionError::Gone)?
+    }
+
+    /// Leaves a channel; false if not a member.
+    pub async fn unsubscribe(&self, channel: &str) -> Result<bool, SessionError> {
+        self.addr
+            .send(Unsubscribe(channel.to_string()))
+            .await
+            .map_err(|_| SessionError::Gone)
+    }
+
+    /// Publishes on a channel from this session; returns the message id.
+    pub fn publish(&self, channel: &str, data: Value, timing: Option<Value>) -> Uuid {
+        self.node.publish(channel, data, timing, self.origin())
+    }
+
+    /// Starts serving a namespace; `Ok(false)` if already served.
+    pub async fn provide(&self, ns: &str) -> Result<bool, SessionError> {
+        self.addr
+            .send(Provide(ns.to_string()))
+            .await
+            .map_err(|_| SessionError::Gone)?
+    }
+
+    /// Stops serving a namespace; false if it was not served.
+    pub async fn unprovide(&self, ns: &str) -> Result<bool, SessionError> {
+        self.addr
+            .send(Unprovide(ns.to_string()))
+            .await
+            .map_err(|_| SessionError::Gone)
+    }
+
+    /// Sends an RPC request to a provider of the method's namespace. The response (or
+    /// `REQUEST_TIMEOUT` / `REQUEST_CANCELLED`) arrives later on the outbound queue with
+    /// `correlation == request_id`.
+    pub async fn call(
+        &self,
+        request_id: &str,
+        method: &str,
+        payload: Value,
+        timeout: Duration,
+        timing: Option<Value>,
+    ) -> Result<(), CallError> {
+        let provider = self
+            .node
+            .pick_provider(helios::namespace(method))
+            .await
+            .ok_or(CallError::NoProvider)?;
+        let call = Call {
+            request_id: request_id.to_string(),
+            method: method.to_string(),
+            payload,
+            timeout,
+            timing,
+            provider,
+        };
+        self.addr.send(call).await.map_err(|_| CallError::Gone)?
+    }
+
+    /// Cancels a pending call; false if it is not pending.
+    pub async fn cancel(&self, request_id: &str) -> bool {
+        self.addr
+            .send(CancelCall(request_id.to_string()))
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Answers a request this session's client was sent; false if the id is unknown.
+    pub async fn respond(&self, id: &str, outcome: Result<Value, ErrorBody>) -> bool {
+        self.addr
+            .send(Respond {
+                id: id.to_string(),
+                outcome,
+            })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// Forwards a progress notification for a request being served; false if unknown.
+    pub async fn progress(&self, id: &str, topic: Option<String>, data: Value) -> bool {
+        self.addr
+            .send(Progress {
+                id: id.to_string(),
+                topic,
+                data,
+            })
+            .await
+            .unwrap_or(false)
+    }
+
+    /// The session's state now.
+    pub async fn snapshot(&self) -> Result<Snapshot, SessionError> {
+        self.addr
+            .send(GetSnapshot)
+            .await
+            .map_err(|_| SessionError::Gone)
+    }
+
+    /// Queues a one-way notification for this session's own client (e.g.
+    /// `connection:recovery_failed`), behind whatever is already queued.
+    pub fn notify_self(&self, topic: &str, data: Value) {
+        let env = Envelope::new(
+            self.node.id(),
+            Kind::Notification,
+            Destination::Session(self.id),
+            Body::Json(data),
+        )
+        .subject(topic);
+        self.node.router.deliver_local(Arc::new(env));
+    }
+
+    /// The transport of attachment `epoch` is gone (the client disconnected).
+    pub fn detach(&self, epoch: u64) {
+        self.addr.do_send(Detach(epoch));
+    }
+
+    /// Ends the session now (no recovery).
+    pub fn end(&self, reason: CloseReason) {
+        self.addr.do_send(End(reason));
+    }
+}

@@ -1,0 +1,174 @@
+//! The in-memory store: maps with deadlines, expired lazily on read. One node only —
+//! the embedded default — and the reference behaviour the Redis store must match.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use futures_util::future::{self, BoxFuture, FutureExt};
+use murmur_shared::ids::{NodeId, SessionId};
+
+use super::{NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreResult};
+
+struct Expiring<T> {
+    value: T,
+    deadline: Instant,
+}
+
+impl<T> Expiring<T> {
+    fn new(value: T, ttl: Duration) -> Self {
+        Expiring {
+            value,
+            deadline: Instant::now() + ttl,
+        }
+    }
+
+    fn live(&self) -> bool {
+        Instant::now() < self.deadline
+    }
+}
+
+#[derive(Default)]
+struct State {
+    recovery: HashMap<SessionId, Expiring<RecoveryRecord>>,
+    owners: HashMap<SessionId, Expiring<NodeId>>,
+    providers: HashMap<String, HashSet<ProviderEntry>>,
+    nodes: HashMap<NodeId, Expiring<NodeInfo>>,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct MemoryStore {
+    state: Mutex<State>,
+}
+
+impl MemoryStore {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn with<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut State) -> T,
+    ) -> BoxFuture<'_, StoreResult<T>> {
+        // unwrap: closures below do not panic while holding the lock.
+        let out = f(&mut self.state.lock().unwrap());
+        future::ready(Ok(out)).boxed()
+    }
+}
+
+impl Store for MemoryStore {
+    fn put_recovery(&self, rec: RecoveryRecord, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            s.recovery.insert(rec.session, Expiring::new(rec, ttl));
+        })
+    }
+
+    fn get_recovery(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<RecoveryRecord>>> {
+        self.with(|s| match s.recovery.get(&id) {
+            Some(e) if e.live() => Some(e.value.clone()),
+            Some(_) => {
+                s.recovery.remove(&id);
+                None
+            }
+            None => None,
+        })
+    }
+
+    fn delete_recovery(&self, id: SessionId) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            s.recovery.remove(&id);
+        })
+    }
+
+    fn set_owner(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            s.owners.insert(id, Expiring::new(node, ttl));
+        })
+    }
+
+    fn get_owner(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<NodeId>>> {
+        self.with(|s| {
+            s.owners
+                .get(&id)
+                .filter(|e| e.live())
+                .map(|e| e.value.clone())
+        })
+    }
+
+    fn delete_owner(&self, id: SessionId, node: NodeId) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            if s.owners.get(&id).is_some_and(|e| e.value == node) {
+                s.owners.remove(&id);
+            }
+        })
+    }
+
+    fn add_provider(&self, ns: &str, entry: ProviderEntry) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            s.providers.entry(ns.to_string()).or_default().insert(entry);
+        })
+    }
+
+    fn remove_provider(&self, ns: &str, entry: ProviderEntry) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            if let Some(set) = s.providers.get_mut(ns) {
+                set.remove(&entry);
+                if set.is_empty() {
+                    s.providers.remove(ns);
+                }
+            }
+        })
+    }
+
+    fn providers(&self, ns: &str) -> BoxFuture<'_, StoreResult<Vec<ProviderEntry>>> {
+        self.with(|s| {
+            let live: HashSet<&NodeId> = s
+                .nodes
+                .iter()
+                .filter(|(_, e)| e.live())
+                .map(|(id, _)| id)
+                .collect();
+            let mut out: Vec<ProviderEntry> = s
+                .providers
+                .get(ns)
+                .into_iter()
+                .flatten()
+                .filter(|p| live.contains(&p.node))
+                .cloned()
+                .collect();
+            out.sort_by_key(|p| p.session);
+            out
+        })
+    }
+
+    fn heartbeat(&self, info: NodeInfo, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            s.nodes.insert(info.id.clone(), Expiring::new(info, ttl));
+        })
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeInfo>>> {
+        self.with(|s| {
+            s.nodes.retain(|_, e| e.live());
+            let mut out: Vec<NodeInfo> = s.nodes.values().map(|e| e.value.clone()).collect();
+            out.sort_by(|a, b| a.id.cmp(&b.id)); // ids are Strings: no cheap key
+            out
+        })
+    }
+
+    fn remove_node(&self, node: NodeId) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| {
+            s.nodes.remove(&node);
+            for set in s.providers.values_mut() {
+                set.retain(|p| p.node != node);
+            }
+            s.providers.retain(|_, set| !set.is_empty());
+        })
+    }
+}

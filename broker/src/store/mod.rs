@@ -1,0 +1,106 @@
+//! The seam for state that must outlive a connection or a node.
+//!
+//! Methods return boxed futures so the trait stays object-safe (`Arc<dyn Store>`), and
+//! every record carries its own TTL so a crashed node's leftovers expire by themselves.
+//! Implementations: [`memory::MemoryStore`] (embedded default) and a Redis store
+//! (cluster mode). One conformance suite runs against both.
+
+pub mod memory;
+
+use std::fmt;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use murmur_shared::ids::{NodeId, SessionId};
+use serde::{Deserialize, Serialize};
+
+/// A failed store operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreError {
+    pub message: String,
+}
+
+impl StoreError {
+    pub fn new(message: impl Into<String>) -> Self {
+        StoreError {
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for StoreError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "store: {}", self.message)
+    }
+}
+
+impl std::error::Error for StoreError {}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// What a disconnected Helios session needs to be resumed on any node.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecoveryRecord {
+    pub session: SessionId,
+    pub user: String,
+    /// The node that held the session when it was detached.
+    pub node: NodeId,
+    pub subscriptions: Vec<String>,
+    pub provides: Vec<String>,
+    /// When the client went away (Unix ms).
+    pub detached_ms: u64,
+}
+
+/// One RPC provider: a session on a node serving a namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct ProviderEntry {
+    pub session: SessionId,
+    pub node: NodeId,
+}
+
+/// A live node as it heartbeats into the store.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeInfo {
+    pub id: NodeId,
+    /// Live sessions per protocol label.
+    pub sessions: std::collections::BTreeMap<String, u64>,
+    pub started_ms: u64,
+    pub heartbeat_ms: u64,
+    pub draining: bool,
+}
+
+/// The state seam. See the module docs.
+pub trait Store: Send + Sync + 'static {
+    /// Saves (or replaces) a recovery record for `ttl`.
+    fn put_recovery(&self, rec: RecoveryRecord, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
+    /// Reads a recovery record that has not expired.
+    fn get_recovery(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<RecoveryRecord>>>;
+    /// Deletes a recovery record (the session ended for good, or was resumed elsewhere).
+    fn delete_recovery(&self, id: SessionId) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Records which node owns a session, for `ttl` (refreshed by the owner).
+    fn set_owner(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+    /// The owner of a session, if it is alive somewhere.
+    fn get_owner(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<NodeId>>>;
+    /// Forgets a session's owner, only if it is still `node` (a takeover elsewhere wins).
+    fn delete_owner(&self, id: SessionId, node: NodeId) -> BoxFuture<'_, StoreResult<()>>;
+
+    /// Registers a provider of a namespace.
+    fn add_provider(&self, ns: &str, entry: ProviderEntry) -> BoxFuture<'_, StoreResult<()>>;
+    /// Removes a provider of a namespace.
+    fn remove_provider(&self, ns: &str, entry: ProviderEntry) -> BoxFuture<'_, StoreResult<()>>;
+    /// Every registered provider of a namespace on live nodes.
+    fn providers(&self, ns: &str) -> BoxFuture<'_, StoreResult<Vec<ProviderEntry>>>;
+
+    /// Announces a live node for `ttl`.
+    fn heartbeat(&self, info: NodeInfo, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
+    /// Every node whose heartbeat has not expired.
+    fn nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeInfo>>>;
+    /// Removes a node's heartbeat and its providers (clean shutdown).
+    fn remove_node(&self, node: NodeId) -> BoxFuture<'_, StoreResult<()>>;
+}

@@ -1,0 +1,101 @@
+//! The backend/admin API on the internal port: `/api/v1/*`, bearer `MURMUR_API_KEY`.
+//! Every error is `{"error":{"code","message"}}` (codes in `murmur_shared::api`).
+
+mod nodes;
+mod publish;
+mod starlings;
+
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::middleware::Next;
+use actix_web::{body::BoxBody, web, HttpResponse};
+use murmur_shared::api::ApiErrorCode;
+
+use crate::state::{bearer, AppState};
+
+/// Largest accepted API body.
+pub const MAX_BODY: usize = 1024 * 1024;
+
+/// An API error response.
+pub fn error(code: ApiErrorCode, message: &str) -> HttpResponse {
+    HttpResponse::build(actix_web::http::StatusCode::from_u16(code.status()).unwrap_or_default())
+        .json(code.body(message))
+}
+
+/// Compares in time independent of where the inputs differ.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    if a.len() != b.len() {
+        return false;
+    }
+    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+async fn require_api_key(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let ok = match req
+        .app_data::<web::Data<AppState>>()
+        .and_then(|s| s.settings.api_key.clone())
+    {
+        Some(key) => {
+            bearer(req.request()).is_some_and(|t| constant_time_eq(t.as_bytes(), key.as_bytes()))
+        }
+        None => false,
+    };
+    if !ok {
+        let resp = error(ApiErrorCode::Unauthorized, "missing or invalid API key");
+        return Ok(req.into_response(resp));
+    }
+    next.call(req).await
+}
+
+/// JSON body errors in the API's shape.
+pub fn json_config() -> web::JsonConfig {
+    web::JsonConfig::default()
+        .limit(MAX_BODY)
+        .error_handler(|err, _| {
+            let (code, msg) = match &err {
+                actix_web::error::JsonPayloadError::Overflow { .. }
+                | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
+                    (ApiErrorCode::PayloadTooLarge, "body too large".to_string())
+                }
+                e => (ApiErrorCode::BadRequest, format!("invalid JSON body: {e}")),
+            };
+            actix_web::error::InternalError::from_response(err, error(code, &msg)).into()
+        })
+}
+
+/// Mounts `/api/v1`.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::scope("/api/v1")
+            .wrap(actix_web::middleware::from_fn(require_api_key))
+            .app_data(json_config())
+            .app_data(web::PathConfig::default().error_handler(|err, _| {
+                let resp = error(ApiErrorCode::BadRequest, &err.to_string());
+                actix_web::error::InternalError::from_response(err, resp).into()
+            }))
+            .route("/publish", web::post().to(publish::publish))
+            .route(
+                "/starlings/{id}/requests",
+                web::post().to(starlings::request),
+            )
+            .route("/nodes", web::get().to(nodes::nodes))
+            .default_service(web::to(|| async {
+                error(ApiErrorCode::NotFound, "no such API endpoint")
+            })),
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn constant_time_eq_compares() {
+        assert!(constant_time_eq(b"abc", b"abc"));
+        assert!(!constant_time_eq(b"abc", b"abd"));
+        assert!(!constant_time_eq(b"abc", b"ab"));
+        assert!(constant_time_eq(b"", b""));
+    }
+}

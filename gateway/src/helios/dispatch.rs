@@ -1,0 +1,245 @@
+//! What each Helios frame does. Parse, then apply: [`helios::decode`] gives a typed
+//! frame; this module applies it to the session and answers.
+//!
+//! Built-in methods (served by the broker): `starling:getToken` (alias `starling:state`),
+//! `system:ping`, `system:cancel`, `broker:subscribe|unsubscribe|publish`,
+//! `broker:provide|unprovide`. Any other `ns:action` goes to a provider of `ns`.
+
+use std::time::Duration;
+
+use murmur_broker::session::CallError;
+use murmur_shared::channel;
+use murmur_shared::envelope::ErrorBody;
+use murmur_shared::helios::{self, ErrorCode, Frame, Request, WireError};
+use murmur_shared::ids::now_ms;
+use serde_json::{json, Value};
+
+use super::conn::{Closed, Conn, LABEL};
+use super::BUILTIN_NAMESPACES;
+
+/// Error code when a caller has too many calls in flight (not a seed code).
+pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+
+/// Handles one text frame.
+pub async fn text(conn: &mut Conn, text: &str) -> Result<(), Closed> {
+    match helios::decode(text) {
+        Err(e) => {
+            conn.state
+                .node
+                .metrics
+                .decode_errors
+                .with_label_values(&[LABEL])
+                .inc();
+            let out = match &e.request_id {
+                Some(id) => helios::encode_error(id, &e.to_wire_error(), now_ms()),
+                None => helios::encode_protocol_error(
+                    ErrorCode::InvalidMessageFormat,
+                    "message does not conform to the protocol",
+                    &e.violations,
+                    now_ms(),
+                ),
+            };
+            conn.send(out).await
+        }
+        Ok(Frame::Request(req)) => request(conn, req).await,
+        Ok(Frame::Response(resp)) => {
+            let outcome = match resp.outcome {
+                Ok(data) => Ok(data.unwrap_or(Value::Null)),
+                Err(e) => Err(ErrorBody {
+                    code: e.code,
+                    message: e.message,
+                    details: e.details,
+                }),
+            };
+            // An answer to something no longer in flight (timed out, cancelled) is dropped.
+            conn.handle.respond(&resp.request_id, outcome).await;
+            Ok(())
+        }
+        Ok(Frame::Notification(n)) => {
+            // A notification naming a request this client serves is progress for its caller.
+            if let Some(id) = n.request_id {
+                conn.handle.progress(&id, n.topic, n.data).await;
+            }
+            Ok(())
+        }
+    }
+}
+
+fn ok(id: &str, data: Value) -> String {
+    helios::encode_success(id, Some(&data), now_ms())
+}
+
+fn err(id: &str, code: ErrorCode, message: impl Into<String>) -> String {
+    helios::encode_error(id, &WireError::new(code, message), now_ms())
+}
+
+fn custom_err(id: &str, code: &str, message: &str) -> String {
+    let e = WireError {
+        code: code.into(),
+        message: message.into(),
+        details: None,
+    };
+    helios::encode_error(id, &e, now_ms())
+}
+
+/// A string field of the payload.
+fn field<'a>(payload: &'a Option<Value>, name: &str) -> Result<&'a str, String> {
+    payload
+        .as_ref()
+        .and_then(|p| p.get(name))
+        .and_then(Value::as_str)
+        .ok_or_else(|| format!("payload.{name} must be a string"))
+}
+
+fn channel_arg(payload: &Option<Value>) -> Result<&str, String> {
+    let c = field(payload, "channel")?;
+    channel::validate(c).map(|()| c)
+}
+
+fn namespace_arg(payload: &Option<Value>) -> Result<&str, String> {
+    let ns = field(payload, "namespace")?;
+    helios::validate_namespace(ns)?;
+    if helios::is_reserved_namespace(ns) || BUILTIN_NAMESPACES.contains(&ns) {
+        return Err(format!("namespace {ns:?} is reserved"));
+    }
+    Ok(ns)
+}
+
+async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
+    let id = req.request_id.as_str();
+    let out = match req.method.as_str() {
+        "system:ping" => ok(id, json!({"pong": true, "timestamp": now_ms()})),
+        "starling:getToken" | "starling:state" => match conn.handle.snapshot().await {
+            Ok(snap) => {
+                let state = json!({"subscriptions": snap.subscriptions, "provides": snap.provides});
+                let token =
+                    conn.state
+                        .recovery
+                        .issue(&snap.id.to_string(), &snap.user, state.clone());
+                let mut data = json!({
+                    "token": token,
+                    "expiresIn": conn.state.recovery.ttl_secs(),
+                    "starlingId": snap.id.to_string(),
+                });
+                if req.method == "starling:state" {
+                    data["state"] = state;
+                }
+                ok(id, data)
+            }
+            Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
+        },
+        "broker:subscribe" => match channel_arg(&req.payload) {
+            Err(e) => err(id, ErrorCode::ValidationError, e),
+            Ok(ch) => match conn.handle.subscribe(ch).await {
+                Ok(added) => ok(
+                    id,
+                    json!({"channel": ch, "subscribed": true, "changed": added}),
+                ),
+                Err(e) => err(id, ErrorCode::ValidationError, e.to_string()),
+            },
+        },
+        "broker:unsubscribe" => match channel_arg(&req.payload) {
+            Err(e) => err(id, ErrorCode::ValidationError, e),
+            Ok(ch) => match conn.handle.unsubscribe(ch).await {
+                Ok(was) => ok(
+                    id,
+                    json!({"channel": ch, "subscribed": false, "changed": was}),
+                ),
+                Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
+            },
+        },
+        "broker:publish" => match channel_arg(&req.payload) {
+            Err(e) => err(id, ErrorCode::ValidationError, e),
+            Ok(ch) => {
+                let data = req.payload.as_ref().and_then(|p| p.get("data")).cloned();
+                let message_id =
+                    conn.handle
+                        .publish(ch, data.unwrap_or(Value::Null), req.timing.clone());
+                ok(id, json!({"channel": ch, "messageId": message_id}))
+            }
+        },
+        "broker:provide" => match namespace_arg(&req.payload) {
+            Err(e) => err(id, ErrorCode::ValidationError, e),
+            Ok(ns) => match conn.handle.provide(ns).await {
+                Ok(added) => ok(
+                    id,
+                    json!({"namespace": ns, "providing": true, "changed": added}),
+                ),
+                Err(e) => err(id, ErrorCode::ValidationError, e.to_string()),
+            },
+        },
+        "broker:unprovide" => match namespace_arg(&req.payload) {
+            Err(e) => err(id, ErrorCode::ValidationError, e),
+            Ok(ns) => match conn.handle.unprovide(ns).await {
+                Ok(was) => ok(
+                    id,
+                    json!({"namespace": ns, "providing": false, "changed": was}),
+                ),
+                Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
+            },
+        },
+        "system:cancel" => match field(&req.payload, "requestId") {
+            Err(e) => err(id, ErrorCode::ValidationError, e),
+            Ok(target) => {
+                let cancelled = conn.handle.cancel(target).await;
+                ok(id, json!({"requestId": target, "cancelled": cancelled}))
+            }
+        },
+        method => {
+            let ns = helios::namespace(method);
+            if helios::is_reserved_namespace(ns) || BUILTIN_NAMESPACES.contains(&ns) {
+                err(
+                    id,
+                    ErrorCode::MethodNotFound,
+                    format!("no method {method:?}"),
+                )
+            } else {
+                return route(conn, req).await;
+            }
+        }
+    };
+    conn.send(out).await
+}
+
+/// Routes a request to a provider; its answer arrives later through the session.
+async fn route(conn: &mut Conn, req: Request) -> Result<(), Closed> {
+    let default = conn.state.node.config.call_timeout;
+    let timeout = req
+        .timeout_ms
+        .map_or(default, |ms| Duration::from_millis(ms).min(default));
+    let payload = req.payload.unwrap_or(Value::Null);
+    let id = req.request_id;
+    let result = conn
+        .handle
+        .call(&id, &req.method, payload, timeout, req.timing)
+        .await;
+    let metrics = &conn.state.node.metrics;
+    let out = match result {
+        Ok(()) => return Ok(()),
+        Err(CallError::NoProvider) => {
+            metrics
+                .rpc_requests
+                .with_label_values(&[LABEL, "not_found"])
+                .inc();
+            err(
+                &id,
+                ErrorCode::MethodNotFound,
+                format!("no provider for {:?}", req.method),
+            )
+        }
+        Err(CallError::Duplicate) => err(
+            &id,
+            ErrorCode::ValidationError,
+            "a request with this requestId is in flight",
+        ),
+        Err(CallError::TooMany) => {
+            metrics
+                .rpc_requests
+                .with_label_values(&[LABEL, "rejected"])
+                .inc();
+            custom_err(&id, TOO_MANY_REQUESTS, "too many requests in flight")
+        }
+        Err(CallError::Gone) => err(&id, ErrorCode::InternalError, "session ended"),
+    };
+    conn.send(out).await
+}

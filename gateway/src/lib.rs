@@ -1,0 +1,26 @@
+//! # murmur-gateway
+//!
+//! The `murmur` binary: terminates client protocols and serves operators. Adapters
+//! decode frames with `murmur-shared` codecs and talk to the broker only through
+//! `SessionHandle`s and the `Node`.
+//!
+//! | module | what it does |
+//! |---|---|
+//! | [`config`] | flags ⇄ env ⇄ TOML ⇄ dev defaults → `Settings` |
+//! | [`server`] | builds the node, runs the public and internal listeners, drains on SIGTERM |
+//! | [`state`] | what every handler shares: node, verifiers, settings |
+//! | [`telemetry`] | tracing subscriber (pretty or JSON) |
+//! | [`health`] | `/healthz`, `/readyz`, `/metrics` on the internal port |
+//! | [`api`] | the backend/admin API `/api/v1/*` (bearer API key) |
+//! | [`helios`] | Helios-Starling over WebSocket `/starling` |
+//! | [`ws`] | WebSocket plumbing shared by the WebSocket protocols |
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod health;
+pub mod helios;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+pub mod ws;

@@ -1,0 +1,160 @@
+//! Runs a node: builds the broker, binds the public and internal listeners, and drains
+//! on SIGTERM/SIGINT.
+//!
+//! Drain: readiness turns false at once (`/readyz` 503; new connections refused with
+//! 503), after `MURMUR_DRAIN_DELAY` every client is told to leave (WebSocket close
+//! 1001; Helios clients keep their recovery token), then the node leaves the cluster
+//! and the process exits by `MURMUR_DRAIN_TIMEOUT` at the latest.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::{web, App, HttpServer};
+use murmur_broker::auth::{RecoveryTokens, Verifier};
+use murmur_broker::{BrokerConfig, Node};
+use tokio::signal::unix::{signal, SignalKind};
+use tracing::{error, info, warn};
+
+use crate::config::{JwtKey, Settings};
+use crate::state::AppState;
+use crate::{api, health, helios, telemetry};
+
+/// Runs until drained; the process exit code.
+pub fn run(settings: Settings) -> ExitCode {
+    telemetry::init(&settings.log, settings.log_format);
+    for w in &settings.warnings {
+        warn!("{w}");
+    }
+    let system = actix_rt::System::new();
+    match system.block_on(serve(settings)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            error!("{e}");
+            eprintln!("murmur: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn verifier(settings: &Settings) -> Result<Verifier, String> {
+    match &settings.jwt {
+        JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.as_bytes())),
+        JwtKey::PublicKeyPem(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                format!("cannot read MURMUR_JWT_PUBLIC_KEY {}: {e}", path.display())
+            })?;
+            Verifier::from_public_pem(&pem)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), String> {
+    if settings.redis_url.is_some() {
+        return Err("cluster mode (MURMUR_REDIS_URL) is not available in this build yet".into());
+    }
+    let verifier = verifier(&settings)?;
+    let config = BrokerConfig::new(settings.node_id.clone());
+    let recovery = RecoveryTokens::new(
+        settings.recovery_secret.as_bytes(),
+        config.recovery_token_ttl,
+    );
+    let node = Node::embedded(config).await;
+    let state = web::Data::new(AppState {
+        node: node.clone(),
+        verifier,
+        recovery,
+        settings,
+    });
+    let settings = &state.settings;
+    let grace = settings.drain_timeout.as_secs().max(1);
+
+    let public_state = state.clone();
+    let public = HttpServer::new(move || {
+        App::new()
+            .app_data(public_state.clone())
+            .route("/starling", web::get().to(helios::starling))
+    })
+    .disable_signals()
+    .shutdown_timeout(grace)
+    .bind(&settings.listen)
+    .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?
+    .run();
+
+    let internal_state = state.clone();
+    let internal = HttpServer::new(move || {
+        App::new()
+            .app_data(internal_state.clone())
+            .service(health::healthz)
+            .service(health::readyz)
+            .service(health::metrics)
+            .configure(api::configure)
+    })
+    .disable_signals()
+    .workers(1)
+    .shutdown_timeout(grace)
+    .bind(&settings.internal_listen)
+    .map_err(|e| format!("cannot listen on {}: {e}", settings.internal_listen))?
+    .run();
+
+    info!(
+        node = %node.id(),
+        public = %settings.listen,
+        internal = %settings.internal_listen,
+        mode = if settings.redis_url.is_some() { "cluster" } else { "embedded" },
+        "murmur node serving"
+    );
+
+    let public_handle = public.handle();
+    let internal_handle = internal.handle();
+    let drain_state = state.clone();
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        drain(drain_state.into_inner()).await;
+        public_handle.stop(true).await;
+        internal_handle.stop(true).await;
+    });
+
+    let (a, b) = futures_util::future::join(public, internal).await;
+    a.and(b).map_err(|e| format!("server error: {e}"))?;
+    info!("murmur node stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        error!("cannot install signal handlers; the node will not drain on SIGTERM");
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => info!("SIGTERM: draining"),
+        _ = int.recv() => info!("SIGINT: draining"),
+    }
+}
+
+/// See the module docs.
+async fn drain(state: Arc<AppState>) {
+    let node = &state.node;
+    let settings = &state.settings;
+    node.begin_drain();
+    let deadline = tokio::time::Instant::now() + settings.drain_timeout;
+    tokio::time::sleep(settings.drain_delay.min(settings.drain_timeout)).await;
+    let n = node.disconnect_all("node draining; reconnect to another node");
+    info!(sessions = n, "clients told to leave");
+    // Wait until every transport is gone, or the deadline (minus a moment to exit).
+    let exit_by = deadline - Duration::from_millis(500).min(settings.drain_timeout);
+    while node
+        .metrics
+        .connections
+        .with_label_values(&["helios"])
+        .get()
+        > 0
+        && tokio::time::Instant::now() < exit_by
+    {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    node.shutdown().await;
+}

@@ -1,0 +1,42 @@
+//! Channel names, shared by every protocol (a Helios topic, a TimeStick target, a Sink
+//! device's `sink/<id>` feed are all channels).
+
+/// Longest channel name, in bytes.
+pub const MAX_CHANNEL_LEN: usize = 256;
+
+/// A channel name is 1..=256 bytes of printable text: no whitespace or control
+/// characters (they would be ambiguous in logs, metrics and Redis channel names).
+pub fn validate(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("channel name is empty".into());
+    }
+    if name.len() > MAX_CHANNEL_LEN {
+        return Err(format!("channel name longer than {MAX_CHANNEL_LEN} bytes"));
+    }
+    if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
+        return Err("channel name contains whitespace or control characters".into());
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accepts_ordinary_names() {
+        for n in ["news", "room/123", "sink/dev-1", "a:b.c-d_e", "ünïcødé"] {
+            assert!(validate(n).is_ok(), "{n}");
+        }
+    }
+
+    #[test]
+    fn rejects_empty_long_and_hostile_names() {
+        assert!(validate("").is_err());
+        assert!(validate(&"a".repeat(MAX_CHANNEL_LEN + 1)).is_err());
+        assert!(validate(&"a".repeat(MAX_CHANNEL_LEN)).is_ok());
+        for n in ["a b", "a\nb", "a\u{0}b", "\t", "a\u{202e}b\u{85}"] {
+            assert!(validate(n).is_err(), "{n:?}");
+        }
+    }
+}

@@ -1,0 +1,246 @@
+//! The protocol-neutral envelope: what a session hands to the router and what crosses
+//! between nodes. Each protocol adapter maps its own frames to and from it, so one
+//! message can cross protocols (a TimeStick request reaching a Helios subscriber).
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+use crate::ids::{now_ms, NodeId, SessionId};
+
+/// What an envelope is, independent of the protocol that carries it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Kind {
+    /// An application message to a session, user or group.
+    Message,
+    /// A request that expects a response at `reply_to`.
+    Request,
+    /// The answer to a request; `correlation` names it.
+    Response,
+    /// A publication on a channel (or a one-way notice to a session).
+    Notification,
+    /// Broker-internal control between sessions (cancel, takeover, stop).
+    Control,
+}
+
+/// Where an envelope is going.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+pub enum Destination {
+    /// One session, wherever it lives.
+    Session(SessionId),
+    /// Every connected session of a user (all devices).
+    User(String),
+    /// Every subscriber of a channel on every node.
+    Channel(String),
+    /// A reply slot on the node named by the [`Address`] (backend API calls waiting for an answer).
+    Reply(u64),
+}
+
+/// A reachable endpoint: the node that owns it and what on that node.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Address {
+    pub node: NodeId,
+    pub to: Destination,
+}
+
+/// Who sent an envelope.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// The sending session, when a session sent it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionId>,
+    /// The authenticated principal (JWT `sub`) of the sender; `None` for the backend.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The sender's protocol label (`helios`, `chat`, `timestick`, `sink`, `api`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<String>,
+}
+
+/// An error carried by a response.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub code: String,
+    pub message: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub details: Option<Value>,
+}
+
+/// The payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "t", content = "v", rename_all = "snake_case")]
+pub enum Body {
+    /// A JSON value (most protocols).
+    Json(Value),
+    /// Raw bytes (Sink event data).
+    Bytes(Vec<u8>),
+    /// A failed response.
+    Error(ErrorBody),
+}
+
+/// Broker-internal control operations carried by [`Kind::Control`] envelopes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Control {
+    /// The caller gave up on the request named by the envelope's `correlation`
+    /// (timeout or `system:cancel`); the provider forgets it.
+    Cancel,
+    /// A newer connection took this session over on another node: stop serving it.
+    Takeover,
+}
+
+/// One message in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Unique per message; used for de-duplication and as the delivered `message-id`.
+    pub id: Uuid,
+    pub kind: Kind,
+    pub to: Destination,
+    #[serde(default)]
+    pub from: Origin,
+    /// Where a response to this request goes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reply_to: Option<Address>,
+    /// For responses: the id the requester used. For requests: the requester's own id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub correlation: Option<String>,
+    /// For requests: the method (`ns:action`). For notifications: the topic.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subject: Option<String>,
+    pub body: Body,
+    /// The raw `~timing` decorator, passed through.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<Value>,
+    /// When the broker accepted the message (Unix ms); delivery latency is measured from it.
+    pub created_ms: u64,
+    /// The node that accepted the message. Channel publications echoed back by the bus
+    /// to their origin node are skipped there (that node already delivered locally).
+    pub origin_node: NodeId,
+}
+
+impl Envelope {
+    /// A new envelope accepted now on `node`.
+    pub fn new(node: &NodeId, kind: Kind, to: Destination, body: Body) -> Self {
+        Envelope {
+            id: Uuid::new_v4(),
+            kind,
+            to,
+            from: Origin::default(),
+            reply_to: None,
+            correlation: None,
+            subject: None,
+            body,
+            timing: None,
+            created_ms: now_ms(),
+            origin_node: node.clone(),
+        }
+    }
+
+    /// Builder: set the sender.
+    pub fn from(mut self, from: Origin) -> Self {
+        self.from = from;
+        self
+    }
+
+    /// Builder: set the reply address.
+    pub fn reply_to(mut self, addr: Address) -> Self {
+        self.reply_to = Some(addr);
+        self
+    }
+
+    /// Builder: set the correlation id.
+    pub fn correlation(mut self, id: impl Into<String>) -> Self {
+        self.correlation = Some(id.into());
+        self
+    }
+
+    /// Builder: set the subject (method or topic).
+    pub fn subject(mut self, s: impl Into<String>) -> Self {
+        self.subject = Some(s.into());
+        self
+    }
+
+    /// Builder: set the `~timing` decorator.
+    pub fn timing(mut self, t: Option<Value>) -> Self {
+        self.timing = t;
+        self
+    }
+
+    /// Encodes for the bus.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        // unwrap: serializing plain data (no maps with non-string keys) cannot fail.
+        serde_json::to_vec(self).unwrap()
+    }
+
+    /// Decodes from the bus. Garbage is an error, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The JSON body, or `Null` for other bodies.
+    pub fn json(&self) -> &Value {
+        match &self.body {
+            Body::Json(v) => v,
+            _ => &Value::Null,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn node() -> NodeId {
+        NodeId("n1".into())
+    }
+
+    #[test]
+    fn round_trips_through_bytes() {
+        let env = Envelope::new(
+            &node(),
+            Kind::Request,
+            Destination::Session(SessionId::random()),
+            Body::Json(json!({"a": [1, 2, 3]})),
+        )
+        .reply_to(Address {
+            node: node(),
+            to: Destination::Reply(7),
+        })
+        .correlation("c-1")
+        .subject("chat:send")
+        .timing(Some(json!({"delay_milli": 5})));
+        let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
+        assert_eq!(back, env);
+    }
+
+    #[test]
+    fn byte_bodies_and_errors_round_trip() {
+        for body in [
+            Body::Bytes(vec![0, 255, 7]),
+            Body::Error(ErrorBody {
+                code: "X".into(),
+                message: "m".into(),
+                details: None,
+            }),
+        ] {
+            let env = Envelope::new(&node(), Kind::Response, Destination::Reply(1), body);
+            assert_eq!(Envelope::from_bytes(&env.to_bytes()).unwrap(), env);
+        }
+    }
+
+    #[test]
+    fn garbage_is_an_error() {
+        assert!(Envelope::from_bytes(b"").is_err());
+        assert!(Envelope::from_bytes(b"{\"id\":1}").is_err());
+        assert!(Envelope::from_bytes(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn control_ops_serialize_with_a_tag() {
+        let v = serde_json::to_value(Control::Cancel).unwrap();
+        assert_eq!(v, json!({"op": "cancel"}));
+    }
+}

@@ -1,0 +1,24 @@
+//! # murmur-shared
+//!
+//! Wire types and pure codecs shared by every part of Murmuration. Nothing in this
+//! crate does I/O or knows about actors: every decoder is a pure function that can be
+//! unit-tested with vectors and fuzzed.
+//!
+//! | module | what it holds |
+//! |---|---|
+//! | [`ids`] | session ids, node ids, the clock helper |
+//! | [`envelope`] | the protocol-neutral message that travels between sessions and nodes |
+//! | [`helios`] | the Helios-Starling JSON codec (decode, validate, encode) |
+//! | [`close`] | the catalogue of WebSocket close codes the gateway uses |
+//! | [`channel`] | channel-name rules shared by every protocol |
+//! | [`api`] | the backend/admin API error catalogue |
+//! | [`duration`] | parsing of `250ms` / `5s` / `5m` durations used in config |
+#![forbid(unsafe_code)]
+
+pub mod api;
+pub mod channel;
+pub mod close;
+pub mod duration;
+pub mod envelope;
+pub mod helios;
+pub mod ids;
