@@ -1,0 +1,40 @@
+# Murmuration — the two commands that matter: `make run` and `make test`.
+CARGO ?= cargo
+NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
+
+.PHONY: help run build build-release test test-unit lint fmt tools clean
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
+
+run: ## one node, development mode, everything in memory (public :8080, internal :9090)
+	MURMUR_DEV=1 $(CARGO) run -p murmur-gateway --bin murmur -- serve
+
+build: ## debug build of every crate and the murmur binary
+	$(CARGO) build --workspace
+
+build-release: ## release build: target/release/murmur
+	$(CARGO) build --release -p murmur-gateway --bin murmur
+
+tools: ## install what the tests need (redis-server) when missing
+	@scripts/ensure-tools.sh
+
+test: tools build ## the whole suite: unit, conformance, black-box over real processes
+ifeq ($(NEXTEST),yes)
+	$(CARGO) nextest run --workspace --no-fail-fast
+else
+	$(CARGO) test --workspace --no-fail-fast
+endif
+
+test-unit: ## unit tests only (no processes)
+	$(CARGO) test --workspace --lib
+
+lint: ## rustfmt check and clippy with warnings as errors
+	$(CARGO) fmt --all --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+fmt: ## format everything
+	$(CARGO) fmt --all
+
+clean:
+	$(CARGO) clean
