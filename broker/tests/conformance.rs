@@ -181,7 +181,10 @@ async fn nothing(rx: &mut mpsc::Receiver<Arc<Envelope>>) -> bool {
 }
 
 /// Three buses on one backplane, as three nodes.
-async fn bus_conformance(buses: Vec<(Arc<dyn Bus>, mpsc::Receiver<Arc<Envelope>>)>) {
+/// A bus and what its node receives.
+type BusUnderTest = (Arc<dyn Bus>, mpsc::Receiver<Arc<Envelope>>);
+
+async fn bus_conformance(buses: Vec<BusUnderTest>) {
     let mut it = buses.into_iter();
     let (a, mut ra) = it.next().unwrap();
     let (b, mut rb) = it.next().unwrap();
