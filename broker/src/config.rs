@@ -31,6 +31,8 @@ pub struct BrokerConfig {
     pub max_provides: usize,
     /// Lifetime of a session-owner record; readers also check the owner node is alive.
     pub owner_ttl: Duration,
+    /// How often an attached recoverable session refreshes its recovery record.
+    pub record_refresh: Duration,
     /// How often this node heartbeats into the store, and how long a heartbeat lives.
     pub heartbeat_interval: Duration,
     pub heartbeat_ttl: Duration,
@@ -51,6 +53,7 @@ impl BrokerConfig {
             max_subscriptions: 1024,
             max_provides: 64,
             owner_ttl: Duration::from_secs(24 * 3600),
+            record_refresh: Duration::from_secs(30),
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_ttl: Duration::from_secs(10),
         }

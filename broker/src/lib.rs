@@ -16,11 +16,13 @@
 //! | [`auth`] | client JWT verification, token minting, Helios recovery tokens |
 //! | [`metrics`] | the per-node Prometheus registry and every `murmur_` family |
 //! | [`config`] | broker limits and timings |
+//! | [`keys`] | Redis key and channel names (cluster mode) |
 #![forbid(unsafe_code)]
 
 pub mod auth;
 pub mod bus;
 pub mod config;
+pub mod keys;
 pub mod metrics;
 pub mod node;
 pub mod registry;

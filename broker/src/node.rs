@@ -15,15 +15,18 @@ use tracing::{debug, warn};
 use uuid::Uuid;
 
 use crate::bus::memory::MemoryBus;
+use crate::bus::redis::RedisBus;
 use crate::bus::{Bus, Inbound};
 use crate::config::BrokerConfig;
+use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::replies::Replies;
 use crate::router::Router;
-use crate::session::actor::{Attach, Kick, Restore, SessionActor};
+use crate::session::actor::{Attach, Kick, Replay, Restore, SessionActor};
 use crate::session::{Attachment, OpenError, Protocol, SessionHandle};
 use crate::store::memory::MemoryStore;
+use crate::store::redis::RedisStore;
 use crate::store::{NodeInfo, RecoveryRecord, Store};
 
 /// Bound of the queue between the bus and the router.
@@ -59,21 +62,61 @@ impl Node {
         let id = config.node_id.clone();
         Self::start(
             config,
-            move |inbound| Arc::new(MemoryBus::standalone(id, inbound)),
+            move |inbound, _metrics| Arc::new(MemoryBus::standalone(id, inbound)) as Arc<dyn Bus>,
             Arc::new(MemoryStore::new()),
         )
         .await
     }
 
+    /// A cluster node: Redis bus and Redis store under `prefix`. Returns at once; the
+    /// node is ready when the bus has connected (it keeps retrying while Redis is away).
+    pub async fn clustered(
+        config: BrokerConfig,
+        redis_url: &str,
+        prefix: &str,
+    ) -> Result<Arc<Node>, String> {
+        let keys = Keys::new(prefix);
+        let store = Arc::new(RedisStore::new(redis_url, keys.clone())?);
+        let client_check = redis_url.to_string();
+        let node_id = config.node_id.clone();
+        let history_ttl = config.recovery_ttl;
+        let mut failure = None;
+        let node = Self::start(
+            config,
+            |inbound, metrics| -> Arc<dyn Bus> {
+                match RedisBus::start(
+                    &client_check,
+                    keys,
+                    node_id.clone(),
+                    inbound.clone(),
+                    metrics,
+                    history_ttl,
+                ) {
+                    Ok(bus) => Arc::new(bus),
+                    Err(e) => {
+                        failure = Some(e);
+                        Arc::new(MemoryBus::standalone(node_id, inbound))
+                    }
+                }
+            },
+            store,
+        )
+        .await;
+        match failure {
+            Some(e) => Err(e),
+            None => Ok(node),
+        }
+    }
+
     /// A node with the given bus (built around the node's inbound queue) and store.
     pub async fn start(
         config: BrokerConfig,
-        bus: impl FnOnce(Inbound) -> Arc<dyn Bus>,
+        bus: impl FnOnce(Inbound, Arc<Metrics>) -> Arc<dyn Bus>,
         store: Arc<dyn Store>,
     ) -> Arc<Node> {
         let (tx, mut rx) = mpsc::channel::<Arc<Envelope>>(INBOUND_QUEUE);
-        let bus = bus(tx);
         let metrics = Arc::new(Metrics::new());
+        let bus = bus(tx, metrics.clone());
         let registry = Arc::new(Registry::default());
         let replies = Arc::new(Replies::default());
         let router = Router::new(
@@ -115,6 +158,7 @@ impl Node {
                 tick.tick().await;
                 let Some(node) = weak.upgrade() else { break };
                 node.heartbeat().await;
+                node.prune_dead_nodes().await;
             }
         });
         node
@@ -139,6 +183,24 @@ impl Node {
                 .with_label_values(&["heartbeat"])
                 .inc();
             debug!(error = %e, "heartbeat failed");
+        }
+    }
+
+    /// Cleans up after nodes whose heartbeat expired (their providers leave the
+    /// routing table; their sessions are already unreachable since owners are checked
+    /// against live nodes).
+    async fn prune_dead_nodes(&self) {
+        match self.store.prune_dead_nodes().await {
+            Ok(dead) => {
+                for id in dead {
+                    warn!(node = %id, "node stopped heartbeating: removed from the cluster");
+                }
+            }
+            Err(_) => self
+                .metrics
+                .store_errors
+                .with_label_values(&["prune"])
+                .inc(),
         }
     }
 
@@ -282,12 +344,43 @@ impl Node {
             );
         }
         let handle = self.spawn_session(id, &record.user, protocol, true);
+        let detached_ms = record.detached_ms;
+        let positions = record.positions.clone();
+        let channels = record.subscriptions.clone();
         handle
             .addr
             .send(Restore {
                 subscriptions: record.subscriptions,
                 provides: record.provides,
+                positions: record.positions,
             })
+            .await
+            .map_err(|_| OpenError::NotFound)?;
+        // Replay what the session missed on its channels while it had no node.
+        let mut history = Vec::new();
+        for ch in channels {
+            let after = positions
+                .get(&ch)
+                .cloned()
+                .unwrap_or_else(|| format!("{detached_ms}-0"));
+            match self
+                .store
+                .history(&ch, &after, self.config.recovery_buffer)
+                .await
+            {
+                Ok(h) => history.extend(h),
+                Err(e) => {
+                    self.metrics
+                        .store_errors
+                        .with_label_values(&["history"])
+                        .inc();
+                    warn!(error = %e, channel = %ch, "cannot replay channel history");
+                }
+            }
+        }
+        handle
+            .addr
+            .send(Replay(history))
             .await
             .map_err(|_| OpenError::NotFound)?;
         let attachment = handle
@@ -295,7 +388,7 @@ impl Node {
             .send(Attach)
             .await
             .map_err(|_| OpenError::NotFound)?;
-        Ok((handle, attachment, record.detached_ms))
+        Ok((handle, attachment, detached_ms))
     }
 
     /// Publishes on a channel; returns the message id.

@@ -1,8 +1,11 @@
 //! The router: given an envelope, deliver it to local sessions or hand it to the bus.
 //!
-//! * Channel publications fan out to local members at once (`try_send` into each
-//!   session's bounded mailbox), then go on the bus for other nodes; the copy the bus
-//!   echoes back to the origin node is skipped there.
+//! * Channel publications: on a clustered bus they go to the bus only, and every node —
+//!   the origin too — delivers what the bus hands back, so all subscribers see one order
+//!   and each publication carries its history position. When the bus is down (or on the
+//!   embedded node) they fan out to local members at once: same-node traffic keeps
+//!   flowing through a Redis outage. Fan-out is a `try_send` into each member's bounded
+//!   mailbox.
 //! * Directed envelopes go to an [`Address`]: local when the node is this one, else the
 //!   owning node's bus topic.
 //! * Envelopes arriving from the bus are dispatched the same way as local ones.
@@ -54,10 +57,28 @@ impl Router {
             debug!("publish called with a non-channel destination");
             return;
         };
-        self.fan_out(channel, &env);
         if self.bus.is_clustered() {
-            self.to_bus(Topic::Channel(channel.clone()), env);
+            match self
+                .bus
+                .publish(Topic::Channel(channel.clone()), env.clone())
+            {
+                Ok(()) => {
+                    self.metrics
+                        .bus_published
+                        .with_label_values(&["channel"])
+                        .inc();
+                    return;
+                }
+                Err(e) => {
+                    self.metrics
+                        .bus_errors
+                        .with_label_values(&["local_only"])
+                        .inc();
+                    debug!(error = %e, "bus unavailable: channel publication delivered locally only");
+                }
+            }
         }
+        self.fan_out(channel, &env);
     }
 
     /// Sends to a known address.
@@ -73,11 +94,7 @@ impl Router {
     /// from the bus).
     pub fn deliver_local(&self, env: Arc<Envelope>) {
         match &env.to {
-            Destination::Channel(channel) => {
-                if env.origin_node != self.node {
-                    self.fan_out(channel, &env);
-                }
-            }
+            Destination::Channel(channel) => self.fan_out(channel, &env),
             Destination::Session(id) => match self.registry.get(*id) {
                 Some(s) => self.try_deliver(s.protocol.label(), &s.addr, env),
                 None => self.bounce(env, "the addressed session is gone"),

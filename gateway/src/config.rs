@@ -45,6 +45,9 @@ pub struct ServeArgs {
     /// Redis URL; unset = embedded single-node mode with all state in memory.
     #[arg(long, env = "MURMUR_REDIS_URL")]
     pub redis_url: Option<String>,
+    /// Prefix of every Redis key and channel, so clusters can share a Redis [default: murmur:].
+    #[arg(long, env = "MURMUR_REDIS_PREFIX")]
+    pub redis_prefix: Option<String>,
     /// This node's identity in the cluster [default: hostname + random suffix].
     #[arg(long, env = "MURMUR_NODE_ID")]
     pub node_id: Option<String>,
@@ -105,6 +108,7 @@ pub struct Settings {
     pub sink_listen: String,
     pub sink_tls: Option<(PathBuf, PathBuf, PathBuf)>,
     pub redis_url: Option<String>,
+    pub redis_prefix: String,
     pub node_id: NodeId,
     pub jwt: JwtKey,
     pub recovery_secret: String,
@@ -134,6 +138,7 @@ impl ServeArgs {
             sink_tls_key,
             sink_tls_client_ca,
             redis_url,
+            redis_prefix,
             node_id,
             jwt_secret,
             jwt_public_key,
@@ -268,6 +273,7 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
         sink_listen: a.sink_listen.unwrap_or_else(|| "127.0.0.1:2020".into()),
         sink_tls,
         redis_url: a.redis_url.filter(|u| !u.is_empty()),
+        redis_prefix: a.redis_prefix.unwrap_or_else(|| "murmur:".into()),
         node_id: NodeId(node_id),
         jwt,
         recovery_secret,

@@ -50,16 +50,16 @@ fn verifier(settings: &Settings) -> Result<Verifier, String> {
 }
 
 async fn serve(settings: Settings) -> Result<(), String> {
-    if settings.redis_url.is_some() {
-        return Err("cluster mode (MURMUR_REDIS_URL) is not available in this build yet".into());
-    }
     let verifier = verifier(&settings)?;
     let config = BrokerConfig::new(settings.node_id.clone());
     let recovery = RecoveryTokens::new(
         settings.recovery_secret.as_bytes(),
         config.recovery_token_ttl,
     );
-    let node = Node::embedded(config).await;
+    let node = match &settings.redis_url {
+        None => Node::embedded(config).await,
+        Some(url) => Node::clustered(config, url, &settings.redis_prefix).await?,
+    };
     let state = web::Data::new(AppState {
         node: node.clone(),
         verifier,

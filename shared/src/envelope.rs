@@ -118,6 +118,11 @@ pub struct Envelope {
     /// The node that accepted the message. Channel publications echoed back by the bus
     /// to their origin node are skipped there (that node already delivered locally).
     pub origin_node: NodeId,
+    /// Position of a channel publication in its channel's history (the Redis stream id),
+    /// set on receipt in cluster mode; used to replay exactly what a recovering session
+    /// missed and to skip what it already has. Never serialized.
+    #[serde(skip)]
+    pub seq: Option<String>,
 }
 
 impl Envelope {
@@ -135,6 +140,7 @@ impl Envelope {
             timing: None,
             created_ms: now_ms(),
             origin_node: node.clone(),
+            seq: None,
         }
     }
 
@@ -177,6 +183,15 @@ impl Envelope {
     /// Decodes from the bus. Garbage is an error, never a panic.
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, serde_json::Error> {
         serde_json::from_slice(bytes)
+    }
+
+    /// Compares two history positions (`<ms>-<n>` stream ids): true when `a` is after `b`.
+    pub fn seq_after(a: &str, b: &str) -> bool {
+        fn parse(s: &str) -> (u64, u64) {
+            let (ms, n) = s.split_once('-').unwrap_or((s, "0"));
+            (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
+        }
+        parse(a) > parse(b)
     }
 
     /// The JSON body, or `Null` for other bodies.
@@ -236,6 +251,15 @@ mod tests {
         assert!(Envelope::from_bytes(b"").is_err());
         assert!(Envelope::from_bytes(b"{\"id\":1}").is_err());
         assert!(Envelope::from_bytes(&[0xff, 0xfe]).is_err());
+    }
+
+    #[test]
+    fn history_positions_compare_numerically() {
+        assert!(Envelope::seq_after("10-0", "9-5"));
+        assert!(Envelope::seq_after("10-10", "10-9"));
+        assert!(!Envelope::seq_after("10-9", "10-10"));
+        assert!(!Envelope::seq_after("10-0", "10-0"));
+        assert!(Envelope::seq_after("1", "0-0"));
     }
 
     #[test]

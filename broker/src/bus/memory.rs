@@ -4,6 +4,9 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::{self, BoxFuture, FutureExt};
 
 use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::NodeId;
@@ -97,6 +100,17 @@ impl Bus for MemoryBus {
             .entry(channel.to_string())
             .or_default()
             .insert(self.node.clone());
+    }
+
+    fn wait_subscribed(&self, channel: &str, _timeout: Duration) -> BoxFuture<'static, bool> {
+        // The hub applies subscriptions synchronously: the answer is known now.
+        let subscribed = self
+            .hub
+            .lock()
+            .channels
+            .get(channel)
+            .is_some_and(|m| m.contains(&self.node));
+        future::ready(subscribed || !self.clustered).boxed()
     }
 
     fn unsubscribe(&self, channel: &str) {

@@ -11,9 +11,13 @@
 //! a Redis bus (cluster mode).
 
 pub mod memory;
+pub mod redis;
 
 use std::fmt;
 use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
 
 use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::NodeId;
@@ -57,6 +61,10 @@ pub trait Bus: Send + Sync + 'static {
     /// Starts receiving a channel's publications (idempotent; the registry calls it when
     /// the first local member joins).
     fn subscribe(&self, channel: &str);
+    /// Resolves once this node really receives `channel`'s publications (Redis has
+    /// confirmed the subscription), or false after `timeout`. A client is told
+    /// "subscribed" only after this, so nothing published after the answer is missed.
+    fn wait_subscribed(&self, channel: &str, timeout: Duration) -> BoxFuture<'static, bool>;
     /// Stops receiving a channel's publications (when the last local member leaves).
     fn unsubscribe(&self, channel: &str);
     /// Whether the bus is connected now (readiness).

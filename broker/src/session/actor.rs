@@ -2,7 +2,7 @@
 //! actor's arbiter thread: no blocking, no awaiting inside handlers (store writes are
 //! spawned and their failures counted).
 
-use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -69,6 +69,11 @@ pub struct SessionActor {
     inflight: HashMap<String, Inflight>,
     /// Set when the session ends, sent to a still-attached transport.
     end_reason: Option<CloseReason>,
+    /// Per channel, the history position of the last publication received (cluster
+    /// mode); older or equal positions are duplicates and skipped.
+    positions: BTreeMap<String, String>,
+    /// While a recovered session replays channel history, live publications wait here.
+    replay_hold: Option<Vec<Arc<Envelope>>>,
 }
 
 impl SessionActor {
@@ -95,7 +100,65 @@ impl SessionActor {
             pending: HashMap::new(),
             inflight: HashMap::new(),
             end_reason: None,
+            positions: BTreeMap::new(),
+            replay_hold: None,
         }
+    }
+
+    /// Saves what recovery on any node needs. While attached the record outlives the
+    /// next refresh (so a crashed node's sessions stay recoverable for the whole window);
+    /// once detached it lives exactly for the recovery window.
+    fn save_record(&self) {
+        if !self.recoverable {
+            return;
+        }
+        let attached = matches!(self.transport, Transport::Attached { .. });
+        let cfg = &self.node.config;
+        let ttl = if attached {
+            cfg.recovery_ttl + cfg.record_refresh
+        } else {
+            cfg.recovery_ttl
+        };
+        let record = RecoveryRecord {
+            session: self.id,
+            user: self.user.to_string(),
+            node: self.node.id().clone(),
+            subscriptions: self.subscriptions.iter().cloned().collect(),
+            provides: self.provides.iter().cloned().collect(),
+            detached_ms: if attached { now_ms() } else { self.detached_ms },
+            positions: self.positions.clone(),
+        };
+        let node = self.node.clone();
+        actix::spawn(async move {
+            if let Err(e) = node.store().put_recovery(record, ttl).await {
+                node.metrics
+                    .store_errors
+                    .with_label_values(&["put_recovery"])
+                    .inc();
+                debug!(error = %e, "could not save recovery state");
+            }
+        });
+    }
+
+    /// Channel publications pass here: duplicates (by history position) are skipped,
+    /// during a replay live ones are held back.
+    fn channel_publication(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
+        let Destination::Channel(ch) = &env.to else {
+            return;
+        };
+        if let Some(seq) = &env.seq {
+            if let Some(hold) = &mut self.replay_hold {
+                hold.push(env);
+                return;
+            }
+            if let Some(pos) = self.positions.get(ch) {
+                if !Envelope::seq_after(seq, pos) {
+                    return;
+                }
+            }
+            self.positions.insert(ch.clone(), seq.clone());
+        }
+        self.forward(env, ctx);
     }
 
     fn label(&self) -> &'static str {
@@ -205,25 +268,8 @@ impl SessionActor {
             self.node.registry.unprovide(ns, self.id);
             self.spawn_store_remove_provider(ns.clone());
         }
-        let record = RecoveryRecord {
-            session: self.id,
-            user: self.user.to_string(),
-            node: self.node.id().clone(),
-            subscriptions: self.subscriptions.iter().cloned().collect(),
-            provides: self.provides.iter().cloned().collect(),
-            detached_ms: self.detached_ms,
-        };
-        let node = self.node.clone();
+        self.save_record();
         let ttl = self.node.config.recovery_ttl;
-        actix::spawn(async move {
-            if let Err(e) = node.store().put_recovery(record, ttl).await {
-                node.metrics
-                    .store_errors
-                    .with_label_values(&["put_recovery"])
-                    .inc();
-                warn!(error = %e, "could not save recovery state");
-            }
-        });
         if let Some(h) = self.expiry.take() {
             ctx.cancel_future(h);
         }
@@ -524,6 +570,9 @@ impl Handler<Deliver> for SessionActor {
                     self.forward(env, ctx);
                 }
             }
+            Kind::Notification if matches!(env.to, Destination::Channel(_)) => {
+                self.channel_publication(env, ctx)
+            }
             Kind::Notification | Kind::Message => self.forward(env, ctx),
         }
     }
@@ -591,6 +640,7 @@ impl Handler<Attach> for SessionActor {
             self.node.registry.provide(ns, self.id);
             self.spawn_store_add_provider(ns.clone());
         }
+        self.save_record();
         MessageResult(Attachment {
             epoch: self.epoch,
             buffered,
@@ -638,6 +688,7 @@ impl Handler<Subscribe> for SessionActor {
             self.node.router.bus().subscribe(&ch);
         }
         self.subscriptions.insert(ch);
+        self.save_record();
         Ok(true)
     }
 }
@@ -657,6 +708,8 @@ impl Handler<Unsubscribe> for SessionActor {
         if self.node.registry.leave(&ch, self.id) {
             self.node.router.bus().unsubscribe(&ch);
         }
+        self.positions.remove(&ch);
+        self.save_record();
         true
     }
 }
@@ -682,6 +735,7 @@ impl Handler<Provide> for SessionActor {
         self.node.registry.provide(&ns, self.id);
         self.spawn_store_add_provider(ns.clone());
         self.provides.insert(ns);
+        self.save_record();
         Ok(true)
     }
 }
@@ -700,6 +754,7 @@ impl Handler<Unprovide> for SessionActor {
         }
         self.node.registry.unprovide(&ns, self.id);
         self.spawn_store_remove_provider(ns);
+        self.save_record();
         true
     }
 }
@@ -892,12 +947,16 @@ impl Handler<GetSnapshot> for SessionActor {
 pub struct Restore {
     pub subscriptions: Vec<String>,
     pub provides: Vec<String>,
+    /// History positions to resume from; live publications are held until [`Replay`].
+    pub positions: BTreeMap<String, String>,
 }
 
 impl Handler<Restore> for SessionActor {
     type Result = ();
 
     fn handle(&mut self, r: Restore, ctx: &mut Context<Self>) {
+        self.positions = r.positions;
+        self.replay_hold = Some(Vec::new());
         for ch in r.subscriptions {
             if self.subscriptions.len() < self.node.config.max_subscriptions
                 && self.subscriptions.insert(ch.clone())
@@ -908,6 +967,26 @@ impl Handler<Restore> for SessionActor {
         }
         for ns in r.provides.into_iter().take(self.node.config.max_provides) {
             self.provides.insert(ns);
+        }
+    }
+}
+
+/// Channel history a recovered session missed, oldest first per channel; ends the
+/// replay started by [`Restore`] (held live publications follow, duplicates skipped).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Replay(pub Vec<Envelope>);
+
+impl Handler<Replay> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, Replay(history): Replay, ctx: &mut Context<Self>) {
+        let held = self.replay_hold.take().unwrap_or_default();
+        for env in history {
+            self.channel_publication(Arc::new(env), ctx);
+        }
+        for env in held {
+            self.channel_publication(env, ctx);
         }
     }
 }

@@ -18,6 +18,9 @@ use super::actor::{
 use super::{CallError, Protocol, SessionError};
 use crate::node::Node;
 
+/// How long `subscribe` waits for the bus to confirm a new channel subscription.
+const SUBSCRIBE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
+
 /// See the module docs. Cheap to clone.
 #[derive(Clone)]
 pub struct SessionHandle {
@@ -49,12 +52,25 @@ impl SessionHandle {
         }
     }
 
-    /// Joins a channel; `Ok(false)` if already a member.
+    /// Joins a channel; `Ok(false)` if already a member. Returns once the node really
+    /// receives the channel (cluster mode: Redis confirmed the subscription).
     pub async fn subscribe(&self, channel: &str) -> Result<bool, SessionError> {
-        self.addr
+        let added = self
+            .addr
             .send(Subscribe(channel.to_string()))
             .await
-            .map_err(|_| SessionError::Gone)?
+            .map_err(|_| SessionError::Gone)??;
+        let bus = self.node.router.bus();
+        if !bus
+            .wait_subscribed(channel, SUBSCRIBE_CONFIRM_TIMEOUT)
+            .await
+            && bus.is_up()
+        {
+            return Err(SessionError::Limit(
+                "the cluster bus did not confirm the subscription".into(),
+            ));
+        }
+        Ok(added)
     }
 
     /// Leaves a channel; false if not a member.

@@ -6,6 +6,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
+use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::{NodeId, SessionId};
 
 use super::{NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreResult};
@@ -55,6 +56,14 @@ impl MemoryStore {
         let out = f(&mut self.state.lock().unwrap());
         future::ready(Ok(out)).boxed()
     }
+}
+
+fn remove_node(s: &mut State, node: &NodeId) {
+    s.nodes.remove(node);
+    for set in s.providers.values_mut() {
+        set.retain(|p| p.node != *node);
+    }
+    s.providers.retain(|_, set| !set.is_empty());
 }
 
 impl Store for MemoryStore {
@@ -163,12 +172,30 @@ impl Store for MemoryStore {
     }
 
     fn remove_node(&self, node: NodeId) -> BoxFuture<'_, StoreResult<()>> {
+        self.with(|s| remove_node(s, &node))
+    }
+
+    fn prune_dead_nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeId>>> {
         self.with(|s| {
-            s.nodes.remove(&node);
-            for set in s.providers.values_mut() {
-                set.retain(|p| p.node != node);
+            let dead: Vec<NodeId> = s
+                .nodes
+                .iter()
+                .filter(|(_, e)| !e.live())
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in &dead {
+                remove_node(s, id);
             }
-            s.providers.retain(|_, set| !set.is_empty());
+            dead
         })
+    }
+
+    fn history(
+        &self,
+        _channel: &str,
+        _after: &str,
+        _limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<Envelope>>> {
+        future::ready(Ok(Vec::new())).boxed()
     }
 }

@@ -6,6 +6,7 @@
 //! (cluster mode). One conformance suite runs against both.
 
 pub mod memory;
+pub mod redis;
 
 use std::fmt;
 use std::time::Duration;
@@ -47,8 +48,13 @@ pub struct RecoveryRecord {
     pub node: NodeId,
     pub subscriptions: Vec<String>,
     pub provides: Vec<String>,
-    /// When the client went away (Unix ms).
+    /// When the client went away (Unix ms); for a record saved while the session was
+    /// still attached (its node may die), the time of that save.
     pub detached_ms: u64,
+    /// Per subscribed channel, the history position of the last publication the session
+    /// received: recovery on another node replays what came after it.
+    #[serde(default)]
+    pub positions: std::collections::BTreeMap<String, String>,
 }
 
 /// One RPC provider: a session on a node serving a namespace.
@@ -103,4 +109,16 @@ pub trait Store: Send + Sync + 'static {
     fn nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeInfo>>>;
     /// Removes a node's heartbeat and its providers (clean shutdown).
     fn remove_node(&self, node: NodeId) -> BoxFuture<'_, StoreResult<()>>;
+    /// Removes every node whose heartbeat expired, with its providers; returns them.
+    fn prune_dead_nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeId>>>;
+
+    /// Channel publications after history position `after` (exclusive), oldest first, at
+    /// most `limit`, with their `seq` set. Empty where the store keeps no history (the
+    /// embedded node recovers sessions from their in-memory buffer instead).
+    fn history(
+        &self,
+        channel: &str,
+        after: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<murmur_shared::envelope::Envelope>>>;
 }

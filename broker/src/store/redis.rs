@@ -1,0 +1,375 @@
+//! The Redis store (cluster mode). Key layout in [`crate::keys`] and `docs/cluster.md`.
+//!
+//! One multiplexed connection manager (reconnects by itself; commands fail fast while
+//! Redis is away, and callers count the failure). Records carry TTLs so a crashed
+//! node's leftovers expire; compare-and-delete and node cleanup are Lua scripts so they
+//! are atomic.
+
+use std::collections::{BTreeMap, HashSet};
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt};
+use murmur_shared::envelope::Envelope;
+use murmur_shared::ids::{NodeId, SessionId};
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use redis::{AsyncCommands, Client, Script, Value};
+
+use super::{NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError, StoreResult};
+use crate::keys::Keys;
+
+const IO_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Deletes KEYS[1] only if it still holds ARGV[1].
+const DELETE_IF: &str = r#"
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"#;
+
+/// Removes node ARGV[1] from the node set, its heartbeat and every provider entry.
+/// KEYS: [1] nodes set, [2] node-ns set, [3] nodeinfo. ARGV: [1] node id, [2] providers key prefix.
+const REMOVE_NODE: &str = r#"
+local prefix = ARGV[1] .. '|'
+for _, ns in ipairs(redis.call('SMEMBERS', KEYS[2])) do
+  local key = ARGV[2] .. ns
+  for _, m in ipairs(redis.call('SMEMBERS', key)) do
+    if string.sub(m, 1, #prefix) == prefix then redis.call('SREM', key, m) end
+  end
+end
+redis.call('DEL', KEYS[2], KEYS[3])
+redis.call('SREM', KEYS[1], ARGV[1])
+return 1
+"#;
+
+/// See the module docs.
+pub struct RedisStore {
+    conn: ConnectionManager,
+    keys: Keys,
+    delete_if: Script,
+    remove_node: Script,
+}
+
+fn err(e: redis::RedisError) -> StoreError {
+    StoreError::new(e.to_string())
+}
+
+fn json_err(e: serde_json::Error) -> StoreError {
+    StoreError::new(format!("corrupt record: {e}"))
+}
+
+fn member(p: &ProviderEntry) -> String {
+    format!("{}|{}", p.node, p.session)
+}
+
+fn parse_member(m: &str) -> Option<ProviderEntry> {
+    let (node, session) = m.split_once('|')?;
+    Some(ProviderEntry {
+        node: NodeId(node.to_string()),
+        session: SessionId::parse(session)?,
+    })
+}
+
+impl RedisStore {
+    /// A store on `url`; connects lazily, so a node can start while Redis is away.
+    pub fn new(url: &str, keys: Keys) -> Result<Self, String> {
+        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+        let config = ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(IO_TIMEOUT))
+            .set_response_timeout(Some(IO_TIMEOUT))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_secs(2));
+        let conn = ConnectionManager::new_lazy_with_config(client, config)
+            .map_err(|e| format!("cannot set up the Redis store: {e}"))?;
+        Ok(RedisStore {
+            conn,
+            keys,
+            delete_if: Script::new(DELETE_IF),
+            remove_node: Script::new(REMOVE_NODE),
+        })
+    }
+
+    fn c(&self) -> ConnectionManager {
+        self.conn.clone()
+    }
+
+    async fn live_nodes(&self) -> StoreResult<(Vec<NodeInfo>, Vec<NodeId>)> {
+        let mut c = self.c();
+        let ids: Vec<String> = c.smembers(self.keys.nodes()).await.map_err(err)?;
+        if ids.is_empty() {
+            return Ok((Vec::new(), Vec::new()));
+        }
+        let keys: Vec<String> = ids
+            .iter()
+            .map(|id| self.keys.node(&NodeId(id.clone())))
+            .collect();
+        let infos: Vec<Option<String>> = redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut c)
+            .await
+            .map_err(err)?;
+        let mut live = Vec::new();
+        let mut dead = Vec::new();
+        for (id, info) in ids.into_iter().zip(infos) {
+            match info.and_then(|j| serde_json::from_str::<NodeInfo>(&j).ok()) {
+                Some(n) => live.push(n),
+                None => dead.push(NodeId(id)),
+            }
+        }
+        live.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok((live, dead))
+    }
+
+    async fn remove_node_now(&self, node: &NodeId) -> StoreResult<()> {
+        let mut c = self.c();
+        self.remove_node
+            .key(self.keys.nodes())
+            .key(self.keys.node_namespaces(node))
+            .key(self.keys.node(node))
+            .arg(&node.0)
+            .arg(self.keys.providers(""))
+            .invoke_async::<i64>(&mut c)
+            .await
+            .map(|_| ())
+            .map_err(err)
+    }
+}
+
+impl Store for RedisStore {
+    fn put_recovery(&self, rec: RecoveryRecord, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let json = serde_json::to_string(&rec).map_err(json_err)?;
+            let ms = ttl.as_millis().max(1) as u64;
+            self.c()
+                .pset_ex::<_, _, ()>(self.keys.recovery(rec.session), json, ms)
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn get_recovery(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<RecoveryRecord>>> {
+        async move {
+            let v: Option<String> = self.c().get(self.keys.recovery(id)).await.map_err(err)?;
+            v.map(|j| serde_json::from_str(&j).map_err(json_err))
+                .transpose()
+        }
+        .boxed()
+    }
+
+    fn delete_recovery(&self, id: SessionId) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            self.c()
+                .del::<_, ()>(self.keys.recovery(id))
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn set_owner(
+        &self,
+        id: SessionId,
+        node: NodeId,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let ms = ttl.as_millis().max(1) as u64;
+            self.c()
+                .pset_ex::<_, _, ()>(self.keys.owner(id), node.0, ms)
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn get_owner(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<NodeId>>> {
+        async move {
+            let v: Option<String> = self.c().get(self.keys.owner(id)).await.map_err(err)?;
+            Ok(v.map(NodeId))
+        }
+        .boxed()
+    }
+
+    fn delete_owner(&self, id: SessionId, node: NodeId) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let mut c = self.c();
+            self.delete_if
+                .key(self.keys.owner(id))
+                .arg(node.0)
+                .invoke_async::<i64>(&mut c)
+                .await
+                .map(|_| ())
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn add_provider(&self, ns: &str, entry: ProviderEntry) -> BoxFuture<'_, StoreResult<()>> {
+        let ns = ns.to_string();
+        async move {
+            redis::pipe()
+                .sadd(self.keys.providers(&ns), member(&entry))
+                .ignore()
+                .sadd(self.keys.node_namespaces(&entry.node), &ns)
+                .ignore()
+                .query_async::<()>(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn remove_provider(&self, ns: &str, entry: ProviderEntry) -> BoxFuture<'_, StoreResult<()>> {
+        let ns = ns.to_string();
+        async move {
+            self.c()
+                .srem::<_, _, ()>(self.keys.providers(&ns), member(&entry))
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn providers(&self, ns: &str) -> BoxFuture<'_, StoreResult<Vec<ProviderEntry>>> {
+        let ns = ns.to_string();
+        async move {
+            let members: Vec<String> = self
+                .c()
+                .smembers(self.keys.providers(&ns))
+                .await
+                .map_err(err)?;
+            if members.is_empty() {
+                return Ok(Vec::new());
+            }
+            let (live, _) = self.live_nodes().await?;
+            let live: HashSet<NodeId> = live.into_iter().map(|n| n.id).collect();
+            let mut out: Vec<ProviderEntry> = members
+                .iter()
+                .filter_map(|m| parse_member(m))
+                .filter(|p| live.contains(&p.node))
+                .collect();
+            out.sort_by_key(|p| p.session);
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn heartbeat(&self, info: NodeInfo, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let json = serde_json::to_string(&info).map_err(json_err)?;
+            let ms = ttl.as_millis().max(1) as u64;
+            redis::pipe()
+                .pset_ex(self.keys.node(&info.id), json, ms)
+                .ignore()
+                .sadd(self.keys.nodes(), &info.id.0)
+                .ignore()
+                .query_async::<()>(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeInfo>>> {
+        async move { Ok(self.live_nodes().await?.0) }.boxed()
+    }
+
+    fn remove_node(&self, node: NodeId) -> BoxFuture<'_, StoreResult<()>> {
+        async move { self.remove_node_now(&node).await }.boxed()
+    }
+
+    fn prune_dead_nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeId>>> {
+        async move {
+            let (_, dead) = self.live_nodes().await?;
+            for id in &dead {
+                self.remove_node_now(id).await?;
+            }
+            Ok(dead)
+        }
+        .boxed()
+    }
+
+    fn history(
+        &self,
+        channel: &str,
+        after: &str,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<Envelope>>> {
+        let key = self.keys.history(channel);
+        let start = format!("({after}");
+        async move {
+            let v: Value = redis::cmd("XRANGE")
+                .arg(&key)
+                .arg(&start)
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(parse_xrange(v))
+        }
+        .boxed()
+    }
+}
+
+/// `[[id, [field, value, …]], …]` → envelopes with `seq = id`; garbage entries skipped.
+fn parse_xrange(v: Value) -> Vec<Envelope> {
+    let Value::Array(entries) = v else {
+        return Vec::new();
+    };
+    entries
+        .into_iter()
+        .filter_map(|entry| {
+            let Value::Array(mut parts) = entry else {
+                return None;
+            };
+            if parts.len() != 2 {
+                return None;
+            }
+            let fields = parts.pop()?;
+            let id = match parts.pop()? {
+                Value::BulkString(b) => String::from_utf8(b).ok()?,
+                Value::SimpleString(s) => s,
+                _ => return None,
+            };
+            let Value::Array(fields) = fields else {
+                return None;
+            };
+            let fields: BTreeMap<String, Vec<u8>> = fields
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [Value::BulkString(k), Value::BulkString(v)] => {
+                        Some((String::from_utf8_lossy(k).into_owned(), v.clone()))
+                    }
+                    _ => None,
+                })
+                .collect();
+            let mut env = Envelope::from_bytes(fields.get("e")?).ok()?;
+            env.seq = Some(id);
+            Some(env)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn provider_members_round_trip() {
+        let p = ProviderEntry {
+            node: NodeId("n-1".into()),
+            session: SessionId::random(),
+        };
+        assert_eq!(parse_member(&member(&p)), Some(p));
+        assert_eq!(parse_member("garbage"), None);
+        assert_eq!(parse_member("n|not-a-uuid"), None);
+    }
+
+    #[test]
+    fn xrange_garbage_is_skipped() {
+        assert!(parse_xrange(Value::Nil).is_empty());
+        let bad = Value::Array(vec![Value::Int(1), Value::Array(vec![])]);
+        assert!(parse_xrange(bad).is_empty());
+    }
+}

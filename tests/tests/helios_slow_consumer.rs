@@ -1,0 +1,83 @@
+//! Slow consumers (ARCHITECTURE invariants, CONTRACT §9): a Starling that stops reading
+//! while its channel is flooded is disconnected with close 4001 once its bounded
+//! outbound queue overflows, counted in the delivery metrics, and other Starlings on the
+//! node are unaffected.
+
+mod common;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use common::{ping, subscribe, uniq};
+use futures_util::future::join_all;
+use murmur_tests::{http, metrics, Node, Starling, API_KEY};
+use serde_json::json;
+
+/// Messages published in the flood. The server queues at most 1024 frames per
+/// connection; a client that never reads also stops its kernel socket buffers after a
+/// few hundred KiB, so 3000 × 64 KiB overflows the queue with a wide margin.
+const FLOOD: usize = 3000;
+/// Size of each message's data.
+const DATA_BYTES: usize = 64 * 1024;
+/// Concurrent publishes.
+const PARALLEL: usize = 8;
+
+/// A subscriber that never reads is closed with 4001 after a flood of 3000 × 64 KiB
+/// backend publishes; another Starling on the node keeps working throughout, and the
+/// slow-consumer drop is counted in `murmur_deliveries_total`.
+#[actix_rt::test]
+async fn slow_consumer_is_closed_with_4001() {
+    let node = Node::start().await;
+    let channel = uniq("flood-");
+    let mut slow = Starling::connect(&node, "slow").await;
+    subscribe(&mut slow, &channel).await;
+    let mut other = Starling::connect(&node, "other").await;
+    ping(&mut other).await;
+
+    let body = Bytes::from(
+        json!({ "channel": channel, "data": "x".repeat(DATA_BYTES) }).to_string(),
+    );
+    let client = http();
+    let url = format!("{}/api/v1/publish", node.internal_url());
+    let auth = format!("Bearer {API_KEY}");
+    for batch in 0..FLOOD / PARALLEL {
+        let sends = (0..PARALLEL).map(|_| {
+            client
+                .post(&url)
+                .insert_header(("Authorization", auth.as_str()))
+                .insert_header(("Content-Type", "application/json"))
+                .send_body(body.clone())
+        });
+        for res in join_all(sends).await {
+            let res = res.unwrap_or_else(|e| panic!("publish failed: {e}"));
+            assert_eq!(res.status().as_u16(), 200, "publish in batch {batch}");
+        }
+        if batch % 50 == 0 {
+            ping(&mut other).await;
+        }
+    }
+
+    // Only now does the slow client read: it finds the messages that made it into its
+    // queue, then the close.
+    let close = slow
+        .ws()
+        .expect_close_within(Duration::from_secs(30))
+        .await;
+    assert_eq!(close.as_ref().map(|c| c.0), Some(4001), "{close:?}");
+
+    ping(&mut other).await;
+    let text = metrics(&node).await;
+    let dropped: f64 = text
+        .lines()
+        .filter(|l| {
+            l.starts_with("murmur_deliveries_total{")
+                && l.contains("protocol=\"helios\"")
+                && l.contains("slow")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        dropped >= 1.0,
+        "a slow-consumer drop must be counted for protocol=helios:\n{text}"
+    );
+}
