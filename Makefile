@@ -2,13 +2,16 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help run build build-release test test-unit lint fmt tools clean
+.PHONY: help run cluster build build-release test test-unit lint fmt tools clean
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
 run: ## one node, development mode, everything in memory (public :8080, internal :9090)
 	MURMUR_DEV=1 $(CARGO) run -p murmur-gateway --bin murmur -- serve
+
+cluster: ## 3 nodes on one Redis (own redis-server unless MURMUR_REDIS_URL is set); Ctrl-C stops
+	@scripts/cluster.sh
 
 build: ## debug build of every crate and the murmur binary
 	$(CARGO) build --workspace

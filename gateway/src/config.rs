@@ -78,6 +78,13 @@ pub struct ServeArgs {
     /// Idle TimeStick sessions are stopped by the receiver after this long [default: 5m].
     #[arg(long, env = "MURMUR_TIMESTICK_IDLE")]
     pub timestick_idle: Option<String>,
+    /// A node whose heartbeat is older than this is dead: its providers and sessions are
+    /// cleaned up by the others [default: 10s; heartbeats every fifth of it].
+    #[arg(long, env = "MURMUR_HEARTBEAT_TTL")]
+    pub heartbeat_ttl: Option<String>,
+    /// How long a disconnected Helios Starling can be recovered [default: 5m].
+    #[arg(long, env = "MURMUR_RECOVERY_WINDOW")]
+    pub recovery_window: Option<String>,
     /// Tracing filter [default: info].
     #[arg(long, env = "MURMUR_LOG")]
     pub log: Option<String>,
@@ -118,6 +125,8 @@ pub struct Settings {
     pub drain_timeout: Duration,
     pub sink_min_app_version: Option<String>,
     pub timestick_idle: Duration,
+    pub heartbeat_ttl: Duration,
+    pub recovery_window: Duration,
     pub log: String,
     pub log_format: LogFormat,
     /// Warnings to print once logging is up (dev defaults in use, generated secrets).
@@ -149,6 +158,8 @@ impl ServeArgs {
             drain_timeout,
             sink_min_app_version,
             timestick_idle,
+            heartbeat_ttl,
+            recovery_window,
             log,
             log_format
         )
@@ -179,6 +190,13 @@ fn dur(value: Option<String>, name: &str, default: Duration) -> Result<Duration,
         Some(v) => duration::parse(&v).map_err(|e| format!("{name}: {e}")),
         None => Ok(default),
     }
+}
+
+fn positive(d: Duration, name: &str) -> Result<Duration, String> {
+    if d < Duration::from_millis(100) {
+        return Err(format!("{name} must be at least 100ms"));
+    }
+    Ok(d)
 }
 
 fn default_node_id() -> String {
@@ -290,6 +308,22 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
             a.timestick_idle,
             "MURMUR_TIMESTICK_IDLE",
             Duration::from_secs(300),
+        )?,
+        heartbeat_ttl: positive(
+            dur(
+                a.heartbeat_ttl,
+                "MURMUR_HEARTBEAT_TTL",
+                Duration::from_secs(10),
+            )?,
+            "MURMUR_HEARTBEAT_TTL",
+        )?,
+        recovery_window: positive(
+            dur(
+                a.recovery_window,
+                "MURMUR_RECOVERY_WINDOW",
+                Duration::from_secs(300),
+            )?,
+            "MURMUR_RECOVERY_WINDOW",
         )?,
         log: a.log.unwrap_or_else(|| "info".into()),
         log_format,

@@ -51,7 +51,10 @@ fn verifier(settings: &Settings) -> Result<Verifier, String> {
 
 async fn serve(settings: Settings) -> Result<(), String> {
     let verifier = verifier(&settings)?;
-    let config = BrokerConfig::new(settings.node_id.clone());
+    let mut config = BrokerConfig::new(settings.node_id.clone());
+    config.heartbeat_ttl = settings.heartbeat_ttl;
+    config.heartbeat_interval = settings.heartbeat_ttl / 5;
+    config.recovery_ttl = settings.recovery_window;
     let recovery = RecoveryTokens::new(
         settings.recovery_secret.as_bytes(),
         config.recovery_token_ttl,
