@@ -57,6 +57,26 @@ impl Keys {
         format!("{}node-ns:{}", self.prefix, node)
     }
 
+    /// A group chat (JSON `GroupRecord`).
+    pub fn group(&self, id: &str) -> String {
+        format!("{}grp:{}", self.prefix, id)
+    }
+
+    /// Prefix of the per-user set of group ids (`<prefix>ugrp:<user>`).
+    pub fn user_groups_prefix(&self) -> String {
+        format!("{}ugrp:", self.prefix)
+    }
+
+    /// The set of group ids a user participates in.
+    pub fn user_groups(&self, user: &str) -> String {
+        format!("{}ugrp:{}", self.prefix, user)
+    }
+
+    /// Stream of one chat session's message history.
+    pub fn chat_history(&self, session: &str) -> String {
+        format!("{}chist:{}", self.prefix, session)
+    }
+
     /// A node's heartbeat (JSON `NodeInfo`, with a TTL).
     pub fn node(&self, node: &NodeId) -> String {
         format!("{}nodeinfo:{}", self.prefix, node)
@@ -87,6 +107,9 @@ mod tests {
             k.node_namespaces(&n),
             k.node(&n),
             k.nodes(),
+            k.group("g"),
+            k.user_groups("u"),
+            k.chat_history("s"),
         ] {
             assert!(key.starts_with("t1:"), "{key}");
         }

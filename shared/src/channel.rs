@@ -4,6 +4,15 @@
 /// Longest channel name, in bytes.
 pub const MAX_CHANNEL_LEN: usize = 256;
 
+/// Channels whose name starts with this are the broker's own (a chat user's inbox is
+/// `@user/<id>`): clients can neither subscribe to nor publish on them.
+pub const INTERNAL_PREFIX: char = '@';
+
+/// The internal inbox channel of a chat user: every device of the user receives it.
+pub fn user_inbox(user: &str) -> String {
+    format!("{INTERNAL_PREFIX}user/{user}")
+}
+
 /// A channel name is 1..=256 bytes of printable text: no whitespace or control
 /// characters (they would be ambiguous in logs, metrics and Redis channel names).
 pub fn validate(name: &str) -> Result<(), String> {
@@ -15,6 +24,11 @@ pub fn validate(name: &str) -> Result<(), String> {
     }
     if name.chars().any(|c| c.is_control() || c.is_whitespace()) {
         return Err("channel name contains whitespace or control characters".into());
+    }
+    if name.starts_with(INTERNAL_PREFIX) {
+        return Err(format!(
+            "channel names starting with {INTERNAL_PREFIX:?} are reserved"
+        ));
     }
     Ok(())
 }
@@ -35,7 +49,14 @@ mod tests {
         assert!(validate("").is_err());
         assert!(validate(&"a".repeat(MAX_CHANNEL_LEN + 1)).is_err());
         assert!(validate(&"a".repeat(MAX_CHANNEL_LEN)).is_ok());
-        for n in ["a b", "a\nb", "a\u{0}b", "\t", "a\u{202e}b\u{85}"] {
+        for n in [
+            "a b",
+            "a\nb",
+            "a\u{0}b",
+            "\t",
+            "a\u{202e}b\u{85}",
+            "@user/bob",
+        ] {
             assert!(validate(n).is_err(), "{n:?}");
         }
     }

@@ -10,6 +10,7 @@
 //! | [`envelope`] | the protocol-neutral message that travels between sessions and nodes |
 //! | [`helios`] | the Helios-Starling JSON codec (decode, validate, encode) |
 //! | [`close`] | the catalogue of WebSocket close codes the gateway uses |
+//! | [`chat`] | the GradAgenda chat codec (actions, direct session ids, batching) |
 //! | [`channel`] | channel-name rules shared by every protocol |
 //! | [`api`] | the backend/admin API error catalogue |
 //! | [`duration`] | parsing of `250ms` / `5s` / `5m` durations used in config |
@@ -17,6 +18,7 @@
 
 pub mod api;
 pub mod channel;
+pub mod chat;
 pub mod close;
 pub mod duration;
 pub mod envelope;

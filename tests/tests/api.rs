@@ -13,7 +13,10 @@ use serde_json::{json, Value};
 /// Asserts the API error shape with `code`.
 fn assert_api_error(body: &Value, code: &str) {
     assert_eq!(body["error"]["code"], code, "{body}");
-    assert!(body["error"]["message"].is_string(), "error.message: {body}");
+    assert!(
+        body["error"]["message"].is_string(),
+        "error.message: {body}"
+    );
 }
 
 /// Sends a raw (not necessarily JSON) body to the internal API with the API key.
@@ -63,7 +66,11 @@ async fn api_requires_the_api_key() {
     .await;
     assert_eq!(reply.status, 401);
     assert_api_error(&reply.json(), "UNAUTHORIZED");
-    assert_eq!(s.try_next_notification(QUIET).await, None, "nothing published");
+    assert_eq!(
+        s.try_next_notification(QUIET).await,
+        None,
+        "nothing published"
+    );
 }
 
 /// A node started without `MURMUR_API_KEY` answers 401 to everyone.
@@ -142,7 +149,8 @@ async fn starling_request_success() {
     let mut s = Starling::connect(&node, "alice").await;
     let (_, starling_id) = recovery_token(&mut s).await;
     let path = format!("/api/v1/starlings/{starling_id}/requests");
-    let body = json!({ "method": "app:getStatus", "payload": { "verbose": true }, "timeoutMs": 5000 });
+    let body =
+        json!({ "method": "app:getStatus", "payload": { "verbose": true }, "timeoutMs": 5000 });
     let ((status, reply), ()) = tokio::join!(api_post(&node, &path, body), async {
         let req = s.next_request().await;
         common::assert_base(&req);
@@ -150,7 +158,8 @@ async fn starling_request_success() {
         assert_eq!(req["payload"], json!({ "verbose": true }), "{req}");
         let id = req["requestId"].as_str().unwrap().to_string();
         assert!(uuid::Uuid::parse_str(&id).is_ok(), "{req}");
-        s.respond_ok(&id, json!({ "status": "green", "load": 0.5 })).await;
+        s.respond_ok(&id, json!({ "status": "green", "load": 0.5 }))
+            .await;
     });
     assert_eq!(status, 200, "{reply}");
     assert_eq!(reply["success"], true, "{reply}");
@@ -244,9 +253,7 @@ async fn starling_request_bad_input_is_400() {
     let (status, reply) = post_raw(&node, &path, "{oops").await;
     assert_eq!(status, 400, "{reply}");
     assert_api_error(&reply, "BAD_REQUEST");
-    let stray = s
-        .try_next_matching(QUIET, |m| m["type"] == "request")
-        .await;
+    let stray = s.try_next_matching(QUIET, |m| m["type"] == "request").await;
     assert_eq!(stray, None, "rejected calls must not reach the Starling");
 }
 

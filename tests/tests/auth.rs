@@ -78,7 +78,13 @@ async fn bad_tokens_are_refused() {
         ("three garbage parts", "a.b.c".to_string()),
     ];
     for (what, bad) in &cases {
-        assert_refused(&node, &format!("?token={bad}"), &[], &format!("{what} (query)")).await;
+        assert_refused(
+            &node,
+            &format!("?token={bad}"),
+            &[],
+            &format!("{what} (query)"),
+        )
+        .await;
         let auth = format!("Bearer {bad}");
         assert_refused(
             &node,

@@ -33,7 +33,10 @@ async fn expect_top_level(s: &mut Starling, text: &str) {
 async fn expect_error_response(s: &mut Starling, msg: &Value, what: &str) {
     let id = msg["requestId"].as_str().unwrap().to_string();
     let resp = send_and_read(s, &msg.to_string()).await;
-    assert_eq!(resp["type"], "response", "{what}: expected an error response, got {resp}");
+    assert_eq!(
+        resp["type"], "response",
+        "{what}: expected an error response, got {resp}"
+    );
     assert_error_response(&resp, &id, "INVALID_MESSAGE_FORMAT");
     ping(s).await;
 }
@@ -97,7 +100,12 @@ async fn unreadable_request_id_gets_a_top_level_error() {
 async fn unknown_type_is_rejected() {
     let node = Node::start().await;
     let mut s = Starling::connect(&node, "alice").await;
-    for t in [Some(json!("bogus")), Some(json!("error")), Some(json!(1)), None] {
+    for t in [
+        Some(json!("bogus")),
+        Some(json!("error")),
+        Some(json!(1)),
+        None,
+    ] {
         let mut msg = request_with("type", t.clone());
         msg.as_object_mut().unwrap().remove("requestId");
         expect_top_level(&mut s, &msg.to_string()).await;
@@ -242,7 +250,9 @@ async fn binary_frame_gets_a_top_level_error() {
     let msg = s.ws().recv_json().await;
     assert_top_level_error(&msg);
     ping(&mut s).await;
-    s.ws().send_frame(true, OP_BINARY, &[0xff, 0x00, 0x13]).await;
+    s.ws()
+        .send_frame(true, OP_BINARY, &[0xff, 0x00, 0x13])
+        .await;
     let msg = s.ws().recv_json().await;
     assert_top_level_error(&msg);
     ping(&mut s).await;
@@ -290,7 +300,11 @@ async fn frame_larger_than_one_mib_closes_1009() {
     // The server may close before it has read the whole frame; a failed write is fine.
     let _ = s.ws().try_send_frame(true, OP_TEXT, text.as_bytes()).await;
     let close = s.ws().expect_close().await;
-    assert_eq!(close.as_ref().map(|(code, _)| *code), Some(1009), "{close:?}");
+    assert_eq!(
+        close.as_ref().map(|(code, _)| *code),
+        Some(1009),
+        "{close:?}"
+    );
 }
 
 /// A message larger than 1 MiB sent in fragments (each small enough) closes with 1009.
@@ -302,7 +316,11 @@ async fn fragmented_message_larger_than_one_mib_closes_1009() {
     let _ = s.ws().try_send_frame(false, OP_TEXT, &half).await;
     let _ = s.ws().try_send_frame(true, OP_CONTINUATION, &half).await;
     let close = s.ws().expect_close().await;
-    assert_eq!(close.as_ref().map(|(code, _)| *code), Some(1009), "{close:?}");
+    assert_eq!(
+        close.as_ref().map(|(code, _)| *code),
+        Some(1009),
+        "{close:?}"
+    );
 }
 
 /// A message sent in several fragments within the limit is reassembled and served.
@@ -328,9 +346,15 @@ async fn fragmented_message_is_reassembled() {
 async fn invalid_utf8_text_closes_1007() {
     let node = Node::start().await;
     let mut s = Starling::connect(&node, "alice").await;
-    s.ws().send_frame(true, OP_TEXT, &[b'{', 0xff, 0xfe, b'}']).await;
+    s.ws()
+        .send_frame(true, OP_TEXT, &[b'{', 0xff, 0xfe, b'}'])
+        .await;
     let close = s.ws().expect_close().await;
-    assert_eq!(close.as_ref().map(|(code, _)| *code), Some(1007), "{close:?}");
+    assert_eq!(
+        close.as_ref().map(|(code, _)| *code),
+        Some(1007),
+        "{close:?}"
+    );
 }
 
 /// Invalid messages do not end the session: after a burst of garbage, the connection

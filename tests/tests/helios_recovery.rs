@@ -254,7 +254,10 @@ async fn foreign_user_cannot_recover_someone_elses_starling() {
 
     // Alice's Starling was not taken: she recovers it with what she missed.
     let mut alice = recover_only(&node, &alice_token).await;
-    assert_eq!(next_is_notification(&mut alice, &channel).await, "for alice");
+    assert_eq!(
+        next_is_notification(&mut alice, &channel).await,
+        "for alice"
+    );
     next_is_notification(&mut alice, "connection:recovered").await;
     let (_, id) = recovery_token(&mut alice).await;
     assert_eq!(id, alice_id);
@@ -296,4 +299,55 @@ async fn provider_awaiting_recovery_is_unregistered_until_it_returns() {
         .await;
     let resp = c.wait_response(&caller_id, SOON).await;
     assert_eq!(assert_success(&resp, &caller_id), json!("back"));
+}
+
+/// A response to a call made before the disconnect is buffered like any other message
+/// and delivered on recovery, under the caller's requestId, before
+/// `connection:recovered`.
+#[actix_rt::test]
+async fn response_to_a_call_made_before_the_disconnect_is_delivered_on_recovery() {
+    let node = Node::start().await;
+    let ns = uniq("later");
+    let method = format!("{ns}:compute");
+    let mut p = Starling::connect(&node, "provider").await;
+    let mut c = Starling::connect(&node, "caller").await;
+    provide(&mut p, &ns).await;
+    let (recovery, _) = recovery_token(&mut c).await;
+    let caller_id = c.send_request(&method, json!({ "n": 6 })).await;
+    let req = p.next_request().await;
+    disconnect(&node, c, 1.0).await;
+
+    p.respond_ok(req["requestId"].as_str().unwrap(), json!(42))
+        .await;
+    ping(&mut p).await; // the answer was processed
+
+    let mut c = recover_only(&node, &recovery).await;
+    let resp = c.ws().recv_json().await;
+    assert_eq!(assert_success(&resp, &caller_id), json!(42), "{resp}");
+    next_is_notification(&mut c, "connection:recovered").await;
+}
+
+/// Recovering a Starling whose old connection is still open moves it to the new
+/// connection: the old one is closed (4002, "replaced"), the new one is the same
+/// Starling and gets its messages.
+#[actix_rt::test]
+async fn recovery_takes_over_a_connection_still_open() {
+    let node = Node::start().await;
+    let channel = uniq("live-");
+    let mut old = Starling::connect(&node, "alice").await;
+    subscribe(&mut old, &channel).await;
+    let (recovery, starling_id) = recovery_token(&mut old).await;
+
+    let mut new = recover_only(&node, &recovery).await;
+    next_is_notification(&mut new, "connection:recovered").await;
+    let close = old.ws().expect_close().await;
+    assert_eq!(close.as_ref().map(|c| c.0), Some(4002), "{close:?}");
+
+    api_publish(&node, &channel, json!("to the new one")).await;
+    assert_eq!(
+        common::expect_notification(&mut new, &channel).await,
+        "to the new one"
+    );
+    let (_, id) = recovery_token(&mut new).await;
+    assert_eq!(id, starling_id);
 }

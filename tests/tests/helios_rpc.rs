@@ -8,8 +8,8 @@ mod common;
 use std::time::Duration;
 
 use common::{
-    assert_base, assert_error_response, assert_success, call, ping, provide,
-    request_with_timeout, uniq, QUIET, SOON,
+    assert_base, assert_error_response, assert_success, call, ping, provide, request_with_timeout,
+    uniq, QUIET, SOON,
 };
 use murmur_tests::helios::is_response_to;
 use murmur_tests::{Node, Starling};
@@ -24,8 +24,13 @@ async fn expect_request(p: &mut Starling, method: &str, payload: &Value) -> Stri
     assert_eq!(req["type"], "request");
     assert_eq!(req["method"], method, "{req}");
     assert_eq!(&req["payload"], payload, "{req}");
-    let id = req["requestId"].as_str().unwrap_or_else(|| panic!("requestId: {req}"));
-    assert!(uuid::Uuid::parse_str(id).is_ok(), "requestId must be a UUID: {req}");
+    let id = req["requestId"]
+        .as_str()
+        .unwrap_or_else(|| panic!("requestId: {req}"));
+    assert!(
+        uuid::Uuid::parse_str(id).is_ok(),
+        "requestId must be a UUID: {req}"
+    );
     id.to_string()
 }
 
@@ -43,7 +48,10 @@ async fn call_is_routed_to_the_provider_and_back() {
     let payload = json!({ "a": 2, "b": 3 });
     let caller_id = c.send_request(&method, payload.clone()).await;
     let provider_id = expect_request(&mut p, &method, &payload).await;
-    assert_ne!(provider_id, caller_id, "the provider must see a fresh requestId");
+    assert_ne!(
+        provider_id, caller_id,
+        "the provider must see a fresh requestId"
+    );
     p.respond_ok(&provider_id, json!({ "sum": 5 })).await;
 
     let resp = c.wait_response(&caller_id, SOON).await;
@@ -224,7 +232,10 @@ async fn system_cancel_cancels_a_call() {
     let stray = c
         .try_next_matching(QUIET, |m| is_response_to(m, &caller_id))
         .await;
-    assert_eq!(stray, None, "the cancelled request must not be answered again");
+    assert_eq!(
+        stray, None,
+        "the cancelled request must not be answered again"
+    );
 
     // The channel between them still works.
     let caller_id = c.send_request(&method, json!({ "again": true })).await;
@@ -241,7 +252,9 @@ async fn reserved_namespaces_cannot_be_provided() {
     let node = Node::start().await;
     let mut p = Starling::connect(&node, "provider").await;
     let mut c = Starling::connect(&node, "caller").await;
-    for ns in ["system", "internal", "stream", "helios", "broker", "starling"] {
+    for ns in [
+        "system", "internal", "stream", "helios", "broker", "starling",
+    ] {
         let (id, resp) = call(&mut p, "broker:provide", json!({ "namespace": ns })).await;
         assert_error_response(&resp, &id, "VALIDATION_ERROR");
     }
@@ -261,9 +274,7 @@ async fn reserved_namespaces_cannot_be_provided() {
     ping(&mut c).await;
     let (id, resp) = call(&mut c, "system:nope", json!({})).await;
     assert_error_response(&resp, &id, "METHOD_NOT_FOUND");
-    let stray = p
-        .try_next_matching(QUIET, |m| m["type"] == "request")
-        .await;
+    let stray = p.try_next_matching(QUIET, |m| m["type"] == "request").await;
     assert_eq!(stray, None);
 }
 
@@ -284,9 +295,7 @@ async fn unprovide_stops_routing() {
     common::call_ok(&mut p, "broker:unprovide", json!({ "namespace": ns })).await;
     let (id, resp) = call(&mut c, &method, json!(2)).await;
     assert_error_response(&resp, &id, "METHOD_NOT_FOUND");
-    let stray = p
-        .try_next_matching(QUIET, |m| m["type"] == "request")
-        .await;
+    let stray = p.try_next_matching(QUIET, |m| m["type"] == "request").await;
     assert_eq!(stray, None, "an unprovided namespace must not be routed");
 }
 

@@ -14,8 +14,8 @@ use murmur_tests::{http, metrics, Node, Starling, API_KEY};
 use serde_json::json;
 
 /// Messages published in the flood. The server queues at most 1024 frames per
-/// connection; a client that never reads also stops its kernel socket buffers after a
-/// few hundred KiB, so 3000 × 64 KiB overflows the queue with a wide margin.
+/// connection, and the kernel socket buffers of a client that never reads hold at most a
+/// few MiB, so 3000 × 64 KiB overflows the queue with a wide margin.
 const FLOOD: usize = 3000;
 /// Size of each message's data.
 const DATA_BYTES: usize = 64 * 1024;
@@ -34,9 +34,8 @@ async fn slow_consumer_is_closed_with_4001() {
     let mut other = Starling::connect(&node, "other").await;
     ping(&mut other).await;
 
-    let body = Bytes::from(
-        json!({ "channel": channel, "data": "x".repeat(DATA_BYTES) }).to_string(),
-    );
+    let body =
+        Bytes::from(json!({ "channel": channel, "data": "x".repeat(DATA_BYTES) }).to_string());
     let client = http();
     let url = format!("{}/api/v1/publish", node.internal_url());
     let auth = format!("Bearer {API_KEY}");
@@ -59,10 +58,7 @@ async fn slow_consumer_is_closed_with_4001() {
 
     // Only now does the slow client read: it finds the messages that made it into its
     // queue, then the close.
-    let close = slow
-        .ws()
-        .expect_close_within(Duration::from_secs(30))
-        .await;
+    let close = slow.ws().expect_close_within(Duration::from_secs(30)).await;
     assert_eq!(close.as_ref().map(|c| c.0), Some(4001), "{close:?}");
 
     ping(&mut other).await;

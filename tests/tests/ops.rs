@@ -44,7 +44,10 @@ async fn metrics_count_helios_traffic() {
             .strip_prefix("# HELP ")
             .or_else(|| line.strip_prefix("# TYPE "))
             .unwrap_or(line);
-        assert!(name.starts_with("murmur_"), "family without murmur_ prefix: {line}");
+        assert!(
+            name.starts_with("murmur_"),
+            "family without murmur_ prefix: {line}"
+        );
     }
     assert_eq!(
         metric_value(&text, "murmur_connections", &helios),
@@ -52,20 +55,33 @@ async fn metrics_count_helios_traffic() {
         "{text}"
     );
     let messages_in = metric_value(&text, "murmur_messages_in_total", &helios);
-    assert!(messages_in.is_some_and(|v| v >= 2.0), "messages in: {messages_in:?}");
-    let messages_out = metric_value(&text, "murmur_messages_out_total", &helios);
-    assert!(messages_out.is_some_and(|v| v >= 3.0), "messages out: {messages_out:?}");
-    let delivered = metric_value(&text, "murmur_deliveries_total", &helios);
-    assert!(delivered.is_some_and(|v| v >= 1.0), "deliveries: {delivered:?}");
     assert!(
-        text.lines().any(|l| l.starts_with("# TYPE murmur_") && l.ends_with(" histogram")),
+        messages_in.is_some_and(|v| v >= 2.0),
+        "messages in: {messages_in:?}"
+    );
+    let messages_out = metric_value(&text, "murmur_messages_out_total", &helios);
+    assert!(
+        messages_out.is_some_and(|v| v >= 3.0),
+        "messages out: {messages_out:?}"
+    );
+    let delivered = metric_value(&text, "murmur_deliveries_total", &helios);
+    assert!(
+        delivered.is_some_and(|v| v >= 1.0),
+        "deliveries: {delivered:?}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("# TYPE murmur_") && l.ends_with(" histogram")),
         "a delivery latency histogram is exported:\n{text}"
     );
 
     let mut other = Starling::connect(&node, "bob").await;
     ping(&mut other).await;
     let text = metrics(&node).await;
-    assert_eq!(metric_value(&text, "murmur_connections", &helios), Some(2.0));
+    assert_eq!(
+        metric_value(&text, "murmur_connections", &helios),
+        Some(2.0)
+    );
     s.close().await;
     other.close().await;
     common::wait_connections(&node, 0.0).await;
@@ -178,10 +194,11 @@ async fn cli_dev_mode_tokens_work_on_a_dev_node() {
     ping(&mut s).await;
     // The test suite's secret is not the dev secret.
     let foreign = murmur_tests::token("dev-user");
-    let refused = murmur_tests::WsClient::connect(&node.ws_url(&format!("/starling?token={foreign}")))
-        .await
-        .err()
-        .map(|e| e.0);
+    let refused =
+        murmur_tests::WsClient::connect(&node.ws_url(&format!("/starling?token={foreign}")))
+            .await
+            .err()
+            .map(|e| e.0);
     assert_eq!(refused, Some(401));
 }
 
@@ -211,7 +228,11 @@ async fn help_documents_commands_and_variables() {
     assert!(help.contains("serve"), "{help}");
     assert!(help.contains("token"), "{help}");
 
-    let out = murmur_command().args(["serve", "--help"]).output().await.unwrap();
+    let out = murmur_command()
+        .args(["serve", "--help"])
+        .output()
+        .await
+        .unwrap();
     assert!(out.status.success(), "{out:?}");
     let help = String::from_utf8_lossy(&out.stdout);
     for var in [
@@ -235,6 +256,9 @@ async fn help_documents_commands_and_variables() {
         "MURMUR_LOG",
         "MURMUR_LOG_FORMAT",
     ] {
-        assert!(help.contains(var), "serve --help must document {var}:\n{help}");
+        assert!(
+            help.contains(var),
+            "serve --help must document {var}:\n{help}"
+        );
     }
 }

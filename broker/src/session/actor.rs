@@ -650,16 +650,36 @@ impl Handler<Attach> for SessionActor {
     }
 }
 
-/// The transport of attachment `epoch` is gone.
+/// The transport of attachment `epoch` is gone; `1` holds what it took but never wrote.
 #[derive(Message)]
 #[rtype(result = "()")]
-pub struct Detach(pub u64);
+pub struct Detach(pub u64, pub Vec<Arc<Envelope>>);
 
 impl Handler<Detach> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, Detach(epoch): Detach, ctx: &mut Context<Self>) {
-        if epoch == self.epoch && matches!(self.transport, Transport::Attached { .. }) {
+    fn handle(&mut self, Detach(epoch, unsent): Detach, ctx: &mut Context<Self>) {
+        if epoch != self.epoch {
+            return;
+        }
+        if self.recoverable && !unsent.is_empty() {
+            // Older than anything buffered since the transport stopped taking envelopes.
+            let cap = self.node.config.recovery_buffer;
+            for env in unsent.into_iter().rev() {
+                if self.buffer.len() >= cap {
+                    self.node
+                        .metrics
+                        .delivery(self.label(), outcome::DROPPED_OVERFLOW);
+                    self.end(
+                        CloseReason::new(CloseCode::Terminated, "recovery buffer overflow"),
+                        ctx,
+                    );
+                    return;
+                }
+                self.buffer.push_front(env);
+            }
+        }
+        if matches!(self.transport, Transport::Attached { .. }) {
             self.transport = Transport::Detached;
             self.on_detached(ctx);
         }

@@ -183,7 +183,13 @@ impl SessionHandle {
 
     /// The transport of attachment `epoch` is gone (the client disconnected).
     pub fn detach(&self, epoch: u64) {
-        self.addr.do_send(Detach(epoch));
+        self.detach_with(epoch, Vec::new());
+    }
+
+    /// As [`detach`](Self::detach), handing back envelopes the transport took but never
+    /// wrote; a recoverable session delivers them first on recovery.
+    pub fn detach_with(&self, epoch: u64, unsent: Vec<Arc<Envelope>>) {
+        self.addr.do_send(Detach(epoch, unsent));
     }
 
     /// Ends the session now (no recovery).

@@ -1,7 +1,7 @@
 //! The in-memory store: maps with deadlines, expired lazily on read. One node only —
 //! the embedded default — and the reference behaviour the Redis store must match.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
@@ -9,7 +9,10 @@ use futures_util::future::{self, BoxFuture, FutureExt};
 use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::{NodeId, SessionId};
 
-use super::{NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreResult};
+use super::{
+    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError,
+    StoreResult, StoredMessage,
+};
 
 struct Expiring<T> {
     value: T,
@@ -35,6 +38,10 @@ struct State {
     owners: HashMap<SessionId, Expiring<NodeId>>,
     providers: HashMap<String, HashSet<ProviderEntry>>,
     nodes: HashMap<NodeId, Expiring<NodeInfo>>,
+    groups: HashMap<String, GroupRecord>,
+    messages: HashMap<String, Expiring<VecDeque<StoredMessage>>>,
+    /// Last message id handed out: `(ms, n)`, strictly increasing.
+    last_message: (u64, u64),
 }
 
 /// See the module docs.
@@ -187,6 +194,113 @@ impl Store for MemoryStore {
                 remove_node(s, id);
             }
             dead
+        })
+    }
+
+    fn create_group(&self, group: GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
+        let out = self.with(|s| {
+            if s.groups.contains_key(&group.id) {
+                return Err(StoreError::new("group id already exists"));
+            }
+            s.groups.insert(group.id.clone(), group);
+            Ok(())
+        });
+        async move { out.await? }.boxed()
+    }
+
+    fn group(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<GroupRecord>>> {
+        self.with(|s| s.groups.get(id).cloned())
+    }
+
+    fn update_group(
+        &self,
+        id: &str,
+        requester: &str,
+        participants: Option<Vec<String>>,
+    ) -> BoxFuture<'_, StoreResult<GroupUpdate>> {
+        self.with(|s| {
+            let Some(group) = s.groups.get_mut(id) else {
+                return GroupUpdate::NotFound;
+            };
+            if !group.participants.iter().any(|p| p == requester) {
+                return GroupUpdate::Forbidden;
+            }
+            let before = group.clone();
+            match participants {
+                Some(p) => group.participants = p,
+                None => {
+                    s.groups.remove(id);
+                }
+            }
+            GroupUpdate::Done(before)
+        })
+    }
+
+    fn groups_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
+        self.with(|s| {
+            let mut out: Vec<GroupRecord> = s
+                .groups
+                .values()
+                .filter(|g| g.participants.iter().any(|p| p == user))
+                .cloned()
+                .collect();
+            out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+            out
+        })
+    }
+
+    fn append_message(
+        &self,
+        mut msg: StoredMessage,
+        retention: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<String>> {
+        self.with(|s| {
+            let now = murmur_shared::ids::now_ms();
+            let (ms, n) = s.last_message;
+            s.last_message = if now > ms { (now, 0) } else { (ms, n + 1) };
+            msg.id = format!("{}-{}", s.last_message.0, s.last_message.1);
+            let id = msg.id.clone();
+            let entry = s
+                .messages
+                .entry(msg.session.clone())
+                .or_insert_with(|| Expiring::new(VecDeque::new(), ttl));
+            if !entry.live() {
+                entry.value.clear();
+            }
+            entry.deadline = Instant::now() + ttl;
+            entry.value.push_back(msg);
+            while entry.value.len() > retention.max(1) {
+                entry.value.pop_front();
+            }
+            id
+        })
+    }
+
+    fn messages(
+        &self,
+        session: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
+        let since = since.map(str::to_string);
+        self.with(move |s| {
+            let Some(e) = s.messages.get(session).filter(|e| e.live()) else {
+                return Vec::new();
+            };
+            match since {
+                Some(after) => e
+                    .value
+                    .iter()
+                    .filter(|m| Envelope::seq_after(&m.id, &after))
+                    .take(limit)
+                    .cloned()
+                    .collect(),
+                None => {
+                    let skip = e.value.len().saturating_sub(limit);
+                    e.value.iter().skip(skip).cloned().collect()
+                }
+            }
         })
     }
 

@@ -75,6 +75,40 @@ pub struct NodeInfo {
     pub draining: bool,
 }
 
+/// A mutable chat session (group chat).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GroupRecord {
+    pub id: String,
+    pub participants: Vec<String>,
+    pub created_by: String,
+    pub created_ms: u64,
+}
+
+/// The outcome of a participant-only change to a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupUpdate {
+    /// Applied; the group as it was before.
+    Done(GroupRecord),
+    NotFound,
+    /// The requester is not a participant.
+    Forbidden,
+}
+
+/// One chat message as kept for history.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StoredMessage {
+    /// Assigned by the store on append (`<ms>-<n>`, increasing per session).
+    #[serde(default)]
+    pub id: String,
+    pub session: String,
+    pub sender: String,
+    pub message: serde_json::Value,
+    pub sender_timestamp: serde_json::Value,
+    pub server_timestamp: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timing: Option<serde_json::Value>,
+}
+
 /// The state seam. See the module docs.
 pub trait Store: Send + Sync + 'static {
     /// Saves (or replaces) a recovery record for `ttl`.
@@ -111,6 +145,36 @@ pub trait Store: Send + Sync + 'static {
     fn remove_node(&self, node: NodeId) -> BoxFuture<'_, StoreResult<()>>;
     /// Removes every node whose heartbeat expired, with its providers; returns them.
     fn prune_dead_nodes(&self) -> BoxFuture<'_, StoreResult<Vec<NodeId>>>;
+
+    /// Creates a group (its id is fresh; an existing id is an error).
+    fn create_group(&self, group: GroupRecord) -> BoxFuture<'_, StoreResult<()>>;
+    /// Reads a group.
+    fn group(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<GroupRecord>>>;
+    /// Replaces a group's participants (`Some`) or deletes it (`None`), atomically and
+    /// only if `requester` is a participant.
+    fn update_group(
+        &self,
+        id: &str,
+        requester: &str,
+        participants: Option<Vec<String>>,
+    ) -> BoxFuture<'_, StoreResult<GroupUpdate>>;
+    /// Every group a user participates in.
+    fn groups_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>>;
+    /// Appends a chat message to its session's history (keeping the last `retention`,
+    /// for `ttl` after the last message) and returns its id.
+    fn append_message(
+        &self,
+        msg: StoredMessage,
+        retention: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<String>>;
+    /// Messages of a session: the last `limit`, or the first `limit` after `since`.
+    fn messages(
+        &self,
+        session: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
 
     /// Channel publications after history position `after` (exclusive), oldest first, at
     /// most `limit`, with their `seq` set. Empty where the store keeps no history (the

@@ -5,7 +5,7 @@
 //! node's leftovers expire; compare-and-delete and node cleanup are Lua scripts so they
 //! are atomic.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -14,7 +14,10 @@ use murmur_shared::ids::{NodeId, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script, Value};
 
-use super::{NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError, StoreResult};
+use super::{
+    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError,
+    StoreResult, StoredMessage,
+};
 use crate::keys::Keys;
 
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
@@ -40,12 +43,36 @@ redis.call('SREM', KEYS[1], ARGV[1])
 return 1
 "#;
 
+/// Participant-only group change. KEYS: [1] group. ARGV: [1] requester, [2] new JSON or
+/// '' to delete, [3] user-groups key prefix, [4] group id.
+/// Returns {0} not found, {1} forbidden, {2, old JSON} done.
+const UPDATE_GROUP: &str = r#"
+local raw = redis.call('GET', KEYS[1])
+if not raw then return {0} end
+local g = cjson.decode(raw)
+local member = false
+for _, u in ipairs(g.participants) do
+  if u == ARGV[1] then member = true end
+end
+if not member then return {1} end
+for _, u in ipairs(g.participants) do redis.call('SREM', ARGV[3] .. u, ARGV[4]) end
+if ARGV[2] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[2])
+  local n = cjson.decode(ARGV[2])
+  for _, u in ipairs(n.participants) do redis.call('SADD', ARGV[3] .. u, ARGV[4]) end
+end
+return {2, raw}
+"#;
+
 /// See the module docs.
 pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     delete_if: Script,
     remove_node: Script,
+    update_group: Script,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -84,6 +111,7 @@ impl RedisStore {
             keys,
             delete_if: Script::new(DELETE_IF),
             remove_node: Script::new(REMOVE_NODE),
+            update_group: Script::new(UPDATE_GROUP),
         })
     }
 
@@ -288,6 +316,179 @@ impl Store for RedisStore {
         .boxed()
     }
 
+    fn create_group(&self, group: GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let json = serde_json::to_string(&group).map_err(json_err)?;
+            let mut c = self.c();
+            let created: bool = redis::cmd("SET")
+                .arg(self.keys.group(&group.id))
+                .arg(json)
+                .arg("NX")
+                .query_async::<Option<String>>(&mut c)
+                .await
+                .map_err(err)?
+                .is_some();
+            if !created {
+                return Err(StoreError::new("group id already exists"));
+            }
+            let mut pipe = redis::pipe();
+            for u in &group.participants {
+                pipe.sadd(self.keys.user_groups(u), &group.id).ignore();
+            }
+            pipe.query_async::<()>(&mut c).await.map_err(err)
+        }
+        .boxed()
+    }
+
+    fn group(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<GroupRecord>>> {
+        let key = self.keys.group(id);
+        async move {
+            let v: Option<String> = self.c().get(key).await.map_err(err)?;
+            v.map(|j| serde_json::from_str(&j).map_err(json_err))
+                .transpose()
+        }
+        .boxed()
+    }
+
+    fn update_group(
+        &self,
+        id: &str,
+        requester: &str,
+        participants: Option<Vec<String>>,
+    ) -> BoxFuture<'_, StoreResult<GroupUpdate>> {
+        let id = id.to_string();
+        let requester = requester.to_string();
+        async move {
+            let new_json = match participants {
+                None => String::new(),
+                Some(p) => {
+                    let Some(mut g) = self.group(&id).await? else {
+                        return Ok(GroupUpdate::NotFound);
+                    };
+                    g.participants = p;
+                    serde_json::to_string(&g).map_err(json_err)?
+                }
+            };
+            let mut c = self.c();
+            let out: Vec<Value> = self
+                .update_group
+                .key(self.keys.group(&id))
+                .arg(&requester)
+                .arg(new_json)
+                .arg(self.keys.user_groups_prefix())
+                .arg(&id)
+                .invoke_async(&mut c)
+                .await
+                .map_err(err)?;
+            match out.as_slice() {
+                [Value::Int(0)] => Ok(GroupUpdate::NotFound),
+                [Value::Int(1)] => Ok(GroupUpdate::Forbidden),
+                [Value::Int(2), Value::BulkString(old)] => Ok(GroupUpdate::Done(
+                    serde_json::from_slice(old).map_err(json_err)?,
+                )),
+                _ => Err(StoreError::new("unexpected reply from the group script")),
+            }
+        }
+        .boxed()
+    }
+
+    fn groups_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
+        let key = self.keys.user_groups(user);
+        async move {
+            let mut c = self.c();
+            let ids: Vec<String> = c.smembers(key).await.map_err(err)?;
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            let keys: Vec<String> = ids.iter().map(|id| self.keys.group(id)).collect();
+            let raw: Vec<Option<String>> = redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
+            let mut out: Vec<GroupRecord> = raw
+                .into_iter()
+                .flatten()
+                .filter_map(|j| serde_json::from_str(&j).ok())
+                .collect();
+            out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn append_message(
+        &self,
+        msg: StoredMessage,
+        retention: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<String>> {
+        async move {
+            let key = self.keys.chat_history(&msg.session);
+            let json = serde_json::to_vec(&msg).map_err(json_err)?;
+            let (id,): (String,) = redis::pipe()
+                .cmd("XADD")
+                .arg(&key)
+                .arg("MAXLEN")
+                .arg("~")
+                .arg(retention.max(1))
+                .arg("*")
+                .arg("m")
+                .arg(json)
+                .pexpire(&key, ttl.as_millis().max(1) as i64)
+                .ignore()
+                .query_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(id)
+        }
+        .boxed()
+    }
+
+    fn messages(
+        &self,
+        session: &str,
+        since: Option<&str>,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>> {
+        let key = self.keys.chat_history(session);
+        let since = since.map(|s| format!("({s}"));
+        async move {
+            let mut c = self.c();
+            let mut cmd = match &since {
+                Some(start) => {
+                    let mut cmd = redis::cmd("XRANGE");
+                    cmd.arg(&key).arg(start).arg("+");
+                    cmd
+                }
+                None => {
+                    let mut cmd = redis::cmd("XREVRANGE");
+                    cmd.arg(&key).arg("+").arg("-");
+                    cmd
+                }
+            };
+            let reply: Value = cmd
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut c)
+                .await
+                .map_err(err)?;
+            let mut out: Vec<StoredMessage> = stream_entries(reply, "m")
+                .into_iter()
+                .filter_map(|(id, bytes)| {
+                    let mut m: StoredMessage = serde_json::from_slice(&bytes).ok()?;
+                    m.id = id;
+                    Some(m)
+                })
+                .collect();
+            if since.is_none() {
+                out.reverse();
+            }
+            Ok(out)
+        }
+        .boxed()
+    }
+
     fn history(
         &self,
         channel: &str,
@@ -314,6 +515,18 @@ impl Store for RedisStore {
 
 /// `[[id, [field, value, …]], …]` → envelopes with `seq = id`; garbage entries skipped.
 fn parse_xrange(v: Value) -> Vec<Envelope> {
+    stream_entries(v, "e")
+        .into_iter()
+        .filter_map(|(id, bytes)| {
+            let mut env = Envelope::from_bytes(&bytes).ok()?;
+            env.seq = Some(id);
+            Some(env)
+        })
+        .collect()
+}
+
+/// `[[id, [field, value, …]], …]` → `(id, value of field)`; garbage entries skipped.
+fn stream_entries(v: Value, field: &str) -> Vec<(String, Vec<u8>)> {
     let Value::Array(entries) = v else {
         return Vec::new();
     };
@@ -335,18 +548,13 @@ fn parse_xrange(v: Value) -> Vec<Envelope> {
             let Value::Array(fields) = fields else {
                 return None;
             };
-            let fields: BTreeMap<String, Vec<u8>> = fields
-                .chunks(2)
-                .filter_map(|kv| match kv {
-                    [Value::BulkString(k), Value::BulkString(v)] => {
-                        Some((String::from_utf8_lossy(k).into_owned(), v.clone()))
-                    }
-                    _ => None,
-                })
-                .collect();
-            let mut env = Envelope::from_bytes(fields.get("e")?).ok()?;
-            env.seq = Some(id);
-            Some(env)
+            let mut fields = fields.chunks(2).filter_map(|kv| match kv {
+                [Value::BulkString(k), Value::BulkString(v)] if k == field.as_bytes() => {
+                    Some(v.clone())
+                }
+                _ => None,
+            });
+            Some((id, fields.next()?))
         })
         .collect()
 }

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use actix_ws::{AggregatedMessage, MessageStream, ProtocolError, Session};
+use actix_ws::{AggregatedMessage, MessageStream, Session};
 use murmur_broker::metrics::outcome;
 use murmur_broker::session::{Attachment, SessionHandle};
 use murmur_shared::close::{CloseCode, CloseReason};
@@ -15,7 +15,7 @@ use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use super::{dispatch, encode};
 use crate::state::AppState;
-use crate::ws::{close_frame, CLIENT_TIMEOUT, PING_INTERVAL};
+use crate::ws::{close_frame, protocol_error_close, CLIENT_TIMEOUT, PING_INTERVAL};
 
 /// The metrics label of this protocol.
 pub const LABEL: &str = "helios";
@@ -100,9 +100,12 @@ pub async fn run(
     } = attachment;
     let mut conn = Conn { state, handle, ws };
 
+    // Envelopes taken for this socket but not written: handed back for recovery.
+    let mut unsent: Vec<Arc<Envelope>> = Vec::new();
     let reason: Option<CloseReason> = 'conn: {
-        for env in &buffered {
+        for (i, env) in buffered.iter().enumerate() {
             if conn.deliver(env).await.is_err() {
+                unsent.extend(buffered[i..].iter().cloned());
                 break 'conn None;
             }
         }
@@ -163,11 +166,8 @@ pub async fn run(
                         Some(Ok(AggregatedMessage::Close(_))) => {
                             break Some(CloseReason::new(CloseCode::Normal, "bye"))
                         }
-                        Some(Err(ProtocolError::Overflow)) => {
-                            break Some(CloseReason::new(CloseCode::MessageTooBig, "message larger than 1 MiB"))
-                        }
-                        Some(Err(_)) => {
-                            break Some(CloseReason::new(CloseCode::PolicyViolation, "WebSocket protocol error"))
+                        Some(Err(e)) => {
+                            break Some(protocol_error_close(&e, helios::MAX_MESSAGE_BYTES))
                         }
                     };
                     if res.is_err() {
@@ -177,6 +177,7 @@ pub async fn run(
                 env = outbound.recv() => match env {
                     Some(env) => {
                         if conn.deliver(&env).await.is_err() {
+                            unsent.push(env);
                             break None;
                         }
                     }
@@ -194,7 +195,13 @@ pub async fn run(
         }
     };
 
-    conn.handle.detach(epoch);
+    // Stop the queue first (the session then buffers what comes next), then hand back
+    // what was queued but never written, so a recovery delivers it, in order.
+    outbound.close();
+    while let Ok(env) = outbound.try_recv() {
+        unsent.push(env);
+    }
+    conn.handle.detach_with(epoch, unsent);
     metrics.connections.with_label_values(&[LABEL]).dec();
     let _ = conn.ws.close(reason.as_ref().map(close_frame)).await;
 }

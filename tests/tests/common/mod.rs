@@ -16,7 +16,10 @@ pub const QUIET: Duration = Duration::from_millis(300);
 
 /// A unique name with `prefix` (channels, namespaces), so parallel tests never collide.
 pub fn uniq(prefix: &str) -> String {
-    format!("{prefix}{}", &uuid::Uuid::new_v4().simple().to_string()[..10])
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
 }
 
 /// A fresh UUID v4 text.
@@ -32,7 +35,9 @@ pub fn now_ms() -> u64 {
 /// Asserts the base fields every Helios message carries (CONTRACT §4).
 pub fn assert_base(msg: &Value) {
     assert_eq!(msg["protocol"], "helios-starling", "protocol field: {msg}");
-    let version = msg["version"].as_str().unwrap_or_else(|| panic!("version: {msg}"));
+    let version = msg["version"]
+        .as_str()
+        .unwrap_or_else(|| panic!("version: {msg}"));
     let parts: Vec<&str> = version.split('.').collect();
     assert!(
         parts.len() == 3
@@ -41,7 +46,9 @@ pub fn assert_base(msg: &Value) {
                 .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())),
         "version must be x.y.z: {msg}"
     );
-    let ts = msg["timestamp"].as_u64().unwrap_or_else(|| panic!("timestamp: {msg}"));
+    let ts = msg["timestamp"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("timestamp: {msg}"));
     assert!(
         ts > 1_600_000_000_000 && ts < now_ms() + 60_000,
         "timestamp must be Unix ms: {msg}"
@@ -81,7 +88,10 @@ pub fn assert_top_level_error(msg: &Value) {
     let violations = msg["error"]["details"]["violations"]
         .as_array()
         .unwrap_or_else(|| panic!("error.details.violations must be an array: {msg}"));
-    assert!(!violations.is_empty(), "violations must not be empty: {msg}");
+    assert!(
+        !violations.is_empty(),
+        "violations must not be empty: {msg}"
+    );
     assert!(
         violations.iter().all(Value::is_string),
         "violations are strings: {msg}"
@@ -99,7 +109,7 @@ pub async fn ping(s: &mut Starling) {
     assert_success(&resp, &id);
 }
 
-/// Calls a method and returns the whole response (bounded by [`SOON`] plus `extra`).
+/// Calls a method and returns `(request_id, whole response)` (bounded by [`SOON`]).
 pub async fn call(s: &mut Starling, method: &str, payload: Value) -> (String, Value) {
     let id = s.send_request(method, payload).await;
     let resp = s.wait_response(&id, SOON).await;
@@ -173,7 +183,10 @@ pub async fn api_publish(node: &Node, channel: &str, data: Value) {
 pub async fn expect_notification(s: &mut Starling, topic: &str) -> Value {
     let n = s.next_notification(SOON).await;
     assert_base(&n);
-    assert_eq!(n["notification"]["topic"], topic, "unexpected notification: {n}");
+    assert_eq!(
+        n["notification"]["topic"], topic,
+        "unexpected notification: {n}"
+    );
     n["notification"]["data"].clone()
 }
 

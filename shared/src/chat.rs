@@ -1,0 +1,710 @@
+//! GradAgenda chat wire codec (CONTRACT §5): decode client actions, encode server
+//! actions. Pure functions; the gateway maps [`FrameError`] to close codes and
+//! [`Invalid`] to a `status-response` `failed`.
+//!
+//! Ids (`user-id`, `session-id`, `device-id`, `cdid`) are strings; JSON numbers are
+//! accepted and turned into their decimal text.
+
+use std::fmt;
+
+use serde_json::{json, Map, Value};
+
+/// Largest text frame, either direction (the seed's 4 KB).
+pub const MAX_FRAME_BYTES: usize = 4096;
+/// Participants of one mutable session at most (documented limit).
+pub const MAX_PARTICIPANTS: usize = 256;
+/// Longest id (user, device, session, cdid), in bytes.
+pub const MAX_ID_LEN: usize = 128;
+/// Actions in one client batch at most.
+pub const MAX_BATCH: usize = 64;
+/// Messages one history request may return at most (and the default).
+pub const MAX_HISTORY: usize = 100;
+
+/// A frame that is not a JSON object: the connection is closed with 1008.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FrameError(pub String);
+
+impl fmt::Display for FrameError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// An action that cannot be carried out as sent: answered `status-response` `failed`
+/// with `cdid` (when one could be read) and `reason`; the connection stays open.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Invalid {
+    pub cdid: Option<String>,
+    pub reason: String,
+}
+
+/// A decoded client action.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Action {
+    Authenticate {
+        cdid: Option<String>,
+        user_id: String,
+        device_id: String,
+        token: String,
+    },
+    DirectSessionInfo {
+        cdid: Option<String>,
+        user_id: String,
+    },
+    CreateMutable {
+        cdid: Option<String>,
+        user_ids: Vec<String>,
+    },
+    ModifyMutable {
+        cdid: Option<String>,
+        session_id: String,
+        user_ids: Vec<String>,
+    },
+    DeleteMutable {
+        cdid: Option<String>,
+        session_id: String,
+    },
+    ListMutable {
+        cdid: Option<String>,
+    },
+    SendMessage {
+        cdid: Option<String>,
+        session_id: String,
+        /// The seed's message-type object (`type`, `body`), passed through.
+        message: Value,
+        sender_timestamp: Value,
+        timing: Option<Value>,
+    },
+    /// Extension: the last `limit` messages, or those after `since` (a message id).
+    History {
+        cdid: Option<String>,
+        session_id: String,
+        limit: usize,
+        since: Option<String>,
+    },
+    /// Inner actions are decoded one by one, each answered as if sent alone.
+    Batch {
+        cdid: Option<String>,
+        actions: Vec<Value>,
+    },
+}
+
+impl Action {
+    pub fn cdid(&self) -> Option<&str> {
+        match self {
+            Action::Authenticate { cdid, .. }
+            | Action::DirectSessionInfo { cdid, .. }
+            | Action::CreateMutable { cdid, .. }
+            | Action::ModifyMutable { cdid, .. }
+            | Action::DeleteMutable { cdid, .. }
+            | Action::ListMutable { cdid }
+            | Action::SendMessage { cdid, .. }
+            | Action::History { cdid, .. }
+            | Action::Batch { cdid, .. } => cdid.as_deref(),
+        }
+    }
+}
+
+/// Parses a text frame into a JSON object. Anything else is a [`FrameError`].
+pub fn parse_frame(text: &str) -> Result<Map<String, Value>, FrameError> {
+    match serde_json::from_str::<Value>(text) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(FrameError("frame is not a JSON object".into())),
+        Err(e) => Err(FrameError(format!("frame is not valid JSON: {e}"))),
+    }
+}
+
+/// An id: a non-empty string (or a number, turned into text) of at most [`MAX_ID_LEN`]
+/// bytes without control characters.
+pub fn id_value(v: &Value) -> Option<String> {
+    let s = match v {
+        Value::String(s) => s.clone(),
+        Value::Number(n) => n.to_string(),
+        _ => return None,
+    };
+    let ok = !s.is_empty() && s.len() <= MAX_ID_LEN && !s.chars().any(char::is_control);
+    ok.then_some(s)
+}
+
+fn cdid_of(obj: &Map<String, Value>) -> Option<String> {
+    obj.get("cdid").and_then(id_value)
+}
+
+fn req_id(obj: &Map<String, Value>, field: &str, cdid: &Option<String>) -> Result<String, Invalid> {
+    obj.get(field).and_then(id_value).ok_or_else(|| Invalid {
+        cdid: cdid.clone(),
+        reason: format!("`{field}` must be a string id of 1..={MAX_ID_LEN} bytes"),
+    })
+}
+
+fn id_list(obj: &Map<String, Value>, cdid: &Option<String>) -> Result<Vec<String>, Invalid> {
+    let fail = |reason: String| Invalid {
+        cdid: cdid.clone(),
+        reason,
+    };
+    let Some(Value::Array(items)) = obj.get("user-id") else {
+        return Err(fail("`user-id` must be an array of user ids".into()));
+    };
+    if items.len() > MAX_PARTICIPANTS {
+        return Err(fail(format!(
+            "too many participants (at most {MAX_PARTICIPANTS})"
+        )));
+    }
+    let mut out: Vec<String> = Vec::with_capacity(items.len());
+    for item in items {
+        let id = id_value(item).ok_or_else(|| fail("`user-id` entries must be user ids".into()))?;
+        if !out.contains(&id) {
+            out.push(id);
+        }
+    }
+    Ok(out)
+}
+
+/// Decodes one action object (also used for each inner action of a batch).
+pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
+    let cdid = cdid_of(obj);
+    let fail = |reason: &str| Invalid {
+        cdid: cdid.clone(),
+        reason: reason.to_string(),
+    };
+    let Some(kind) = obj.get("type").and_then(Value::as_str) else {
+        return Err(fail("`type` must be a string"));
+    };
+    Ok(match kind {
+        "authenticate" => {
+            let user_id = req_id(obj, "user-id", &cdid)?;
+            let device_id = req_id(obj, "device-id", &cdid)?;
+            let token = obj
+                .get("token")
+                .and_then(Value::as_str)
+                .filter(|t| !t.is_empty())
+                .ok_or_else(|| fail("`token` must be a non-empty string"))?
+                .to_string();
+            Action::Authenticate {
+                cdid,
+                user_id,
+                device_id,
+                token,
+            }
+        }
+        "request-direct-session-info" => {
+            let user_id = req_id(obj, "user-id", &cdid)?;
+            Action::DirectSessionInfo { cdid, user_id }
+        }
+        "request-mutable-session-creation" => {
+            let user_ids = id_list(obj, &cdid)?;
+            Action::CreateMutable { cdid, user_ids }
+        }
+        "request-mutable-session-modification" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            let user_ids = id_list(obj, &cdid)?;
+            Action::ModifyMutable {
+                cdid,
+                session_id,
+                user_ids,
+            }
+        }
+        "request-mutable-session-deletion" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            Action::DeleteMutable { cdid, session_id }
+        }
+        "request-mutable-session-listing" => Action::ListMutable { cdid },
+        "request-sending-a-message" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            let message = obj.get("message").cloned().unwrap_or(Value::Null);
+            let valid_message = message.as_object().is_some_and(|m| {
+                m.get("type").is_some_and(Value::is_string) && m.contains_key("body")
+            });
+            if !valid_message {
+                return Err(fail(
+                    "`message` must be an object with a string `type` and a `body`",
+                ));
+            }
+            let sender_timestamp = obj.get("sender-timestamp").cloned().unwrap_or(Value::Null);
+            if !sender_timestamp.is_number() {
+                return Err(fail(
+                    "`sender-timestamp` must be a number (ms since the epoch)",
+                ));
+            }
+            let timing = match obj.get("~timing") {
+                None => None,
+                Some(t @ Value::Object(_)) => Some(t.clone()),
+                Some(_) => return Err(fail("`~timing` must be an object")),
+            };
+            Action::SendMessage {
+                cdid,
+                session_id,
+                message,
+                sender_timestamp,
+                timing,
+            }
+        }
+        "request-message-history" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            let limit = match obj.get("limit") {
+                None => MAX_HISTORY,
+                Some(v) => match v.as_u64() {
+                    Some(n) if n >= 1 => (n as usize).min(MAX_HISTORY),
+                    _ => return Err(fail("`limit` must be a positive integer")),
+                },
+            };
+            let since = match obj.get("since-message-id") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    id_value(v).ok_or_else(|| fail("`since-message-id` must be a message id"))?,
+                ),
+            };
+            Action::History {
+                cdid,
+                session_id,
+                limit,
+                since,
+            }
+        }
+        "batch-mode-action" => {
+            let Some(Value::Array(actions)) = obj.get("actions") else {
+                return Err(fail("`actions` must be an array"));
+            };
+            if actions.len() > MAX_BATCH {
+                return Err(fail(&format!("at most {MAX_BATCH} actions per batch")));
+            }
+            Action::Batch {
+                cdid,
+                actions: actions.clone(),
+            }
+        }
+        other => {
+            let shown: String = other.chars().take(40).collect();
+            return Err(fail(&format!("unknown action type {shown:?}")));
+        }
+    })
+}
+
+/// The direct session id of two users: a pure, reversible function of the unordered
+/// pair, the same on every node forever. `direct-` + base64url(`<len(a)>:<a><b>`) with
+/// `a <= b`.
+pub fn direct_session_id(x: &str, y: &str) -> String {
+    let (a, b) = if x <= y { (x, y) } else { (y, x) };
+    format!(
+        "direct-{}",
+        b64url(format!("{}:{a}{b}", a.len()).as_bytes())
+    )
+}
+
+/// The two users of a direct session id, if it is one.
+pub fn direct_participants(id: &str) -> Option<(String, String)> {
+    let raw = unb64url(id.strip_prefix("direct-")?)?;
+    let text = String::from_utf8(raw).ok()?;
+    let (len, rest) = text.split_once(':')?;
+    let len: usize = len.parse().ok()?;
+    if len > rest.len() || !rest.is_char_boundary(len) {
+        return None;
+    }
+    let (a, b) = rest.split_at(len);
+    (a <= b && !a.is_empty() && !b.is_empty()).then(|| (a.to_string(), b.to_string()))
+}
+
+const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+fn b64url(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 4 / 3 + 3);
+    for chunk in bytes.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |acc, (i, b)| acc | (u32::from(*b) << (16 - 8 * i)));
+        for i in 0..=chunk.len() {
+            out.push(char::from(B64[((n >> (18 - 6 * i)) & 63) as usize]));
+        }
+    }
+    out
+}
+
+fn unb64url(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc = 0u32;
+    let mut bits = 0;
+    for c in text.bytes() {
+        let v = B64.iter().position(|x| *x == c)? as u32;
+        acc = (acc << 6) | v;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    // Leftover bits must be zero padding (canonical encoding only).
+    (acc == 0 && bits < 6).then_some(out)
+}
+
+fn with_cdid(mut v: Value, cdid: Option<&str>) -> Value {
+    if let (Some(c), Value::Object(m)) = (cdid, &mut v) {
+        m.insert("cdid".into(), Value::String(c.to_string()));
+    }
+    v
+}
+
+/// `status-response`.
+pub fn status_response(cdid: Option<&str>, succeeded: bool, message: Option<&str>) -> Value {
+    let mut v = json!({
+        "type": "status-response",
+        "status": if succeeded { "succeeded" } else { "failed" },
+    });
+    if let Some(m) = message {
+        v["message"] = Value::String(m.to_string());
+    }
+    with_cdid(v, cdid)
+}
+
+/// Session kinds of `providing-session-info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionKind {
+    Direct,
+    Mutable,
+}
+
+/// Statuses of `providing-session-info`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SessionStatus {
+    Created,
+    Modified,
+    Deleted,
+    Unchanged,
+}
+
+/// `providing-session-info`.
+pub fn session_info(
+    session_id: &str,
+    kind: SessionKind,
+    status: SessionStatus,
+    participants: &[String],
+    cdid: Option<&str>,
+) -> Value {
+    let v = json!({
+        "type": "providing-session-info",
+        "session-id": session_id,
+        "session-type": match kind { SessionKind::Direct => "direct", SessionKind::Mutable => "mutable" },
+        "status": match status {
+            SessionStatus::Created => "created",
+            SessionStatus::Modified => "modified",
+            SessionStatus::Deleted => "deleted",
+            SessionStatus::Unchanged => "unchanged",
+        },
+        "user-id": participants,
+    });
+    with_cdid(v, cdid)
+}
+
+/// `message-broadcast` (without `cdid`; the gateway adds it to the sending connection's copy).
+pub fn message_broadcast(
+    session_id: &str,
+    sender_id: &str,
+    message: &Value,
+    sender_timestamp: &Value,
+    message_id: &str,
+    server_timestamp: u64,
+    timing: Option<&Value>,
+) -> Value {
+    let mut v = json!({
+        "type": "message-broadcast",
+        "session-id": session_id,
+        "sender-id": sender_id,
+        "message": message,
+        "sender-timestamp": sender_timestamp,
+        "message-id": message_id,
+        "server-timestamp": server_timestamp,
+    });
+    if let Some(t) = timing {
+        v["~timing"] = t.clone();
+    }
+    v
+}
+
+/// Extension: `message-delivered`, sent to the sender's devices when a recipient device
+/// was handed a broadcast.
+pub fn message_delivered(
+    session_id: &str,
+    message_id: &str,
+    user_id: &str,
+    device_id: &str,
+) -> Value {
+    json!({
+        "type": "message-delivered",
+        "session-id": session_id,
+        "message-id": message_id,
+        "user-id": user_id,
+        "device-id": device_id,
+    })
+}
+
+/// Adds `cdid` to an encoded server action.
+pub fn add_cdid(v: Value, cdid: &str) -> Value {
+    with_cdid(v, Some(cdid))
+}
+
+/// Packs encoded server actions into frames of at most [`MAX_FRAME_BYTES`]: one action
+/// alone stays as it is; several go into one `batch-mode-action`. Actions too large to
+/// fit a batch are sent alone.
+pub fn pack_frames(actions: Vec<String>) -> Vec<String> {
+    const HEAD: &str = r#"{"type":"batch-mode-action","actions":["#;
+    let mut frames = Vec::new();
+    let mut group: Vec<String> = Vec::new();
+    let mut size = HEAD.len() + 2;
+    let flush = |group: &mut Vec<String>, frames: &mut Vec<String>| match group.len() {
+        0 => {}
+        1 => frames.push(group.pop().unwrap_or_default()),
+        _ => {
+            frames.push(format!("{HEAD}{}]}}", group.join(",")));
+            group.clear();
+        }
+    };
+    for a in actions {
+        if size + a.len() + 1 > MAX_FRAME_BYTES && !group.is_empty() {
+            flush(&mut group, &mut frames);
+            size = HEAD.len() + 2;
+        }
+        size += a.len() + 1;
+        group.push(a);
+    }
+    flush(&mut group, &mut frames);
+    frames
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn obj(v: Value) -> Map<String, Value> {
+        v.as_object().unwrap().clone()
+    }
+
+    #[test]
+    fn frames_must_be_json_objects() {
+        assert!(parse_frame(r#"{"type":"x"}"#).is_ok());
+        for bad in [
+            "[]",
+            "1",
+            "\"s\"",
+            "null",
+            "{",
+            "",
+            "{\"a\":}",
+            &"[".repeat(5000),
+        ] {
+            assert!(parse_frame(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn authenticate_decodes_and_numbers_become_strings() {
+        let a = decode_action(&obj(
+            json!({"cdid": 7, "type": "authenticate", "user-id": 42,
+            "device-id": "phone&aa:bb", "token": "t"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::Authenticate {
+                cdid: Some("7".into()),
+                user_id: "42".into(),
+                device_id: "phone&aa:bb".into(),
+                token: "t".into()
+            }
+        );
+    }
+
+    #[test]
+    fn wrong_types_are_invalid_with_the_cdid() {
+        for v in [
+            json!({"cdid": "c", "type": "authenticate", "user-id": ["x"], "device-id": "d", "token": "t"}),
+            json!({"cdid": "c", "type": "authenticate", "user-id": "u", "device-id": "d"}),
+            json!({"cdid": "c", "type": "request-direct-session-info", "user-id": {}}),
+            json!({"cdid": "c", "type": "request-mutable-session-creation", "user-id": "u"}),
+            json!({"cdid": "c", "type": "request-mutable-session-creation", "user-id": [true]}),
+            json!({"cdid": "c", "type": "request-sending-a-message", "session-id": "s",
+                "message": "hi", "sender-timestamp": 1}),
+            json!({"cdid": "c", "type": "request-sending-a-message", "session-id": "s",
+                "message": {"type": "text", "body": "b"}, "sender-timestamp": "yesterday"}),
+            json!({"cdid": "c", "type": "request-sending-a-message", "session-id": "s",
+                "message": {"type": "text", "body": "b"}, "sender-timestamp": 1, "~timing": 5}),
+            json!({"cdid": "c", "type": "request-message-history", "session-id": "s", "limit": 0}),
+            json!({"cdid": "c", "type": "batch-mode-action", "actions": {}}),
+            json!({"cdid": "c", "type": "no-such-action"}),
+            json!({"cdid": "c", "type": 5}),
+            json!({"cdid": "c"}),
+            json!({"cdid": "c", "type": "request-direct-session-info", "user-id": ""}),
+            json!({"cdid": "c", "type": "request-direct-session-info", "user-id": "x".repeat(129)}),
+            json!({"cdid": "c", "type": "request-direct-session-info", "user-id": "a\u{0}b"}),
+        ] {
+            let e = decode_action(&obj(v.clone())).unwrap_err();
+            assert_eq!(e.cdid.as_deref(), Some("c"), "{v}");
+            assert!(!e.reason.is_empty());
+        }
+    }
+
+    #[test]
+    fn participant_lists_are_deduplicated_and_bounded() {
+        let ids: Vec<Value> = (0..MAX_PARTICIPANTS)
+            .map(|i| json!(format!("u{i}")))
+            .collect();
+        let a = decode_action(&obj(json!({"type": "request-mutable-session-creation",
+            "user-id": ids})))
+        .unwrap();
+        let Action::CreateMutable { user_ids, .. } = a else {
+            panic!()
+        };
+        assert_eq!(user_ids.len(), MAX_PARTICIPANTS);
+        let too_many: Vec<Value> = (0..=MAX_PARTICIPANTS).map(|i| json!(i)).collect();
+        let e = decode_action(&obj(json!({"type": "request-mutable-session-creation",
+            "user-id": too_many})))
+        .unwrap_err();
+        assert!(e.reason.contains("too many"));
+        let a = decode_action(&obj(json!({"type": "request-mutable-session-creation",
+            "user-id": ["a", "a", 1, "1"]})))
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::CreateMutable {
+                cdid: None,
+                user_ids: vec!["a".into(), "1".into()]
+            }
+        );
+    }
+
+    #[test]
+    fn history_limits_default_and_cap() {
+        let a = decode_action(&obj(
+            json!({"type": "request-message-history", "session-id": "s"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::History {
+                cdid: None,
+                session_id: "s".into(),
+                limit: MAX_HISTORY,
+                since: None
+            }
+        );
+        let a = decode_action(&obj(
+            json!({"type": "request-message-history", "session-id": "s",
+            "limit": 100000, "since-message-id": "5-0"}),
+        ))
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::History {
+                cdid: None,
+                session_id: "s".into(),
+                limit: MAX_HISTORY,
+                since: Some("5-0".into())
+            }
+        );
+    }
+
+    #[test]
+    fn direct_ids_are_symmetric_stable_and_reversible() {
+        let id = direct_session_id("alice", "bob");
+        assert_eq!(id, direct_session_id("bob", "alice"));
+        assert_eq!(id, "direct-NTphbGljZWJvYg");
+        assert_eq!(
+            direct_participants(&id),
+            Some(("alice".into(), "bob".into()))
+        );
+        for (a, b) in [
+            ("1", "12"),
+            ("12", "1"),
+            ("a:b", "c"),
+            ("é", "ü"),
+            ("x", "x"),
+        ] {
+            let id = direct_session_id(a, b);
+            let (p, q) = direct_participants(&id).unwrap();
+            let mut want = [a.to_string(), b.to_string()];
+            want.sort();
+            assert_eq!([p, q], want);
+        }
+        assert_ne!(direct_session_id("ab", "c"), direct_session_id("a", "bc"));
+    }
+
+    #[test]
+    fn hostile_direct_ids_are_rejected() {
+        let swapped = format!("direct-{}", b64url(b"1:ba"));
+        let overlong = format!("direct-{}", b64url(b"999:ab"));
+        let empty_first = format!("direct-{}", b64url(b"0:ab"));
+        let no_len = format!("direct-{}", b64url(b"ab"));
+        for bad in [
+            "",
+            "direct-",
+            "direct-!!!",
+            "group-1",
+            "direct-Mjpi YQ",
+            "direct-A",
+        ] {
+            assert_eq!(direct_participants(bad), None, "{bad:?}");
+        }
+        for bad in [swapped, overlong, empty_first, no_len] {
+            assert_eq!(direct_participants(&bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn encoders_produce_the_seed_shapes() {
+        let v = status_response(Some("c1"), false, Some("not authenticated"));
+        assert_eq!(
+            v,
+            json!({"type":"status-response","status":"failed","message":"not authenticated","cdid":"c1"})
+        );
+        let v = session_info(
+            "s",
+            SessionKind::Direct,
+            SessionStatus::Unchanged,
+            &["a".into(), "b".into()],
+            None,
+        );
+        assert_eq!(v["session-type"], "direct");
+        assert_eq!(v["status"], "unchanged");
+        assert!(v.get("cdid").is_none());
+        let v = message_broadcast(
+            "s",
+            "a",
+            &json!({"type":"text","body":"hi"}),
+            &json!(5),
+            "1-0",
+            9,
+            None,
+        );
+        assert_eq!(v["message-id"], "1-0");
+        assert_eq!(add_cdid(v, "k")["cdid"], "k");
+    }
+
+    #[test]
+    fn packing_respects_the_frame_limit() {
+        let small: Vec<String> = (0..300)
+            .map(|i| format!(r#"{{"type":"x","i":{i}}}"#))
+            .collect();
+        let frames = pack_frames(small.clone());
+        assert!(frames.len() > 1);
+        let mut seen = Vec::new();
+        for f in &frames {
+            assert!(f.len() <= MAX_FRAME_BYTES, "{}", f.len());
+            let v: Value = serde_json::from_str(f).unwrap();
+            if v["type"] == "batch-mode-action" {
+                seen.extend(
+                    v["actions"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .map(|a| a["i"].clone()),
+                );
+            } else {
+                seen.push(v["i"].clone());
+            }
+        }
+        let want: Vec<Value> = (0..300).map(|i| json!(i)).collect();
+        assert_eq!(seen, want, "order preserved");
+        assert_eq!(pack_frames(vec!["{}".into()]), vec!["{}".to_string()]);
+        assert!(pack_frames(Vec::new()).is_empty());
+    }
+}
