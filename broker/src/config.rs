@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     pub max_provides: usize,
     /// Lifetime of a session-owner record; readers also check the owner node is alive.
     pub owner_ttl: Duration,
+    /// Chat messages kept per chat session for history, and for how long after the last.
+    pub chat_history_len: usize,
+    pub chat_history_ttl: Duration,
     /// How often an attached recoverable session refreshes its recovery record.
     pub record_refresh: Duration,
     /// How often this node heartbeats into the store, and how long a heartbeat lives.
@@ -54,6 +57,8 @@ impl BrokerConfig {
             max_provides: 64,
             owner_ttl: Duration::from_secs(24 * 3600),
             record_refresh: Duration::from_secs(30),
+            chat_history_len: 1000,
+            chat_history_ttl: Duration::from_secs(7 * 24 * 3600),
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_ttl: Duration::from_secs(10),
         }

@@ -3,8 +3,8 @@
 //! lists them with their meaning.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Delivery outcomes, the `outcome` label of `murmur_deliveries_total`.
@@ -57,6 +57,12 @@ pub struct Metrics {
     pub scheduled: IntGauge,
     /// Backend API requests by route and status.
     pub api_requests: IntCounterVec,
+    /// Chat actions handled, by action type and result (`ok`, `failed`).
+    pub chat_actions: IntCounterVec,
+    /// Participants (inboxes) one chat broadcast or session change was sent to.
+    pub chat_fanout: Histogram,
+    /// Outgoing frames that carried a server `batch-mode-action` (several actions).
+    pub chat_batched_frames: IntCounter,
 }
 
 impl Metrics {
@@ -180,6 +186,33 @@ impl Metrics {
                 "Backend API requests by route and status",
                 &["route", "status"],
             ),
+            chat_actions: counter_vec(
+                &registry,
+                "murmur_chat_actions_total",
+                "Chat actions by type and result",
+                &["action", "result"],
+            ),
+            chat_fanout: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "murmur_chat_fanout",
+                        "Participants one chat broadcast or session change went to",
+                    )
+                    .buckets(vec![1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0]),
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(h.clone())).unwrap(); // unwrap: unique name.
+                h
+            },
+            chat_batched_frames: {
+                let c = IntCounter::new(
+                    "murmur_chat_batched_frames_total",
+                    "Outgoing chat frames that packed several actions into one batch",
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(c.clone())).unwrap(); // unwrap: unique name.
+                c
+            },
             registry,
         }
     }

@@ -12,7 +12,9 @@ use murmur_broker::keys::Keys;
 use murmur_broker::metrics::Metrics;
 use murmur_broker::store::memory::MemoryStore;
 use murmur_broker::store::redis::RedisStore;
-use murmur_broker::store::{NodeInfo, ProviderEntry, RecoveryRecord, Store};
+use murmur_broker::store::{
+    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoredMessage,
+};
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
 use serde_json::json;
@@ -163,6 +165,105 @@ async fn store_conformance(store: Arc<dyn Store>) {
         .any(|n| n.id == node("a")));
 }
 
+async fn chat_store_conformance(store: Arc<dyn Store>) {
+    // Groups: create, read, participant-only update and delete, per-user listing.
+    let g = GroupRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        participants: vec!["ann".into(), "ben".into()],
+        created_by: "ann".into(),
+        created_ms: 1,
+    };
+    store.create_group(g.clone()).await.unwrap();
+    assert!(
+        store.create_group(g.clone()).await.is_err(),
+        "ids are unique"
+    );
+    assert_eq!(store.group(&g.id).await.unwrap(), Some(g.clone()));
+    assert_eq!(store.groups_of("ben").await.unwrap(), vec![g.clone()]);
+    assert!(store.groups_of("cat").await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .update_group(&g.id, "cat", Some(vec!["cat".into()]))
+            .await
+            .unwrap(),
+        GroupUpdate::Forbidden
+    );
+    let new = vec!["ann".to_string(), "cat".to_string()];
+    assert_eq!(
+        store
+            .update_group(&g.id, "ben", Some(new.clone()))
+            .await
+            .unwrap(),
+        GroupUpdate::Done(g.clone())
+    );
+    assert_eq!(store.group(&g.id).await.unwrap().unwrap().participants, new);
+    assert!(
+        store.groups_of("ben").await.unwrap().is_empty(),
+        "removed from the index"
+    );
+    assert_eq!(store.groups_of("cat").await.unwrap().len(), 1);
+    assert_eq!(
+        store.update_group(&g.id, "ben", None).await.unwrap(),
+        GroupUpdate::Forbidden,
+        "ben is no longer a participant"
+    );
+    assert!(matches!(
+        store.update_group(&g.id, "cat", None).await.unwrap(),
+        GroupUpdate::Done(_)
+    ));
+    assert_eq!(store.group(&g.id).await.unwrap(), None);
+    assert!(store.groups_of("ann").await.unwrap().is_empty());
+    assert_eq!(
+        store.update_group(&g.id, "ann", None).await.unwrap(),
+        GroupUpdate::NotFound
+    );
+
+    // Message history: increasing ids, last N, since an id, bounded retention.
+    let session = format!("s-{}", uuid::Uuid::new_v4());
+    let mut ids = Vec::new();
+    for i in 0..30 {
+        let m = StoredMessage {
+            id: String::new(),
+            session: session.clone(),
+            sender: "ann".into(),
+            message: json!({"type": "text", "body": i}),
+            sender_timestamp: json!(i),
+            server_timestamp: now_ms(),
+            timing: None,
+        };
+        ids.push(
+            store
+                .append_message(m, 20, Duration::from_secs(60))
+                .await
+                .unwrap(),
+        );
+    }
+    for w in ids.windows(2) {
+        assert!(Envelope::seq_after(&w[1], &w[0]), "ids increase: {ids:?}");
+    }
+    let last = store.messages(&session, None, 5).await.unwrap();
+    let bodies: Vec<i64> = last
+        .iter()
+        .map(|m| m.message["body"].as_i64().unwrap())
+        .collect();
+    assert_eq!(
+        bodies,
+        vec![25, 26, 27, 28, 29],
+        "the last five, oldest first"
+    );
+    assert_eq!(last[4].id, ids[29]);
+    let after = store.messages(&session, Some(&ids[26]), 10).await.unwrap();
+    let bodies: Vec<i64> = after
+        .iter()
+        .map(|m| m.message["body"].as_i64().unwrap())
+        .collect();
+    assert_eq!(bodies, vec![27, 28, 29]);
+    let all = store.messages(&session, None, 100).await.unwrap();
+    assert_eq!(all.len(), 20, "retention bounds history");
+    assert_eq!(all[0].id, ids[10]);
+    assert!(store.messages("nobody", None, 10).await.unwrap().is_empty());
+}
+
 fn envelope(to: Destination) -> Arc<Envelope> {
     Arc::new(Envelope::new(
         &node("origin"),
@@ -248,6 +349,7 @@ async fn bus_conformance(buses: Vec<BusUnderTest>) {
 #[actix_rt::test]
 async fn memory_store_conforms() {
     store_conformance(Arc::new(MemoryStore::new())).await;
+    chat_store_conformance(Arc::new(MemoryStore::new())).await;
 }
 
 #[actix_rt::test]
@@ -284,8 +386,9 @@ fn unique_prefix() -> String {
 #[actix_rt::test]
 async fn redis_store_conforms() {
     let redis = murmur_tests::RedisServer::start().await;
-    let store = RedisStore::new(&redis.url(), Keys::new(unique_prefix())).unwrap();
-    store_conformance(Arc::new(store)).await;
+    let store = Arc::new(RedisStore::new(&redis.url(), Keys::new(unique_prefix())).unwrap());
+    store_conformance(store.clone()).await;
+    chat_store_conformance(store).await;
 }
 
 #[actix_rt::test]

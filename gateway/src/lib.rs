@@ -12,11 +12,13 @@
 //! | [`telemetry`] | tracing subscriber (pretty or JSON) |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` on the internal port |
 //! | [`api`] | the backend/admin API `/api/v1/*` (bearer API key) |
+//! | [`chat`] | GradAgenda chat over WebSocket `/chat` |
 //! | [`helios`] | Helios-Starling over WebSocket `/starling` |
 //! | [`ws`] | WebSocket plumbing shared by the WebSocket protocols |
 #![forbid(unsafe_code)]
 
 pub mod api;
+pub mod chat;
 pub mod config;
 pub mod health;
 pub mod helios;

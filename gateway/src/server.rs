@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{JwtKey, Settings};
 use crate::state::AppState;
-use crate::{api, health, helios, telemetry};
+use crate::{api, chat, health, helios, telemetry};
 
 /// Runs until drained; the process exit code.
 pub fn run(settings: Settings) -> ExitCode {
@@ -77,6 +77,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         App::new()
             .app_data(public_state.clone())
             .route("/starling", web::get().to(helios::starling))
+            .route("/chat", web::get().to(chat::chat))
     })
     .disable_signals()
     .shutdown_timeout(grace)

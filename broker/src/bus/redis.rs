@@ -21,6 +21,7 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::StreamExt;
+use murmur_shared::channel::INTERNAL_PREFIX;
 use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::NodeId;
 use redis::aio::MultiplexedConnection;
@@ -43,6 +44,9 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// Timeouts of one Redis command and of connecting.
 const IO_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Prefix of a channel publication that has no history position.
+const NO_SEQ: &[u8] = b"- ";
+
 /// Appends to the history stream and publishes `<id> <envelope>`.
 const PUBLISH_SCRIPT: &str = r#"
 local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
@@ -57,7 +61,8 @@ enum Outgoing {
         payload: Vec<u8>,
     },
     Channel {
-        history: String,
+        /// `None` for the broker's internal channels (chat inboxes): no history kept.
+        history: Option<String>,
         key: String,
         payload: Vec<u8>,
     },
@@ -151,7 +156,7 @@ impl Bus for RedisBus {
                 payload,
             },
             Topic::Channel(ch) => Outgoing::Channel {
-                history: keys.history(&ch),
+                history: (!ch.starts_with(INTERNAL_PREFIX)).then(|| keys.history(&ch)),
                 key: keys.channel(&ch),
                 payload,
             },
@@ -316,7 +321,7 @@ async fn write_loop(
                         .ignore();
                 }
                 Outgoing::Channel {
-                    history,
+                    history: Some(history),
                     key,
                     payload,
                 } => {
@@ -329,6 +334,16 @@ async fn write_loop(
                         .arg(HISTORY_LEN)
                         .arg(shared.history_ttl_ms)
                         .ignore();
+                }
+                Outgoing::Channel {
+                    history: None,
+                    key,
+                    payload,
+                } => {
+                    let mut framed = Vec::with_capacity(payload.len() + 2);
+                    framed.extend_from_slice(NO_SEQ);
+                    framed.extend_from_slice(payload);
+                    pipe.cmd("PUBLISH").arg(key).arg(framed).ignore();
                 }
             }
         }
@@ -448,9 +463,9 @@ fn receive(
         // `<stream id> <envelope>`
         let split = payload.iter().position(|b| *b == b' ');
         split.and_then(|i| {
-            let seq = std::str::from_utf8(&payload[..i]).ok()?.to_string();
+            let seq = std::str::from_utf8(&payload[..i]).ok()?;
             let mut env = Envelope::from_bytes(&payload[i + 1..]).ok()?;
-            env.seq = Some(seq);
+            env.seq = (seq != "-").then(|| seq.to_string());
             Some(env)
         })
     } else {

@@ -430,7 +430,6 @@ impl Store for RedisStore {
                 .cmd("XADD")
                 .arg(&key)
                 .arg("MAXLEN")
-                .arg("~")
                 .arg(retention.max(1))
                 .arg("*")
                 .arg("m")

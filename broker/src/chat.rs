@@ -1,0 +1,289 @@
+//! GradAgenda chat on the broker: sessions (direct and mutable), participant-only
+//! authorization, durable message history, and delivery to every device of every
+//! participant on every node.
+//!
+//! Each device connection is a session subscribed to its user's inbox channel
+//! (`@user/<id>`); a broadcast is one publication per participant inbox. Server actions
+//! travel as [`Kind::Message`] envelopes whose `subject` is the action type and whose
+//! body is the action without `cdid`; `correlation` carries the requester's `cdid` and
+//! `from.session` the requesting connection, so the gateway adds the `cdid` to that
+//! connection's copy only.
+
+use std::fmt;
+use std::sync::Arc;
+
+use murmur_shared::channel::user_inbox;
+use murmur_shared::chat::{self, SessionKind, SessionStatus};
+use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
+use murmur_shared::ids::now_ms;
+use serde_json::Value;
+
+use crate::session::SessionHandle;
+use crate::store::{GroupRecord, GroupUpdate, StoredMessage};
+
+/// Why a chat action failed; the text is the `status-response` message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChatError {
+    NotFound,
+    NotParticipant,
+    Invalid(String),
+    Store(String),
+}
+
+impl fmt::Display for ChatError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ChatError::NotFound => f.write_str("no such session"),
+            ChatError::NotParticipant => f.write_str("not a participant of this session"),
+            ChatError::Invalid(m) => f.write_str(m),
+            ChatError::Store(m) => write!(f, "temporarily unavailable: {m}"),
+        }
+    }
+}
+
+impl std::error::Error for ChatError {}
+
+fn store_err(e: crate::store::StoreError) -> ChatError {
+    ChatError::Store(e.message)
+}
+
+/// Publishes one server action to every device of `users`.
+fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, cdid: Option<&str>) {
+    let origin = Origin {
+        session: Some(h.id()),
+        user: Some(h.user().to_string()),
+        protocol: Some("chat".into()),
+    };
+    let node = h.node();
+    node.metrics.chat_fanout.observe(users.len() as f64);
+    for user in users {
+        let mut env = Envelope::new(
+            node.id(),
+            Kind::Message,
+            Destination::Channel(user_inbox(user)),
+            Body::Json(body.clone()),
+        )
+        .from(origin.clone())
+        .subject(action);
+        env.correlation = cdid.map(str::to_string);
+        node.router.publish(Arc::new(env));
+    }
+}
+
+/// The participants of a session, checking that `user` is one of them.
+pub async fn participants(h: &SessionHandle, session_id: &str) -> Result<Vec<String>, ChatError> {
+    let users = match chat::direct_participants(session_id) {
+        Some((a, b)) => vec![a, b],
+        None => match h
+            .node()
+            .store()
+            .group(session_id)
+            .await
+            .map_err(store_err)?
+        {
+            Some(g) => g.participants,
+            None => return Err(ChatError::NotFound),
+        },
+    };
+    if !users.iter().any(|u| u == h.user()) {
+        return Err(ChatError::NotParticipant);
+    }
+    Ok(users)
+}
+
+/// `request-direct-session-info`: the id and participants of the direct session with
+/// `other` (nothing is stored: the id is a pure function of the pair).
+pub fn direct(h: &SessionHandle, other: &str) -> Result<(String, Vec<String>), ChatError> {
+    if other == h.user() {
+        return Err(ChatError::Invalid(
+            "a direct session needs another user".into(),
+        ));
+    }
+    let id = chat::direct_session_id(h.user(), other);
+    let (a, b) = chat::direct_participants(&id)
+        .ok_or_else(|| ChatError::Invalid("user ids cannot form a direct session".into()))?;
+    Ok((id, vec![a, b]))
+}
+
+/// `request-mutable-session-creation`: the creator joins; every participant's devices
+/// are told (`created`).
+pub async fn create(
+    h: &SessionHandle,
+    mut users: Vec<String>,
+    cdid: Option<&str>,
+) -> Result<GroupRecord, ChatError> {
+    if !users.iter().any(|u| u == h.user()) {
+        users.insert(0, h.user().to_string());
+    }
+    if users.len() > chat::MAX_PARTICIPANTS {
+        return Err(ChatError::Invalid(format!(
+            "too many participants (at most {})",
+            chat::MAX_PARTICIPANTS
+        )));
+    }
+    let group = GroupRecord {
+        id: uuid::Uuid::new_v4().to_string(),
+        participants: users,
+        created_by: h.user().to_string(),
+        created_ms: now_ms(),
+    };
+    h.node()
+        .store()
+        .create_group(group.clone())
+        .await
+        .map_err(store_err)?;
+    let info = chat::session_info(
+        &group.id,
+        SessionKind::Mutable,
+        SessionStatus::Created,
+        &group.participants,
+        None,
+    );
+    publish_to(h, &group.participants, "providing-session-info", info, cdid);
+    Ok(group)
+}
+
+/// `request-mutable-session-modification` (`Some(users)`) or `-deletion` (`None`):
+/// participants only; the old and new participants' devices are told.
+pub async fn update(
+    h: &SessionHandle,
+    session_id: &str,
+    users: Option<Vec<String>>,
+    cdid: Option<&str>,
+) -> Result<(), ChatError> {
+    if chat::direct_participants(session_id).is_some() {
+        return Err(ChatError::Invalid("direct sessions are immutable".into()));
+    }
+    if users.as_ref().is_some_and(|u| u.is_empty()) {
+        return Err(ChatError::Invalid(
+            "a session needs at least one participant".into(),
+        ));
+    }
+    let store = h.node().store();
+    let before = match store
+        .update_group(session_id, h.user(), users.clone())
+        .await
+    {
+        Ok(GroupUpdate::Done(before)) => before,
+        Ok(GroupUpdate::NotFound) => return Err(ChatError::NotFound),
+        Ok(GroupUpdate::Forbidden) => return Err(ChatError::NotParticipant),
+        Err(e) => return Err(store_err(e)),
+    };
+    let (status, now) = match &users {
+        Some(u) => (SessionStatus::Modified, u.clone()),
+        None => (SessionStatus::Deleted, before.participants.clone()),
+    };
+    let mut told = before.participants.clone();
+    for u in &now {
+        if !told.contains(u) {
+            told.push(u.clone());
+        }
+    }
+    let info = chat::session_info(session_id, SessionKind::Mutable, status, &now, None);
+    publish_to(h, &told, "providing-session-info", info, cdid);
+    Ok(())
+}
+
+/// `request-mutable-session-listing`: the user's groups.
+pub async fn list(h: &SessionHandle) -> Result<Vec<GroupRecord>, ChatError> {
+    h.node()
+        .store()
+        .groups_of(h.user())
+        .await
+        .map_err(store_err)
+}
+
+/// `request-sending-a-message`: participants only; stored durably first, then
+/// broadcast to every participant's devices. Returns the message id.
+pub async fn send(
+    h: &SessionHandle,
+    session_id: &str,
+    message: Value,
+    sender_timestamp: Value,
+    timing: Option<Value>,
+    cdid: Option<&str>,
+) -> Result<String, ChatError> {
+    let users = participants(h, session_id).await?;
+    let server_timestamp = now_ms();
+    // The broadcast must fit one frame (with the cdid the sender's copy carries).
+    let probe = chat::message_broadcast(
+        session_id,
+        h.user(),
+        &message,
+        &sender_timestamp,
+        "00000000000000-0000000000",
+        server_timestamp,
+        timing.as_ref(),
+    );
+    let probe = chat::add_cdid(probe, cdid.unwrap_or_default());
+    if probe.to_string().len() > chat::MAX_FRAME_BYTES {
+        return Err(ChatError::Invalid(
+            "message too large for a broadcast frame".into(),
+        ));
+    }
+    let node = h.node();
+    let stored = StoredMessage {
+        id: String::new(),
+        session: session_id.to_string(),
+        sender: h.user().to_string(),
+        message,
+        sender_timestamp,
+        server_timestamp,
+        timing,
+    };
+    let cfg = &node.config;
+    let id = node
+        .store()
+        .append_message(stored.clone(), cfg.chat_history_len, cfg.chat_history_ttl)
+        .await
+        .map_err(store_err)?;
+    let body = chat::message_broadcast(
+        session_id,
+        h.user(),
+        &stored.message,
+        &stored.sender_timestamp,
+        &id,
+        server_timestamp,
+        stored.timing.as_ref(),
+    );
+    publish_to(h, &users, "message-broadcast", body, cdid);
+    Ok(id)
+}
+
+/// Extension `request-message-history`: participants only.
+pub async fn history(
+    h: &SessionHandle,
+    session_id: &str,
+    since: Option<&str>,
+    limit: usize,
+) -> Result<Vec<StoredMessage>, ChatError> {
+    participants(h, session_id).await?;
+    if let Some(s) = since {
+        let valid = s.split_once('-').is_some_and(|(a, b)| {
+            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+        });
+        if !valid {
+            return Err(ChatError::Invalid(
+                "`since-message-id` is not a message id".into(),
+            ));
+        }
+    }
+    h.node()
+        .store()
+        .messages(session_id, since, limit)
+        .await
+        .map_err(store_err)
+}
+
+/// Extension `message-delivered`: tells the sender's devices that a broadcast reached a
+/// device of `h`'s user.
+pub fn delivered(
+    h: &SessionHandle,
+    device: &str,
+    sender: &str,
+    session_id: &str,
+    message_id: &str,
+) {
+    let body = chat::message_delivered(session_id, message_id, h.user(), device);
+    publish_to(h, &[sender.to_string()], "message-delivered", body, None);
+}

@@ -1,0 +1,232 @@
+//! What each chat action does. Parse ([`chat::decode_action`]), then apply. Every
+//! failure is a `status-response` `failed` with the action's `cdid` and a reason; the
+//! connection stays open.
+
+use murmur_broker::chat as service;
+use murmur_broker::session::Protocol;
+use murmur_shared::channel::user_inbox;
+use murmur_shared::chat::{self, Action, SessionKind, SessionStatus};
+use serde_json::{Map, Value};
+
+use super::conn::{ChatConn, Closed};
+
+/// The metrics label of an action.
+fn label(a: &Action) -> &'static str {
+    match a {
+        Action::Authenticate { .. } => "authenticate",
+        Action::DirectSessionInfo { .. } => "request-direct-session-info",
+        Action::CreateMutable { .. } => "request-mutable-session-creation",
+        Action::ModifyMutable { .. } => "request-mutable-session-modification",
+        Action::DeleteMutable { .. } => "request-mutable-session-deletion",
+        Action::ListMutable { .. } => "request-mutable-session-listing",
+        Action::SendMessage { .. } => "request-sending-a-message",
+        Action::History { .. } => "request-message-history",
+        Action::Batch { .. } => "batch-mode-action",
+    }
+}
+
+async fn failed(conn: &mut ChatConn, cdid: Option<&str>, reason: &str) -> Result<(), Closed> {
+    conn.send(&chat::status_response(cdid, false, Some(reason)))
+        .await
+}
+
+/// Handles one frame (a JSON object).
+pub async fn frame(conn: &mut ChatConn, obj: Map<String, Value>) -> Result<(), Closed> {
+    match chat::decode_action(&obj) {
+        Err(invalid) => {
+            count(conn, "invalid", false);
+            failed(conn, invalid.cdid.as_deref(), &invalid.reason).await
+        }
+        Ok(Action::Batch { actions, .. }) => {
+            count(conn, "batch-mode-action", true);
+            // Each inner action is answered as if it had been sent alone, in order.
+            for inner in actions {
+                let Value::Object(inner) = inner else {
+                    failed(conn, None, "batch entries must be action objects").await?;
+                    continue;
+                };
+                match chat::decode_action(&inner) {
+                    Ok(Action::Batch { cdid, .. }) => {
+                        failed(conn, cdid.as_deref(), "batches do not nest").await?
+                    }
+                    Ok(action) => apply(conn, action).await?,
+                    Err(invalid) => failed(conn, invalid.cdid.as_deref(), &invalid.reason).await?,
+                }
+            }
+            Ok(())
+        }
+        Ok(action) => apply(conn, action).await,
+    }
+}
+
+fn count(conn: &ChatConn, action: &str, ok: bool) {
+    let result = if ok { "ok" } else { "failed" };
+    conn.state
+        .node
+        .metrics
+        .chat_actions
+        .with_label_values(&[action, result])
+        .inc();
+}
+
+async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
+    let name = label(&action);
+    let cdid = action.cdid().map(str::to_string);
+    let result = match (&conn.device, action) {
+        (
+            None,
+            Action::Authenticate {
+                user_id,
+                device_id,
+                token,
+                ..
+            },
+        ) => authenticate(conn, user_id, device_id, &token, cdid.as_deref()).await?,
+        (Some(_), Action::Authenticate { .. }) => Err("already authenticated".to_string()),
+        (None, _) => Err("not authenticated".to_string()),
+        (Some(device), action) => {
+            let h = device.handle.clone();
+            match action {
+                Action::DirectSessionInfo { user_id, .. } => match service::direct(&h, &user_id) {
+                    Ok((id, users)) => {
+                        let info = chat::session_info(
+                            &id,
+                            SessionKind::Direct,
+                            SessionStatus::Unchanged,
+                            &users,
+                            cdid.as_deref(),
+                        );
+                        conn.send(&info).await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Action::CreateMutable { user_ids, .. } => {
+                    service::create(&h, user_ids, cdid.as_deref())
+                        .await
+                        .map(|_| ())
+                        .map_err(|e| e.to_string())
+                }
+                Action::ModifyMutable {
+                    session_id,
+                    user_ids,
+                    ..
+                } => service::update(&h, &session_id, Some(user_ids), cdid.as_deref())
+                    .await
+                    .map_err(|e| e.to_string()),
+                Action::DeleteMutable { session_id, .. } => {
+                    service::update(&h, &session_id, None, cdid.as_deref())
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+                Action::ListMutable { .. } => match service::list(&h).await {
+                    Ok(groups) => {
+                        for g in groups {
+                            let info = chat::session_info(
+                                &g.id,
+                                SessionKind::Mutable,
+                                SessionStatus::Unchanged,
+                                &g.participants,
+                                cdid.as_deref(),
+                            );
+                            conn.send(&info).await?;
+                        }
+                        conn.send(&chat::status_response(cdid.as_deref(), true, None))
+                            .await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Action::SendMessage {
+                    session_id,
+                    message,
+                    sender_timestamp,
+                    timing,
+                    ..
+                } => service::send(
+                    &h,
+                    &session_id,
+                    message,
+                    sender_timestamp,
+                    timing,
+                    cdid.as_deref(),
+                )
+                .await
+                .map(|_| ())
+                .map_err(|e| e.to_string()),
+                Action::History {
+                    session_id,
+                    limit,
+                    since,
+                    ..
+                } => match service::history(&h, &session_id, since.as_deref(), limit).await {
+                    Ok(messages) => {
+                        for m in messages {
+                            let mut b = chat::message_broadcast(
+                                &m.session,
+                                &m.sender,
+                                &m.message,
+                                &m.sender_timestamp,
+                                &m.id,
+                                m.server_timestamp,
+                                m.timing.as_ref(),
+                            );
+                            b["history"] = Value::Bool(true);
+                            if let Some(c) = &cdid {
+                                b = chat::add_cdid(b, c);
+                            }
+                            conn.send(&b).await?;
+                        }
+                        conn.send(&chat::status_response(cdid.as_deref(), true, None))
+                            .await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Action::Authenticate { .. } | Action::Batch { .. } => {
+                    Err("unexpected action".to_string())
+                }
+            }
+        }
+    };
+    count(conn, name, result.is_ok());
+    match result {
+        Ok(()) => Ok(()),
+        Err(reason) => failed(conn, cdid.as_deref(), &reason).await,
+    }
+}
+
+/// `authenticate`: the token's `sub` must be the claimed `user-id`. On success the
+/// connection becomes a device session subscribed to the user's inbox.
+async fn authenticate(
+    conn: &mut ChatConn,
+    user_id: String,
+    device_id: String,
+    token: &str,
+    cdid: Option<&str>,
+) -> Result<Result<(), String>, Closed> {
+    let principal = match conn.state.verifier.verify(token) {
+        Ok(p) => p,
+        Err(e) => return Ok(Err(format!("authentication failed: {e}"))),
+    };
+    if principal.sub != user_id {
+        return Ok(Err(
+            "authentication failed: user-id does not match the token".into(),
+        ));
+    }
+    let node = conn.state.node.clone();
+    let (handle, attachment) = match node.open(&user_id, Protocol::Chat, false).await {
+        Ok(opened) => opened,
+        Err(e) => return Ok(Err(format!("authentication failed: {e}"))),
+    };
+    if let Err(e) = handle.subscribe(&user_inbox(&user_id)).await {
+        handle.end(murmur_shared::close::CloseReason::new(
+            murmur_shared::close::CloseCode::InternalError,
+            "inbox unavailable",
+        ));
+        return Ok(Err(format!("authentication failed: {e}")));
+    }
+    conn.attach(handle, device_id, attachment);
+    conn.send(&chat::status_response(cdid, true, None)).await?;
+    Ok(Ok(()))
+}
