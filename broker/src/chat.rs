@@ -10,7 +10,6 @@
 //! connection's copy only.
 
 use std::fmt;
-use std::sync::Arc;
 
 use murmur_shared::channel::user_inbox;
 use murmur_shared::chat::{self, SessionKind, SessionStatus};
@@ -66,7 +65,7 @@ fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, cd
         .from(origin.clone())
         .subject(action);
         env.correlation = cdid.map(str::to_string);
-        node.router.publish(Arc::new(env));
+        node.router.publish(env);
     }
 }
 

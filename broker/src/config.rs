@@ -31,6 +31,9 @@ pub struct BrokerConfig {
     pub max_provides: usize,
     /// Lifetime of a session-owner record; readers also check the owner node is alive.
     pub owner_ttl: Duration,
+    /// How long channel history is kept after the last publication (recovery replay,
+    /// TimeStick reads).
+    pub history_ttl: Duration,
     /// Chat messages kept per chat session for history, and for how long after the last.
     pub chat_history_len: usize,
     pub chat_history_ttl: Duration,
@@ -57,6 +60,7 @@ impl BrokerConfig {
             max_provides: 64,
             owner_ttl: Duration::from_secs(24 * 3600),
             record_refresh: Duration::from_secs(30),
+            history_ttl: Duration::from_secs(600),
             chat_history_len: 1000,
             chat_history_ttl: Duration::from_secs(7 * 24 * 3600),
             heartbeat_interval: Duration::from_secs(2),

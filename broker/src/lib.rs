@@ -16,6 +16,7 @@
 //! | [`store`] | the state-that-outlives-a-node seam (`Store` trait; memory; Redis) |
 //! | [`auth`] | client JWT verification, token minting, Helios recovery tokens |
 //! | [`metrics`] | the per-node Prometheus registry and every `murmur_` family |
+//! | [`history`] | channel history of the embedded node (positions, replay) |
 //! | [`config`] | broker limits and timings |
 //! | [`keys`] | Redis key and channel names (cluster mode) |
 #![forbid(unsafe_code)]
@@ -24,6 +25,7 @@ pub mod auth;
 pub mod bus;
 pub mod chat;
 pub mod config;
+pub mod history;
 pub mod keys;
 pub mod metrics;
 pub mod node;

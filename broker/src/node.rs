@@ -18,6 +18,7 @@ use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
 use crate::bus::{Bus, Inbound};
 use crate::config::BrokerConfig;
+use crate::history::LocalHistory;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -60,10 +61,12 @@ impl Node {
     /// an actix system.
     pub async fn embedded(config: BrokerConfig) -> Arc<Node> {
         let id = config.node_id.clone();
+        let history = LocalHistory::new(config.history_ttl);
         Self::start(
             config,
             move |inbound, _metrics| Arc::new(MemoryBus::standalone(id, inbound)) as Arc<dyn Bus>,
-            Arc::new(MemoryStore::new()),
+            Arc::new(MemoryStore::with_history(history.clone())),
+            Some(history),
         )
         .await
     }
@@ -79,7 +82,7 @@ impl Node {
         let store = Arc::new(RedisStore::new(redis_url, keys.clone())?);
         let client_check = redis_url.to_string();
         let node_id = config.node_id.clone();
-        let history_ttl = config.recovery_ttl;
+        let history_ttl = config.history_ttl;
         let mut failure = None;
         let node = Self::start(
             config,
@@ -100,6 +103,7 @@ impl Node {
                 }
             },
             store,
+            None,
         )
         .await;
         match failure {
@@ -113,6 +117,7 @@ impl Node {
         config: BrokerConfig,
         bus: impl FnOnce(Inbound, Arc<Metrics>) -> Arc<dyn Bus>,
         store: Arc<dyn Store>,
+        history: Option<Arc<LocalHistory>>,
     ) -> Arc<Node> {
         let (tx, mut rx) = mpsc::channel::<Arc<Envelope>>(INBOUND_QUEUE);
         let metrics = Arc::new(Metrics::new());
@@ -125,6 +130,7 @@ impl Node {
             bus,
             replies.clone(),
             metrics.clone(),
+            history,
         );
         let node = Arc::new(Node {
             config,
@@ -402,7 +408,7 @@ impl Node {
         .from(from)
         .timing(timing);
         let id = env.id;
-        self.router.publish(Arc::new(env));
+        self.router.publish(env);
         id
     }
 

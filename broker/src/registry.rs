@@ -12,6 +12,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use actix::Addr;
 use murmur_shared::ids::SessionId;
+use tokio::sync::Notify;
 
 use crate::session::actor::SessionActor;
 use crate::session::Protocol;
@@ -24,13 +25,26 @@ pub struct LocalSession {
     pub protocol: Protocol,
 }
 
-type Members = HashMap<SessionId, Addr<SessionActor>>;
+/// Local interest in one channel: member sessions, and watchers (long-polls waiting
+/// for any publication). The bus subscription lives while either exists.
+#[derive(Default)]
+struct Channel {
+    members: HashMap<SessionId, Addr<SessionActor>>,
+    watchers: usize,
+    notify: Option<Arc<Notify>>,
+}
+
+impl Channel {
+    fn is_empty(&self) -> bool {
+        self.members.is_empty() && self.watchers == 0
+    }
+}
 
 /// See the module docs.
 #[derive(Default)]
 pub struct Registry {
     sessions: RwLock<HashMap<SessionId, LocalSession>>,
-    channels: RwLock<HashMap<String, Members>>,
+    channels: RwLock<HashMap<String, Channel>>,
     providers: RwLock<HashMap<String, Vec<SessionId>>>,
     round_robin: AtomicUsize,
 }
@@ -83,41 +97,75 @@ impl Registry {
         self.len() == 0
     }
 
-    /// Adds a member; true when it is the channel's first local member.
+    /// Adds a member; true when the channel had no local interest before.
     pub fn join(&self, channel: &str, id: SessionId, addr: Addr<SessionActor>) -> bool {
         let mut channels = write(&self.channels);
-        let members = channels.entry(channel.to_string()).or_default();
-        let first = members.is_empty();
-        members.insert(id, addr);
+        let entry = channels.entry(channel.to_string()).or_default();
+        let first = entry.is_empty();
+        entry.members.insert(id, addr);
         first
     }
 
-    /// Removes a member; true when it was the channel's last local member.
+    /// Removes a member; true when the channel has no local interest left.
     pub fn leave(&self, channel: &str, id: SessionId) -> bool {
         let mut channels = write(&self.channels);
-        let Some(members) = channels.get_mut(channel) else {
+        let Some(entry) = channels.get_mut(channel) else {
             return false;
         };
-        if members.remove(&id).is_none() {
+        if entry.members.remove(&id).is_none() {
             return false;
         }
-        if members.is_empty() {
+        if entry.is_empty() {
             channels.remove(channel);
             return true;
         }
         false
     }
 
-    /// Calls `f` for every local member of a channel, under the read lock (`f` must not
-    /// block: it does `try_send`).
+    /// Registers a watcher; the notify fires on every publication delivered here. The
+    /// flag is true when the channel had no local interest before.
+    pub fn watch(&self, channel: &str) -> (Arc<Notify>, bool) {
+        let mut channels = write(&self.channels);
+        let entry = channels.entry(channel.to_string()).or_default();
+        let first = entry.is_empty();
+        entry.watchers += 1;
+        let notify = entry
+            .notify
+            .get_or_insert_with(|| Arc::new(Notify::new()))
+            .clone();
+        (notify, first)
+    }
+
+    /// Removes a watcher; true when the channel has no local interest left.
+    pub fn unwatch(&self, channel: &str) -> bool {
+        let mut channels = write(&self.channels);
+        let Some(entry) = channels.get_mut(channel) else {
+            return false;
+        };
+        entry.watchers = entry.watchers.saturating_sub(1);
+        if entry.watchers == 0 {
+            entry.notify = None;
+        }
+        if entry.is_empty() {
+            channels.remove(channel);
+            return true;
+        }
+        false
+    }
+
+    /// Calls `f` for every local member of a channel and wakes its watchers, under the
+    /// read lock (`f` must not block: it does `try_send`).
     pub fn for_each_member(
         &self,
         channel: &str,
         mut f: impl FnMut(SessionId, &Addr<SessionActor>),
     ) {
-        if let Some(members) = read(&self.channels).get(channel) {
-            for (id, addr) in members {
+        if let Some(entry) = read(&self.channels).get(channel) {
+            for (id, addr) in &entry.members {
                 f(*id, addr);
+            }
+            if let Some(n) = &entry.notify {
+                n.notify_waiters();
             }
         }
     }
@@ -128,7 +176,9 @@ impl Registry {
     }
 
     pub fn member_count(&self, channel: &str) -> usize {
-        read(&self.channels).get(channel).map_or(0, |m| m.len())
+        read(&self.channels)
+            .get(channel)
+            .map_or(0, |c| c.members.len())
     }
 
     /// Registers a local provider of a namespace.

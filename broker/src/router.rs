@@ -20,6 +20,7 @@ use murmur_shared::ids::NodeId;
 use tracing::debug;
 
 use crate::bus::{Bus, Topic};
+use crate::history::LocalHistory;
 use crate::metrics::{outcome, Metrics};
 use crate::registry::Registry;
 use crate::replies::Replies;
@@ -32,6 +33,12 @@ pub struct Router {
     bus: Arc<dyn Bus>,
     replies: Arc<Replies>,
     metrics: Arc<Metrics>,
+    /// Channel history of the embedded node (`None` in cluster mode: Redis keeps it).
+    history: Option<Arc<LocalHistory>>,
+}
+
+fn is_internal(channel: &str) -> bool {
+    channel.starts_with(murmur_shared::channel::INTERNAL_PREFIX)
 }
 
 impl Router {
@@ -41,6 +48,7 @@ impl Router {
         bus: Arc<dyn Bus>,
         replies: Arc<Replies>,
         metrics: Arc<Metrics>,
+        history: Option<Arc<LocalHistory>>,
     ) -> Self {
         Router {
             node,
@@ -48,16 +56,19 @@ impl Router {
             bus,
             replies,
             metrics,
+            history,
         }
     }
 
     /// Publishes on a channel: local members now, other nodes through the bus.
-    pub fn publish(&self, env: Arc<Envelope>) {
+    pub fn publish(&self, env: Envelope) {
         let Destination::Channel(channel) = &env.to else {
             debug!("publish called with a non-channel destination");
             return;
         };
-        if self.bus.is_clustered() {
+        let channel = channel.clone();
+        let env = if self.bus.is_clustered() {
+            let env = Arc::new(env);
             match self
                 .bus
                 .publish(Topic::Channel(channel.clone()), env.clone())
@@ -75,10 +86,15 @@ impl Router {
                         .with_label_values(&["local_only"])
                         .inc();
                     debug!(error = %e, "bus unavailable: channel publication delivered locally only");
+                    env
                 }
             }
-        }
-        self.fan_out(channel, &env);
+        } else if let Some(history) = self.history.as_ref().filter(|_| !is_internal(&channel)) {
+            history.append(&channel, env)
+        } else {
+            Arc::new(env)
+        };
+        self.fan_out(&channel, &env);
     }
 
     /// Sends to a known address.

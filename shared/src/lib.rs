@@ -13,6 +13,7 @@
 //! | [`chat`] | the GradAgenda chat codec (actions, direct session ids, batching) |
 //! | [`channel`] | channel-name rules shared by every protocol |
 //! | [`api`] | the backend/admin API error catalogue |
+//! | [`timestick`] | the TimeStick codec (START, messages, URI mapping, cursors) |
 //! | [`duration`] | parsing of `250ms` / `5s` / `5m` durations used in config |
 #![forbid(unsafe_code)]
 
@@ -24,3 +25,4 @@ pub mod duration;
 pub mod envelope;
 pub mod helios;
 pub mod ids;
+pub mod timestick;

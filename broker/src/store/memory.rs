@@ -2,12 +2,14 @@
 //! the embedded default — and the reference behaviour the Redis store must match.
 
 use std::collections::{HashMap, HashSet, VecDeque};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
 use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::{NodeId, SessionId};
+
+use crate::history::LocalHistory;
 
 use super::{
     GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError,
@@ -48,11 +50,21 @@ struct State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// The embedded node's channel history (shared with its router), if any.
+    history: Option<Arc<LocalHistory>>,
 }
 
 impl MemoryStore {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// A store that reads channel history from the embedded node's router.
+    pub fn with_history(history: Arc<LocalHistory>) -> Self {
+        MemoryStore {
+            state: Mutex::default(),
+            history: Some(history),
+        }
     }
 
     fn with<T: Send + 'static>(
@@ -306,10 +318,20 @@ impl Store for MemoryStore {
 
     fn history(
         &self,
-        _channel: &str,
-        _after: &str,
-        _limit: usize,
+        channel: &str,
+        after: &str,
+        limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<Envelope>>> {
-        future::ready(Ok(Vec::new())).boxed()
+        let out = self
+            .history
+            .as_ref()
+            .map(|h| h.after(channel, after, limit))
+            .unwrap_or_default();
+        future::ready(Ok(out)).boxed()
+    }
+
+    fn history_tail(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let out = self.history.as_ref().and_then(|h| h.tail(channel));
+        future::ready(Ok(out)).boxed()
     }
 }

@@ -185,4 +185,6 @@ pub trait Store: Send + Sync + 'static {
         after: &str,
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<murmur_shared::envelope::Envelope>>>;
+    /// The position of a channel's newest publication (`None`: no history yet).
+    fn history_tail(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
 }

@@ -488,6 +488,11 @@ impl Store for RedisStore {
         .boxed()
     }
 
+    fn history_tail(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        let channel = channel.to_string();
+        async move { self.tail(&channel).await }.boxed()
+    }
+
     fn history(
         &self,
         channel: &str,
@@ -509,6 +514,21 @@ impl Store for RedisStore {
             Ok(parse_xrange(v))
         }
         .boxed()
+    }
+}
+
+impl RedisStore {
+    async fn tail(&self, channel: &str) -> StoreResult<Option<String>> {
+        let v: Value = redis::cmd("XREVRANGE")
+            .arg(self.keys.history(channel))
+            .arg("+")
+            .arg("-")
+            .arg("COUNT")
+            .arg(1)
+            .query_async(&mut self.c())
+            .await
+            .map_err(err)?;
+        Ok(stream_entries(v, "e").into_iter().next().map(|(id, _)| id))
     }
 }
 

@@ -1,0 +1,157 @@
+//! Channel history on the embedded node: the in-memory counterpart of the Redis history
+//! streams. Every channel publication gets a position (`<ms>-<n>`, increasing per
+//! channel) and the last [`HISTORY_LEN`] stay readable for the history TTL. TimeStick
+//! sessions read their target channel from here; positions also let sessions skip
+//! duplicates.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use murmur_shared::envelope::Envelope;
+use murmur_shared::ids::now_ms;
+
+/// Publications kept per channel.
+pub const HISTORY_LEN: usize = 1000;
+
+struct ChannelHistory {
+    last: (u64, u64),
+    entries: VecDeque<Arc<Envelope>>,
+    touched: Instant,
+}
+
+/// See the module docs.
+pub struct LocalHistory {
+    ttl: Duration,
+    channels: Mutex<HashMap<String, ChannelHistory>>,
+}
+
+fn parse(seq: &str) -> (u64, u64) {
+    let (ms, n) = seq.split_once('-').unwrap_or((seq, "0"));
+    (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
+}
+
+impl LocalHistory {
+    pub fn new(ttl: Duration) -> Arc<Self> {
+        Arc::new(LocalHistory {
+            ttl,
+            channels: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChannelHistory>> {
+        // unwrap: nothing panics while the lock is held (plain collection operations).
+        self.channels.lock().unwrap()
+    }
+
+    /// Gives `env` its position and keeps it; returns the positioned envelope.
+    pub fn append(&self, channel: &str, mut env: Envelope) -> Arc<Envelope> {
+        let mut channels = self.lock();
+        let now = Instant::now();
+        if channels.len() > 1024 {
+            let ttl = self.ttl;
+            channels.retain(|_, h| now.duration_since(h.touched) < ttl);
+        }
+        let h = channels
+            .entry(channel.to_string())
+            .or_insert_with(|| ChannelHistory {
+                last: (0, 0),
+                entries: VecDeque::new(),
+                touched: now,
+            });
+        if now.duration_since(h.touched) >= self.ttl {
+            h.entries.clear();
+        }
+        h.touched = now;
+        let ms = now_ms();
+        h.last = if ms > h.last.0 {
+            (ms, 0)
+        } else {
+            (h.last.0, h.last.1 + 1)
+        };
+        env.seq = Some(format!("{}-{}", h.last.0, h.last.1));
+        let env = Arc::new(env);
+        h.entries.push_back(env.clone());
+        while h.entries.len() > HISTORY_LEN {
+            h.entries.pop_front();
+        }
+        env
+    }
+
+    /// Publications after `after` (exclusive), oldest first, at most `limit`.
+    pub fn after(&self, channel: &str, after: &str, limit: usize) -> Vec<Envelope> {
+        let after = parse(after);
+        let channels = self.lock();
+        let Some(h) = channels
+            .get(channel)
+            .filter(|h| h.touched.elapsed() < self.ttl)
+        else {
+            return Vec::new();
+        };
+        h.entries
+            .iter()
+            .filter(|e| e.seq.as_deref().map(parse).is_some_and(|p| p > after))
+            .take(limit)
+            .map(|e| (**e).clone())
+            .collect()
+    }
+
+    /// The position of the newest publication, if any.
+    pub fn tail(&self, channel: &str) -> Option<String> {
+        let channels = self.lock();
+        let h = channels
+            .get(channel)
+            .filter(|h| h.touched.elapsed() < self.ttl)?;
+        h.entries.back().and_then(|e| e.seq.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use murmur_shared::envelope::{Body, Destination, Kind};
+    use murmur_shared::ids::NodeId;
+    use serde_json::json;
+
+    fn env(i: i64) -> Envelope {
+        Envelope::new(
+            &NodeId("n".into()),
+            Kind::Notification,
+            Destination::Channel("c".into()),
+            Body::Json(json!(i)),
+        )
+    }
+
+    #[test]
+    fn positions_increase_and_reads_start_after_a_position() {
+        let h = LocalHistory::new(Duration::from_secs(60));
+        assert_eq!(h.tail("c"), None);
+        let seqs: Vec<String> = (0..5)
+            .map(|i| h.append("c", env(i)).seq.clone().unwrap())
+            .collect();
+        for w in seqs.windows(2) {
+            assert!(Envelope::seq_after(&w[1], &w[0]));
+        }
+        assert_eq!(h.tail("c"), Some(seqs[4].clone()));
+        let got: Vec<_> = h
+            .after("c", &seqs[1], 10)
+            .iter()
+            .map(|e| e.json().clone())
+            .collect();
+        assert_eq!(got, vec![json!(2), json!(3), json!(4)]);
+        assert_eq!(h.after("c", &seqs[1], 1).len(), 1);
+        assert_eq!(h.after("c", "0-0", 100).len(), 5);
+        assert!(h.after("other", "0-0", 100).is_empty());
+    }
+
+    #[test]
+    fn history_is_bounded() {
+        let h = LocalHistory::new(Duration::from_secs(60));
+        for i in 0..(HISTORY_LEN as i64 + 10) {
+            h.append("c", env(i));
+        }
+        let all = h.after("c", "0-0", usize::MAX);
+        assert_eq!(all.len(), HISTORY_LEN);
+        assert_eq!(all[0].json(), &json!(10));
+    }
+}
