@@ -77,6 +77,51 @@ impl Keys {
         format!("{}chist:{}", self.prefix, session)
     }
 
+    /// A TimeStick session record (JSON `TsSession`).
+    pub fn ts_session(&self, id: SessionId) -> String {
+        format!("{}ts:s:{}", self.prefix, id)
+    }
+
+    /// Prefix of TimeStick session records (scripts build keys from it).
+    pub fn ts_session_prefix(&self) -> String {
+        format!("{}ts:s:", self.prefix)
+    }
+
+    /// Set of a caller's live TimeStick session ids.
+    pub fn ts_caller(&self, caller: &str) -> String {
+        format!("{}ts:caller:{}", self.prefix, caller)
+    }
+
+    /// Sorted set: TimeStick session id → last activity (ms).
+    pub fn ts_activity(&self) -> String {
+        format!("{}ts:activity", self.prefix)
+    }
+
+    /// Set of `message_id`s a TimeStick session has received (replay protection).
+    pub fn ts_seen(&self, id: SessionId) -> String {
+        format!("{}ts:seen:{}", self.prefix, id)
+    }
+
+    /// Stream: a TimeStick session's queue (entry ids `<position>-1`).
+    pub fn ts_queue(&self, id: SessionId) -> String {
+        format!("{}ts:q:{}", self.prefix, id)
+    }
+
+    /// Counter: the last queue position handed out.
+    pub fn ts_seq(&self, id: SessionId) -> String {
+        format!("{}ts:seq:{}", self.prefix, id)
+    }
+
+    /// A quarantined TimeStick caller (with a TTL).
+    pub fn ts_quarantine(&self, caller: &str) -> String {
+        format!("{}ts:quar:{}", self.prefix, caller)
+    }
+
+    /// Messages of one TimeStick session in one second.
+    pub fn ts_rate(&self, id: SessionId, second: u64) -> String {
+        format!("{}ts:rate:{}:{}", self.prefix, id, second)
+    }
+
     /// A node's heartbeat (JSON `NodeInfo`, with a TTL).
     pub fn node(&self, node: &NodeId) -> String {
         format!("{}nodeinfo:{}", self.prefix, node)

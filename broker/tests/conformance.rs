@@ -14,6 +14,7 @@ use murmur_broker::store::memory::MemoryStore;
 use murmur_broker::store::redis::RedisStore;
 use murmur_broker::store::{
     GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoredMessage,
+    TsSession, TsState,
 };
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
@@ -264,6 +265,149 @@ async fn chat_store_conformance(store: Arc<dyn Store>) {
     assert!(store.messages("nobody", None, 10).await.unwrap().is_empty());
 }
 
+fn ts_session(caller: &str) -> TsSession {
+    TsSession {
+        id: SessionId::random(),
+        caller: caller.to_string(),
+        target: "room".into(),
+        max_message_size: 1000,
+        created_ms: now_ms(),
+        state: TsState::Active,
+        channel_floor: "0-0".into(),
+        channel_confirmed: "0-0".into(),
+        channel_ceiling: None,
+        final_seq: None,
+    }
+}
+
+async fn timestick_store_conformance(store: Arc<dyn Store>) {
+    let ttl = Duration::from_secs(60);
+    let caller = format!("c-{}", uuid::Uuid::new_v4());
+    // Per-caller limit, records, listing.
+    let a = ts_session(&caller);
+    let b = ts_session(&caller);
+    assert!(store.ts_create(a.clone(), 2, ttl).await.unwrap());
+    assert!(store.ts_create(b.clone(), 2, ttl).await.unwrap());
+    assert!(
+        !store.ts_create(ts_session(&caller), 2, ttl).await.unwrap(),
+        "limit reached"
+    );
+    assert_eq!(store.ts_get(a.id).await.unwrap(), Some(a.clone()));
+    let mut both = vec![a.id, b.id];
+    both.sort();
+    assert_eq!(store.ts_sessions_of(&caller).await.unwrap(), both);
+    store.ts_end(b.id, &caller).await.unwrap();
+    assert_eq!(store.ts_sessions_of(&caller).await.unwrap(), vec![a.id]);
+    assert!(
+        store.ts_get(b.id).await.unwrap().is_some(),
+        "an ended session stays as a tombstone"
+    );
+    assert!(
+        store.ts_create(ts_session(&caller), 2, ttl).await.unwrap(),
+        "room again"
+    );
+    // Expired records no longer count.
+    let other = format!("o-{}", uuid::Uuid::new_v4());
+    assert!(store
+        .ts_create(ts_session(&other), 1, Duration::from_millis(100))
+        .await
+        .unwrap());
+    eventually("an expired session frees its slot", async || {
+        store.ts_create(ts_session(&other), 1, ttl).await.unwrap()
+    })
+    .await;
+    // State changes.
+    let mut stopped = a.clone();
+    stopped.state = TsState::Stopped {
+        reason: "r".into(),
+        details: None,
+    };
+    store.ts_put(stopped.clone(), ttl).await.unwrap();
+    assert_eq!(
+        store.ts_get(a.id).await.unwrap().unwrap().state,
+        stopped.state
+    );
+
+    // Queue: positions, reads after a position, confirm, cap, clear.
+    let q = a.id;
+    for i in 1..=5u64 {
+        assert_eq!(
+            store.ts_push(q, json!({"i": i}), 100, ttl).await.unwrap(),
+            i
+        );
+    }
+    let got = store.ts_read(q, 2, 10).await.unwrap();
+    assert_eq!(
+        got.iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        vec![3, 4, 5]
+    );
+    assert_eq!(got[0].1, json!({"i": 3}));
+    store.ts_confirm(q, 3).await.unwrap();
+    assert_eq!(store.ts_read(q, 0, 10).await.unwrap().len(), 2);
+    for _ in 0..10 {
+        store.ts_push(q, json!({}), 4, ttl).await.unwrap();
+    }
+    let kept = store.ts_read(q, 0, 100).await.unwrap();
+    assert_eq!(kept.len(), 4, "the cap keeps the newest");
+    assert_eq!(kept[3].0, 15);
+    store.ts_clear(q).await.unwrap();
+    assert!(store.ts_read(q, 0, 100).await.unwrap().is_empty());
+    assert_eq!(
+        store.ts_push(q, json!({}), 4, ttl).await.unwrap(),
+        16,
+        "positions never go back"
+    );
+
+    // Replay protection.
+    assert!(store.ts_first_message(q, "m1", ttl).await.unwrap());
+    assert!(!store.ts_first_message(q, "m1", ttl).await.unwrap());
+    assert!(
+        store.ts_first_message(b.id, "m1", ttl).await.unwrap(),
+        "ids are per session"
+    );
+
+    // Idleness: only one claimant wins; touched sessions are not idle.
+    let idle = ts_session(&format!("i-{}", uuid::Uuid::new_v4()));
+    let mut old = idle.clone();
+    old.created_ms = 1000;
+    assert!(store.ts_create(old.clone(), 10, ttl).await.unwrap());
+    assert!(store.ts_idle(5000, 1000).await.unwrap().contains(&old.id));
+    store.ts_touch(old.id, now_ms()).await.unwrap();
+    assert!(!store.ts_idle(5000, 1000).await.unwrap().contains(&old.id));
+    assert!(store
+        .ts_idle(now_ms() + 1, 1000)
+        .await
+        .unwrap()
+        .contains(&old.id));
+    assert!(store.ts_claim_idle(old.id).await.unwrap());
+    assert!(!store.ts_claim_idle(old.id).await.unwrap(), "claimed once");
+
+    // Quarantine and rate.
+    let q_caller = format!("q-{}", uuid::Uuid::new_v4());
+    assert!(!store.ts_quarantined(&q_caller).await.unwrap());
+    store
+        .ts_quarantine(&q_caller, Duration::from_millis(150))
+        .await
+        .unwrap();
+    assert!(store.ts_quarantined(&q_caller).await.unwrap());
+    eventually("quarantine ends", async || {
+        !store.ts_quarantined(&q_caller).await.unwrap()
+    })
+    .await;
+    let r = SessionId::random();
+    let mut allowed = 0;
+    for _ in 0..10 {
+        if store.ts_rate(r, 5).await.unwrap() {
+            allowed += 1;
+        }
+    }
+    assert!((5..=10).contains(&allowed), "{allowed}");
+    assert!(
+        allowed < 10 || now_ms() % 1000 < 50,
+        "the limit bites within one second"
+    );
+}
+
 fn envelope(to: Destination) -> Arc<Envelope> {
     Arc::new(Envelope::new(
         &node("origin"),
@@ -350,6 +494,7 @@ async fn bus_conformance(buses: Vec<BusUnderTest>) {
 async fn memory_store_conforms() {
     store_conformance(Arc::new(MemoryStore::new())).await;
     chat_store_conformance(Arc::new(MemoryStore::new())).await;
+    timestick_store_conformance(Arc::new(MemoryStore::new())).await;
 }
 
 #[actix_rt::test]
@@ -388,7 +533,8 @@ async fn redis_store_conforms() {
     let redis = murmur_tests::RedisServer::start().await;
     let store = Arc::new(RedisStore::new(&redis.url(), Keys::new(unique_prefix())).unwrap());
     store_conformance(store.clone()).await;
-    chat_store_conformance(store).await;
+    chat_store_conformance(store.clone()).await;
+    timestick_store_conformance(store).await;
 }
 
 #[actix_rt::test]

@@ -52,6 +52,7 @@ pub struct MemoryStore {
     state: Mutex<State>,
     /// The embedded node's channel history (shared with its router), if any.
     history: Option<Arc<LocalHistory>>,
+    ts: Mutex<super::memory_ts::TsState>,
 }
 
 impl MemoryStore {
@@ -62,9 +63,18 @@ impl MemoryStore {
     /// A store that reads channel history from the embedded node's router.
     pub fn with_history(history: Arc<LocalHistory>) -> Self {
         MemoryStore {
-            state: Mutex::default(),
             history: Some(history),
+            ..MemoryStore::default()
         }
+    }
+
+    pub(crate) fn with_ts<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut super::memory_ts::TsState) -> T,
+    ) -> BoxFuture<'_, StoreResult<T>> {
+        // unwrap: closures do not panic while holding the lock.
+        let out = f(&mut self.ts.lock().unwrap());
+        future::ready(Ok(out)).boxed()
     }
 
     fn with<T: Send + 'static>(

@@ -6,7 +6,12 @@
 //! (cluster mode). One conformance suite runs against both.
 
 pub mod memory;
+mod memory_ts;
 pub mod redis;
+mod redis_ts;
+pub mod timestick;
+
+pub use timestick::{TsSession, TsState, TsStore};
 
 use std::fmt;
 use std::time::Duration;
@@ -109,8 +114,8 @@ pub struct StoredMessage {
     pub timing: Option<serde_json::Value>,
 }
 
-/// The state seam. See the module docs.
-pub trait Store: Send + Sync + 'static {
+/// The state seam. See the module docs. TimeStick's part is [`TsStore`].
+pub trait Store: TsStore + Send + Sync + 'static {
     /// Saves (or replaces) a recovery record for `ttl`.
     fn put_recovery(&self, rec: RecoveryRecord, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
     /// Reads a recovery record that has not expired.

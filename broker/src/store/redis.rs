@@ -75,11 +75,11 @@ pub struct RedisStore {
     update_group: Script,
 }
 
-fn err(e: redis::RedisError) -> StoreError {
+pub(super) fn err(e: redis::RedisError) -> StoreError {
     StoreError::new(e.to_string())
 }
 
-fn json_err(e: serde_json::Error) -> StoreError {
+pub(super) fn json_err(e: serde_json::Error) -> StoreError {
     StoreError::new(format!("corrupt record: {e}"))
 }
 
@@ -115,8 +115,12 @@ impl RedisStore {
         })
     }
 
-    fn c(&self) -> ConnectionManager {
+    pub(super) fn c(&self) -> ConnectionManager {
         self.conn.clone()
+    }
+
+    pub(super) fn keys(&self) -> &Keys {
+        &self.keys
     }
 
     async fn live_nodes(&self) -> StoreResult<(Vec<NodeInfo>, Vec<NodeId>)> {
@@ -545,7 +549,7 @@ fn parse_xrange(v: Value) -> Vec<Envelope> {
 }
 
 /// `[[id, [field, value, …]], …]` → `(id, value of field)`; garbage entries skipped.
-fn stream_entries(v: Value, field: &str) -> Vec<(String, Vec<u8>)> {
+pub(super) fn stream_entries(v: Value, field: &str) -> Vec<(String, Vec<u8>)> {
     let Value::Array(entries) = v else {
         return Vec::new();
     };

@@ -1,0 +1,208 @@
+//! [`TsStore`] for the in-memory store.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use murmur_shared::ids::SessionId;
+use serde_json::Value;
+
+use super::memory::MemoryStore;
+use super::timestick::{TsSession, TsStore};
+use super::StoreResult;
+
+/// TimeStick state of the memory store.
+#[derive(Default)]
+pub(crate) struct TsState {
+    sessions: HashMap<SessionId, (TsSession, Instant)>,
+    by_caller: HashMap<String, HashSet<SessionId>>,
+    activity: HashMap<SessionId, u64>,
+    seen: HashMap<SessionId, HashSet<String>>,
+    queues: HashMap<SessionId, (u64, BTreeMap<u64, Value>)>,
+    quarantine: HashMap<String, Instant>,
+    rate: HashMap<SessionId, (u64, u64)>,
+}
+
+impl TsState {
+    fn live(&self, id: &SessionId) -> bool {
+        self.sessions
+            .get(id)
+            .is_some_and(|(_, deadline)| Instant::now() < *deadline)
+    }
+}
+
+impl TsStore for MemoryStore {
+    fn ts_create(
+        &self,
+        s: TsSession,
+        limit: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        self.with_ts(move |t| {
+            let live: HashSet<SessionId> = t
+                .by_caller
+                .get(&s.caller)
+                .into_iter()
+                .flatten()
+                .filter(|id| t.live(id))
+                .copied()
+                .collect();
+            if live.len() >= limit {
+                return false;
+            }
+            let mut live = live;
+            live.insert(s.id);
+            t.by_caller.insert(s.caller.clone(), live);
+            t.activity.insert(s.id, s.created_ms);
+            t.sessions.insert(s.id, (s, Instant::now() + ttl));
+            true
+        })
+    }
+
+    fn ts_get(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<TsSession>>> {
+        self.with_ts(move |t| t.live(&id).then(|| t.sessions[&id].0.clone()))
+    }
+
+    fn ts_put(&self, s: TsSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        self.with_ts(move |t| {
+            t.sessions.insert(s.id, (s, Instant::now() + ttl));
+        })
+    }
+
+    fn ts_end(&self, id: SessionId, caller: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let caller = caller.to_string();
+        self.with_ts(move |t| {
+            if let Some(set) = t.by_caller.get_mut(&caller) {
+                set.remove(&id);
+            }
+            t.activity.remove(&id);
+        })
+    }
+
+    fn ts_sessions_of(&self, caller: &str) -> BoxFuture<'_, StoreResult<Vec<SessionId>>> {
+        let caller = caller.to_string();
+        self.with_ts(move |t| {
+            let mut out: Vec<SessionId> = t
+                .by_caller
+                .get(&caller)
+                .into_iter()
+                .flatten()
+                .filter(|id| t.live(id))
+                .copied()
+                .collect();
+            out.sort();
+            out
+        })
+    }
+
+    fn ts_touch(&self, id: SessionId, now_ms: u64) -> BoxFuture<'_, StoreResult<()>> {
+        self.with_ts(move |t| {
+            if let Some(v) = t.activity.get_mut(&id) {
+                *v = (*v).max(now_ms);
+            }
+        })
+    }
+
+    fn ts_idle(&self, before_ms: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<SessionId>>> {
+        self.with_ts(move |t| {
+            t.activity
+                .iter()
+                .filter(|(_, at)| **at < before_ms)
+                .map(|(id, _)| *id)
+                .take(limit)
+                .collect()
+        })
+    }
+
+    fn ts_claim_idle(&self, id: SessionId) -> BoxFuture<'_, StoreResult<bool>> {
+        self.with_ts(move |t| t.activity.remove(&id).is_some())
+    }
+
+    fn ts_first_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        _ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let message_id = message_id.to_string();
+        self.with_ts(move |t| t.seen.entry(id).or_default().insert(message_id))
+    }
+
+    fn ts_push(
+        &self,
+        id: SessionId,
+        msg: Value,
+        cap: usize,
+        _ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<u64>> {
+        self.with_ts(move |t| {
+            let (seq, q) = t.queues.entry(id).or_default();
+            *seq += 1;
+            q.insert(*seq, msg);
+            while q.len() > cap.max(1) {
+                q.pop_first();
+            }
+            *seq
+        })
+    }
+
+    fn ts_read(
+        &self,
+        id: SessionId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<(u64, Value)>>> {
+        self.with_ts(move |t| {
+            t.queues.get(&id).map_or_else(Vec::new, |(_, q)| {
+                q.range(after + 1..)
+                    .take(limit)
+                    .map(|(k, v)| (*k, v.clone()))
+                    .collect()
+            })
+        })
+    }
+
+    fn ts_confirm(&self, id: SessionId, upto: u64) -> BoxFuture<'_, StoreResult<()>> {
+        self.with_ts(move |t| {
+            if let Some((_, q)) = t.queues.get_mut(&id) {
+                *q = q.split_off(&(upto + 1));
+            }
+        })
+    }
+
+    fn ts_clear(&self, id: SessionId) -> BoxFuture<'_, StoreResult<()>> {
+        self.with_ts(move |t| {
+            if let Some((_, q)) = t.queues.get_mut(&id) {
+                q.clear();
+            }
+        })
+    }
+
+    fn ts_quarantine(&self, caller: &str, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        let caller = caller.to_string();
+        self.with_ts(move |t| {
+            t.quarantine.insert(caller, Instant::now() + ttl);
+        })
+    }
+
+    fn ts_quarantined(&self, caller: &str) -> BoxFuture<'_, StoreResult<bool>> {
+        let caller = caller.to_string();
+        self.with_ts(move |t| {
+            t.quarantine
+                .get(&caller)
+                .is_some_and(|d| Instant::now() < *d)
+        })
+    }
+
+    fn ts_rate(&self, id: SessionId, per_second: u64) -> BoxFuture<'_, StoreResult<bool>> {
+        self.with_ts(move |t| {
+            let sec = murmur_shared::ids::now_ms() / 1000;
+            let entry = t.rate.entry(id).or_insert((sec, 0));
+            if entry.0 != sec {
+                *entry = (sec, 0);
+            }
+            entry.1 += 1;
+            entry.1 <= per_second
+        })
+    }
+}

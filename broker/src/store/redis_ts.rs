@@ -1,0 +1,291 @@
+//! [`TsStore`] for the Redis store. Key layout in [`crate::keys`].
+
+use std::time::Duration;
+
+use futures_util::future::{BoxFuture, FutureExt};
+use murmur_shared::ids::SessionId;
+use redis::{AsyncCommands, Script, Value};
+use serde_json::Value as Json;
+
+use super::redis::{err, json_err, stream_entries, RedisStore};
+use super::timestick::{TsSession, TsStore};
+use super::StoreResult;
+
+/// KEYS: [1] caller set, [2] session record, [3] activity zset.
+/// ARGV: [1] limit, [2] record JSON, [3] ttl ms, [4] session id, [5] now ms, [6] record
+/// key prefix. Prunes ids whose record expired, then adds unless at the limit.
+const CREATE: &str = r#"
+for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if redis.call('EXISTS', ARGV[6] .. id) == 0 then redis.call('SREM', KEYS[1], id) end
+end
+if redis.call('SCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+redis.call('SADD', KEYS[1], ARGV[4])
+redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
+return 1
+"#;
+
+/// KEYS: [1] position counter, [2] queue. ARGV: [1] entry JSON, [2] cap, [3] ttl ms.
+const PUSH: &str = r#"
+local seq = redis.call('INCR', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-1', 'm', ARGV[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return seq
+"#;
+
+fn ms(d: Duration) -> u64 {
+    d.as_millis().max(1) as u64
+}
+
+impl TsStore for RedisStore {
+    fn ts_create(
+        &self,
+        s: TsSession,
+        limit: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        async move {
+            let json = serde_json::to_string(&s).map_err(json_err)?;
+            let keys = self.keys();
+            let created: i64 = Script::new(CREATE)
+                .key(keys.ts_caller(&s.caller))
+                .key(keys.ts_session(s.id))
+                .key(keys.ts_activity())
+                .arg(limit)
+                .arg(json)
+                .arg(ms(ttl))
+                .arg(s.id.to_string())
+                .arg(s.created_ms)
+                .arg(keys.ts_session_prefix())
+                .invoke_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(created == 1)
+        }
+        .boxed()
+    }
+
+    fn ts_get(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<TsSession>>> {
+        async move {
+            let v: Option<String> = self
+                .c()
+                .get(self.keys().ts_session(id))
+                .await
+                .map_err(err)?;
+            v.map(|j| serde_json::from_str(&j).map_err(json_err))
+                .transpose()
+        }
+        .boxed()
+    }
+
+    fn ts_put(&self, s: TsSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            let json = serde_json::to_string(&s).map_err(json_err)?;
+            self.c()
+                .pset_ex::<_, _, ()>(self.keys().ts_session(s.id), json, ms(ttl))
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_end(&self, id: SessionId, caller: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let caller = caller.to_string();
+        async move {
+            let keys = self.keys();
+            redis::pipe()
+                .srem(keys.ts_caller(&caller), id.to_string())
+                .ignore()
+                .zrem(keys.ts_activity(), id.to_string())
+                .ignore()
+                .query_async::<()>(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_sessions_of(&self, caller: &str) -> BoxFuture<'_, StoreResult<Vec<SessionId>>> {
+        let key = self.keys().ts_caller(caller);
+        async move {
+            let ids: Vec<String> = self.c().smembers(key).await.map_err(err)?;
+            let mut out: Vec<SessionId> = ids.iter().filter_map(|i| SessionId::parse(i)).collect();
+            out.sort();
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    fn ts_touch(&self, id: SessionId, now_ms: u64) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            // XX: only sessions still in the index (not ended) are touched; GT: never back.
+            redis::cmd("ZADD")
+                .arg(self.keys().ts_activity())
+                .arg("XX")
+                .arg("GT")
+                .arg(now_ms)
+                .arg(id.to_string())
+                .query_async::<()>(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_idle(&self, before_ms: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<SessionId>>> {
+        async move {
+            let ids: Vec<String> = redis::cmd("ZRANGE")
+                .arg(self.keys().ts_activity())
+                .arg("-inf")
+                .arg(format!("({before_ms}"))
+                .arg("BYSCORE")
+                .arg("LIMIT")
+                .arg(0)
+                .arg(limit)
+                .query_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(ids.iter().filter_map(|i| SessionId::parse(i)).collect())
+        }
+        .boxed()
+    }
+
+    fn ts_claim_idle(&self, id: SessionId) -> BoxFuture<'_, StoreResult<bool>> {
+        async move {
+            let removed: i64 = self
+                .c()
+                .zrem(self.keys().ts_activity(), id.to_string())
+                .await
+                .map_err(err)?;
+            Ok(removed == 1)
+        }
+        .boxed()
+    }
+
+    fn ts_first_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let message_id = message_id.to_string();
+        async move {
+            let key = self.keys().ts_seen(id);
+            let (added,): (i64,) = redis::pipe()
+                .sadd(&key, message_id)
+                .pexpire(&key, ms(ttl) as i64)
+                .ignore()
+                .query_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(added == 1)
+        }
+        .boxed()
+    }
+
+    fn ts_push(
+        &self,
+        id: SessionId,
+        msg: Json,
+        cap: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<u64>> {
+        async move {
+            let keys = self.keys();
+            let json = serde_json::to_string(&msg).map_err(json_err)?;
+            Script::new(PUSH)
+                .key(keys.ts_seq(id))
+                .key(keys.ts_queue(id))
+                .arg(json)
+                .arg(cap.max(1))
+                .arg(ms(ttl))
+                .invoke_async(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_read(
+        &self,
+        id: SessionId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<(u64, Json)>>> {
+        async move {
+            let v: Value = redis::cmd("XRANGE")
+                .arg(self.keys().ts_queue(id))
+                .arg(format!("({after}-1"))
+                .arg("+")
+                .arg("COUNT")
+                .arg(limit)
+                .query_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(stream_entries(v, "m")
+                .into_iter()
+                .filter_map(|(entry, bytes)| {
+                    let seq = entry.split_once('-')?.0.parse().ok()?;
+                    Some((seq, serde_json::from_slice(&bytes).ok()?))
+                })
+                .collect())
+        }
+        .boxed()
+    }
+
+    fn ts_confirm(&self, id: SessionId, upto: u64) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            redis::cmd("XTRIM")
+                .arg(self.keys().ts_queue(id))
+                .arg("MINID")
+                .arg(format!("{}-0", upto + 1))
+                .query_async::<()>(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_clear(&self, id: SessionId) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            self.c()
+                .del::<_, ()>(self.keys().ts_queue(id))
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_quarantine(&self, caller: &str, ttl: Duration) -> BoxFuture<'_, StoreResult<()>> {
+        let key = self.keys().ts_quarantine(caller);
+        async move {
+            self.c()
+                .pset_ex::<_, _, ()>(key, 1, ms(ttl))
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_quarantined(&self, caller: &str) -> BoxFuture<'_, StoreResult<bool>> {
+        let key = self.keys().ts_quarantine(caller);
+        async move { self.c().exists(key).await.map_err(err) }.boxed()
+    }
+
+    fn ts_rate(&self, id: SessionId, per_second: u64) -> BoxFuture<'_, StoreResult<bool>> {
+        async move {
+            let sec = murmur_shared::ids::now_ms() / 1000;
+            let key = self.keys().ts_rate(id, sec);
+            let (n,): (u64,) = redis::pipe()
+                .incr(&key, 1)
+                .pexpire(&key, 2000)
+                .ignore()
+                .query_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(n <= per_second)
+        }
+        .boxed()
+    }
+}

@@ -1,0 +1,108 @@
+//! The TimeStick part of the store seam: session records, per-session queues (responses
+//! and control messages; channel traffic is read from the channel history), duplicate
+//! detection, the idle index, caller quarantine and rate counters. Everything a
+//! TimeStick request needs lives here, so any node can serve any request.
+
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use murmur_shared::ids::SessionId;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::StoreResult;
+
+/// Where a TimeStick session stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum TsState {
+    Active,
+    /// Stopped by the caller or the receiver; the final control message is queued.
+    Stopped {
+        reason: String,
+        details: Option<String>,
+    },
+    /// Killed (level ≥ 1): nothing more is delivered.
+    Killed {
+        level: u64,
+        reason: String,
+    },
+}
+
+/// One TimeStick session.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TsSession {
+    pub id: SessionId,
+    /// The principal that started it (JWT `sub` = `caller_id`).
+    pub caller: String,
+    /// The target channel.
+    pub target: String,
+    pub max_message_size: u64,
+    pub created_ms: u64,
+    pub state: TsState,
+    /// Channel publications at or before this position are not for this session (its
+    /// start, or a caller STOP that discarded what was queued).
+    pub channel_floor: String,
+    /// The highest channel position a poll has confirmed.
+    pub channel_confirmed: String,
+    /// After a receiver STOP, channel publications after this are not delivered.
+    pub channel_ceiling: Option<String>,
+    /// Queue position of the final control message; once confirmed, the session is gone.
+    pub final_seq: Option<u64>,
+}
+
+/// The TimeStick store operations. See the module docs.
+pub trait TsStore: Send + Sync {
+    /// Creates a session unless its caller already has `limit` live sessions (false).
+    fn ts_create(
+        &self,
+        s: TsSession,
+        limit: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>>;
+    fn ts_get(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<TsSession>>>;
+    /// Saves a session's record (state changes, confirmed positions).
+    fn ts_put(&self, s: TsSession, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
+    /// The session no longer counts for its caller's limit nor for idleness; its record
+    /// stays (answering 410) until its TTL.
+    fn ts_end(&self, id: SessionId, caller: &str) -> BoxFuture<'_, StoreResult<()>>;
+    /// Live sessions of a caller.
+    fn ts_sessions_of(&self, caller: &str) -> BoxFuture<'_, StoreResult<Vec<SessionId>>>;
+    /// Records activity now (the idle clock restarts).
+    fn ts_touch(&self, id: SessionId, now_ms: u64) -> BoxFuture<'_, StoreResult<()>>;
+    /// Sessions idle since before `before_ms`, at most `limit`.
+    fn ts_idle(&self, before_ms: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<SessionId>>>;
+    /// Claims an idle session for stopping; true for exactly one claimant.
+    fn ts_claim_idle(&self, id: SessionId) -> BoxFuture<'_, StoreResult<bool>>;
+    /// True the first time a `message_id` is seen in a session.
+    fn ts_first_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>>;
+    /// Appends to a session's queue (keeping the newest `cap`); returns its position.
+    fn ts_push(
+        &self,
+        id: SessionId,
+        msg: Value,
+        cap: usize,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Queue entries after `after`, oldest first, at most `limit`.
+    fn ts_read(
+        &self,
+        id: SessionId,
+        after: u64,
+        limit: usize,
+    ) -> BoxFuture<'_, StoreResult<Vec<(u64, Value)>>>;
+    /// Drops queue entries at or before `upto` (confirmed by a poll).
+    fn ts_confirm(&self, id: SessionId, upto: u64) -> BoxFuture<'_, StoreResult<()>>;
+    /// Drops every queue entry.
+    fn ts_clear(&self, id: SessionId) -> BoxFuture<'_, StoreResult<()>>;
+    /// Refuses new STARTs of `caller` for `ttl`.
+    fn ts_quarantine(&self, caller: &str, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
+    fn ts_quarantined(&self, caller: &str) -> BoxFuture<'_, StoreResult<bool>>;
+    /// Counts a message in this second; false once `per_second` is exceeded.
+    fn ts_rate(&self, id: SessionId, per_second: u64) -> BoxFuture<'_, StoreResult<bool>>;
+}
