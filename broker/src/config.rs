@@ -37,6 +37,16 @@ pub struct BrokerConfig {
     /// Chat messages kept per chat session for history, and for how long after the last.
     pub chat_history_len: usize,
     pub chat_history_ttl: Duration,
+    /// TimeStick: sessions idle this long are stopped by the receiver (`idle-timeout`).
+    pub timestick_idle: Duration,
+    /// TimeStick: live sessions per caller (429 beyond).
+    pub timestick_sessions_per_caller: usize,
+    /// TimeStick: messages per second per session (429 beyond).
+    pub timestick_rate: u64,
+    /// TimeStick: unconfirmed queued responses/control messages per session.
+    pub timestick_queue: usize,
+    /// TimeStick: how long KILL level 3 keeps a caller from starting sessions.
+    pub timestick_quarantine: Duration,
     /// How often an attached recoverable session refreshes its recovery record.
     pub record_refresh: Duration,
     /// How often this node heartbeats into the store, and how long a heartbeat lives.
@@ -61,6 +71,11 @@ impl BrokerConfig {
             owner_ttl: Duration::from_secs(24 * 3600),
             record_refresh: Duration::from_secs(30),
             history_ttl: Duration::from_secs(600),
+            timestick_idle: Duration::from_secs(300),
+            timestick_sessions_per_caller: 100,
+            timestick_rate: 100,
+            timestick_queue: 1000,
+            timestick_quarantine: Duration::from_secs(300),
             chat_history_len: 1000,
             chat_history_ttl: Duration::from_secs(7 * 24 * 3600),
             heartbeat_interval: Duration::from_secs(2),

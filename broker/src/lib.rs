@@ -17,6 +17,8 @@
 //! | [`auth`] | client JWT verification, token minting, Helios recovery tokens |
 //! | [`metrics`] | the per-node Prometheus registry and every `murmur_` family |
 //! | [`history`] | channel history of the embedded node (positions, replay) |
+//! | [`timestick`] | TimeStick sessions: START, messages, long-poll/stream reads, STOP/KILL, idle sweep |
+//! | [`watch`] | channel watches for long-polls (no session needed) |
 //! | [`config`] | broker limits and timings |
 //! | [`keys`] | Redis key and channel names (cluster mode) |
 #![forbid(unsafe_code)]
@@ -34,6 +36,8 @@ pub mod replies;
 pub mod router;
 pub mod session;
 pub mod store;
+pub mod timestick;
+pub mod watch;
 
 pub use config::BrokerConfig;
 pub use node::Node;

@@ -63,6 +63,10 @@ pub struct Metrics {
     pub chat_fanout: Histogram,
     /// Outgoing frames that carried a server `batch-mode-action` (several actions).
     pub chat_batched_frames: IntCounter,
+    /// TimeStick session lifecycle events (`started`, `stopped_by_caller`, …).
+    pub timestick_sessions: IntCounterVec,
+    /// TimeStick HTTP requests by kind (`start`, `post`, `poll`, `stream`) and status.
+    pub timestick_requests: IntCounterVec,
 }
 
 impl Metrics {
@@ -185,6 +189,18 @@ impl Metrics {
                 "murmur_api_requests_total",
                 "Backend API requests by route and status",
                 &["route", "status"],
+            ),
+            timestick_sessions: counter_vec(
+                &registry,
+                "murmur_timestick_sessions_total",
+                "TimeStick session lifecycle events",
+                &["event"],
+            ),
+            timestick_requests: counter_vec(
+                &registry,
+                "murmur_timestick_requests_total",
+                "TimeStick requests by kind and HTTP status",
+                &["kind", "status"],
             ),
             chat_actions: counter_vec(
                 &registry,

@@ -155,6 +155,7 @@ impl Node {
             }
         });
         node.heartbeat().await;
+        crate::timestick::spawn_idle_sweeper(&node);
         let weak = Arc::downgrade(&node);
         let every = node.config.heartbeat_interval;
         actix::spawn(async move {

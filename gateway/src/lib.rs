@@ -14,6 +14,7 @@
 //! | [`api`] | the backend/admin API `/api/v1/*` (bearer API key) |
 //! | [`chat`] | GradAgenda chat over WebSocket `/chat` |
 //! | [`helios`] | Helios-Starling over WebSocket `/starling` |
+//! | [`timestick`] | TimeStick over HTTP: START, messages, long-poll, SSE |
 //! | [`ws`] | WebSocket plumbing shared by the WebSocket protocols |
 #![forbid(unsafe_code)]
 
@@ -25,4 +26,5 @@ pub mod helios;
 pub mod server;
 pub mod state;
 pub mod telemetry;
+pub mod timestick;
 pub mod ws;

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{JwtKey, Settings};
 use crate::state::AppState;
-use crate::{api, chat, health, helios, telemetry};
+use crate::{api, chat, health, helios, telemetry, timestick};
 
 /// Runs until drained; the process exit code.
 pub fn run(settings: Settings) -> ExitCode {
@@ -55,6 +55,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     config.heartbeat_ttl = settings.heartbeat_ttl;
     config.heartbeat_interval = settings.heartbeat_ttl / 5;
     config.recovery_ttl = settings.recovery_window;
+    config.timestick_idle = settings.timestick_idle;
     let recovery = RecoveryTokens::new(
         settings.recovery_secret.as_bytes(),
         config.recovery_token_ttl,
@@ -78,6 +79,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
             .app_data(public_state.clone())
             .route("/starling", web::get().to(helios::starling))
             .route("/chat", web::get().to(chat::chat))
+            .configure(timestick::configure)
     })
     .disable_signals()
     .shutdown_timeout(grace)

@@ -12,6 +12,8 @@ pub enum ApiErrorCode {
     Unauthorized,
     /// 404: the addressed resource (starling, session, client) does not exist.
     NotFound,
+    /// 410: the addressed session has ended (TimeStick STOP/KILL).
+    Gone,
     /// 413: the body is larger than the API accepts.
     PayloadTooLarge,
     /// 502: the addressed client answered but could not be reached reliably (it went away).
@@ -30,6 +32,7 @@ impl ApiErrorCode {
             ApiErrorCode::BadRequest => "BAD_REQUEST",
             ApiErrorCode::Unauthorized => "UNAUTHORIZED",
             ApiErrorCode::NotFound => "NOT_FOUND",
+            ApiErrorCode::Gone => "GONE",
             ApiErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
             ApiErrorCode::RequestCancelled => "REQUEST_CANCELLED",
             ApiErrorCode::Unavailable => "UNAVAILABLE",
@@ -43,6 +46,7 @@ impl ApiErrorCode {
             ApiErrorCode::BadRequest => 400,
             ApiErrorCode::Unauthorized => 401,
             ApiErrorCode::NotFound => 404,
+            ApiErrorCode::Gone => 410,
             ApiErrorCode::PayloadTooLarge => 413,
             ApiErrorCode::RequestCancelled => 502,
             ApiErrorCode::Unavailable => 503,

@@ -81,6 +81,14 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(starlings::request),
             )
             .route("/nodes", web::get().to(nodes::nodes))
+            .route(
+                "/timestick/sessions/{id}/stop",
+                web::post().to(crate::timestick::admin_stop),
+            )
+            .route(
+                "/timestick/sessions/{id}/kill",
+                web::post().to(crate::timestick::admin_kill),
+            )
             .default_service(web::to(|| async {
                 error(ApiErrorCode::NotFound, "no such API endpoint")
             })),

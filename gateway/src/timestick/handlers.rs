@@ -1,0 +1,247 @@
+//! START, POST and long-poll handlers, and the admin STOP/KILL endpoints.
+
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use murmur_broker::timestick::{self, TsError};
+use murmur_shared::api::ApiErrorCode;
+use murmur_shared::ids::SessionId;
+use murmur_shared::timestick::{self as wire, Cursor};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::MAX_START_BODY;
+use crate::api::error;
+use crate::state::{bearer, AppState};
+
+/// Longest long-poll wait, seconds.
+pub const MAX_WAIT: u64 = 60;
+/// Long-poll wait when none is asked for, seconds.
+pub const DEFAULT_WAIT: u64 = 25;
+
+fn json_status(status: u16, body: &Value) -> HttpResponse {
+    HttpResponse::build(StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR))
+        .json(body)
+}
+
+fn ts_error(e: TsError) -> HttpResponse {
+    json_status(e.status, &e.body)
+}
+
+/// The verified principal, or the 401 response (`start` shapes it as START-ERROR).
+pub(super) fn principal(
+    state: &AppState,
+    req: &HttpRequest,
+    start: bool,
+) -> Result<String, HttpResponse> {
+    let refuse = |why: String| {
+        let body = if start {
+            wire::start_error(&why)
+        } else {
+            json!({"status": "error", "error_code": "UNAUTHORIZED", "error_message": why})
+        };
+        json_status(401, &body)
+    };
+    let Some(token) = bearer(req) else {
+        return Err(refuse("Authorization: Bearer <token> required".into()));
+    };
+    state
+        .verifier
+        .verify(token)
+        .map(|p| p.sub)
+        .map_err(|e| refuse(e.to_string()))
+}
+
+pub(super) fn session_id(raw: &str) -> Result<SessionId, HttpResponse> {
+    SessionId::parse(raw).ok_or_else(|| {
+        json_status(
+            404,
+            &json!({"status": "error", "error_code": "SESSION_NOT_FOUND",
+                    "error_message": "no such session"}),
+        )
+    })
+}
+
+/// `POST /timestick/start` and `POST /timestick/<target>`.
+pub async fn start(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let sub = match principal(&state, &req, true) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    if body.len() > MAX_START_BODY {
+        return json_status(413, &wire::start_error("START body too large"));
+    }
+    let path = path.into_inner();
+    let path_target = if path == "start" {
+        None
+    } else {
+        match wire::validate_target(&path) {
+            Ok(t) => Some(t),
+            Err(e) => return json_status(400, &wire::start_error(&e)),
+        }
+    };
+    let start = match wire::decode_start(&body) {
+        Ok(s) => s,
+        Err(r) => return json_status(r.status, &wire::start_error(&r.reason)),
+    };
+    let transport = if req.connection_info().scheme() == "https" {
+        "https"
+    } else {
+        "http"
+    };
+    match timestick::start(&state.node, &sub, start, path_target, transport).await {
+        Ok(ok) => HttpResponse::Ok().json(ok),
+        Err(r) => json_status(r.status, &wire::start_error(&r.reason)),
+    }
+}
+
+/// `POST /timestick/session/<id>`: one message.
+pub async fn post(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Bytes,
+) -> HttpResponse {
+    let sub = match principal(&state, &req, false) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let id = match session_id(&path) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    match timestick::post(&state.node, &sub, id, &body).await {
+        Ok(accepted) => HttpResponse::Accepted().json(accepted),
+        Err(e) => ts_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct PollQuery {
+    wait: Option<String>,
+    after: Option<String>,
+}
+
+/// Parses `wait` (seconds, 0..=60) and `after` (a cursor).
+pub(super) fn poll_args(
+    wait: Option<&str>,
+    after: Option<&str>,
+) -> Result<(Duration, Option<Cursor>), HttpResponse> {
+    let bad = |m: &str| {
+        json_status(
+            400,
+            &json!({"status": "error", "error_code": "INVALID_REQUEST", "error_message": m}),
+        )
+    };
+    let wait = match wait {
+        None | Some("") => DEFAULT_WAIT,
+        Some(w) => match w.parse::<u64>() {
+            Ok(n) if n <= MAX_WAIT => n,
+            _ => return Err(bad("wait must be whole seconds from 0 to 60")),
+        },
+    };
+    let after = match after {
+        None | Some("") => None,
+        Some(a) => Some(Cursor::parse(a).ok_or_else(|| bad("after is not a cursor"))?),
+    };
+    Ok((Duration::from_secs(wait), after))
+}
+
+/// `GET /timestick/session/<id>?wait=&after=`: long-poll.
+pub async fn poll(
+    req: HttpRequest,
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    query: web::Query<PollQuery>,
+) -> HttpResponse {
+    let sub = match principal(&state, &req, false) {
+        Ok(s) => s,
+        Err(resp) => return resp,
+    };
+    let id = match session_id(&path) {
+        Ok(id) => id,
+        Err(resp) => return resp,
+    };
+    let (wait, after) = match poll_args(query.wait.as_deref(), query.after.as_deref()) {
+        Ok(a) => a,
+        Err(resp) => return resp,
+    };
+    match timestick::poll(&state.node, &sub, id, after, wait, true).await {
+        Ok(p) => {
+            let messages: Vec<Value> = p.messages.into_iter().map(|(_, m)| m).collect();
+            HttpResponse::Ok().json(json!({"messages": messages, "cursor": p.cursor}))
+        }
+        Err(e) => ts_error(e),
+    }
+}
+
+#[derive(Deserialize, Default)]
+pub struct StopBody {
+    reason: Option<String>,
+    details: Option<String>,
+}
+
+/// `POST /api/v1/timestick/sessions/<id>/stop {reason?, details?}`.
+pub async fn admin_stop(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: Option<web::Json<StopBody>>,
+) -> HttpResponse {
+    let Some(id) = SessionId::parse(&path) else {
+        return error(ApiErrorCode::NotFound, "no such session");
+    };
+    let body = body.map(|b| b.into_inner()).unwrap_or_default();
+    let reason = body.reason.unwrap_or_else(|| "server-initiated".into());
+    match timestick::stop_by_receiver(&state.node, id, &reason, body.details.as_deref()).await {
+        Ok(()) => HttpResponse::Ok().json(json!({"stopped": true, "reason": reason})),
+        Err(e) => admin_error(e),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct KillBody {
+    kill_level: u64,
+    reason: Option<String>,
+}
+
+/// `POST /api/v1/timestick/sessions/<id>/kill {kill_level, reason}`.
+pub async fn admin_kill(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<KillBody>,
+) -> HttpResponse {
+    let Some(id) = SessionId::parse(&path) else {
+        return error(ApiErrorCode::NotFound, "no such session");
+    };
+    if body.kill_level > 3 {
+        return error(ApiErrorCode::BadRequest, "kill_level must be 0, 1, 2 or 3");
+    }
+    let reason = body
+        .reason
+        .clone()
+        .unwrap_or_else(|| "killed-by-receiver".into());
+    match timestick::kill_by_receiver(&state.node, id, body.kill_level, &reason).await {
+        Ok(()) => HttpResponse::Ok().json(json!({"killed": true, "kill_level": body.kill_level})),
+        Err(e) => admin_error(e),
+    }
+}
+
+fn admin_error(e: TsError) -> HttpResponse {
+    let code = match e.status {
+        404 => ApiErrorCode::NotFound,
+        410 => ApiErrorCode::Gone,
+        503 => ApiErrorCode::Unavailable,
+        _ => ApiErrorCode::BadRequest,
+    };
+    let msg = e.body["error_message"]
+        .as_str()
+        .unwrap_or("refused")
+        .to_string();
+    error(code, &msg)
+}
