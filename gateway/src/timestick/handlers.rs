@@ -29,19 +29,28 @@ fn ts_error(e: TsError) -> HttpResponse {
     json_status(e.status, &e.body)
 }
 
+/// A refusal decided before the broker is asked: status and JSON body.
+pub(super) struct Refused(u16, Value);
+
+impl From<Refused> for HttpResponse {
+    fn from(r: Refused) -> HttpResponse {
+        json_status(r.0, &r.1)
+    }
+}
+
 /// The verified principal, or the 401 response (`start` shapes it as START-ERROR).
 pub(super) fn principal(
     state: &AppState,
     req: &HttpRequest,
     start: bool,
-) -> Result<String, HttpResponse> {
+) -> Result<String, Refused> {
     let refuse = |why: String| {
         let body = if start {
             wire::start_error(&why)
         } else {
             json!({"status": "error", "error_code": "UNAUTHORIZED", "error_message": why})
         };
-        json_status(401, &body)
+        Refused(401, body)
     };
     let Some(token) = bearer(req) else {
         return Err(refuse("Authorization: Bearer <token> required".into()));
@@ -53,11 +62,11 @@ pub(super) fn principal(
         .map_err(|e| refuse(e.to_string()))
 }
 
-pub(super) fn session_id(raw: &str) -> Result<SessionId, HttpResponse> {
+pub(super) fn session_id(raw: &str) -> Result<SessionId, Refused> {
     SessionId::parse(raw).ok_or_else(|| {
-        json_status(
+        Refused(
             404,
-            &json!({"status": "error", "error_code": "SESSION_NOT_FOUND",
+            json!({"status": "error", "error_code": "SESSION_NOT_FOUND",
                     "error_message": "no such session"}),
         )
     })
@@ -72,7 +81,7 @@ pub async fn start(
 ) -> HttpResponse {
     let sub = match principal(&state, &req, true) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     if body.len() > MAX_START_BODY {
         return json_status(413, &wire::start_error("START body too large"));
@@ -110,11 +119,11 @@ pub async fn post(
 ) -> HttpResponse {
     let sub = match principal(&state, &req, false) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let id = match session_id(&path) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     match timestick::post(&state.node, &sub, id, &body).await {
         Ok(accepted) => HttpResponse::Accepted().json(accepted),
@@ -132,11 +141,11 @@ pub struct PollQuery {
 pub(super) fn poll_args(
     wait: Option<&str>,
     after: Option<&str>,
-) -> Result<(Duration, Option<Cursor>), HttpResponse> {
+) -> Result<(Duration, Option<Cursor>), Refused> {
     let bad = |m: &str| {
-        json_status(
+        Refused(
             400,
-            &json!({"status": "error", "error_code": "INVALID_REQUEST", "error_message": m}),
+            json!({"status": "error", "error_code": "INVALID_REQUEST", "error_message": m}),
         )
     };
     let wait = match wait {
@@ -162,15 +171,15 @@ pub async fn poll(
 ) -> HttpResponse {
     let sub = match principal(&state, &req, false) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let id = match session_id(&path) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let (wait, after) = match poll_args(query.wait.as_deref(), query.after.as_deref()) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     match timestick::poll(&state.node, &sub, id, after, wait, true).await {
         Ok(p) => {

@@ -35,11 +35,11 @@ pub async fn stream(
 ) -> HttpResponse {
     let sub = match principal(&state, &req, false) {
         Ok(s) => s,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let id = match session_id(&path) {
         Ok(id) => id,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let last = req
         .headers()
@@ -49,7 +49,7 @@ pub async fn stream(
         .or_else(|| query.after.clone());
     let (_, after) = match poll_args(Some("0"), last.as_deref()) {
         Ok(a) => a,
-        Err(resp) => return resp,
+        Err(resp) => return resp.into(),
     };
     let node = state.node.clone();
     // First read: validates the session and confirms what the client already has.
