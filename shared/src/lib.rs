@@ -13,6 +13,7 @@
 //! | [`chat`] | the GradAgenda chat codec (actions, direct session ids, batching) |
 //! | [`channel`] | channel-name rules shared by every protocol |
 //! | [`api`] | the backend/admin API error catalogue |
+//! | [`sink`] | the Sink binary codec (frames, LEB128, length prefix), reference vectors |
 //! | [`timestick`] | the TimeStick codec (START, messages, URI mapping, cursors) |
 //! | [`duration`] | parsing of `250ms` / `5s` / `5m` durations used in config |
 #![forbid(unsafe_code)]
@@ -25,4 +26,5 @@ pub mod duration;
 pub mod envelope;
 pub mod helios;
 pub mod ids;
+pub mod sink;
 pub mod timestick;
