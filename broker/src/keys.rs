@@ -122,6 +122,51 @@ impl Keys {
         format!("{}ts:rate:{}:{}", self.prefix, id, second)
     }
 
+    /// The deployment's Sink server instance id.
+    pub fn sink_server(&self) -> String {
+        format!("{}sink:server", self.prefix)
+    }
+
+    /// A Sink client's last instance id.
+    pub fn sink_instance(&self, client: &str) -> String {
+        format!("{}sink:inst:{}", self.prefix, client)
+    }
+
+    /// A Sink client's quarantine order (JSON).
+    pub fn sink_quarantine(&self, client: &str) -> String {
+        format!("{}sink:quar:{}", self.prefix, client)
+    }
+
+    /// Set of accepted event identities of a Sink client (de-duplication).
+    pub fn sink_seen(&self, client: &str) -> String {
+        format!("{}sink:seen:{}", self.prefix, client)
+    }
+
+    /// Stream of accepted device events of a Sink client (the durable inbound log).
+    pub fn sink_inbound(&self, client: &str) -> String {
+        format!("{}sink:in:{}", self.prefix, client)
+    }
+
+    /// Hash: outbox key → last assigned offset.
+    pub fn sink_offsets(&self, client: &str) -> String {
+        format!("{}sink:off:{}", self.prefix, client)
+    }
+
+    /// Counter of a Sink client's outbox positions.
+    pub fn sink_outbox_seq(&self, client: &str) -> String {
+        format!("{}sink:oseq:{}", self.prefix, client)
+    }
+
+    /// Stream: a Sink client's outbox (entry ids `<position>-1`).
+    pub fn sink_outbox(&self, client: &str) -> String {
+        format!("{}sink:out:{}", self.prefix, client)
+    }
+
+    /// List of a Sink client's NACKed outbox entries (JSON).
+    pub fn sink_nacks(&self, client: &str) -> String {
+        format!("{}sink:nack:{}", self.prefix, client)
+    }
+
     /// A node's heartbeat (JSON `NodeInfo`, with a TTL).
     pub fn node(&self, node: &NodeId) -> String {
         format!("{}nodeinfo:{}", self.prefix, node)

@@ -12,6 +12,7 @@ use murmur_broker::keys::Keys;
 use murmur_broker::metrics::Metrics;
 use murmur_broker::store::memory::MemoryStore;
 use murmur_broker::store::redis::RedisStore;
+use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use murmur_broker::store::{
     GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoredMessage,
     TsSession, TsState,
@@ -408,6 +409,102 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
     );
 }
 
+fn sink_event(offset: u64) -> SinkEvent {
+    SinkEvent {
+        event_type_id: 1,
+        schema_version: 6,
+        key: vec![2, 3],
+        offset,
+        timestamp: 1_618_150_125,
+        data: vec![5, 0, 255],
+    }
+}
+
+async fn sink_store_conformance(store: Arc<dyn Store>) {
+    let client = format!("dev-{}", uuid::Uuid::new_v4());
+    // The deployment's instance id is decided once.
+    let first = store.sink_server_instance(7).await.unwrap();
+    assert_eq!(store.sink_server_instance(8).await.unwrap(), first);
+    // Client instance ids.
+    assert_eq!(store.sink_client_instance(&client).await.unwrap(), None);
+    store.sink_set_client_instance(&client, 42).await.unwrap();
+    assert_eq!(store.sink_client_instance(&client).await.unwrap(), Some(42));
+    // Quarantine.
+    let q = Quarantine {
+        machine_message: vec![1, 2],
+        human_message: "maintenance".into(),
+    };
+    assert!(!store
+        .sink_set_quarantine(&client, Some(q.clone()))
+        .await
+        .unwrap());
+    assert_eq!(store.sink_quarantine(&client).await.unwrap(), Some(q));
+    assert!(store.sink_set_quarantine(&client, None).await.unwrap());
+    assert_eq!(store.sink_quarantine(&client).await.unwrap(), None);
+    // Accepted events are de-duplicated on (type, key, offset).
+    assert!(store.sink_accept(&client, &sink_event(4)).await.unwrap());
+    assert!(!store.sink_accept(&client, &sink_event(4)).await.unwrap());
+    assert!(store.sink_accept(&client, &sink_event(5)).await.unwrap());
+    let mut other_key = sink_event(4);
+    other_key.key = vec![9];
+    assert!(store.sink_accept(&client, &other_key).await.unwrap());
+    // Offsets per key.
+    assert_eq!(store.sink_next_offset(&client, b"k").await.unwrap(), 1);
+    assert_eq!(store.sink_next_offset(&client, b"k").await.unwrap(), 2);
+    assert_eq!(store.sink_next_offset(&client, b"j").await.unwrap(), 1);
+    // Outbox: push, read after, remove, NACK, depth; 64-bit values survive.
+    let mut big = sink_event(u64::MAX);
+    big.event_type_id = u64::MAX - 1;
+    let entry = |e: SinkEvent| OutboxEntry {
+        seq: 0,
+        event: e,
+        timing: None,
+        queued_ms: 1,
+    };
+    let s1 = store
+        .sink_outbox_push(&client, entry(sink_event(1)))
+        .await
+        .unwrap();
+    let s2 = store
+        .sink_outbox_push(&client, entry(big.clone()))
+        .await
+        .unwrap();
+    let s3 = store
+        .sink_outbox_push(&client, entry(sink_event(3)))
+        .await
+        .unwrap();
+    assert!(s1 < s2 && s2 < s3);
+    assert_eq!(store.sink_outbox_depth(&client).await.unwrap(), 3);
+    let all = store.sink_outbox_read(&client, 0, 10).await.unwrap();
+    assert_eq!(
+        all.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        vec![s1, s2, s3]
+    );
+    assert_eq!(all[1].event, big, "64-bit integers and bytes round-trip");
+    assert_eq!(
+        store.sink_outbox_read(&client, s1, 1).await.unwrap()[0].seq,
+        s2
+    );
+    assert!(store.sink_outbox_remove(&client, s1).await.unwrap());
+    assert!(!store.sink_outbox_remove(&client, s1).await.unwrap());
+    assert!(store
+        .sink_outbox_nack(&client, s2, vec![1, 0xf4], "bad".into())
+        .await
+        .unwrap());
+    assert!(!store
+        .sink_outbox_nack(&client, s2, vec![], String::new())
+        .await
+        .unwrap());
+    assert_eq!(store.sink_outbox_depth(&client).await.unwrap(), 1);
+    let nacks = store.sink_nacks(&client, 10).await.unwrap();
+    assert_eq!(nacks.len(), 1);
+    assert_eq!(nacks[0].entry.seq, s2);
+    assert_eq!(nacks[0].entry.event, big);
+    assert_eq!(nacks[0].machine_message, vec![1, 0xf4]);
+    assert_eq!(nacks[0].human_message, "bad");
+    assert!(store.sink_nacks("nobody", 10).await.unwrap().is_empty());
+}
+
 fn envelope(to: Destination) -> Arc<Envelope> {
     Arc::new(Envelope::new(
         &node("origin"),
@@ -495,6 +592,7 @@ async fn memory_store_conforms() {
     store_conformance(Arc::new(MemoryStore::new())).await;
     chat_store_conformance(Arc::new(MemoryStore::new())).await;
     timestick_store_conformance(Arc::new(MemoryStore::new())).await;
+    sink_store_conformance(Arc::new(MemoryStore::new())).await;
 }
 
 #[actix_rt::test]
@@ -534,7 +632,8 @@ async fn redis_store_conforms() {
     let store = Arc::new(RedisStore::new(&redis.url(), Keys::new(unique_prefix())).unwrap());
     store_conformance(store.clone()).await;
     chat_store_conformance(store.clone()).await;
-    timestick_store_conformance(store).await;
+    timestick_store_conformance(store.clone()).await;
+    sink_store_conformance(store).await;
 }
 
 #[actix_rt::test]

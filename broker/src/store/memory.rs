@@ -53,6 +53,7 @@ pub struct MemoryStore {
     /// The embedded node's channel history (shared with its router), if any.
     history: Option<Arc<LocalHistory>>,
     ts: Mutex<super::memory_ts::TsState>,
+    sink: Mutex<super::memory_sink::SinkState>,
 }
 
 impl MemoryStore {
@@ -66,6 +67,15 @@ impl MemoryStore {
             history: Some(history),
             ..MemoryStore::default()
         }
+    }
+
+    pub(crate) fn with_sink<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut super::memory_sink::SinkState) -> T,
+    ) -> BoxFuture<'_, StoreResult<T>> {
+        // unwrap: closures do not panic while holding the lock.
+        let out = f(&mut self.sink.lock().unwrap());
+        future::ready(Ok(out)).boxed()
     }
 
     pub(crate) fn with_ts<T: Send + 'static>(

@@ -6,11 +6,15 @@
 //! (cluster mode). One conformance suite runs against both.
 
 pub mod memory;
+mod memory_sink;
 mod memory_ts;
 pub mod redis;
+mod redis_sink;
 mod redis_ts;
+pub mod sink;
 pub mod timestick;
 
+pub use sink::SinkStore;
 pub use timestick::{TsSession, TsState, TsStore};
 
 use std::fmt;
@@ -114,8 +118,9 @@ pub struct StoredMessage {
     pub timing: Option<serde_json::Value>,
 }
 
-/// The state seam. See the module docs. TimeStick's part is [`TsStore`].
-pub trait Store: TsStore + Send + Sync + 'static {
+/// The state seam. See the module docs. TimeStick's part is [`TsStore`], Sink's
+/// [`SinkStore`].
+pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
     /// Saves (or replaces) a recovery record for `ttl`.
     fn put_recovery(&self, rec: RecoveryRecord, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
     /// Reads a recovery record that has not expired.
