@@ -29,8 +29,6 @@ pub struct BrokerConfig {
     pub max_subscriptions: usize,
     /// Namespaces one session may provide.
     pub max_provides: usize,
-    /// Lifetime of a session-owner record; readers also check the owner node is alive.
-    pub owner_ttl: Duration,
     /// How long channel history is kept after the last publication (recovery replay,
     /// TimeStick reads).
     pub history_ttl: Duration,
@@ -47,7 +45,8 @@ pub struct BrokerConfig {
     pub timestick_queue: usize,
     /// TimeStick: how long KILL level 3 keeps a caller from starting sessions.
     pub timestick_quarantine: Duration,
-    /// How often an attached recoverable session refreshes its recovery record.
+    /// How often a session refreshes its owner record (which lives three periods) and,
+    /// if recoverable and attached, its recovery record.
     pub record_refresh: Duration,
     /// How often this node heartbeats into the store, and how long a heartbeat lives.
     pub heartbeat_interval: Duration,
@@ -68,7 +67,6 @@ impl BrokerConfig {
             call_timeout: Duration::from_secs(30),
             max_subscriptions: 1024,
             max_provides: 64,
-            owner_ttl: Duration::from_secs(24 * 3600),
             record_refresh: Duration::from_secs(30),
             history_ttl: Duration::from_secs(600),
             timestick_idle: Duration::from_secs(300),

@@ -17,6 +17,7 @@
 //! | [`auth`] | client JWT verification, token minting, Helios recovery tokens |
 //! | [`metrics`] | the per-node Prometheus registry and every `murmur_` family |
 //! | [`history`] | channel history of the embedded node (positions, replay) |
+//! | [`sink`] | Sink devices: handshake decision, durable acceptance, outboxes, quarantine |
 //! | [`timestick`] | TimeStick sessions: START, messages, long-poll/stream reads, STOP/KILL, idle sweep |
 //! | [`watch`] | channel watches for long-polls (no session needed) |
 //! | [`config`] | broker limits and timings |
@@ -35,6 +36,7 @@ pub mod registry;
 pub mod replies;
 pub mod router;
 pub mod session;
+pub mod sink;
 pub mod store;
 pub mod timestick;
 pub mod watch;

@@ -67,6 +67,10 @@ pub struct Metrics {
     pub timestick_sessions: IntCounterVec,
     /// TimeStick HTTP requests by kind (`start`, `post`, `poll`, `stream`) and status.
     pub timestick_requests: IntCounterVec,
+    /// Sink events by direction (`in`, `out`, `handshake`) and outcome.
+    pub sink_events: IntCounterVec,
+    /// Outbox entries waiting for a device when it connects.
+    pub sink_outbox_depth: Histogram,
 }
 
 impl Metrics {
@@ -202,6 +206,24 @@ impl Metrics {
                 "TimeStick requests by kind and HTTP status",
                 &["kind", "status"],
             ),
+            sink_events: counter_vec(
+                &registry,
+                "murmur_sink_events_total",
+                "Sink events by direction and outcome",
+                &["direction", "outcome"],
+            ),
+            sink_outbox_depth: {
+                let h = Histogram::with_opts(
+                    HistogramOpts::new(
+                        "murmur_sink_outbox_depth",
+                        "Outbox entries waiting for a device when it connects",
+                    )
+                    .buckets(vec![0.0, 1.0, 10.0, 100.0, 1000.0, 10000.0]),
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(h.clone())).unwrap(); // unwrap: unique name.
+                h
+            },
             chat_actions: counter_vec(
                 &registry,
                 "murmur_chat_actions_total",

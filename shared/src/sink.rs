@@ -76,11 +76,20 @@ pub enum Frame {
         server_instance_id: Option<u32>,
     },
     ConnectionResponse(ConnectionResponse),
-    Ack { id: u16 },
-    Publish { id: u16, event: Event },
+    Ack {
+        id: u16,
+    },
+    Publish {
+        id: u16,
+        event: Event,
+    },
     Ping,
     Pong,
-    Nack { id: u16, machine: Vec<u8>, human: String },
+    Nack {
+        id: u16,
+        machine: Vec<u8>,
+        human: String,
+    },
 }
 
 /// Why bytes are not a frame. `id` is set when the header named a message id (so a
@@ -172,7 +181,9 @@ impl<'a> Reader<'a> {
 
 /// Decodes one frame (without the TCP length prefix).
 pub fn decode(frame: &[u8]) -> Result<Frame, DecodeError> {
-    let Some(&b0) = frame.first() else { return Err(err(None, "empty frame")) };
+    let Some(&b0) = frame.first() else {
+        return Err(err(None, "empty frame"));
+    };
     if frame.len() > MAX_FRAME {
         return Err(err(None, "frame longer than 65535 bytes"));
     }
@@ -188,7 +199,10 @@ pub fn decode(frame: &[u8]) -> Result<Frame, DecodeError> {
                     server_instance_id: None,
                 });
             }
-            let mut r = Reader { buf: &frame[1..], id: None };
+            let mut r = Reader {
+                buf: &frame[1..],
+                id: None,
+            };
             let app = r.chunk("truncated application version")?;
             let application_version = String::from_utf8(app.to_vec())
                 .map_err(|_| err(None, "application version is not UTF-8"))?;
@@ -206,7 +220,10 @@ pub fn decode(frame: &[u8]) -> Result<Frame, DecodeError> {
             })
         }
         T_CONN_RESPONSE => {
-            let mut r = Reader { buf: &frame[1..], id: None };
+            let mut r = Reader {
+                buf: &frame[1..],
+                id: None,
+            };
             let resp = match low {
                 0 => ConnectionResponse::Connected,
                 1 => ConnectionResponse::HelloNewClient(r.u32("truncated server instance id")?),
@@ -233,7 +250,10 @@ pub fn decode(frame: &[u8]) -> Result<Frame, DecodeError> {
                 return Err(err(None, "truncated header"));
             }
             let id = (u16::from(low) << 8) | u16::from(frame[1]);
-            let mut r = Reader { buf: &frame[2..], id: Some(id) };
+            let mut r = Reader {
+                buf: &frame[2..],
+                id: Some(id),
+            };
             match kind {
                 T_ACK | T_PING | T_PONG => {
                     if !r.buf.is_empty() {
@@ -257,7 +277,14 @@ pub fn decode(frame: &[u8]) -> Result<Frame, DecodeError> {
                     }
                     Ok(Frame::Publish {
                         id,
-                        event: Event { event_type_id, schema_version, key, offset, timestamp, data },
+                        event: Event {
+                            event_type_id,
+                            schema_version,
+                            key,
+                            offset,
+                            timestamp,
+                            data,
+                        },
                     })
                 }
                 _ => {
@@ -387,7 +414,9 @@ mod tests {
     use super::*;
 
     fn hex(s: &str) -> Vec<u8> {
-        s.split_whitespace().map(|b| u8::from_str_radix(b, 16).unwrap()).collect()
+        s.split_whitespace()
+            .map(|b| u8::from_str_radix(b, 16).unwrap())
+            .collect()
     }
 
     fn round_trip(frame: Frame, bytes: &str) {
@@ -415,14 +444,26 @@ mod tests {
             },
             "00 06 76 31 2e 30 2e 30 00 00 00 01",
         );
-        round_trip(Frame::ConnectionResponse(ConnectionResponse::Connected), "10");
+        round_trip(
+            Frame::ConnectionResponse(ConnectionResponse::Connected),
+            "10",
+        );
         round_trip(
             Frame::ConnectionResponse(ConnectionResponse::HelloNewClient(4_294_967_295)),
             "11 ff ff ff ff",
         );
-        round_trip(Frame::ConnectionResponse(ConnectionResponse::InstanceIdMismatch), "12");
-        round_trip(Frame::ConnectionResponse(ConnectionResponse::UnsupportedProtocolVersion), "14");
-        round_trip(Frame::ConnectionResponse(ConnectionResponse::UnsupportedApplicationVersion), "15");
+        round_trip(
+            Frame::ConnectionResponse(ConnectionResponse::InstanceIdMismatch),
+            "12",
+        );
+        round_trip(
+            Frame::ConnectionResponse(ConnectionResponse::UnsupportedProtocolVersion),
+            "14",
+        );
+        round_trip(
+            Frame::ConnectionResponse(ConnectionResponse::UnsupportedApplicationVersion),
+            "15",
+        );
         round_trip(
             Frame::ConnectionResponse(ConnectionResponse::Quarantined {
                 machine: vec![1, 2],
@@ -449,7 +490,11 @@ mod tests {
             "4f ff 01 06 02 02 03 04 ed 85 cc 83 06 01 05",
         );
         round_trip(
-            Frame::Nack { id: 291, machine: vec![0x01, 0xf4], human: "bad".into() },
+            Frame::Nack {
+                id: 291,
+                machine: vec![0x01, 0xf4],
+                human: "bad".into(),
+            },
             "71 23 02 01 f4 62 61 64",
         );
         assert_eq!(prefixed(&encode(&Frame::Ping)), Some(hex("00 02 50 00")));
@@ -465,7 +510,10 @@ mod tests {
         assert_eq!(read_leb128(&[0x80]), None, "truncated");
         assert_eq!(read_leb128(&[]), None);
         assert_eq!(read_leb128(&[0xff; 10]), None, "10-byte overflow");
-        assert_eq!(read_leb128(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]), None);
+        assert_eq!(
+            read_leb128(&[0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x80, 0x02]),
+            None
+        );
         assert_eq!(read_leb128(&[0xff; 11]), None);
         let mut max = Vec::new();
         write_leb128(&mut max, u64::MAX);
@@ -476,21 +524,21 @@ mod tests {
     fn malformed_frames_are_errors_not_panics() {
         let cases: Vec<Vec<u8>> = vec![
             vec![],
-            vec![0x20, 0x00],             // type 2 unused
-            vec![0x80, 0x00],             // types 8–15 unknown
+            vec![0x20, 0x00], // type 2 unused
+            vec![0x80, 0x00], // types 8–15 unknown
             vec![0xf0],
-            vec![0x30],                   // truncated header
-            vec![0x30, 0x00, 0x01],       // ack with trailing bytes
-            vec![0x00],                   // truncated request
-            vec![0x00, 0x05, b'a'],       // app version chunk too short
-            vec![0x00, 0x01, b'a', 0, 0], // truncated client id
+            vec![0x30],                               // truncated header
+            vec![0x30, 0x00, 0x01],                   // ack with trailing bytes
+            vec![0x00],                               // truncated request
+            vec![0x00, 0x05, b'a'],                   // app version chunk too short
+            vec![0x00, 0x01, b'a', 0, 0],             // truncated client id
             vec![0x00, 0x01, b'a', 0, 0, 0, 1, 0, 0], // half a server id
             vec![0x00, 0x01, 0xff, 0, 0, 0, 1],       // app version not UTF-8
-            vec![0x11, 0xff],             // truncated hello
-            vec![0x16],                   // unknown response code
-            vec![0x10, 0x00],             // trailing bytes
-            vec![0x13, 0x05, 0x01],       // truncated machine message
-            vec![0x70, 0x01],             // nack without machine chunk
+            vec![0x11, 0xff],                         // truncated hello
+            vec![0x16],                               // unknown response code
+            vec![0x10, 0x00],                         // trailing bytes
+            vec![0x13, 0x05, 0x01],                   // truncated machine message
+            vec![0x70, 0x01],                         // nack without machine chunk
         ];
         for c in &cases {
             assert!(decode(c).is_err(), "{c:02x?}");
@@ -504,7 +552,10 @@ mod tests {
         let trailing = hex("4f ff 01 06 02 02 03 04 ed 85 cc 83 06 01 05 00");
         assert!(decode(&trailing).is_err());
         // Other protocol versions are recognised without parsing their payload.
-        assert!(matches!(decode(&[0x03, 0xff]), Ok(Frame::ConnectionRequest { version: 3, .. })));
+        assert!(matches!(
+            decode(&[0x03, 0xff]),
+            Ok(Frame::ConnectionRequest { version: 3, .. })
+        ));
         assert!(decode(&vec![0u8; MAX_FRAME + 1]).is_err());
     }
 
@@ -539,6 +590,10 @@ mod tests {
     fn ids_wrap_at_twelve_bits() {
         assert_eq!(next_id(4094), 4095);
         assert_eq!(next_id(4095), 0);
-        assert_eq!(encode(&Frame::Ack { id: 0x1fff }), hex("3f ff"), "ids are masked");
+        assert_eq!(
+            encode(&Frame::Ack { id: 0x1fff }),
+            hex("3f ff"),
+            "ids are masked"
+        );
     }
 }

@@ -140,6 +140,26 @@ impl SessionActor {
         });
     }
 
+    /// Records this node as the session's owner for a few refresh periods.
+    fn save_owner(&self) {
+        let node = self.node.clone();
+        let id = self.id;
+        let ttl = node.config.record_refresh * 3;
+        actix::spawn(async move {
+            if node
+                .store()
+                .set_owner(id, node.id().clone(), ttl)
+                .await
+                .is_err()
+            {
+                node.metrics
+                    .store_errors
+                    .with_label_values(&["set_owner"])
+                    .inc();
+            }
+        });
+    }
+
     /// Channel publications pass here: duplicates (by history position) are skipped,
     /// during a replay live ones are held back.
     fn channel_publication(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
@@ -475,19 +495,13 @@ impl Actor for SessionActor {
             .sessions
             .with_label_values(&[self.label()])
             .inc();
-        let node = self.node.clone();
-        let id = self.id;
-        actix::spawn(async move {
-            if node
-                .store()
-                .set_owner(id, node.id().clone(), node.config.owner_ttl)
-                .await
-                .is_err()
-            {
-                node.metrics
-                    .store_errors
-                    .with_label_values(&["set_owner"])
-                    .inc();
+        self.save_owner();
+        // Keep the owner record (and, for recoverable sessions, the recovery record)
+        // fresh, so both expire soon after this node dies and never while it lives.
+        ctx.run_interval(self.node.config.record_refresh, |act, _| {
+            act.save_owner();
+            if act.recoverable && matches!(act.transport, Transport::Attached { .. }) {
+                act.save_record();
             }
         });
     }
@@ -516,7 +530,7 @@ impl Actor for SessionActor {
             if let Some(close) = close.take() {
                 let reason = self
                     .end_reason
-                    .take()
+                    .clone()
                     .unwrap_or_else(|| CloseReason::new(CloseCode::Normal, "session closed"));
                 let _ = close.send(reason);
             }

@@ -33,10 +33,32 @@ async fn require_api_key(
     req: ServiceRequest,
     next: Next<BoxBody>,
 ) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
-    let ok = match req
-        .app_data::<web::Data<AppState>>()
-        .and_then(|s| s.settings.api_key.clone())
-    {
+    let state = req.app_data::<web::Data<AppState>>().cloned();
+    let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    let resp = authorize_then(
+        req,
+        next,
+        state.as_ref().and_then(|s| s.settings.api_key.clone()),
+    )
+    .await?;
+    if let Some(state) = state {
+        let status = resp.status().as_u16().to_string();
+        state
+            .node
+            .metrics
+            .api_requests
+            .with_label_values(&[&route, &status])
+            .inc();
+    }
+    Ok(resp)
+}
+
+async fn authorize_then(
+    req: ServiceRequest,
+    next: Next<BoxBody>,
+    api_key: Option<String>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let ok = match api_key {
         Some(key) => {
             bearer(req.request()).is_some_and(|t| constant_time_eq(t.as_bytes(), key.as_bytes()))
         }

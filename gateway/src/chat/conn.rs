@@ -220,11 +220,16 @@ async fn run(state: Arc<AppState>, ws: Session, stream: actix_ws::MessageStream)
     let mut ping = interval(PING_INTERVAL);
     ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
     let mut last_seen = Instant::now();
+    let mut broker_closed = false;
 
     let reason: Option<CloseReason> = loop {
         tokio::select! {
             biased;
-            reason = next_close(&mut conn.closed) => break reason,
+            reason = next_close(&mut conn.closed) => {
+                // The session closed us and has counted the disconnect already.
+                broker_closed = true;
+                break reason;
+            }
             _ = &mut auth_deadline, if conn.device.is_none() => {
                 break close(CloseCode::PolicyViolation, "not authenticated in time");
             }
@@ -272,7 +277,7 @@ async fn run(state: Arc<AppState>, ws: Session, stream: actix_ws::MessageStream)
         }
     };
 
-    if let Some(r) = &reason {
+    if let Some(r) = reason.as_ref().filter(|_| !broker_closed) {
         if r.code != CloseCode::Normal {
             metrics
                 .disconnects

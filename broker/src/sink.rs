@@ -1,0 +1,277 @@
+//! Sink on the broker (CONTRACT §6): the handshake decision, durable acceptance of
+//! device events, device outboxes and quarantine. The gateway owns the sockets and the
+//! frame loop; everything that must outlive a connection or a node is in the store.
+//!
+//! Each connected device is a session subscribed to its control channel
+//! `@sink/<client id>`, which carries `sink.takeover` (a newer connection of the same
+//! client, on any node), `sink.quarantine` and `sink.wake` (its outbox has news).
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use murmur_shared::channel::INTERNAL_PREFIX;
+use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
+use murmur_shared::ids::{now_ms, SessionId};
+use murmur_shared::sink::{ConnectionResponse, Event};
+use serde_json::{json, Value};
+
+use crate::node::Node;
+use crate::store::sink::{OutboxEntry, Quarantine, SinkEvent};
+use crate::store::StoreError;
+
+/// Subjects on a device's control channel.
+pub mod control {
+    pub const TAKEOVER: &str = "sink.takeover";
+    pub const QUARANTINE: &str = "sink.quarantine";
+    pub const WAKE: &str = "sink.wake";
+}
+
+/// The protocol versions the server speaks.
+pub const PROTOCOL_VERSION: u8 = 0;
+
+/// A device's control channel.
+pub fn control_channel(client: &str) -> String {
+    format!("{INTERNAL_PREFIX}sink/{client}")
+}
+
+/// The public channel a device's events are published on.
+pub fn event_channel(client: &str) -> String {
+    format!("sink/{client}")
+}
+
+/// What a device said in its connection request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hello {
+    pub version: u8,
+    pub application_version: String,
+    pub client_instance_id: u32,
+    pub server_instance_id: Option<u32>,
+}
+
+/// Parses an application version leniently (`v1.2.3`, `1.2`, `1`), as semver.
+pub fn parse_app_version(text: &str) -> Option<semver::Version> {
+    let t = text.trim().trim_start_matches(['v', 'V']);
+    if let Ok(v) = semver::Version::parse(t) {
+        return Some(v);
+    }
+    let parts: Vec<&str> = t.split('.').collect();
+    if parts.is_empty() || parts.len() > 3 {
+        return None;
+    }
+    let mut nums = [0u64; 3];
+    for (i, p) in parts.iter().enumerate() {
+        nums[i] = p.parse().ok()?;
+    }
+    Some(semver::Version::new(nums[0], nums[1], nums[2]))
+}
+
+/// The handshake decision (ORIGINS.md, Sink): protocol version, then quarantine, then
+/// application version, then the instance-id table. Records a new client's instance id.
+pub async fn handshake(
+    node: &Arc<Node>,
+    client: &str,
+    hello: &Hello,
+    min_app: Option<&semver::Version>,
+) -> Result<ConnectionResponse, StoreError> {
+    if hello.version != PROTOCOL_VERSION {
+        return Ok(ConnectionResponse::UnsupportedProtocolVersion);
+    }
+    let store = node.store();
+    if let Some(q) = store.sink_quarantine(client).await? {
+        node.metrics
+            .sink_events
+            .with_label_values(&["handshake", "quarantined"])
+            .inc();
+        return Ok(ConnectionResponse::Quarantined {
+            machine: q.machine_message,
+            human: q.human_message,
+        });
+    }
+    if let Some(min) = min_app {
+        let ok = parse_app_version(&hello.application_version).is_some_and(|v| v >= *min);
+        if !ok {
+            return Ok(ConnectionResponse::UnsupportedApplicationVersion);
+        }
+    }
+    let server = store.sink_server_instance(rand_u32()).await?;
+    let known = store.sink_client_instance(client).await?;
+    let c = hello.client_instance_id;
+    Ok(match (known, hello.server_instance_id) {
+        (Some(k), Some(s)) if k == c && s == server => ConnectionResponse::Connected,
+        (None, None) => {
+            store.sink_set_client_instance(client, c).await?;
+            ConnectionResponse::HelloNewClient(server)
+        }
+        (Some(k), None) if k == c => ConnectionResponse::HelloNewClient(server),
+        _ => ConnectionResponse::InstanceIdMismatch,
+    })
+}
+
+fn rand_u32() -> u32 {
+    let b = uuid::Uuid::new_v4().into_bytes();
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// A random starting message id (ids start at a random value per direction).
+pub fn random_message_id() -> u16 {
+    (rand_u32() & 0x0fff) as u16
+}
+
+/// The stored form of a wire event.
+pub fn stored(e: &Event) -> SinkEvent {
+    SinkEvent {
+        event_type_id: e.event_type_id,
+        schema_version: e.schema_version,
+        key: e.key.clone(),
+        offset: e.offset,
+        timestamp: e.timestamp,
+        data: e.data.clone(),
+    }
+}
+
+/// The wire form of a stored event.
+pub fn wire(e: &SinkEvent) -> Event {
+    Event {
+        event_type_id: e.event_type_id,
+        schema_version: e.schema_version,
+        key: e.key.clone(),
+        offset: e.offset,
+        timestamp: e.timestamp,
+        data: e.data.clone(),
+    }
+}
+
+/// The JSON form of an event (API, channel publications): bytes as base64.
+pub fn event_json(e: &SinkEvent) -> Value {
+    json!({
+        "event_type_id": e.event_type_id,
+        "schema_version": e.schema_version,
+        "key": STANDARD.encode(&e.key),
+        "offset": e.offset,
+        "timestamp": e.timestamp,
+        "event_data": STANDARD.encode(&e.data),
+    })
+}
+
+/// A device PUBLISH: durably accepted (the caller ACKs only after this returns `Ok`),
+/// then, if it is not a redelivery, published on `sink/<client>` for every protocol.
+pub async fn accept(
+    node: &Arc<Node>,
+    client: &str,
+    session: SessionId,
+    event: &Event,
+) -> Result<bool, StoreError> {
+    let stored = stored(event);
+    let new = node.store().sink_accept(client, &stored).await?;
+    let outcome = if new { "accepted" } else { "duplicate" };
+    node.metrics
+        .sink_events
+        .with_label_values(&["in", outcome])
+        .inc();
+    if new {
+        let mut body = event_json(&stored);
+        body["client"] = json!(client);
+        let env = Envelope::new(
+            node.id(),
+            Kind::Notification,
+            Destination::Channel(event_channel(client)),
+            Body::Json(body),
+        )
+        .from(Origin {
+            session: Some(session),
+            user: Some(client.to_string()),
+            protocol: Some("sink".into()),
+        })
+        .subject("sink.event");
+        node.router.publish(env);
+    }
+    Ok(new)
+}
+
+/// Publishes a control message on a device's control channel (every node).
+pub fn signal(node: &Node, client: &str, subject: &str, from: Option<SessionId>, body: Value) {
+    let env = Envelope::new(
+        node.id(),
+        Kind::Message,
+        Destination::Channel(control_channel(client)),
+        Body::Json(body),
+    )
+    .from(Origin {
+        session: from,
+        user: None,
+        protocol: Some("sink".into()),
+    })
+    .subject(subject);
+    node.router.publish(env);
+}
+
+/// Queues an event for a device (backend API) and wakes its connection. Returns the
+/// outbox position and the offset used.
+pub async fn enqueue(
+    node: &Arc<Node>,
+    client: &str,
+    mut event: SinkEvent,
+    offset: Option<u64>,
+    timing: Option<Value>,
+) -> Result<(u64, u64), StoreError> {
+    let store = node.store();
+    event.offset = match offset {
+        Some(o) => o,
+        None => store.sink_next_offset(client, &event.key).await?,
+    };
+    let offset = event.offset;
+    let entry = OutboxEntry {
+        seq: 0,
+        event,
+        timing,
+        queued_ms: now_ms(),
+    };
+    let seq = store.sink_outbox_push(client, entry).await?;
+    node.metrics
+        .sink_events
+        .with_label_values(&["out", "queued"])
+        .inc();
+    signal(node, client, control::WAKE, None, Value::Null);
+    Ok((seq, offset))
+}
+
+/// Sets or lifts a quarantine; a connected device is told and disconnected at once.
+pub async fn set_quarantine(
+    node: &Arc<Node>,
+    client: &str,
+    q: Option<Quarantine>,
+) -> Result<bool, StoreError> {
+    let existed = node.store().sink_set_quarantine(client, q.clone()).await?;
+    if let Some(q) = q {
+        let body = json!({
+            "machine_message": STANDARD.encode(&q.machine_message),
+            "human_message": q.human_message,
+        });
+        signal(node, client, control::QUARANTINE, None, body);
+    }
+    Ok(existed)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn application_versions_parse_leniently() {
+        assert_eq!(
+            parse_app_version("v1.0.0"),
+            Some(semver::Version::new(1, 0, 0))
+        );
+        assert_eq!(
+            parse_app_version("2.3"),
+            Some(semver::Version::new(2, 3, 0))
+        );
+        assert_eq!(parse_app_version("7"), Some(semver::Version::new(7, 0, 0)));
+        assert!(parse_app_version("1.2.3-beta.1").is_some());
+        for bad in ["", "v", "x.y.z", "1.2.3.4", "1..2"] {
+            assert_eq!(parse_app_version(bad), None, "{bad}");
+        }
+        assert!(parse_app_version("1.10.0") > parse_app_version("1.9.9"));
+    }
+}
