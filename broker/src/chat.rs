@@ -46,8 +46,10 @@ fn store_err(e: crate::store::StoreError) -> ChatError {
     ChatError::Store(e.message)
 }
 
-/// Publishes one server action to every device of `users`.
-fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, cdid: Option<&str>) {
+/// Publishes one server action to every device of `users`. The requesting connection
+/// is answered directly by the gateway (in order with its other answers) and skips
+/// this copy (`from.session` is its own).
+fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value) {
     let origin = Origin {
         session: Some(h.id()),
         user: Some(h.user().to_string()),
@@ -56,7 +58,7 @@ fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, cd
     let node = h.node();
     node.metrics.chat_fanout.observe(users.len() as f64);
     for user in users {
-        let mut env = Envelope::new(
+        let env = Envelope::new(
             node.id(),
             Kind::Message,
             Destination::Channel(user_inbox(user)),
@@ -64,7 +66,6 @@ fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, cd
         )
         .from(origin.clone())
         .subject(action);
-        env.correlation = cdid.map(str::to_string);
         node.router.publish(env);
     }
 }
@@ -104,13 +105,13 @@ pub fn direct(h: &SessionHandle, other: &str) -> Result<(String, Vec<String>), C
     Ok((id, vec![a, b]))
 }
 
+fn too_big() -> ChatError {
+    ChatError::Invalid("the answer would not fit one 4096-byte frame".into())
+}
+
 /// `request-mutable-session-creation`: the creator joins; every participant's devices
-/// are told (`created`).
-pub async fn create(
-    h: &SessionHandle,
-    mut users: Vec<String>,
-    cdid: Option<&str>,
-) -> Result<GroupRecord, ChatError> {
+/// are told (`created`). Returns the requester's answer (without `cdid`).
+pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Value, ChatError> {
     if !users.iter().any(|u| u == h.user()) {
         users.insert(0, h.user().to_string());
     }
@@ -126,11 +127,6 @@ pub async fn create(
         created_by: h.user().to_string(),
         created_ms: now_ms(),
     };
-    h.node()
-        .store()
-        .create_group(group.clone())
-        .await
-        .map_err(store_err)?;
     let info = chat::session_info(
         &group.id,
         SessionKind::Mutable,
@@ -138,18 +134,31 @@ pub async fn create(
         &group.participants,
         None,
     );
-    publish_to(h, &group.participants, "providing-session-info", info, cdid);
-    Ok(group)
+    if !chat::fits_frame(&info) {
+        return Err(too_big());
+    }
+    h.node()
+        .store()
+        .create_group(group.clone())
+        .await
+        .map_err(store_err)?;
+    publish_to(
+        h,
+        &group.participants,
+        "providing-session-info",
+        info.clone(),
+    );
+    Ok(info)
 }
 
 /// `request-mutable-session-modification` (`Some(users)`) or `-deletion` (`None`):
-/// participants only; the old and new participants' devices are told.
+/// participants only; the old and new participants' devices are told. Returns the
+/// requester's answer (without `cdid`).
 pub async fn update(
     h: &SessionHandle,
     session_id: &str,
     users: Option<Vec<String>>,
-    cdid: Option<&str>,
-) -> Result<(), ChatError> {
+) -> Result<Value, ChatError> {
     if chat::direct_participants(session_id).is_some() {
         return Err(ChatError::Invalid("direct sessions are immutable".into()));
     }
@@ -157,6 +166,18 @@ pub async fn update(
         return Err(ChatError::Invalid(
             "a session needs at least one participant".into(),
         ));
+    }
+    if let Some(u) = &users {
+        let probe = chat::session_info(
+            session_id,
+            SessionKind::Mutable,
+            SessionStatus::Modified,
+            u,
+            None,
+        );
+        if !chat::fits_frame(&probe) {
+            return Err(too_big());
+        }
     }
     let store = h.node().store();
     let before = match store
@@ -179,8 +200,8 @@ pub async fn update(
         }
     }
     let info = chat::session_info(session_id, SessionKind::Mutable, status, &now, None);
-    publish_to(h, &told, "providing-session-info", info, cdid);
-    Ok(())
+    publish_to(h, &told, "providing-session-info", info.clone());
+    Ok(info)
 }
 
 /// `request-mutable-session-listing`: the user's groups.
@@ -193,19 +214,20 @@ pub async fn list(h: &SessionHandle) -> Result<Vec<GroupRecord>, ChatError> {
 }
 
 /// `request-sending-a-message`: participants only; stored durably first, then
-/// broadcast to every participant's devices. Returns the message id.
+/// broadcast to every participant's devices. Returns the requester's copy (without
+/// `cdid`).
 pub async fn send(
     h: &SessionHandle,
     session_id: &str,
     message: Value,
     sender_timestamp: Value,
     timing: Option<Value>,
-    cdid: Option<&str>,
-) -> Result<String, ChatError> {
+) -> Result<Value, ChatError> {
     let users = participants(h, session_id).await?;
     let server_timestamp = now_ms();
-    // The broadcast must fit one frame (with the cdid the sender's copy carries).
-    let probe = chat::message_broadcast(
+    // The broadcast must fit one frame in every form it takes: with any cdid, and as a
+    // history item.
+    let mut probe = chat::message_broadcast(
         session_id,
         h.user(),
         &message,
@@ -214,8 +236,8 @@ pub async fn send(
         server_timestamp,
         timing.as_ref(),
     );
-    let probe = chat::add_cdid(probe, cdid.unwrap_or_default());
-    if probe.to_string().len() > chat::MAX_FRAME_BYTES {
+    probe["history"] = Value::Bool(true);
+    if !chat::fits_frame(&probe) {
         return Err(ChatError::Invalid(
             "message too large for a broadcast frame".into(),
         ));
@@ -245,8 +267,8 @@ pub async fn send(
         server_timestamp,
         stored.timing.as_ref(),
     );
-    publish_to(h, &users, "message-broadcast", body, cdid);
-    Ok(id)
+    publish_to(h, &users, "message-broadcast", body.clone());
+    Ok(body)
 }
 
 /// Extension `request-message-history`: participants only.
@@ -284,5 +306,5 @@ pub fn delivered(
     message_id: &str,
 ) {
     let body = chat::message_delivered(session_id, message_id, h.user(), device);
-    publish_to(h, &[sender.to_string()], "message-delivered", body, None);
+    publish_to(h, &[sender.to_string()], "message-delivered", body);
 }

@@ -28,7 +28,7 @@ use crate::session::actor::{Attach, Kick, Replay, Restore, SessionActor};
 use crate::session::{Attachment, OpenError, Protocol, SessionHandle};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use crate::store::{NodeInfo, RecoveryRecord, Store};
+use crate::store::{NodeInfo, ProviderEntry, RecoveryRecord, Store};
 
 /// Bound of the queue between the bus and the router.
 const INBOUND_QUEUE: usize = 65_536;
@@ -54,6 +54,8 @@ pub struct Node {
     replies: Arc<Replies>,
     started_ms: u64,
     draining: AtomicBool,
+    /// The bus was up at the last heartbeat (a false → true edge re-announces state).
+    bus_was_up: AtomicBool,
 }
 
 impl Node {
@@ -141,6 +143,7 @@ impl Node {
             replies,
             started_ms: now_ms(),
             draining: AtomicBool::new(false),
+            bus_was_up: AtomicBool::new(true),
         });
         // Inbound: everything the bus receives is dispatched by the router.
         let weak = Arc::downgrade(&node);
@@ -181,15 +184,48 @@ impl Node {
 
     async fn heartbeat(&self) {
         let info = self.info();
-        self.metrics
-            .bus_up
-            .set(i64::from(self.router.bus().is_up()));
+        let up = self.router.bus().is_up();
+        self.metrics.bus_up.set(i64::from(up));
+        if up && !self.bus_was_up.swap(true, Ordering::Relaxed) {
+            // The bus (re)connected: Redis may have lost what this node announced.
+            self.reannounce().await;
+        } else if !up {
+            self.bus_was_up.store(false, Ordering::Relaxed);
+        }
         if let Err(e) = self.store.heartbeat(info, self.config.heartbeat_ttl).await {
             self.metrics
                 .store_errors
                 .with_label_values(&["heartbeat"])
                 .inc();
             debug!(error = %e, "heartbeat failed");
+        }
+    }
+
+    /// Writes the routing state of every local session to the store again: owners and
+    /// provider entries (the local registry is the truth; Redis mirrors it).
+    async fn reannounce(&self) {
+        let store = &self.store;
+        let ttl = self.config.record_refresh * 3;
+        let mut failed = false;
+        for (id, _) in self.registry.all() {
+            failed |= store.set_owner(id, self.id().clone(), ttl).await.is_err();
+        }
+        for (ns, sessions) in self.registry.providers() {
+            for session in sessions {
+                let entry = ProviderEntry {
+                    session,
+                    node: self.id().clone(),
+                };
+                failed |= store.add_provider(&ns, entry).await.is_err();
+            }
+        }
+        if failed {
+            self.metrics
+                .store_errors
+                .with_label_values(&["reannounce"])
+                .inc();
+            // Try again at the next heartbeat.
+            self.bus_was_up.store(false, Ordering::Relaxed);
         }
     }
 
@@ -327,6 +363,8 @@ impl Node {
                 .send(Attach)
                 .await
                 .map_err(|_| OpenError::NotFound)?;
+            // Routable cluster-wide before the client hears `connection:recovered`.
+            let _ = handle.announce_provides().await;
             return Ok((handle, attachment, detached_ms));
         }
         let record: RecoveryRecord = record.ok_or(OpenError::NotFound)?;
@@ -395,6 +433,7 @@ impl Node {
             .send(Attach)
             .await
             .map_err(|_| OpenError::NotFound)?;
+        let _ = handle.announce_provides().await;
         Ok((handle, attachment, detached_ms))
     }
 

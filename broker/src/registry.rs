@@ -205,6 +205,14 @@ impl Registry {
         removed
     }
 
+    /// Every local provider registration, per namespace.
+    pub fn providers(&self) -> Vec<(String, Vec<SessionId>)> {
+        read(&self.providers)
+            .iter()
+            .map(|(ns, ids)| (ns.clone(), ids.clone()))
+            .collect()
+    }
+
     /// Picks a local provider of a namespace, round-robin.
     pub fn pick_provider(&self, ns: &str) -> Option<SessionId> {
         let p = read(&self.providers);

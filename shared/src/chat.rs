@@ -301,7 +301,8 @@ pub fn direct_participants(id: &str) -> Option<(String, String)> {
         return None;
     }
     let (a, b) = rest.split_at(len);
-    (a <= b && !a.is_empty() && !b.is_empty()).then(|| (a.to_string(), b.to_string()))
+    // `a < b`: a user has no direct session with themself.
+    (a < b && !a.is_empty()).then(|| (a.to_string(), b.to_string()))
 }
 
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
@@ -436,6 +437,14 @@ pub fn message_delivered(
         "user-id": user_id,
         "device-id": device_id,
     })
+}
+
+/// Whether a server action fits one frame even with the longest `cdid` a client may
+/// attach ([`MAX_ID_LEN`] bytes, as JSON-escaped text).
+pub fn fits_frame(action: &Value) -> bool {
+    // `,"cdid":"<128 chars, up to 6 bytes each when escaped>"`
+    const CDID_ROOM: usize = 10 + MAX_ID_LEN * 6;
+    action.to_string().len() + CDID_ROOM <= MAX_FRAME_BYTES
 }
 
 /// Adds `cdid` to an encoded server action.
@@ -612,13 +621,7 @@ mod tests {
             direct_participants(&id),
             Some(("alice".into(), "bob".into()))
         );
-        for (a, b) in [
-            ("1", "12"),
-            ("12", "1"),
-            ("a:b", "c"),
-            ("é", "ü"),
-            ("x", "x"),
-        ] {
+        for (a, b) in [("1", "12"), ("12", "1"), ("a:b", "c"), ("é", "ü")] {
             let id = direct_session_id(a, b);
             let (p, q) = direct_participants(&id).unwrap();
             let mut want = [a.to_string(), b.to_string()];
@@ -626,6 +629,11 @@ mod tests {
             assert_eq!([p, q], want);
         }
         assert_ne!(direct_session_id("ab", "c"), direct_session_id("a", "bc"));
+        assert_eq!(
+            direct_participants(&direct_session_id("x", "x")),
+            None,
+            "no self sessions"
+        );
     }
 
     #[test]

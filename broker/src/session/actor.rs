@@ -767,7 +767,6 @@ impl Handler<Provide> for SessionActor {
             )));
         }
         self.node.registry.provide(&ns, self.id);
-        self.spawn_store_add_provider(ns.clone());
         self.provides.insert(ns);
         self.save_record();
         Ok(true)

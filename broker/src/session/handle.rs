@@ -17,6 +17,7 @@ use super::actor::{
 };
 use super::{CallError, Protocol, SessionError};
 use crate::node::Node;
+use crate::store::ProviderEntry;
 
 /// How long `subscribe` waits for the bus to confirm a new channel subscription.
 const SUBSCRIBE_CONFIRM_TIMEOUT: Duration = Duration::from_secs(3);
@@ -88,10 +89,39 @@ impl SessionHandle {
 
     /// Starts serving a namespace; `Ok(false)` if already served.
     pub async fn provide(&self, ns: &str) -> Result<bool, SessionError> {
-        self.addr
+        let added = self
+            .addr
             .send(Provide(ns.to_string()))
             .await
-            .map_err(|_| SessionError::Gone)?
+            .map_err(|_| SessionError::Gone)??;
+        // Answer only once other nodes can route to this provider (the store has it). If
+        // the store is away, local routing works now and the entry is re-announced when
+        // the bus reconnects.
+        self.announce_provider(ns).await;
+        Ok(added)
+    }
+
+    /// Writes this session's provider entry for `ns` to the store, awaiting it.
+    async fn announce_provider(&self, ns: &str) {
+        let entry = ProviderEntry {
+            session: self.id,
+            node: self.node.id().clone(),
+        };
+        if self.node.store().add_provider(ns, entry).await.is_err() {
+            self.node
+                .metrics
+                .store_errors
+                .with_label_values(&["add_provider"])
+                .inc();
+        }
+    }
+
+    /// Announces every namespace this session provides (after a recovery).
+    pub async fn announce_provides(&self) -> Result<(), SessionError> {
+        for ns in self.snapshot().await?.provides {
+            self.announce_provider(&ns).await;
+        }
+        Ok(())
     }
 
     /// Stops serving a namespace; false if it was not served.

@@ -25,6 +25,25 @@ fn label(a: &Action) -> &'static str {
     }
 }
 
+/// Writes the requester's own copy of a server action (with its `cdid`) at once, so
+/// answers keep the order of the actions, even inside a batch.
+async fn answer(
+    conn: &mut ChatConn,
+    result: Result<Value, service::ChatError>,
+    cdid: &Option<String>,
+) -> Result<Result<(), String>, Closed> {
+    match result {
+        Ok(mut action) => {
+            if let Some(c) = cdid {
+                action = chat::add_cdid(action, c);
+            }
+            conn.send(&action).await?;
+            Ok(Ok(()))
+        }
+        Err(e) => Ok(Err(e.to_string())),
+    }
+}
+
 async fn failed(conn: &mut ChatConn, cdid: Option<&str>, reason: &str) -> Result<(), Closed> {
     conn.send(&chat::status_response(cdid, false, Some(reason)))
         .await
@@ -102,22 +121,18 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     Err(e) => Err(e.to_string()),
                 },
                 Action::CreateMutable { user_ids, .. } => {
-                    service::create(&h, user_ids, cdid.as_deref())
-                        .await
-                        .map(|_| ())
-                        .map_err(|e| e.to_string())
+                    answer(conn, service::create(&h, user_ids).await, &cdid).await?
                 }
                 Action::ModifyMutable {
                     session_id,
                     user_ids,
                     ..
-                } => service::update(&h, &session_id, Some(user_ids), cdid.as_deref())
-                    .await
-                    .map_err(|e| e.to_string()),
+                } => {
+                    let done = service::update(&h, &session_id, Some(user_ids)).await;
+                    answer(conn, done, &cdid).await?
+                }
                 Action::DeleteMutable { session_id, .. } => {
-                    service::update(&h, &session_id, None, cdid.as_deref())
-                        .await
-                        .map_err(|e| e.to_string())
+                    answer(conn, service::update(&h, &session_id, None).await, &cdid).await?
                 }
                 Action::ListMutable { .. } => match service::list(&h).await {
                     Ok(groups) => {
@@ -143,17 +158,11 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     sender_timestamp,
                     timing,
                     ..
-                } => service::send(
-                    &h,
-                    &session_id,
-                    message,
-                    sender_timestamp,
-                    timing,
-                    cdid.as_deref(),
-                )
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string()),
+                } => {
+                    let sent =
+                        service::send(&h, &session_id, message, sender_timestamp, timing).await;
+                    answer(conn, sent, &cdid).await?
+                }
                 Action::History {
                     session_id,
                     limit,

@@ -129,8 +129,9 @@ impl ChatConn {
     }
 }
 
-/// The wire form of an envelope from the user's inbox; the sending connection's copy
-/// carries the requester's `cdid`.
+/// The wire form of an envelope from the user's inbox. The connection that caused a
+/// session change or broadcast was answered directly (with its `cdid`) and skips the
+/// inbox copy.
 fn encode(env: &Envelope, device: &Device) -> Option<Value> {
     if env.kind != Kind::Message {
         return None;
@@ -138,13 +139,12 @@ fn encode(env: &Envelope, device: &Device) -> Option<Value> {
     let Body::Json(body) = &env.body else {
         return None;
     };
-    match (
-        &env.correlation,
-        env.from.session == Some(device.handle.id()),
-    ) {
-        (Some(cdid), true) => Some(chat::add_cdid(body.clone(), cdid)),
-        _ => Some(body.clone()),
-    }
+    let own_answer = env.from.session == Some(device.handle.id())
+        && matches!(
+            env.subject.as_deref(),
+            Some("providing-session-info" | "message-broadcast")
+        );
+    (!own_answer).then(|| body.clone())
 }
 
 /// A broadcast from another user reached this device: tell the sender.

@@ -1,0 +1,303 @@
+//! The Sink frame loop, the same for every transport.
+//!
+//! 1. The first frame must be a CONNECTION_REQUEST (anything else closes the
+//!    connection, unanswered); the broker decides the answer (protocol version,
+//!    quarantine, application version, instance ids) and refused devices are closed.
+//! 2. Device PUBLISH → ACK once the event is durably stored (NACK with a machine code
+//!    when it is malformed or the store is unavailable); PING → PONG.
+//! 3. The device's outbox is pumped with at most [`WINDOW`] PUBLISHes awaiting an
+//!    ACK/NACK; unacknowledged ones are redelivered after a reconnect.
+//! 4. Nothing received for the idle limit (90 s by default) → close. A newer connection
+//!    of the same client (any node) or a quarantine closes this one.
+//!
+//! NACK machine codes sent by the server: `0x01` malformed frame, `0x02` temporarily
+//! unavailable (retry later).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+
+use murmur_broker::metrics::outcome;
+use murmur_broker::session::Protocol;
+use murmur_broker::sink::{self as service, control, Hello};
+use murmur_shared::channel;
+use murmur_shared::envelope::Envelope;
+use murmur_shared::ids::now_ms;
+use murmur_shared::sink::{self as wire, ConnectionResponse, Frame};
+use serde_json::Value;
+use tokio::time::{sleep_until, Instant};
+use tracing::debug;
+
+use super::LABEL;
+use crate::state::AppState;
+
+/// PUBLISHes to a device awaiting its ACK/NACK at most.
+pub const WINDOW: usize = 32;
+/// NACK machine code: the frame could not be decoded.
+pub const NACK_MALFORMED: u8 = 0x01;
+/// NACK machine code: the event could not be stored now; send it again later.
+pub const NACK_UNAVAILABLE: u8 = 0x02;
+
+/// A framed, bidirectional connection to one device.
+pub trait FrameIo {
+    /// The next frame; `None` when the peer closed, `Some(Err)` on a transport-level
+    /// violation (the connection is then closed).
+    fn read_frame(&mut self) -> impl Future<Output = Option<Result<Vec<u8>, &'static str>>>;
+    /// Writes one frame; `Err` when the connection is gone.
+    fn write_frame(&mut self, frame: &[u8]) -> impl Future<Output = Result<(), ()>>;
+    /// Closes the connection.
+    fn close(self) -> impl Future<Output = ()>;
+}
+
+/// How the device's client id is known.
+pub enum Identity {
+    /// From the TLS client certificate's CN, or the WebSocket token's `sub`.
+    Fixed(String),
+    /// Development plaintext TCP: `dev-<client_instance_id>`.
+    DevInstance,
+}
+
+async fn write(io: &mut impl FrameIo, state: &AppState, frame: &Frame) -> Result<(), ()> {
+    state.node.metrics.messages_out.with_label_values(&[LABEL]).inc();
+    io.write_frame(&wire::encode(frame)).await
+}
+
+/// Serves one device connection until it ends.
+pub async fn serve(state: Arc<AppState>, mut io: impl FrameIo, identity: Identity) {
+    let metrics = state.node.metrics.clone();
+    metrics.connections.with_label_values(&[LABEL]).inc();
+    metrics.connections_total.with_label_values(&[LABEL]).inc();
+    let why = run(&state, &mut io, identity).await;
+    debug!(reason = why, "sink connection closed");
+    metrics.connections.with_label_values(&[LABEL]).dec();
+    io.close().await;
+}
+
+async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -> &'static str {
+    let node = state.node.clone();
+    let idle = state.settings.sink_idle;
+    // 1. Handshake.
+    let first = tokio::select! {
+        f = io.read_frame() => f,
+        _ = tokio::time::sleep(idle) => return "no connection request in time",
+    };
+    let Some(Ok(first)) = first else { return "closed before the handshake" };
+    node.metrics.messages_in.with_label_values(&[LABEL]).inc();
+    let Ok(Frame::ConnectionRequest {
+        version,
+        application_version,
+        client_instance_id,
+        server_instance_id,
+    }) = wire::decode(&first)
+    else {
+        return "first frame is not a connection request";
+    };
+    let client = match identity {
+        Identity::Fixed(id) => id,
+        Identity::DevInstance => format!("dev-{client_instance_id}"),
+    };
+    if channel::validate(&service::event_channel(&client)).is_err() {
+        return "client id not usable";
+    }
+    let hello = Hello { version, application_version, client_instance_id, server_instance_id };
+    let min = state.settings.sink_min_app_version.as_ref().and_then(|v| service::parse_app_version(v));
+    let answer = match service::handshake(&node, &client, &hello, min.as_ref()).await {
+        Ok(a) => a,
+        Err(_) => return "store unavailable during the handshake",
+    };
+    let accepted = matches!(answer, ConnectionResponse::Connected | ConnectionResponse::HelloNewClient(_));
+    let label = match &answer {
+        ConnectionResponse::Connected => "connected",
+        ConnectionResponse::HelloNewClient(_) => "hello_new_client",
+        ConnectionResponse::InstanceIdMismatch => "instance_id_mismatch",
+        ConnectionResponse::Quarantined { .. } => "quarantined",
+        ConnectionResponse::UnsupportedProtocolVersion => "unsupported_protocol_version",
+        ConnectionResponse::UnsupportedApplicationVersion => "unsupported_application_version",
+    };
+    node.metrics.sink_events.with_label_values(&["handshake", label]).inc();
+    if write(io, state, &Frame::ConnectionResponse(answer)).await.is_err() || !accepted {
+        return "handshake refused";
+    }
+
+    // 2. The session: one per connection, subscribed to the device's control channel.
+    let Ok((handle, attachment)) = node.open(&client, Protocol::Sink, false).await else {
+        return "node draining";
+    };
+    let murmur_broker::Attachment { epoch, mut outbound, mut closed, .. } = attachment;
+    if handle.subscribe(&service::control_channel(&client)).await.is_err() {
+        handle.detach(epoch);
+        return "control channel unavailable";
+    }
+    // Any other connection of this client, on any node, now lets go.
+    service::signal(&node, &client, control::TAKEOVER, Some(handle.id()), Value::Null);
+    if let Ok(depth) = node.store().sink_outbox_depth(&client).await {
+        node.metrics.sink_outbox_depth.observe(depth as f64);
+    }
+
+    let mut pump = Pump { client: client.clone(), next_id: service::random_message_id(), sent_upto: 0, inflight: HashMap::new() };
+    let mut why = "closed";
+    if pump.fill(state, io).await.is_err() {
+        why = "write failed";
+    } else {
+        let mut deadline = Instant::now() + idle;
+        why = loop {
+            tokio::select! {
+                biased;
+                _ = &mut closed => break "closed by the broker",
+                env = outbound.recv() => {
+                    let Some(env) = env else { break "session ended" };
+                    match control_of(&env, &handle) {
+                        Control::Takeover => break "replaced by a newer connection",
+                        Control::Quarantine(q) => {
+                            let _ = write(io, state, &Frame::ConnectionResponse(q)).await;
+                            break "quarantined";
+                        }
+                        Control::Wake => {
+                            if pump.fill(state, io).await.is_err() {
+                                break "write failed";
+                            }
+                        }
+                        Control::Ignore => {}
+                    }
+                }
+                frame = io.read_frame() => {
+                    let bytes = match frame {
+                        None => break "device closed",
+                        Some(Err(e)) => break e,
+                        Some(Ok(b)) => b,
+                    };
+                    deadline = Instant::now() + idle;
+                    node.metrics.messages_in.with_label_values(&[LABEL]).inc();
+                    match on_frame(state, io, &mut pump, &handle, &bytes).await {
+                        Ok(()) => {}
+                        Err(e) => break e,
+                    }
+                }
+                _ = sleep_until(deadline) => break "idle: nothing received",
+            }
+        };
+    }
+    handle.detach(epoch);
+    why
+}
+
+enum Control {
+    Takeover,
+    Quarantine(ConnectionResponse),
+    Wake,
+    Ignore,
+}
+
+fn control_of(env: &Envelope, me: &murmur_broker::SessionHandle) -> Control {
+    match env.subject.as_deref() {
+        Some(control::TAKEOVER) if env.from.session != Some(me.id()) => Control::Takeover,
+        Some(control::QUARANTINE) => {
+            let body = env.json();
+            let machine = body["machine_message"]
+                .as_str()
+                .and_then(|m| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, m).ok())
+                .unwrap_or_default();
+            let human = body["human_message"].as_str().unwrap_or_default().to_string();
+            Control::Quarantine(ConnectionResponse::Quarantined { machine, human })
+        }
+        Some(control::WAKE) => Control::Wake,
+        _ => Control::Ignore,
+    }
+}
+
+/// One frame from the device after the handshake.
+async fn on_frame(
+    state: &Arc<AppState>,
+    io: &mut impl FrameIo,
+    pump: &mut Pump,
+    handle: &murmur_broker::SessionHandle,
+    bytes: &[u8],
+) -> Result<(), &'static str> {
+    let node = &state.node;
+    let w = |r: Result<(), ()>| r.map_err(|()| "write failed");
+    match wire::decode(bytes) {
+        Ok(Frame::Publish { id, event }) => {
+            let reply = match service::accept(node, &pump.client, handle.id(), &event).await {
+                Ok(_) => Frame::Ack { id },
+                Err(_) => {
+                    node.metrics.sink_events.with_label_values(&["in", "unavailable"]).inc();
+                    Frame::Nack {
+                        id,
+                        machine: vec![NACK_UNAVAILABLE],
+                        human: "temporarily unavailable; send again later".into(),
+                    }
+                }
+            };
+            w(write(io, state, &reply).await)
+        }
+        Ok(Frame::Ack { id }) => {
+            if let Some(seq) = pump.inflight.remove(&id) {
+                node.metrics.delivery(LABEL, outcome::ACKED);
+                node.metrics.sink_events.with_label_values(&["out", "acked"]).inc();
+                let _ = node.store().sink_outbox_remove(&pump.client, seq).await;
+            }
+            w(pump.fill(state, io).await)
+        }
+        Ok(Frame::Nack { id, machine, human }) => {
+            if let Some(seq) = pump.inflight.remove(&id) {
+                node.metrics.delivery(LABEL, outcome::NACKED);
+                node.metrics.sink_events.with_label_values(&["out", "nacked"]).inc();
+                let _ = node.store().sink_outbox_nack(&pump.client, seq, machine, human).await;
+            }
+            w(pump.fill(state, io).await)
+        }
+        Ok(Frame::Ping) => w(write(io, state, &Frame::Pong).await),
+        Ok(Frame::Pong) => Ok(()),
+        Ok(Frame::ConnectionRequest { .. } | Frame::ConnectionResponse(_)) => {
+            Err("connection frames after the handshake")
+        }
+        Err(e) => match e.id {
+            Some(id) => {
+                node.metrics.decode_errors.with_label_values(&[LABEL]).inc();
+                node.metrics.sink_events.with_label_values(&["in", "malformed"]).inc();
+                let nack = Frame::Nack { id, machine: vec![NACK_MALFORMED], human: e.reason.to_string() };
+                w(write(io, state, &nack).await)
+            }
+            None => Err("undecodable frame"),
+        },
+    }
+}
+
+/// The outbox pump of one connection.
+struct Pump {
+    client: String,
+    next_id: u16,
+    /// Highest outbox position sent on this connection.
+    sent_upto: u64,
+    /// Message id → outbox position, awaiting ACK/NACK.
+    inflight: HashMap<u16, u64>,
+}
+
+impl Pump {
+    /// Sends outbox entries until the window is full or the outbox is drained.
+    async fn fill(&mut self, state: &AppState, io: &mut impl FrameIo) -> Result<(), ()> {
+        let node = &state.node;
+        while self.inflight.len() < WINDOW {
+            let room = WINDOW - self.inflight.len();
+            let Ok(batch) = node.store().sink_outbox_read(&self.client, self.sent_upto, room).await
+            else {
+                return Ok(()); // store away: retried on the next wake or ACK
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for entry in batch {
+                self.sent_upto = entry.seq;
+                let id = self.next_id;
+                self.next_id = wire::next_id(id);
+                self.inflight.insert(id, entry.seq);
+                let frame = Frame::Publish { id, event: service::wire(&entry.event) };
+                node.metrics.sink_events.with_label_values(&["out", "sent"]).inc();
+                let latency = now_ms().saturating_sub(entry.queued_ms) as f64 / 1000.0;
+                node.metrics.delivery_latency.with_label_values(&[LABEL]).observe(latency);
+                write(io, state, &frame).await?;
+            }
+        }
+        Ok(())
+    }
+}

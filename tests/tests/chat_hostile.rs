@@ -1,0 +1,407 @@
+//! GradAgenda chat under hostile input: deep nesting, huge participant lists (the
+//! documented limit of 256 participants per mutable session, the 4096-byte frame
+//! limit), unknown and mistyped actions, oversized ids. Each gets its documented answer,
+//! the node does not panic, and other connections are unaffected.
+
+mod chat_common;
+
+use chat_common::{
+    assert_no_panic, create_action, has_cdid, is_info_for, kind, list_action, modify_action,
+    participants, uniq, ChatClient, MAX_FRAME, MAX_PARTICIPANTS, QUIET,
+};
+use murmur_tests::Node;
+use serde_json::{json, Value};
+
+/// Two users exchanging messages, to show the hostile traffic does not reach them.
+struct Bystanders {
+    a: ChatClient,
+    b: ChatClient,
+    sid: String,
+    n: usize,
+}
+
+impl Bystanders {
+    async fn new(node: &Node) -> Bystanders {
+        let (ua, ub) = (uniq("alice"), uniq("bob"));
+        let mut a = ChatClient::login(node, &ua, "phone").await;
+        let mut b = ChatClient::login(node, &ub, "phone").await;
+        let (sid, _) = a.create_group(&[&ub]).await;
+        b.expect("created", |v| is_info_for(v, &sid)).await;
+        Bystanders { a, b, sid, n: 0 }
+    }
+
+    async fn still_fine(&mut self) {
+        self.n += 1;
+        let body = format!("unbothered {}", self.n);
+        self.a.say(&self.sid, &body).await;
+        self.b.expect_broadcast(&self.sid, &body).await;
+        // Nothing else reached them.
+        for c in [&mut self.a, &mut self.b] {
+            let stray: Vec<Value> = c
+                .queued()
+                .into_iter()
+                .filter(|v| kind(v) != "message-delivered" && kind(v) != "message-broadcast")
+                .collect();
+            assert!(stray.is_empty(), "{}: stray actions {stray:?}", c.label);
+        }
+    }
+}
+
+#[actix_rt::test]
+async fn deeply_nested_json() {
+    let node = Node::start().await;
+    let mut by = Bystanders::new(&node).await;
+
+    // Moderate nesting inside an ignored field: an ordinary action.
+    let mut c = ChatClient::login(&node, &uniq("u"), "dev").await;
+    let nested = format!("{}1{}", "[".repeat(50), "]".repeat(50));
+    c.send_text(&format!(
+        r#"{{"cdid":"n50","type":"request-mutable-session-listing","x":{nested}}}"#
+    ))
+    .await;
+    c.expect_succeeded("n50").await;
+
+    // Nesting far beyond any parser's depth limit, in a frame under 4096 bytes: refused
+    // as not a (usable) JSON object, 1008.
+    let deep = format!("{}{}", "[".repeat(2000), "]".repeat(2000));
+    let text = format!(r#"{{"cdid":"deep","type":"request-mutable-session-listing","x":{deep}}}"#);
+    assert!(text.len() <= MAX_FRAME);
+    c.send_text(&text).await;
+    c.expect_close_code(1008).await;
+    by.still_fine().await;
+
+    // A deeply nested array (not an object at all), before authentication.
+    let mut c = ChatClient::connect(&node).await;
+    c.send_text(&format!("{}{}", "[".repeat(2040), "]".repeat(2040)))
+        .await;
+    c.expect_close_code(1008).await;
+    // Deeply nested objects.
+    let mut c = ChatClient::connect(&node).await;
+    let objects = format!("{}1{}", r#"{"a":"#.repeat(600), "}".repeat(600));
+    assert!(objects.len() <= MAX_FRAME);
+    c.send_text(&objects).await;
+    c.expect_close_code(1008).await;
+    by.still_fine().await;
+    assert_no_panic(&node);
+}
+
+#[actix_rt::test]
+async fn ten_thousand_participants_cannot_even_be_sent() {
+    let node = Node::start().await;
+    let mut by = Bystanders::new(&node).await;
+    let mut c = ChatClient::login(&node, &uniq("u"), "dev").await;
+    let ids: Vec<String> = (0..10_000).map(|i| format!("user-{i}")).collect();
+    let frame = create_action("10k", &ids.iter().map(String::as_str).collect::<Vec<_>>());
+    assert!(frame.to_string().len() > MAX_FRAME);
+    c.send(&frame).await;
+    c.expect_close_code(1009).await;
+    by.still_fine().await;
+    assert_no_panic(&node);
+}
+
+#[actix_rt::test]
+async fn participant_limit_on_creation() {
+    let node = Node::start().await;
+    let mut by = Bystanders::new(&node).await;
+    let alice = uniq("alice");
+    let mut a = ChatClient::login(&node, &alice, "dev").await;
+
+    // 257 short ids fit one frame and are refused for the documented limit.
+    let ids: Vec<Value> = (0..=MAX_PARTICIPANTS).map(|i| json!(i)).collect();
+    let frame = json!({"cdid": "257", "type": "request-mutable-session-creation", "user-id": ids});
+    assert!(frame.to_string().len() <= MAX_FRAME);
+    a.send(&frame).await;
+    let why = a.expect_failed("257").await;
+    assert!(why.contains("too many participants"), "{why}");
+
+    // A huge array (1000 ids, still under 4096 bytes): the same answer.
+    let ids: Vec<Value> = (0..1000).map(|i| json!(i)).collect();
+    let frame = json!({"cdid": "1000", "type": "request-mutable-session-creation",
+                       "user-id": ids});
+    assert!(
+        frame.to_string().len() <= MAX_FRAME,
+        "{}",
+        frame.to_string().len()
+    );
+    a.send(&frame).await;
+    let why = a.expect_failed("1000").await;
+    assert!(why.contains("too many participants"), "{why}");
+
+    // 256 others plus the creator make 257: refused too.
+    let ids: Vec<Value> = (1000..1000 + MAX_PARTICIPANTS).map(|i| json!(i)).collect();
+    let frame = json!({"cdid": "256+1", "type": "request-mutable-session-creation",
+                       "user-id": ids});
+    a.send(&frame).await;
+    let why = a.expect_failed("256+1").await;
+    assert!(why.contains("too many participants"), "{why}");
+    // Nothing was created by the refusals.
+    assert!(a.list().await.is_empty());
+
+    // 255 others plus the creator: exactly the limit, accepted.
+    let ids: Vec<Value> = (1000..1000 + MAX_PARTICIPANTS - 1)
+        .map(|i| json!(i))
+        .collect();
+    let frame = json!({"cdid": "256", "type": "request-mutable-session-creation",
+                       "user-id": ids});
+    a.send(&frame).await;
+    let info = a.expect_info("256").await;
+    assert_eq!(participants(&info).len(), MAX_PARTICIPANTS);
+    by.still_fine().await;
+    assert_no_panic(&node);
+}
+
+#[actix_rt::test]
+async fn participant_limit_on_modification() {
+    let node = Node::start().await;
+    let alice = uniq("alice");
+    let mut a = ChatClient::login(&node, &alice, "dev").await;
+    let (sid, _) = a.create_group(&["1", "2"]).await;
+
+    // 257 participants in a modification: refused, the group is unchanged.
+    let mut ids: Vec<Value> = (0..MAX_PARTICIPANTS).map(|i| json!(i)).collect();
+    ids.push(json!(alice));
+    let frame = json!({"cdid": "m257", "type": "request-mutable-session-modification",
+                       "session-id": sid, "user-id": ids});
+    assert!(frame.to_string().len() <= MAX_FRAME);
+    a.send(&frame).await;
+    let why = a.expect_failed("m257").await;
+    assert!(why.contains("too many participants"), "{why}");
+    a.assert_none("a modified info", QUIET, |v| is_info_for(v, &sid))
+        .await;
+    let listed = a.list().await;
+    assert_eq!(listed.len(), 1);
+    assert_eq!(participants(&listed[0]).len(), 3, "{}", listed[0]);
+
+    // Exactly 256: accepted.
+    let mut ids: Vec<Value> = (0..MAX_PARTICIPANTS - 1).map(|i| json!(i)).collect();
+    ids.push(json!(alice));
+    let frame = json!({"cdid": "m256", "type": "request-mutable-session-modification",
+                       "session-id": sid, "user-id": ids});
+    a.send(&frame).await;
+    let info = a.expect_info("m256").await;
+    assert_eq!(info["status"], "modified");
+    assert_eq!(participants(&info).len(), MAX_PARTICIPANTS);
+    assert_no_panic(&node);
+}
+
+/// A creation request that fits one frame, whose answer (the session info, with the
+/// creator added, a session id and the info's own fields) would not: the server must
+/// either refuse it or answer within the 4096-byte limit (CONTRACT §5).
+#[actix_rt::test]
+async fn creation_answer_near_the_frame_limit_stays_within_it() {
+    let node = Node::start().await;
+    let alice = uniq("alice");
+    let mut a = ChatClient::login(&node, &alice, "dev").await;
+    // Long ids, up to just under 4096 bytes of request.
+    let mut ids: Vec<String> = Vec::new();
+    loop {
+        let next = format!("{:0>120}", ids.len());
+        let mut with: Vec<&str> = ids.iter().map(String::as_str).collect();
+        with.push(&next);
+        if create_action("c", &with).to_string().len() > MAX_FRAME {
+            break;
+        }
+        ids.push(next);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let frame = create_action("c", &refs);
+    eprintln!("create request: {} bytes", frame.to_string().len());
+    a.send(&frame).await;
+    let v = a
+        .expect("answer to the near-limit creation", |v| has_cdid(v, "c"))
+        .await;
+    if kind(&v) == "status-response" {
+        assert_eq!(v["status"], "failed", "{v}");
+    } else {
+        assert_eq!(participants(&v).len(), ids.len() + 1, "{v}");
+    }
+    // Either way, listing stays within the limit too.
+    a.send(&list_action("l")).await;
+    a.expect_status("l").await;
+    assert_no_panic(&node);
+}
+
+/// The same for a modification: request within 4096 bytes, the session info answer is
+/// larger than the request by its extra fields.
+#[actix_rt::test]
+async fn modification_answer_near_the_frame_limit_stays_within_it() {
+    let node = Node::start().await;
+    let alice = uniq("alice");
+    let mut a = ChatClient::login(&node, &alice, "dev").await;
+    let (sid, _) = a.create_group(&[]).await;
+    let mut ids: Vec<String> = vec![alice.clone()];
+    loop {
+        let next = format!("{:0>120}", ids.len());
+        let mut with: Vec<&str> = ids.iter().map(String::as_str).collect();
+        with.push(&next);
+        if modify_action("m", &sid, &with).to_string().len() > MAX_FRAME {
+            break;
+        }
+        ids.push(next);
+    }
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let frame = modify_action("m", &sid, &refs);
+    // Pad the last id so the request is as close to 4096 bytes as possible.
+    let spare = MAX_FRAME - frame.to_string().len();
+    let last = ids.len() - 1;
+    ids[last] = format!("{}{}", ids[last], "x".repeat(spare.min(8)));
+    let refs: Vec<&str> = ids.iter().map(String::as_str).collect();
+    let frame = modify_action("m", &sid, &refs);
+    assert!(frame.to_string().len() <= MAX_FRAME);
+    eprintln!("modify request: {} bytes", frame.to_string().len());
+    a.send(&frame).await;
+    let v = a
+        .expect("answer to the near-limit modification", |v| {
+            has_cdid(v, "m")
+        })
+        .await;
+    if kind(&v) == "status-response" {
+        assert_eq!(v["status"], "failed", "{v}");
+    } else {
+        assert_eq!(participants(&v).len(), ids.len(), "{v}");
+    }
+    assert_no_panic(&node);
+}
+
+#[actix_rt::test]
+async fn unknown_and_mistyped_actions_fail_with_their_cdid() {
+    let node = Node::start().await;
+    let mut by = Bystanders::new(&node).await;
+    let mut c = ChatClient::login(&node, &uniq("u"), "dev").await;
+    let long = "i".repeat(129);
+    let bad = [
+        json!({"cdid": "t1", "type": "no-such-action"}),
+        json!({"cdid": "t2", "type": 42}),
+        json!({"cdid": "t3"}),
+        json!({"cdid": "t4", "type": null}),
+        json!({"cdid": "t5", "type": "request-direct-session-info", "user-id": {"id": "x"}}),
+        json!({"cdid": "t6", "type": "request-direct-session-info", "user-id": ["x"]}),
+        json!({"cdid": "t7", "type": "request-direct-session-info", "user-id": true}),
+        json!({"cdid": "t8", "type": "request-direct-session-info", "user-id": long}),
+        json!({"cdid": "t9", "type": "request-direct-session-info", "user-id": "a\u{0}b"}),
+        json!({"cdid": "t10", "type": "request-mutable-session-creation", "user-id": "bob"}),
+        json!({"cdid": "t11", "type": "request-mutable-session-creation",
+               "user-id": [null, true]}),
+        json!({"cdid": "t12", "type": "request-mutable-session-creation",
+               "user-id": [["nested"]]}),
+        json!({"cdid": "t13", "type": "request-mutable-session-modification",
+               "session-id": ["s"], "user-id": ["a"]}),
+        json!({"cdid": "t14", "type": "request-mutable-session-deletion", "session-id": 1.5}),
+        json!({"cdid": "t15", "type": "request-mutable-session-deletion"}),
+        json!({"cdid": "t16", "type": "request-sending-a-message", "session-id": {},
+               "message": {"type": "text", "body": "x"}, "sender-timestamp": 1}),
+        json!({"cdid": "t17", "type": "request-sending-a-message", "session-id": "s",
+               "message": [1, 2], "sender-timestamp": 1}),
+        json!({"cdid": "t18", "type": "request-sending-a-message", "session-id": "s",
+               "message": {"type": 7, "body": "x"}, "sender-timestamp": 1}),
+        json!({"cdid": "t19", "type": "request-mutable-session-creation",
+               "user-id": ["ok", long]}),
+        json!({"cdid": "t20", "type": "AUTHENTICATE"}),
+        json!({"cdid": "t21", "type": "request-mutable-session-listing ", "x": 1}),
+    ];
+    for b in &bad {
+        c.send(b).await;
+    }
+    // Each answered, in order (these are all answered at once).
+    for i in 1..=bad.len() {
+        let cdid = format!("t{i}");
+        let v = c
+            .expect("next answer", |v| kind(v) == "status-response")
+            .await;
+        assert_eq!(v["cdid"], cdid.as_str(), "answers in order: {v}");
+        assert_eq!(v["status"], "failed", "{}: {v}", bad[i - 1]);
+        assert!(
+            v["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "a reason: {v}"
+        );
+    }
+    let t1_reason = {
+        c.send(&json!({"cdid": "again", "type": "no-such-action"}))
+            .await;
+        c.expect_failed("again").await
+    };
+    assert!(t1_reason.contains("unknown"), "{t1_reason}");
+    // A cdid that is not an id: the failure still comes, without it.
+    c.send(&json!({"cdid": {"x": 1}, "type": "no-such-action"}))
+        .await;
+    let v = c
+        .expect("failure without a usable cdid", |v| {
+            kind(v) == "status-response"
+        })
+        .await;
+    assert_eq!(v["status"], "failed", "{v}");
+    // The connection is fine.
+    c.send(&list_action("fine")).await;
+    c.expect_succeeded("fine").await;
+    by.still_fine().await;
+    assert_no_panic(&node);
+}
+
+#[actix_rt::test]
+async fn hostile_ids_cannot_create_or_reach_sessions() {
+    let node = Node::start().await;
+    let mut by = Bystanders::new(&node).await;
+    let mut c = ChatClient::login(&node, &uniq("u"), "dev").await;
+    // Someone else's group id, guessed or stolen: not a participant.
+    c.say_fails(&by.sid.clone(), "intrusion").await;
+    c.send(&modify_action("steal", &by.sid.clone(), &[&c.user.clone()]))
+        .await;
+    c.expect_failed("steal").await;
+    // Malformed "direct-" ids.
+    for (i, sid) in ["direct-", "direct-!!!", "direct-AAAA", "direct-MTph"]
+        .iter()
+        .enumerate()
+    {
+        let cdid = format!("d{i}");
+        c.send(&chat_common::send_action(&cdid, sid, "x")).await;
+        c.expect_failed(&cdid).await;
+    }
+    by.still_fine().await;
+    assert_no_panic(&node);
+}
+
+/// A direct session id naming the same user twice (the server refuses to hand one out:
+/// a direct session is between two users), forged from the id format: the user's devices
+/// must not get two copies of one message.
+#[actix_rt::test]
+async fn a_forged_self_direct_session_delivers_no_duplicates() {
+    let node = Node::start().await;
+    let me = uniq("me");
+    let mut d1 = ChatClient::login(&node, &me, "d1").await;
+    let mut d2 = ChatClient::login(&node, &me, "d2").await;
+    d1.send(&chat_common::direct_action("self", &me)).await;
+    let v = d1.expect("answer", |v| has_cdid(v, "self")).await;
+    assert_eq!(
+        kind(&v),
+        "status-response",
+        "no direct session with oneself: {v}"
+    );
+    assert_eq!(v["status"], "failed", "{v}");
+
+    // The id format is a pure function of the pair (the product's own codec builds it).
+    let forged = murmur_shared::chat::direct_session_id(&me, &me);
+    d1.send(&chat_common::send_action("f", &forged, "echo"))
+        .await;
+    let answer = d1.expect("answer", |v| has_cdid(v, "f")).await;
+    if kind(&answer) == "status-response" {
+        assert_eq!(answer["status"], "failed", "{answer}");
+    }
+    for c in [&mut d1, &mut d2] {
+        let mut copies = Vec::new();
+        if c.device == "d1" && kind(&answer) == "message-broadcast" {
+            copies.push(answer.clone());
+        }
+        while let Some(v) = c.next_action(QUIET).await {
+            if chat_common::is_broadcast_of(&v, &forged, "echo") {
+                copies.push(v);
+            }
+        }
+        assert!(
+            copies.len() <= 1,
+            "{}: {} copies of one message: {copies:?}",
+            c.label,
+            copies.len()
+        );
+    }
+    assert_no_panic(&node);
+}
