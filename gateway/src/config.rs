@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Idle TimeStick sessions are stopped by the receiver after this long [default: 5m].
     #[arg(long, env = "MURMUR_TIMESTICK_IDLE")]
     pub timestick_idle: Option<String>,
+    /// A Sink connection with nothing received for this long is closed [default: 90s].
+    #[arg(long, env = "MURMUR_SINK_IDLE")]
+    pub sink_idle: Option<String>,
     /// A node whose heartbeat is older than this is dead: its providers and sessions are
     /// cleaned up by the others [default: 10s; heartbeats every fifth of it].
     #[arg(long, env = "MURMUR_HEARTBEAT_TTL")]
@@ -127,6 +130,7 @@ pub struct Settings {
     pub timestick_idle: Duration,
     pub heartbeat_ttl: Duration,
     pub recovery_window: Duration,
+    pub sink_idle: Duration,
     pub log: String,
     pub log_format: LogFormat,
     /// Warnings to print once logging is up (dev defaults in use, generated secrets).
@@ -160,6 +164,7 @@ impl ServeArgs {
             timestick_idle,
             heartbeat_ttl,
             recovery_window,
+            sink_idle,
             log,
             log_format
         )
@@ -324,6 +329,10 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
                 Duration::from_secs(300),
             )?,
             "MURMUR_RECOVERY_WINDOW",
+        )?,
+        sink_idle: positive(
+            dur(a.sink_idle, "MURMUR_SINK_IDLE", Duration::from_secs(90))?,
+            "MURMUR_SINK_IDLE",
         )?,
         log: a.log.unwrap_or_else(|| "info".into()),
         log_format,

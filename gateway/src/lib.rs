@@ -8,6 +8,7 @@
 //! |---|---|
 //! | [`config`] | flags ⇄ env ⇄ TOML ⇄ dev defaults → `Settings` |
 //! | [`server`] | builds the node, runs the public and internal listeners, drains on SIGTERM |
+//! | [`sink`] | Sink over TCP/TLS and WebSocket `/sink`, and its API |
 //! | [`state`] | what every handler shares: node, verifiers, settings |
 //! | [`telemetry`] | tracing subscriber (pretty or JSON) |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` on the internal port |
@@ -24,6 +25,7 @@ pub mod config;
 pub mod health;
 pub mod helios;
 pub mod server;
+pub mod sink;
 pub mod state;
 pub mod telemetry;
 pub mod timestick;

@@ -18,7 +18,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{JwtKey, Settings};
 use crate::state::AppState;
-use crate::{api, chat, health, helios, telemetry, timestick};
+use crate::{api, chat, health, helios, sink, telemetry, timestick};
 
 /// Runs until drained; the process exit code.
 pub fn run(settings: Settings) -> ExitCode {
@@ -80,6 +80,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
             .route("/starling", web::get().to(helios::starling))
             .route("/chat", web::get().to(chat::chat))
             .configure(timestick::configure)
+            .route("/sink", web::get().to(sink::ws::sink))
     })
     .disable_signals()
     .shutdown_timeout(grace)
@@ -111,20 +112,70 @@ async fn serve(settings: Settings) -> Result<(), String> {
         "murmur node serving"
     );
 
+    let sink_server = sink_listener(&state)?;
     let public_handle = public.handle();
     let internal_handle = internal.handle();
+    let sink_handle = sink_server.as_ref().map(|s| s.handle());
     let drain_state = state.clone();
     actix_rt::spawn(async move {
         wait_for_signal().await;
         drain(drain_state.into_inner()).await;
         public_handle.stop(true).await;
         internal_handle.stop(true).await;
+        if let Some(h) = sink_handle {
+            h.stop(true).await;
+        }
     });
 
-    let (a, b) = futures_util::future::join(public, internal).await;
-    a.and(b).map_err(|e| format!("server error: {e}"))?;
+    let sink_run = async move {
+        match sink_server {
+            Some(s) => s.await,
+            None => Ok(()),
+        }
+    };
+    let (a, b, c) = futures_util::future::join3(public, internal, sink_run).await;
+    a.and(b).and(c).map_err(|e| format!("server error: {e}"))?;
     info!("murmur node stopped");
     Ok(())
+}
+
+/// The Sink TCP listener: TLS with client certificates when configured, plaintext in
+/// development mode, none otherwise.
+fn sink_listener(state: &web::Data<AppState>) -> Result<Option<actix_server::Server>, String> {
+    let settings = &state.settings;
+    let tls = match &settings.sink_tls {
+        Some((cert, key, ca)) => Some(sink::tcp::tls_acceptor(cert, key, ca)?),
+        None if settings.dev => None,
+        None => {
+            info!("Sink over TCP disabled: set MURMUR_SINK_TLS_* (or MURMUR_DEV=1 for plaintext)");
+            return Ok(None);
+        }
+    };
+    let mode = if tls.is_some() {
+        "tls"
+    } else {
+        "plaintext (development)"
+    };
+    let app = state.clone().into_inner();
+    let server = actix_server::Server::build()
+        .disable_signals()
+        .shutdown_timeout(settings.drain_timeout.as_secs().max(1))
+        .bind("murmur-sink", &settings.sink_listen, move || {
+            let app = app.clone();
+            let tls = tls.clone();
+            actix_service::fn_service(move |stream: actix_rt::net::TcpStream| {
+                let app = app.clone();
+                let tls = tls.clone();
+                async move {
+                    sink::tcp::accept(app, tls, stream).await;
+                    Ok::<_, ()>(())
+                }
+            })
+        })
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.sink_listen))?
+        .run();
+    info!(sink = %settings.sink_listen, mode, "sink listener");
+    Ok(Some(server))
 }
 
 async fn wait_for_signal() {
@@ -152,14 +203,13 @@ async fn drain(state: Arc<AppState>) {
     info!(sessions = n, "clients told to leave");
     // Wait until every transport is gone, or the deadline (minus a moment to exit).
     let exit_by = deadline - Duration::from_millis(500).min(settings.drain_timeout);
-    while node
-        .metrics
-        .connections
-        .with_label_values(&["helios"])
-        .get()
-        > 0
-        && tokio::time::Instant::now() < exit_by
-    {
+    let open = || {
+        ["helios", "chat", "sink", "timestick"]
+            .iter()
+            .map(|p| node.metrics.connections.with_label_values(&[p]).get())
+            .sum::<i64>()
+    };
+    while open() > 0 && tokio::time::Instant::now() < exit_by {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     node.shutdown().await;

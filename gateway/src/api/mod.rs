@@ -104,6 +104,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             )
             .route("/nodes", web::get().to(nodes::nodes))
             .route(
+                "/sink/clients/{id}/events",
+                web::post().to(crate::sink::api::queue_event),
+            )
+            .route(
+                "/sink/clients/{id}/nacks",
+                web::get().to(crate::sink::api::nacks),
+            )
+            .route(
+                "/sink/clients/{id}",
+                web::get().to(crate::sink::api::client),
+            )
+            .route(
+                "/sink/quarantine/{id}",
+                web::put().to(crate::sink::api::quarantine),
+            )
+            .route(
+                "/sink/quarantine/{id}",
+                web::delete().to(crate::sink::api::lift),
+            )
+            .route(
                 "/timestick/sessions/{id}/stop",
                 web::post().to(crate::timestick::admin_stop),
             )

@@ -58,7 +58,12 @@ pub enum Identity {
 }
 
 async fn write(io: &mut impl FrameIo, state: &AppState, frame: &Frame) -> Result<(), ()> {
-    state.node.metrics.messages_out.with_label_values(&[LABEL]).inc();
+    state
+        .node
+        .metrics
+        .messages_out
+        .with_label_values(&[LABEL])
+        .inc();
     io.write_frame(&wire::encode(frame)).await
 }
 
@@ -81,7 +86,9 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         f = io.read_frame() => f,
         _ = tokio::time::sleep(idle) => return "no connection request in time",
     };
-    let Some(Ok(first)) = first else { return "closed before the handshake" };
+    let Some(Ok(first)) = first else {
+        return "closed before the handshake";
+    };
     node.metrics.messages_in.with_label_values(&[LABEL]).inc();
     let Ok(Frame::ConnectionRequest {
         version,
@@ -99,13 +106,25 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
     if channel::validate(&service::event_channel(&client)).is_err() {
         return "client id not usable";
     }
-    let hello = Hello { version, application_version, client_instance_id, server_instance_id };
-    let min = state.settings.sink_min_app_version.as_ref().and_then(|v| service::parse_app_version(v));
+    let hello = Hello {
+        version,
+        application_version,
+        client_instance_id,
+        server_instance_id,
+    };
+    let min = state
+        .settings
+        .sink_min_app_version
+        .as_ref()
+        .and_then(|v| service::parse_app_version(v));
     let answer = match service::handshake(&node, &client, &hello, min.as_ref()).await {
         Ok(a) => a,
         Err(_) => return "store unavailable during the handshake",
     };
-    let accepted = matches!(answer, ConnectionResponse::Connected | ConnectionResponse::HelloNewClient(_));
+    let accepted = matches!(
+        answer,
+        ConnectionResponse::Connected | ConnectionResponse::HelloNewClient(_)
+    );
     let label = match &answer {
         ConnectionResponse::Connected => "connected",
         ConnectionResponse::HelloNewClient(_) => "hello_new_client",
@@ -114,8 +133,15 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         ConnectionResponse::UnsupportedProtocolVersion => "unsupported_protocol_version",
         ConnectionResponse::UnsupportedApplicationVersion => "unsupported_application_version",
     };
-    node.metrics.sink_events.with_label_values(&["handshake", label]).inc();
-    if write(io, state, &Frame::ConnectionResponse(answer)).await.is_err() || !accepted {
+    node.metrics
+        .sink_events
+        .with_label_values(&["handshake", label])
+        .inc();
+    if write(io, state, &Frame::ConnectionResponse(answer))
+        .await
+        .is_err()
+        || !accepted
+    {
         return "handshake refused";
     }
 
@@ -123,24 +149,43 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
     let Ok((handle, attachment)) = node.open(&client, Protocol::Sink, false).await else {
         return "node draining";
     };
-    let murmur_broker::Attachment { epoch, mut outbound, mut closed, .. } = attachment;
-    if handle.subscribe(&service::control_channel(&client)).await.is_err() {
+    let murmur_broker::Attachment {
+        epoch,
+        mut outbound,
+        mut closed,
+        ..
+    } = attachment;
+    if handle
+        .subscribe(&service::control_channel(&client))
+        .await
+        .is_err()
+    {
         handle.detach(epoch);
         return "control channel unavailable";
     }
     // Any other connection of this client, on any node, now lets go.
-    service::signal(&node, &client, control::TAKEOVER, Some(handle.id()), Value::Null);
+    service::signal(
+        &node,
+        &client,
+        control::TAKEOVER,
+        Some(handle.id()),
+        Value::Null,
+    );
     if let Ok(depth) = node.store().sink_outbox_depth(&client).await {
         node.metrics.sink_outbox_depth.observe(depth as f64);
     }
 
-    let mut pump = Pump { client: client.clone(), next_id: service::random_message_id(), sent_upto: 0, inflight: HashMap::new() };
-    let mut why = "closed";
-    if pump.fill(state, io).await.is_err() {
-        why = "write failed";
+    let mut pump = Pump {
+        client: client.clone(),
+        next_id: service::random_message_id(),
+        sent_upto: 0,
+        inflight: HashMap::new(),
+    };
+    let why = if pump.fill(state, io).await.is_err() {
+        "write failed"
     } else {
         let mut deadline = Instant::now() + idle;
-        why = loop {
+        loop {
             tokio::select! {
                 biased;
                 _ = &mut closed => break "closed by the broker",
@@ -175,8 +220,8 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
                 }
                 _ = sleep_until(deadline) => break "idle: nothing received",
             }
-        };
-    }
+        }
+    };
     handle.detach(epoch);
     why
 }
@@ -195,9 +240,14 @@ fn control_of(env: &Envelope, me: &murmur_broker::SessionHandle) -> Control {
             let body = env.json();
             let machine = body["machine_message"]
                 .as_str()
-                .and_then(|m| base64::Engine::decode(&base64::engine::general_purpose::STANDARD, m).ok())
+                .and_then(|m| {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, m).ok()
+                })
                 .unwrap_or_default();
-            let human = body["human_message"].as_str().unwrap_or_default().to_string();
+            let human = body["human_message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             Control::Quarantine(ConnectionResponse::Quarantined { machine, human })
         }
         Some(control::WAKE) => Control::Wake,
@@ -220,7 +270,10 @@ async fn on_frame(
             let reply = match service::accept(node, &pump.client, handle.id(), &event).await {
                 Ok(_) => Frame::Ack { id },
                 Err(_) => {
-                    node.metrics.sink_events.with_label_values(&["in", "unavailable"]).inc();
+                    node.metrics
+                        .sink_events
+                        .with_label_values(&["in", "unavailable"])
+                        .inc();
                     Frame::Nack {
                         id,
                         machine: vec![NACK_UNAVAILABLE],
@@ -233,7 +286,10 @@ async fn on_frame(
         Ok(Frame::Ack { id }) => {
             if let Some(seq) = pump.inflight.remove(&id) {
                 node.metrics.delivery(LABEL, outcome::ACKED);
-                node.metrics.sink_events.with_label_values(&["out", "acked"]).inc();
+                node.metrics
+                    .sink_events
+                    .with_label_values(&["out", "acked"])
+                    .inc();
                 let _ = node.store().sink_outbox_remove(&pump.client, seq).await;
             }
             w(pump.fill(state, io).await)
@@ -241,8 +297,14 @@ async fn on_frame(
         Ok(Frame::Nack { id, machine, human }) => {
             if let Some(seq) = pump.inflight.remove(&id) {
                 node.metrics.delivery(LABEL, outcome::NACKED);
-                node.metrics.sink_events.with_label_values(&["out", "nacked"]).inc();
-                let _ = node.store().sink_outbox_nack(&pump.client, seq, machine, human).await;
+                node.metrics
+                    .sink_events
+                    .with_label_values(&["out", "nacked"])
+                    .inc();
+                let _ = node
+                    .store()
+                    .sink_outbox_nack(&pump.client, seq, machine, human)
+                    .await;
             }
             w(pump.fill(state, io).await)
         }
@@ -254,8 +316,15 @@ async fn on_frame(
         Err(e) => match e.id {
             Some(id) => {
                 node.metrics.decode_errors.with_label_values(&[LABEL]).inc();
-                node.metrics.sink_events.with_label_values(&["in", "malformed"]).inc();
-                let nack = Frame::Nack { id, machine: vec![NACK_MALFORMED], human: e.reason.to_string() };
+                node.metrics
+                    .sink_events
+                    .with_label_values(&["in", "malformed"])
+                    .inc();
+                let nack = Frame::Nack {
+                    id,
+                    machine: vec![NACK_MALFORMED],
+                    human: e.reason.to_string(),
+                };
                 w(write(io, state, &nack).await)
             }
             None => Err("undecodable frame"),
@@ -279,7 +348,10 @@ impl Pump {
         let node = &state.node;
         while self.inflight.len() < WINDOW {
             let room = WINDOW - self.inflight.len();
-            let Ok(batch) = node.store().sink_outbox_read(&self.client, self.sent_upto, room).await
+            let Ok(batch) = node
+                .store()
+                .sink_outbox_read(&self.client, self.sent_upto, room)
+                .await
             else {
                 return Ok(()); // store away: retried on the next wake or ACK
             };
@@ -291,10 +363,19 @@ impl Pump {
                 let id = self.next_id;
                 self.next_id = wire::next_id(id);
                 self.inflight.insert(id, entry.seq);
-                let frame = Frame::Publish { id, event: service::wire(&entry.event) };
-                node.metrics.sink_events.with_label_values(&["out", "sent"]).inc();
+                let frame = Frame::Publish {
+                    id,
+                    event: service::wire(&entry.event),
+                };
+                node.metrics
+                    .sink_events
+                    .with_label_values(&["out", "sent"])
+                    .inc();
                 let latency = now_ms().saturating_sub(entry.queued_ms) as f64 / 1000.0;
-                node.metrics.delivery_latency.with_label_values(&[LABEL]).observe(latency);
+                node.metrics
+                    .delivery_latency
+                    .with_label_values(&[LABEL])
+                    .observe(latency);
                 write(io, state, &frame).await?;
             }
         }

@@ -1,0 +1,192 @@
+//! `/api/v1/sink/*`: queue events for a device, read its NACK list, quarantine it.
+//! Bytes travel as base64 (standard alphabet, padded).
+
+use actix_web::{web, HttpResponse};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use murmur_broker::sink as service;
+use murmur_broker::store::sink::{Quarantine, SinkEvent};
+use murmur_shared::api::ApiErrorCode;
+use murmur_shared::channel;
+use murmur_shared::ids::now_ms;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::api::error;
+use crate::state::AppState;
+
+/// A 400 decided before the broker is asked.
+struct BadRequest(String);
+
+impl From<BadRequest> for HttpResponse {
+    fn from(b: BadRequest) -> HttpResponse {
+        error(ApiErrorCode::BadRequest, &b.0)
+    }
+}
+
+fn client_id(raw: &str) -> Result<String, BadRequest> {
+    let valid = !raw.is_empty()
+        && raw.len() <= 128
+        && channel::validate(&service::event_channel(raw)).is_ok();
+    if !valid {
+        return Err(BadRequest("invalid client id".into()));
+    }
+    Ok(raw.to_string())
+}
+
+fn b64(field: &str, text: &str) -> Result<Vec<u8>, BadRequest> {
+    STANDARD
+        .decode(text.as_bytes())
+        .map_err(|_| BadRequest(format!("{field} must be base64")))
+}
+
+#[derive(Deserialize)]
+pub struct EventBody {
+    event_type_id: u64,
+    schema_version: u64,
+    key: String,
+    offset: Option<u64>,
+    timestamp: Option<u64>,
+    event_data: String,
+    #[serde(rename = "~timing")]
+    timing: Option<Value>,
+}
+
+/// `POST /api/v1/sink/clients/<id>/events`: queues an event in the device's outbox.
+pub async fn queue_event(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<EventBody>,
+) -> HttpResponse {
+    let client = match client_id(&path) {
+        Ok(c) => c,
+        Err(r) => return r.into(),
+    };
+    let body = body.into_inner();
+    let (key, data) = match (b64("key", &body.key), b64("event_data", &body.event_data)) {
+        (Ok(k), Ok(d)) => (k, d),
+        (Err(r), _) | (_, Err(r)) => return r.into(),
+    };
+    if key.len() + data.len() > murmur_shared::sink::MAX_FRAME - 64 {
+        return error(
+            ApiErrorCode::PayloadTooLarge,
+            "the event does not fit one Sink frame",
+        );
+    }
+    if body.timing.as_ref().is_some_and(|t| !t.is_object()) {
+        return error(ApiErrorCode::BadRequest, "`~timing` must be an object");
+    }
+    let event = SinkEvent {
+        event_type_id: body.event_type_id,
+        schema_version: body.schema_version,
+        key,
+        offset: 0,
+        timestamp: body.timestamp.unwrap_or(now_ms() / 1000),
+        data,
+    };
+    match service::enqueue(&state.node, &client, event, body.offset, body.timing).await {
+        Ok((seq, offset)) => {
+            HttpResponse::Accepted().json(json!({"client": client, "seq": seq, "offset": offset}))
+        }
+        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+    }
+}
+
+/// `GET /api/v1/sink/clients/<id>/nacks`: events the device refused, newest last.
+pub async fn nacks(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let client = match client_id(&path) {
+        Ok(c) => c,
+        Err(r) => return r.into(),
+    };
+    match state.node.store().sink_nacks(&client, 1000).await {
+        Ok(list) => {
+            let items: Vec<Value> = list
+                .iter()
+                .map(|n| {
+                    let mut event = service::event_json(&n.entry.event);
+                    event["seq"] = json!(n.entry.seq);
+                    json!({
+                        "event": event,
+                        "machine_message": STANDARD.encode(&n.machine_message),
+                        "human_message": n.human_message,
+                        "nacked_ms": n.nacked_ms,
+                    })
+                })
+                .collect();
+            HttpResponse::Ok().json(json!({"client": client, "nacks": items}))
+        }
+        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+    }
+}
+
+/// `GET /api/v1/sink/clients/<id>`: outbox depth and quarantine.
+pub async fn client(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let client = match client_id(&path) {
+        Ok(c) => c,
+        Err(r) => return r.into(),
+    };
+    let store = state.node.store();
+    match (
+        store.sink_outbox_depth(&client).await,
+        store.sink_quarantine(&client).await,
+    ) {
+        (Ok(depth), Ok(q)) => HttpResponse::Ok().json(json!({
+            "client": client,
+            "outbox_depth": depth,
+            "quarantined": q.is_some(),
+        })),
+        (Err(e), _) | (_, Err(e)) => error(ApiErrorCode::Unavailable, &e.to_string()),
+    }
+}
+
+#[derive(Deserialize)]
+pub struct QuarantineBody {
+    machine_message: String,
+    #[serde(default)]
+    human_message: String,
+}
+
+/// `PUT /api/v1/sink/quarantine/<id>`: quarantines a device (connected: disconnected
+/// at once; later connections refused with code 3 and these messages).
+pub async fn quarantine(
+    state: web::Data<AppState>,
+    path: web::Path<String>,
+    body: web::Json<QuarantineBody>,
+) -> HttpResponse {
+    let client = match client_id(&path) {
+        Ok(c) => c,
+        Err(r) => return r.into(),
+    };
+    let machine = match b64("machine_message", &body.machine_message) {
+        Ok(m) => m,
+        Err(r) => return r.into(),
+    };
+    if machine.len() + body.human_message.len() > 4096 {
+        return error(
+            ApiErrorCode::PayloadTooLarge,
+            "quarantine messages are limited to 4 KiB",
+        );
+    }
+    let q = Quarantine {
+        machine_message: machine,
+        human_message: body.human_message.clone(),
+    };
+    match service::set_quarantine(&state.node, &client, Some(q)).await {
+        Ok(existed) => HttpResponse::Ok()
+            .json(json!({"client": client, "quarantined": true, "replaced": existed})),
+        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+    }
+}
+
+/// `DELETE /api/v1/sink/quarantine/<id>`: lifts a quarantine (404 if there was none).
+pub async fn lift(state: web::Data<AppState>, path: web::Path<String>) -> HttpResponse {
+    let client = match client_id(&path) {
+        Ok(c) => c,
+        Err(r) => return r.into(),
+    };
+    match service::set_quarantine(&state.node, &client, None).await {
+        Ok(true) => HttpResponse::Ok().json(json!({"client": client, "quarantined": false})),
+        Ok(false) => error(ApiErrorCode::NotFound, "the client is not quarantined"),
+        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+    }
+}

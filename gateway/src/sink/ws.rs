@@ -1,0 +1,112 @@
+//! Sink over WebSocket `/sink?token=<jwt>`: one binary message per frame, no length
+//! prefix; the client id is the token's `sub`.
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_ws::{AggregatedMessage, AggregatedMessageStream, Session};
+use bytes::Bytes;
+use murmur_shared::api::ApiErrorCode;
+use murmur_shared::close::{CloseCode, CloseReason};
+use murmur_shared::sink::MAX_FRAME;
+use serde::Deserialize;
+
+use super::conn::{serve, FrameIo, Identity};
+use crate::api::error;
+use crate::state::{bearer, AppState};
+use crate::ws::close_frame;
+
+/// Frames as WebSocket binary messages.
+pub struct WsFrames {
+    ws: Session,
+    stream: AggregatedMessageStream,
+    /// Why the transport ends, sent in the close frame.
+    close: Option<CloseReason>,
+}
+
+impl FrameIo for WsFrames {
+    async fn read_frame(&mut self) -> Option<Result<Vec<u8>, &'static str>> {
+        loop {
+            match self.stream.recv().await? {
+                Ok(AggregatedMessage::Binary(b)) => return Some(Ok(b.to_vec())),
+                Ok(AggregatedMessage::Text(_)) => {
+                    self.close = Some(CloseReason::new(
+                        CloseCode::UnsupportedData,
+                        "binary frames only",
+                    ));
+                    return Some(Err("text message on the Sink WebSocket"));
+                }
+                Ok(AggregatedMessage::Ping(p)) => {
+                    if self.ws.pong(&p).await.is_err() {
+                        return None;
+                    }
+                }
+                Ok(AggregatedMessage::Pong(_)) => {}
+                Ok(AggregatedMessage::Close(_)) => return None,
+                Err(e) => {
+                    self.close = Some(crate::ws::protocol_error_close(&e, MAX_FRAME));
+                    return Some(Err("WebSocket protocol error"));
+                }
+            }
+        }
+    }
+
+    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ()> {
+        self.ws
+            .binary(Bytes::copy_from_slice(frame))
+            .await
+            .map_err(|_| ())
+    }
+
+    async fn close(self) {
+        let reason = self
+            .close
+            .unwrap_or_else(|| CloseReason::new(CloseCode::Normal, "bye"));
+        let _ = self.ws.close(Some(close_frame(&reason))).await;
+    }
+}
+
+#[derive(Deserialize)]
+pub struct SinkQuery {
+    token: Option<String>,
+}
+
+/// `GET /sink?token=` (WebSocket upgrade).
+pub async fn sink(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<SinkQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if state.node.is_draining() {
+        return Ok(error(
+            ApiErrorCode::Unavailable,
+            "node is draining; connect to another node",
+        ));
+    }
+    let token = query
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(&req));
+    let Some(token) = token else {
+        return Ok(error(
+            ApiErrorCode::Unauthorized,
+            "token required (?token=)",
+        ));
+    };
+    let client = match state.verifier.verify(token) {
+        Ok(p) => p.sub,
+        Err(e) => return Ok(error(ApiErrorCode::Unauthorized, &e.to_string())),
+    };
+    let (resp, ws, stream) = actix_ws::handle(&req, body)?;
+    let stream = stream
+        .max_frame_size(MAX_FRAME)
+        .aggregate_continuations()
+        .max_continuation_size(MAX_FRAME);
+    let io = WsFrames {
+        ws,
+        stream,
+        close: None,
+    };
+    actix_web::rt::spawn(serve(state.into_inner(), io, Identity::Fixed(client)));
+    Ok(resp)
+}
