@@ -15,6 +15,7 @@
 //! | [`api`] | the backend/admin API error catalogue |
 //! | [`sink`] | the Sink binary codec (frames, LEB128, length prefix), reference vectors |
 //! | [`timestick`] | the TimeStick codec (START, messages, URI mapping, cursors) |
+//! | [`timing`] | the Aries `~timing` decorator and RFC 0074 timestamps |
 //! | [`duration`] | parsing of `250ms` / `5s` / `5m` durations used in config |
 #![forbid(unsafe_code)]
 
@@ -28,3 +29,4 @@ pub mod helios;
 pub mod ids;
 pub mod sink;
 pub mod timestick;
+pub mod timing;
