@@ -17,6 +17,10 @@ use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::now_ms;
 use serde_json::Value;
 
+use std::sync::Arc;
+
+use crate::node::Node;
+use crate::scheduler::{self, Job};
 use crate::session::SessionHandle;
 use crate::store::{GroupRecord, GroupUpdate, StoredMessage};
 
@@ -55,7 +59,10 @@ fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value) {
         user: Some(h.user().to_string()),
         protocol: Some("chat".into()),
     };
-    let node = h.node();
+    publish_as(h.node(), origin, users, action, body);
+}
+
+fn publish_as(node: &Node, origin: Origin, users: &[String], action: &str, body: Value) {
     node.metrics.chat_fanout.observe(users.len() as f64);
     for user in users {
         let env = Envelope::new(
@@ -213,18 +220,19 @@ pub async fn list(h: &SessionHandle) -> Result<Vec<GroupRecord>, ChatError> {
         .map_err(store_err)
 }
 
-/// `request-sending-a-message`: participants only; stored durably first, then
-/// broadcast to every participant's devices. Returns the requester's copy (without
-/// `cdid`).
+/// `request-sending-a-message`: participants only. Without a hold, the message is
+/// stored durably first, then broadcast to every participant's devices, and the
+/// requester's copy (without `cdid`) is returned. With a `~timing` hold, it is kept by
+/// the scheduler (`Ok(None)`) and delivered when due.
 pub async fn send(
     h: &SessionHandle,
     session_id: &str,
     message: Value,
     sender_timestamp: Value,
     timing: Option<Value>,
-) -> Result<Value, ChatError> {
-    let users = participants(h, session_id).await?;
-    let server_timestamp = now_ms();
+    deliver_at: Option<i64>,
+) -> Result<Option<Value>, ChatError> {
+    participants(h, session_id).await?;
     // The broadcast must fit one frame in every form it takes: with any cdid, and as a
     // history item.
     let mut probe = chat::message_broadcast(
@@ -233,7 +241,7 @@ pub async fn send(
         &message,
         &sender_timestamp,
         "00000000000000-0000000000",
-        server_timestamp,
+        now_ms(),
         timing.as_ref(),
     );
     probe["history"] = Value::Bool(true);
@@ -243,10 +251,53 @@ pub async fn send(
         ));
     }
     let node = h.node();
+    if let Some(due) = deliver_at {
+        let job = Job::ChatSend {
+            session: session_id.to_string(),
+            sender: h.user().to_string(),
+            message,
+            sender_timestamp,
+            timing,
+        };
+        scheduler::hold(node, due, job).await.map_err(store_err)?;
+        return Ok(None);
+    }
+    let body = deliver(
+        node,
+        session_id,
+        h.user(),
+        message,
+        sender_timestamp,
+        timing,
+        Some(h),
+    )
+    .await?;
+    Ok(Some(body))
+}
+
+/// Stores a chat message and broadcasts it to every participant's devices; `from` is the
+/// requesting connection (it is answered directly and skips its inbox copy).
+pub async fn deliver(
+    node: &Arc<Node>,
+    session_id: &str,
+    sender: &str,
+    message: Value,
+    sender_timestamp: Value,
+    timing: Option<Value>,
+    from: Option<&SessionHandle>,
+) -> Result<Value, ChatError> {
+    let users = match chat::direct_participants(session_id) {
+        Some((a, b)) => vec![a, b],
+        None => match node.store().group(session_id).await.map_err(store_err)? {
+            Some(g) => g.participants,
+            None => return Err(ChatError::NotFound),
+        },
+    };
+    let server_timestamp = now_ms();
     let stored = StoredMessage {
         id: String::new(),
         session: session_id.to_string(),
-        sender: h.user().to_string(),
+        sender: sender.to_string(),
         message,
         sender_timestamp,
         server_timestamp,
@@ -260,14 +311,19 @@ pub async fn send(
         .map_err(store_err)?;
     let body = chat::message_broadcast(
         session_id,
-        h.user(),
+        sender,
         &stored.message,
         &stored.sender_timestamp,
         &id,
         server_timestamp,
         stored.timing.as_ref(),
     );
-    publish_to(h, &users, "message-broadcast", body.clone());
+    let origin = Origin {
+        session: from.map(|h| h.id()),
+        user: Some(sender.to_string()),
+        protocol: Some("chat".into()),
+    };
+    publish_as(node, origin, &users, "message-broadcast", body.clone());
     Ok(body)
 }
 

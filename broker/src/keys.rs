@@ -167,6 +167,16 @@ impl Keys {
         format!("{}sink:nack:{}", self.prefix, client)
     }
 
+    /// Sorted set of held (~timing) job ids by due time.
+    pub fn scheduled(&self) -> String {
+        format!("{}sched", self.prefix)
+    }
+
+    /// Hash of held job id → job JSON.
+    pub fn scheduled_jobs(&self) -> String {
+        format!("{}sched:jobs", self.prefix)
+    }
+
     /// A node's heartbeat (JSON `NodeInfo`, with a TTL).
     pub fn node(&self, node: &NodeId) -> String {
         format!("{}nodeinfo:{}", self.prefix, node)

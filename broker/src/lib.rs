@@ -12,6 +12,7 @@
 //! | [`router`] | delivers an envelope locally or hands it to the bus for another node |
 //! | [`replies`] | one-shot reply slots for backend API calls awaiting a client's answer |
 //! | [`chat`] | GradAgenda chat: sessions, participant checks, history, fan-out to devices |
+//! | [`scheduler`] | the `~timing` scheduler seam: held messages, claimed exactly once |
 //! | [`bus`] | the inter-node delivery seam (`Bus` trait; memory hub; Redis in cluster mode) |
 //! | [`store`] | the state-that-outlives-a-node seam (`Store` trait; memory; Redis) |
 //! | [`auth`] | client JWT verification, token minting, Helios recovery tokens |
@@ -35,6 +36,7 @@ pub mod node;
 pub mod registry;
 pub mod replies;
 pub mod router;
+pub mod scheduler;
 pub mod session;
 pub mod sink;
 pub mod store;

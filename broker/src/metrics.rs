@@ -67,6 +67,9 @@ pub struct Metrics {
     pub timestick_sessions: IntCounterVec,
     /// TimeStick HTTP requests by kind (`start`, `post`, `poll`, `stream`) and status.
     pub timestick_requests: IntCounterVec,
+    /// `~timing` events by protocol: `held`, `released`, `expired` (dropped while
+    /// waiting), `stale` (delivered late), `rejected` (refused on arrival).
+    pub timing: IntCounterVec,
     /// Sink events by direction (`in`, `out`, `handshake`) and outcome.
     pub sink_events: IntCounterVec,
     /// Outbox entries waiting for a device when it connects.
@@ -205,6 +208,12 @@ impl Metrics {
                 "murmur_timestick_requests_total",
                 "TimeStick requests by kind and HTTP status",
                 &["kind", "status"],
+            ),
+            timing: counter_vec(
+                &registry,
+                "murmur_timing_total",
+                "~timing events by protocol",
+                &["protocol", "event"],
             ),
             sink_events: counter_vec(
                 &registry,

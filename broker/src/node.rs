@@ -10,7 +10,7 @@ use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::{Address, Body, Control, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
 use serde_json::Value;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
@@ -24,6 +24,9 @@ use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::replies::Replies;
 use crate::router::Router;
+use crate::scheduler::memory::MemoryScheduler;
+use crate::scheduler::redis::RedisScheduler;
+use crate::scheduler::Scheduler;
 use crate::session::actor::{Attach, Kick, Replay, Restore, SessionActor};
 use crate::session::{Attachment, OpenError, Protocol, SessionHandle};
 use crate::store::memory::MemoryStore;
@@ -51,6 +54,9 @@ pub struct Node {
     pub registry: Arc<Registry>,
     pub router: Router,
     store: Arc<dyn Store>,
+    scheduler: Arc<dyn Scheduler>,
+    /// Wakes the scheduler runner when a job is held (it may be due sooner).
+    pub(crate) scheduler_wake: Arc<Notify>,
     replies: Arc<Replies>,
     started_ms: u64,
     draining: AtomicBool,
@@ -68,6 +74,7 @@ impl Node {
             config,
             move |inbound, _metrics| Arc::new(MemoryBus::standalone(id, inbound)) as Arc<dyn Bus>,
             Arc::new(MemoryStore::with_history(history.clone())),
+            Arc::new(MemoryScheduler::default()),
             Some(history),
         )
         .await
@@ -82,6 +89,7 @@ impl Node {
     ) -> Result<Arc<Node>, String> {
         let keys = Keys::new(prefix);
         let store = Arc::new(RedisStore::new(redis_url, keys.clone())?);
+        let scheduler = Arc::new(RedisScheduler::new(redis_url, keys.clone())?);
         let client_check = redis_url.to_string();
         let node_id = config.node_id.clone();
         let history_ttl = config.history_ttl;
@@ -105,6 +113,7 @@ impl Node {
                 }
             },
             store,
+            scheduler,
             None,
         )
         .await;
@@ -119,6 +128,7 @@ impl Node {
         config: BrokerConfig,
         bus: impl FnOnce(Inbound, Arc<Metrics>) -> Arc<dyn Bus>,
         store: Arc<dyn Store>,
+        scheduler: Arc<dyn Scheduler>,
         history: Option<Arc<LocalHistory>>,
     ) -> Arc<Node> {
         let (tx, mut rx) = mpsc::channel::<Arc<Envelope>>(INBOUND_QUEUE);
@@ -140,6 +150,8 @@ impl Node {
             registry,
             router,
             store,
+            scheduler,
+            scheduler_wake: Arc::new(Notify::new()),
             replies,
             started_ms: now_ms(),
             draining: AtomicBool::new(false),
@@ -159,6 +171,7 @@ impl Node {
         });
         node.heartbeat().await;
         crate::timestick::spawn_idle_sweeper(&node);
+        crate::scheduler::run(&node);
         let weak = Arc::downgrade(&node);
         let every = node.config.heartbeat_interval;
         actix::spawn(async move {
@@ -180,6 +193,11 @@ impl Node {
 
     pub fn store(&self) -> &Arc<dyn Store> {
         &self.store
+    }
+
+    /// The `~timing` scheduler.
+    pub fn scheduler(&self) -> &Arc<dyn Scheduler> {
+        &self.scheduler
     }
 
     async fn heartbeat(&self) {
@@ -450,6 +468,31 @@ impl Node {
         let id = env.id;
         self.router.publish(env);
         id
+    }
+
+    /// Publishes on a channel now, or holds the publication until `deliver_at`.
+    pub async fn publish_at(
+        self: &Arc<Self>,
+        channel: &str,
+        data: Value,
+        timing: Option<Value>,
+        from: Origin,
+        deliver_at: Option<i64>,
+    ) -> Result<Uuid, crate::store::StoreError> {
+        let Some(due) = deliver_at else {
+            return Ok(self.publish(channel, data, timing, from));
+        };
+        let env = Envelope::new(
+            self.id(),
+            Kind::Notification,
+            Destination::Channel(channel.to_string()),
+            Body::Json(data),
+        )
+        .from(from)
+        .timing(timing);
+        let id = env.id;
+        crate::scheduler::hold(self, due, crate::scheduler::Job::Publish { env }).await?;
+        Ok(id)
     }
 
     /// The node a session lives on, if it is alive anywhere.

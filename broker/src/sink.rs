@@ -17,6 +17,7 @@ use murmur_shared::sink::{ConnectionResponse, Event};
 use serde_json::{json, Value};
 
 use crate::node::Node;
+use crate::scheduler::{self, Job};
 use crate::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use crate::store::StoreError;
 
@@ -206,15 +207,17 @@ pub fn signal(node: &Node, client: &str, subject: &str, from: Option<SessionId>,
     node.router.publish(env);
 }
 
-/// Queues an event for a device (backend API) and wakes its connection. Returns the
-/// outbox position and the offset used.
+/// Queues an event for a device (backend API) and wakes its connection. With a
+/// `~timing` hold the event waits in the scheduler first. Returns the outbox position
+/// (`None` while held) and the offset used.
 pub async fn enqueue(
     node: &Arc<Node>,
     client: &str,
     mut event: SinkEvent,
     offset: Option<u64>,
     timing: Option<Value>,
-) -> Result<(u64, u64), StoreError> {
+    deliver_at: Option<i64>,
+) -> Result<(Option<u64>, u64), StoreError> {
     let store = node.store();
     event.offset = match offset {
         Some(o) => o,
@@ -227,13 +230,31 @@ pub async fn enqueue(
         timing,
         queued_ms: now_ms(),
     };
-    let seq = store.sink_outbox_push(client, entry).await?;
+    if let Some(due) = deliver_at {
+        let job = Job::SinkEnqueue {
+            client: client.to_string(),
+            entry,
+        };
+        scheduler::hold(node, due, job).await?;
+        return Ok((None, offset));
+    }
+    Ok((Some(enqueue_entry(node, client, entry).await?), offset))
+}
+
+/// Appends an entry to a device's outbox and wakes its connection.
+pub async fn enqueue_entry(
+    node: &Arc<Node>,
+    client: &str,
+    mut entry: OutboxEntry,
+) -> Result<u64, StoreError> {
+    entry.queued_ms = now_ms();
+    let seq = node.store().sink_outbox_push(client, entry).await?;
     node.metrics
         .sink_events
         .with_label_values(&["out", "queued"])
         .inc();
     signal(node, client, control::WAKE, None, Value::Null);
-    Ok((seq, offset))
+    Ok(seq)
 }
 
 /// Sets or lifts a quarantine; a connected device is told and disconnected at once.

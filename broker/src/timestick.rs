@@ -20,10 +20,12 @@ use murmur_shared::channel::INTERNAL_PREFIX;
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::{now_ms, SessionId};
 use murmur_shared::timestick::{self as wire, Cursor, Posted, Refusal, Start};
+use murmur_shared::timing::TimingError;
 use serde_json::{json, Value};
 use tracing::{debug, warn};
 
 use crate::node::Node;
+use crate::scheduler::{self, Job};
 use crate::store::{TsSession, TsState};
 use crate::watch::Watch;
 
@@ -257,6 +259,25 @@ async fn post_inner(
         status: 400,
         body: wire::error_response(&id.to_string(), None, "INVALID_MESSAGE", &reason),
     })?;
+    let timing = match &posted {
+        Posted::Request { timing, .. } | Posted::Response { timing, .. } => timing.as_ref(),
+        _ => None,
+    };
+    let plan = murmur_shared::timing::plan(timing, now_ms() as i64).map_err(|e| {
+        node.metrics
+            .timing
+            .with_label_values(&[LABEL, "rejected"])
+            .inc();
+        let code = match e {
+            TimingError::Expired => "EXPIRED",
+            _ => "INVALID_MESSAGE",
+        };
+        TsError {
+            status: 400,
+            body: wire::error_response(&id.to_string(), None, code, &e.to_string()),
+        }
+    })?;
+    let deliver_at = plan.and_then(|p| p.deliver_at);
     let ttl = record_ttl(node);
     if !store
         .ts_first_message(id, posted.message_id(), ttl)
@@ -292,7 +313,12 @@ async fn post_inner(
             .correlation(message_id)
             .subject("timestick.request")
             .timing(timing);
-            node.router.publish(env);
+            match deliver_at {
+                Some(due) => scheduler::hold(node, due, Job::Publish { env })
+                    .await
+                    .map_err(store_fail)?,
+                None => node.router.publish(env),
+            }
         }
         Posted::Response {
             message_id,
@@ -300,7 +326,16 @@ async fn post_inner(
             payload,
             timing,
         } => {
-            respond(node, &s, &message_id, &correlation_id, payload, timing).await?;
+            respond(
+                node,
+                &s,
+                &message_id,
+                &correlation_id,
+                payload,
+                timing,
+                deliver_at,
+            )
+            .await?;
         }
         Posted::Stop { reason, .. } => {
             stop(
@@ -330,6 +365,7 @@ async fn respond(
     correlation_id: &str,
     payload: Value,
     timing: Option<Value>,
+    deliver_at: Option<i64>,
 ) -> Result<(), TsError> {
     let invalid = |reason: &str| TsError {
         status: 400,
@@ -369,8 +405,27 @@ async fn respond(
     if let Some(t) = timing {
         msg["~timing"] = t;
     }
-    push(node, origin, msg).await?;
+    match deliver_at {
+        Some(due) => {
+            let job = Job::TimeStickPush {
+                session: origin,
+                msg,
+            };
+            scheduler::hold(node, due, job).await.map_err(store_fail)?;
+        }
+        None => {
+            push(node, origin, msg).await?;
+        }
+    }
     Ok(())
+}
+
+/// Queues a held response once due, unless its session has ended meanwhile.
+pub(crate) async fn push_held(node: &Arc<Node>, id: SessionId, msg: Value) -> Result<(), TsError> {
+    match node.store().ts_get(id).await.map_err(store_fail)? {
+        Some(s) if s.state == TsState::Active => push(node, id, msg).await.map(|_| ()),
+        _ => Ok(()),
+    }
 }
 
 /// Queues a message for a session and wakes its polls.
@@ -684,16 +739,46 @@ async fn read(
             if env.from.session == Some(s.id) {
                 continue; // the session's own request
             }
+            if !deliverable(node, env.timing.as_ref()) {
+                continue;
+            }
             out.push((next.render(), delivered_request(&id_text, env)));
         } else {
             let (seq, entry) = &queue[qi];
             qi += 1;
             next.queue = *seq;
             finished |= s.final_seq == Some(*seq);
+            if !deliverable(node, entry["m"].get("~timing")) {
+                continue;
+            }
             out.push((next.render(), entry["m"].clone()));
         }
     }
     Ok((out, next, finished))
+}
+
+/// `~timing` at delivery: an expired message is dropped (and counted), a stale one is
+/// delivered and counted.
+fn deliverable(node: &Node, timing: Option<&Value>) -> bool {
+    let Some(t) = timing else { return true };
+    let now = now_ms() as i64;
+    if murmur_shared::timing::expired(Some(t), now) {
+        node.metrics
+            .timing
+            .with_label_values(&[LABEL, "expired"])
+            .inc();
+        node.metrics
+            .delivery(LABEL, crate::metrics::outcome::EXPIRED);
+        return false;
+    }
+    if murmur_shared::timing::stale(Some(t), now) {
+        node.metrics
+            .timing
+            .with_label_values(&[LABEL, "stale"])
+            .inc();
+        node.metrics.delivery(LABEL, crate::metrics::outcome::STALE);
+    }
+    true
 }
 
 /// A channel publication as a TimeStick `request` from the receiver's point of view.

@@ -16,6 +16,7 @@
 //! | [`chat`] | GradAgenda chat over WebSocket `/chat` |
 //! | [`helios`] | Helios-Starling over WebSocket `/starling` |
 //! | [`timestick`] | TimeStick over HTTP: START, messages, long-poll, SSE |
+//! | [`timing`] | `~timing` expiry and staleness at delivery |
 //! | [`ws`] | WebSocket plumbing shared by the WebSocket protocols |
 #![forbid(unsafe_code)]
 
@@ -29,4 +30,5 @@ pub mod sink;
 pub mod state;
 pub mod telemetry;
 pub mod timestick;
+pub mod timing;
 pub mod ws;

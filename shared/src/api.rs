@@ -16,6 +16,8 @@ pub enum ApiErrorCode {
     Gone,
     /// 413: the body is larger than the API accepts.
     PayloadTooLarge,
+    /// 422: the message's `~timing.expires_time` has already passed.
+    Expired,
     /// 502: the addressed client answered but could not be reached reliably (it went away).
     RequestCancelled,
     /// 503: the node cannot serve this now (draining, bus down).
@@ -34,6 +36,7 @@ impl ApiErrorCode {
             ApiErrorCode::NotFound => "NOT_FOUND",
             ApiErrorCode::Gone => "GONE",
             ApiErrorCode::PayloadTooLarge => "PAYLOAD_TOO_LARGE",
+            ApiErrorCode::Expired => "EXPIRED",
             ApiErrorCode::RequestCancelled => "REQUEST_CANCELLED",
             ApiErrorCode::Unavailable => "UNAVAILABLE",
             ApiErrorCode::RequestTimeout => "REQUEST_TIMEOUT",
@@ -48,6 +51,7 @@ impl ApiErrorCode {
             ApiErrorCode::NotFound => 404,
             ApiErrorCode::Gone => 410,
             ApiErrorCode::PayloadTooLarge => 413,
+            ApiErrorCode::Expired => 422,
             ApiErrorCode::RequestCancelled => 502,
             ApiErrorCode::Unavailable => 503,
             ApiErrorCode::RequestTimeout => 504,

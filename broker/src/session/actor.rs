@@ -802,6 +802,9 @@ pub struct Call {
     pub timeout: Duration,
     pub timing: Option<Value>,
     pub provider: Address,
+    /// `~timing` hold: the request reaches the provider then (the timeout still runs
+    /// from now).
+    pub deliver_at: Option<i64>,
 }
 
 impl Handler<Call> for SessionActor {
@@ -849,7 +852,21 @@ impl Handler<Call> for SessionActor {
                 timer,
             },
         );
-        self.node.router.send_to(&call.provider, Arc::new(env));
+        match call.deliver_at {
+            Some(due) => {
+                let node = self.node.clone();
+                let job = crate::scheduler::Job::SendTo {
+                    to: call.provider.clone(),
+                    env,
+                };
+                actix::spawn(async move {
+                    if crate::scheduler::hold(&node, due, job).await.is_err() {
+                        node.metrics.store_errors.with_label_values(&["hold"]).inc();
+                    }
+                });
+            }
+            None => self.node.router.send_to(&call.provider, Arc::new(env)),
+        }
         Ok(())
     }
 }

@@ -82,9 +82,19 @@ impl SessionHandle {
             .map_err(|_| SessionError::Gone)
     }
 
-    /// Publishes on a channel from this session; returns the message id.
-    pub fn publish(&self, channel: &str, data: Value, timing: Option<Value>) -> Uuid {
-        self.node.publish(channel, data, timing, self.origin())
+    /// Publishes on a channel from this session (held until `deliver_at` if given);
+    /// returns the message id.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        data: Value,
+        timing: Option<Value>,
+        deliver_at: Option<i64>,
+    ) -> Result<Uuid, SessionError> {
+        self.node
+            .publish_at(channel, data, timing, self.origin(), deliver_at)
+            .await
+            .map_err(|e| SessionError::Limit(e.to_string()))
     }
 
     /// Starts serving a namespace; `Ok(false)` if already served.
@@ -142,6 +152,7 @@ impl SessionHandle {
         payload: Value,
         timeout: Duration,
         timing: Option<Value>,
+        deliver_at: Option<i64>,
     ) -> Result<(), CallError> {
         let provider = self
             .node
@@ -155,6 +166,7 @@ impl SessionHandle {
             timeout,
             timing,
             provider,
+            deliver_at,
         };
         self.addr.send(call).await.map_err(|_| CallError::Gone)?
     }

@@ -21,6 +21,39 @@ pub fn error(code: ApiErrorCode, message: &str) -> HttpResponse {
         .json(code.body(message))
 }
 
+/// A refused `~timing`, as an API error (400 malformed or too long, 422 expired).
+pub struct TimingRefused(ApiErrorCode, String);
+
+impl From<TimingRefused> for HttpResponse {
+    fn from(r: TimingRefused) -> HttpResponse {
+        error(r.0, &r.1)
+    }
+}
+
+/// Checks an API request's `~timing`; `Ok(Some(due))` when it is to be held.
+pub fn plan_timing(
+    state: &AppState,
+    decorator: Option<&serde_json::Value>,
+) -> Result<Option<i64>, TimingRefused> {
+    let now = murmur_shared::ids::now_ms() as i64;
+    match murmur_shared::timing::plan(decorator, now) {
+        Ok(plan) => Ok(plan.and_then(|p| p.deliver_at)),
+        Err(e) => {
+            state
+                .node
+                .metrics
+                .timing
+                .with_label_values(&["api", "rejected"])
+                .inc();
+            let code = match e {
+                murmur_shared::timing::TimingError::Expired => ApiErrorCode::Expired,
+                _ => ApiErrorCode::BadRequest,
+            };
+            Err(TimingRefused(code, e.to_string()))
+        }
+    }
+}
+
 /// Compares in time independent of where the inputs differ.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {

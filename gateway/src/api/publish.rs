@@ -24,15 +24,26 @@ pub async fn publish(state: web::Data<AppState>, body: web::Json<PublishBody>) -
     if let Err(e) = channel::validate(&body.channel) {
         return error(ApiErrorCode::BadRequest, &e);
     }
-    if body.timing.as_ref().is_some_and(|t| !t.is_object()) {
-        return error(ApiErrorCode::BadRequest, "`~timing` must be an object");
-    }
+    let due = match super::plan_timing(&state, body.timing.as_ref()) {
+        Ok(due) => due,
+        Err(resp) => return resp.into(),
+    };
     let origin = Origin {
         protocol: Some("api".into()),
         ..Origin::default()
     };
-    let id = state
+    match state
         .node
-        .publish(&body.channel, body.data, body.timing, origin);
-    HttpResponse::Ok().json(json!({"messageId": id, "channel": body.channel}))
+        .publish_at(&body.channel, body.data, body.timing, origin, due)
+        .await
+    {
+        Ok(id) => {
+            let mut out = json!({"messageId": id, "channel": body.channel});
+            if let Some(due) = due {
+                out["deliverAt"] = json!(murmur_shared::timing::format(due));
+            }
+            HttpResponse::Ok().json(out)
+        }
+        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+    }
 }

@@ -6,6 +6,8 @@ use murmur_broker::chat as service;
 use murmur_broker::session::Protocol;
 use murmur_shared::channel::user_inbox;
 use murmur_shared::chat::{self, Action, SessionKind, SessionStatus};
+use murmur_shared::ids::now_ms;
+use murmur_shared::timing::{self, TimingError};
 use serde_json::{Map, Value};
 
 use super::conn::{ChatConn, Closed};
@@ -158,11 +160,40 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     sender_timestamp,
                     timing,
                     ..
-                } => {
-                    let sent =
-                        service::send(&h, &session_id, message, sender_timestamp, timing).await;
-                    answer(conn, sent, &cdid).await?
-                }
+                } => match timing::plan(timing.as_ref(), now_ms() as i64) {
+                    Err(e) => {
+                        conn.state
+                            .node
+                            .metrics
+                            .timing
+                            .with_label_values(&["chat", "rejected"])
+                            .inc();
+                        Err(match e {
+                            TimingError::Expired => "expired".to_string(),
+                            other => other.to_string(),
+                        })
+                    }
+                    Ok(plan) => {
+                        let due = plan.and_then(|p| p.deliver_at);
+                        let sent =
+                            service::send(&h, &session_id, message, sender_timestamp, timing, due)
+                                .await;
+                        match sent {
+                            // Held: acknowledged now, broadcast to every device when due.
+                            Ok(None) => {
+                                let note = format!(
+                                    "scheduled for {}",
+                                    timing::format(due.unwrap_or_default())
+                                );
+                                let ack = chat::status_response(cdid.as_deref(), true, Some(&note));
+                                conn.send(&ack).await?;
+                                Ok(())
+                            }
+                            Ok(Some(copy)) => answer(conn, Ok(copy), &cdid).await?,
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                },
                 Action::History {
                     session_id,
                     limit,
@@ -170,6 +201,10 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     ..
                 } => match service::history(&h, &session_id, since.as_deref(), limit).await {
                     Ok(messages) => {
+                        let metrics = conn.state.node.metrics.clone();
+                        let messages = messages.into_iter().filter(|m| {
+                            crate::timing::deliverable(&metrics, "chat", m.timing.as_ref())
+                        });
                         for m in messages {
                             let mut b = chat::message_broadcast(
                                 &m.session,

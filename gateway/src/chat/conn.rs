@@ -106,6 +106,9 @@ impl ChatConn {
             let Some(action) = encode(env, device) else {
                 continue;
             };
+            if !crate::timing::deliverable(metrics, LABEL, action.get("~timing")) {
+                continue;
+            }
             metrics.delivery(LABEL, outcome::DELIVERED);
             let latency = now_ms().saturating_sub(env.created_ms) as f64 / 1000.0;
             metrics

@@ -58,6 +58,9 @@ impl Conn {
             return Ok(());
         };
         let metrics = &self.state.node.metrics;
+        if !crate::timing::deliverable(metrics, LABEL, env.timing.as_ref()) {
+            return Ok(());
+        }
         metrics.delivery(LABEL, outcome::DELIVERED);
         let latency = now_ms().saturating_sub(env.created_ms) as f64 / 1000.0;
         metrics

@@ -12,6 +12,7 @@ use murmur_shared::channel;
 use murmur_shared::envelope::ErrorBody;
 use murmur_shared::helios::{self, ErrorCode, Frame, Request, WireError};
 use murmur_shared::ids::now_ms;
+use murmur_shared::timing::{self, TimingError};
 use serde_json::{json, Value};
 
 use super::conn::{Closed, Conn, LABEL};
@@ -105,8 +106,30 @@ fn namespace_arg(payload: &Option<Value>) -> Result<&str, String> {
     Ok(ns)
 }
 
+/// Error code for a request whose `~timing.expires_time` has already passed.
+pub const EXPIRED: &str = "EXPIRED";
+
 async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
     let id = req.request_id.as_str();
+    // `~timing`: malformed → INVALID_MESSAGE_FORMAT, already expired → EXPIRED, a hold
+    // beyond ten minutes → VALIDATION_ERROR.
+    let deliver_at = match timing::plan(req.timing.as_ref(), now_ms() as i64) {
+        Ok(plan) => plan.and_then(|p| p.deliver_at),
+        Err(e) => {
+            conn.state
+                .node
+                .metrics
+                .timing
+                .with_label_values(&[LABEL, "rejected"])
+                .inc();
+            let out = match e {
+                TimingError::Invalid(_) => err(id, ErrorCode::InvalidMessageFormat, e.to_string()),
+                TimingError::Expired => custom_err(id, EXPIRED, &e.to_string()),
+                TimingError::TooLong(_) => err(id, ErrorCode::ValidationError, e.to_string()),
+            };
+            return conn.send(out).await;
+        }
+    };
     let out = match req.method.as_str() {
         "system:ping" => ok(id, json!({"pong": true, "timestamp": now_ms()})),
         "starling:getToken" | "starling:state" => match conn.handle.snapshot().await {
@@ -152,10 +175,25 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
             Err(e) => err(id, ErrorCode::ValidationError, e),
             Ok(ch) => {
                 let data = req.payload.as_ref().and_then(|p| p.get("data")).cloned();
-                let message_id =
-                    conn.handle
-                        .publish(ch, data.unwrap_or(Value::Null), req.timing.clone());
-                ok(id, json!({"channel": ch, "messageId": message_id}))
+                let published = conn
+                    .handle
+                    .publish(
+                        ch,
+                        data.unwrap_or(Value::Null),
+                        req.timing.clone(),
+                        deliver_at,
+                    )
+                    .await;
+                match published {
+                    Ok(message_id) => {
+                        let mut data = json!({"channel": ch, "messageId": message_id});
+                        if let Some(due) = deliver_at {
+                            data["deliverAt"] = json!(timing::format(due));
+                        }
+                        ok(id, data)
+                    }
+                    Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
+                }
             }
         },
         "broker:provide" => match namespace_arg(&req.payload) {
@@ -194,7 +232,7 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
                     format!("no method {method:?}"),
                 )
             } else {
-                return route(conn, req).await;
+                return route(conn, req, deliver_at).await;
             }
         }
     };
@@ -202,7 +240,7 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
 }
 
 /// Routes a request to a provider; its answer arrives later through the session.
-async fn route(conn: &mut Conn, req: Request) -> Result<(), Closed> {
+async fn route(conn: &mut Conn, req: Request, deliver_at: Option<i64>) -> Result<(), Closed> {
     let default = conn.state.node.config.call_timeout;
     let timeout = req
         .timeout_ms
@@ -211,7 +249,7 @@ async fn route(conn: &mut Conn, req: Request) -> Result<(), Closed> {
     let id = req.request_id;
     let result = conn
         .handle
-        .call(&id, &req.method, payload, timeout, req.timing)
+        .call(&id, &req.method, payload, timeout, req.timing, deliver_at)
         .await;
     let metrics = &conn.state.node.metrics;
     let out = match result {

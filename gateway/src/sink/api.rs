@@ -73,9 +73,10 @@ pub async fn queue_event(
             "the event does not fit one Sink frame",
         );
     }
-    if body.timing.as_ref().is_some_and(|t| !t.is_object()) {
-        return error(ApiErrorCode::BadRequest, "`~timing` must be an object");
-    }
+    let due = match crate::api::plan_timing(&state, body.timing.as_ref()) {
+        Ok(due) => due,
+        Err(resp) => return resp.into(),
+    };
     let event = SinkEvent {
         event_type_id: body.event_type_id,
         schema_version: body.schema_version,
@@ -84,9 +85,13 @@ pub async fn queue_event(
         timestamp: body.timestamp.unwrap_or(now_ms() / 1000),
         data,
     };
-    match service::enqueue(&state.node, &client, event, body.offset, body.timing).await {
+    match service::enqueue(&state.node, &client, event, body.offset, body.timing, due).await {
         Ok((seq, offset)) => {
-            HttpResponse::Accepted().json(json!({"client": client, "seq": seq, "offset": offset}))
+            let mut out = json!({"client": client, "seq": seq, "offset": offset});
+            if let Some(due) = due {
+                out["deliverAt"] = json!(murmur_shared::timing::format(due));
+            }
+            HttpResponse::Accepted().json(out)
         }
         Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
     }

@@ -360,6 +360,14 @@ impl Pump {
             }
             for entry in batch {
                 self.sent_upto = entry.seq;
+                if !crate::timing::deliverable(&node.metrics, LABEL, entry.timing.as_ref()) {
+                    // Expired while waiting in the outbox: dropped, never delivered.
+                    let _ = node
+                        .store()
+                        .sink_outbox_remove(&self.client, entry.seq)
+                        .await;
+                    continue;
+                }
                 let id = self.next_id;
                 self.next_id = wire::next_id(id);
                 self.inflight.insert(id, entry.seq);
