@@ -60,6 +60,7 @@ pub struct Node {
     replies: Arc<Replies>,
     started_ms: u64,
     draining: AtomicBool,
+    drain_notify: Notify,
     /// The bus was up at the last heartbeat (a false → true edge re-announces state).
     bus_was_up: AtomicBool,
 }
@@ -155,6 +156,7 @@ impl Node {
             replies,
             started_ms: now_ms(),
             draining: AtomicBool::new(false),
+            drain_notify: Notify::new(),
             bus_was_up: AtomicBool::new(true),
         });
         // Inbound: everything the bus receives is dispatched by the router.
@@ -288,17 +290,51 @@ impl Node {
     /// Stops taking new sessions (readiness turns false).
     pub fn begin_drain(&self) {
         self.draining.store(true, Ordering::Relaxed);
+        self.drain_notify.notify_waiters();
     }
 
-    /// Closes every local transport with 1001; recoverable sessions keep their state
-    /// for recovery (in the store) until their window passes.
-    pub fn disconnect_all(&self, reason: &str) -> usize {
+    /// Resolves when the node starts draining (long-polls end early so their clients
+    /// come back through another node).
+    pub async fn drained(&self) {
+        let notified = self.drain_notify.notified();
+        if self.is_draining() {
+            return;
+        }
+        notified.await;
+    }
+
+    /// Closes every local transport with 1001 in batches of `batch`, pausing `pause`
+    /// between batches so clients do not all reconnect at the same instant. Recoverable
+    /// sessions keep their state for recovery on another node.
+    pub async fn disconnect_all_in_batches(
+        &self,
+        reason: &str,
+        batch: usize,
+        pause: Duration,
+    ) -> usize {
         let all = self.registry.all();
-        for (_, s) in &all {
-            s.addr
-                .do_send(Kick(CloseReason::new(CloseCode::GoingAway, reason)));
+        for (i, chunk) in all.chunks(batch.max(1)).enumerate() {
+            if i > 0 {
+                tokio::time::sleep(pause).await;
+            }
+            for (_, s) in chunk {
+                s.addr
+                    .do_send(Kick(CloseReason::new(CloseCode::GoingAway, reason)));
+            }
         }
         all.len()
+    }
+
+    /// Waits (at most `timeout`) until the bus has written everything it accepted.
+    pub async fn flush_bus(&self, timeout: Duration) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        while self.router.bus().pending() > 0 {
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        true
     }
 
     /// Leaves the cluster: removes this node's heartbeat and providers from the store.

@@ -677,7 +677,7 @@ async fn poll_inner(
             });
         }
         let now = tokio::time::Instant::now();
-        if now >= deadline {
+        if now >= deadline || node.is_draining() {
             return Ok(Polled {
                 messages,
                 cursor: cursor.render(),
@@ -688,6 +688,8 @@ async fn poll_inner(
             _ = &mut woken_target => {}
             _ = &mut woken_self => {}
             _ = tokio::time::sleep_until(deadline) => {}
+            // Draining: answer now, the next poll lands on another node.
+            _ = node.drained() => {}
         }
         // A KILL (or STOP) may have happened meanwhile.
         s = load(node, sub, id).await?;

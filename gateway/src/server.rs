@@ -199,7 +199,13 @@ async fn drain(state: Arc<AppState>) {
     node.begin_drain();
     let deadline = tokio::time::Instant::now() + settings.drain_timeout;
     tokio::time::sleep(settings.drain_delay.min(settings.drain_timeout)).await;
-    let n = node.disconnect_all("node draining; reconnect to another node");
+    let n = node
+        .disconnect_all_in_batches(
+            "node draining; reconnect to another node",
+            DRAIN_BATCH,
+            DRAIN_PAUSE,
+        )
+        .await;
     info!(sessions = n, "clients told to leave");
     // Wait until every transport is gone, or the deadline (minus a moment to exit).
     let exit_by = deadline - Duration::from_millis(500).min(settings.drain_timeout);
@@ -212,5 +218,16 @@ async fn drain(state: Arc<AppState>) {
     while open() > 0 && tokio::time::Instant::now() < exit_by {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // What this node accepted reaches Redis before it leaves.
+    if !node
+        .flush_bus(exit_by.saturating_duration_since(tokio::time::Instant::now()))
+        .await
+    {
+        warn!("bus not fully flushed before the drain deadline");
+    }
     node.shutdown().await;
 }
+
+/// Clients told to leave per batch while draining, and the pause between batches.
+const DRAIN_BATCH: usize = 500;
+const DRAIN_PAUSE: Duration = Duration::from_millis(50);

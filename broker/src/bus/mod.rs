@@ -72,4 +72,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Whether other nodes can exist behind this bus (false for the embedded node: the
     /// router then skips publishing channel traffic nobody else could receive).
     fn is_clustered(&self) -> bool;
+    /// Envelopes accepted by `publish` but not yet written (drain waits for zero).
+    fn pending(&self) -> usize {
+        0
+    }
 }

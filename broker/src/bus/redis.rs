@@ -82,6 +82,8 @@ struct Shared {
     /// latest loss is not trusted with a batch.
     losses: std::sync::atomic::AtomicU64,
     pub_up: AtomicBool,
+    /// Accepted by `publish`, not yet written (or dropped) by the writer.
+    pending: std::sync::atomic::AtomicUsize,
     sub_up: AtomicBool,
     metrics: Arc<Metrics>,
     history_ttl_ms: u64,
@@ -126,6 +128,7 @@ impl RedisBus {
             writer_reset: Notify::new(),
             losses: std::sync::atomic::AtomicU64::new(0),
             pub_up: AtomicBool::new(false),
+            pending: std::sync::atomic::AtomicUsize::new(0),
             sub_up: AtomicBool::new(false),
             metrics,
             history_ttl_ms: history_ttl.as_millis() as u64,
@@ -161,9 +164,13 @@ impl Bus for RedisBus {
                 payload,
             },
         };
-        self.out.try_send(msg).map_err(|e| match e {
-            mpsc::error::TrySendError::Full(_) => BusError::Full,
-            mpsc::error::TrySendError::Closed(_) => BusError::Down,
+        self.shared.pending.fetch_add(1, Ordering::Relaxed);
+        self.out.try_send(msg).map_err(|e| {
+            self.shared.pending.fetch_sub(1, Ordering::Relaxed);
+            match e {
+                mpsc::error::TrySendError::Full(_) => BusError::Full,
+                mpsc::error::TrySendError::Closed(_) => BusError::Down,
+            }
         })
     }
 
@@ -206,6 +213,10 @@ impl Bus for RedisBus {
 
     fn is_clustered(&self) -> bool {
         true
+    }
+
+    fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::Relaxed)
     }
 }
 
@@ -349,7 +360,9 @@ async fn write_loop(
         }
         let n = batch.len() as u64;
         batch.clear();
-        if let Err(e) = pipe.query_async::<()>(conn).await {
+        let written = pipe.query_async::<()>(conn).await;
+        shared.pending.fetch_sub(n as usize, Ordering::Relaxed);
+        if let Err(e) = written {
             shared
                 .metrics
                 .bus_errors

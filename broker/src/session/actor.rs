@@ -539,11 +539,14 @@ impl Actor for SessionActor {
         if dropped > 0 {
             debug!(session = %self.id, dropped, "session ended with buffered messages");
         }
-        // A session that was taken over elsewhere leaves the shared state alone.
-        let clean_store = !matches!(
+        // A session that was taken over elsewhere leaves the shared state alone, and so
+        // does a recoverable one on a draining node: it is about to resume elsewhere.
+        let replaced = matches!(
             self.end_reason.as_ref().map(|r| r.code),
             Some(CloseCode::Replaced)
         );
+        let resumes_elsewhere = self.recoverable && self.node.is_draining();
+        let clean_store = !replaced && !resumes_elsewhere;
         let id = self.id;
         if clean_store {
             actix::spawn(async move {

@@ -80,7 +80,8 @@ pub async fn stream(
                     return;
                 }
             }
-            if polled.finished {
+            if polled.finished || node.is_draining() {
+                // Draining: the client resumes on another node with Last-Event-ID.
                 break;
             }
             if polled.messages.is_empty()
