@@ -19,6 +19,9 @@ build: ## debug build of every crate and the murmur binary
 build-release: ## release build: target/release/murmur
 	$(CARGO) build --release -p murmur-gateway --bin murmur
 
+certs: ## development CA, Sink TLS server and client certificates in target/dev-certs (CLIENTS="id ...")
+	@scripts/dev-certs.sh $(CLIENTS)
+
 tools: ## install what the tests need (redis-server) when missing
 	@scripts/ensure-tools.sh
 
@@ -41,3 +44,18 @@ fmt: ## format everything
 
 clean:
 	$(CARGO) clean
+
+# ---- deployment artifacts (deploy/, helm/murmur) -------------------------------------
+COMPOSE ?= docker compose
+COMPOSE_FILE := deploy/docker-compose.yml
+
+.PHONY: helm-check compose-up compose-down
+
+helm-check: ## lint, render and validate the Helm chart and check deploy/ (no cluster, no Docker)
+	@scripts/helm-check.sh
+
+compose-up: ## Redis + 3 nodes + Prometheus in Docker (public 8081-8083, internal 9091-9093, Prometheus 9090)
+	$(COMPOSE) -f $(COMPOSE_FILE) up --build -d
+
+compose-down: ## stop the compose cluster and delete its volumes
+	$(COMPOSE) -f $(COMPOSE_FILE) down -v

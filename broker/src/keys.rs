@@ -162,6 +162,11 @@ impl Keys {
         format!("{}sink:out:{}", self.prefix, client)
     }
 
+    /// The highest outbox position ever sent to a Sink client.
+    pub fn sink_sent_mark(&self, client: &str) -> String {
+        format!("{}sink:sent:{}", self.prefix, client)
+    }
+
     /// List of a Sink client's NACKed outbox entries (JSON).
     pub fn sink_nacks(&self, client: &str) -> String {
         format!("{}sink:nack:{}", self.prefix, client)

@@ -80,10 +80,6 @@ pub async fn handshake(
     }
     let store = node.store();
     if let Some(q) = store.sink_quarantine(client).await? {
-        node.metrics
-            .sink_events
-            .with_label_values(&["handshake", "quarantined"])
-            .inc();
         return Ok(ConnectionResponse::Quarantined {
             machine: q.machine_message,
             human: q.human_message,

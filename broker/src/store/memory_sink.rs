@@ -10,6 +10,10 @@ use super::StoreResult;
 
 /// NACKed entries kept per client.
 const NACKS_KEPT: usize = 1000;
+/// Accepted event identities remembered per client for de-duplication.
+const SEEN_KEPT: usize = 100_000;
+
+type EventId = (u64, Vec<u8>, u64);
 
 /// Sink state of the memory store.
 #[derive(Default)]
@@ -17,10 +21,12 @@ pub(crate) struct SinkState {
     server_instance: Option<u32>,
     client_instances: HashMap<String, u32>,
     quarantine: HashMap<String, Quarantine>,
-    seen: HashMap<String, HashSet<(u64, Vec<u8>, u64)>>,
+    /// Accepted event identities per client, oldest evicted beyond [`SEEN_KEPT`].
+    seen: HashMap<String, (HashSet<EventId>, VecDeque<EventId>)>,
     offsets: HashMap<(String, Vec<u8>), u64>,
     outbox: HashMap<String, (u64, BTreeMap<u64, OutboxEntry>)>,
     nacks: HashMap<String, VecDeque<NackedEntry>>,
+    sent_marks: HashMap<String, u64>,
 }
 
 impl SinkStore for MemoryStore {
@@ -60,7 +66,19 @@ impl SinkStore for MemoryStore {
     fn sink_accept(&self, client: &str, event: &SinkEvent) -> BoxFuture<'_, StoreResult<bool>> {
         let client = client.to_string();
         let identity = (event.event_type_id, event.key.clone(), event.offset);
-        self.with_sink(move |s| s.seen.entry(client).or_default().insert(identity))
+        self.with_sink(move |s| {
+            let (set, order) = s.seen.entry(client).or_default();
+            if !set.insert(identity.clone()) {
+                return false;
+            }
+            order.push_back(identity);
+            if order.len() > SEEN_KEPT {
+                if let Some(old) = order.pop_front() {
+                    set.remove(&old);
+                }
+            }
+            true
+        })
     }
 
     fn sink_next_offset(&self, client: &str, key: &[u8]) -> BoxFuture<'_, StoreResult<u64>> {
@@ -150,6 +168,19 @@ impl SinkStore for MemoryStore {
                 let skip = l.len().saturating_sub(limit);
                 l.iter().skip(skip).cloned().collect()
             })
+        })
+    }
+
+    fn sink_sent_mark(&self, client: &str) -> BoxFuture<'_, StoreResult<u64>> {
+        let client = client.to_string();
+        self.with_sink(move |s| s.sent_marks.get(&client).copied().unwrap_or(0))
+    }
+
+    fn sink_raise_sent_mark(&self, client: &str, seq: u64) -> BoxFuture<'_, StoreResult<()>> {
+        let client = client.to_string();
+        self.with_sink(move |s| {
+            let mark = s.sent_marks.entry(client).or_insert(0);
+            *mark = (*mark).max(seq);
         })
     }
 

@@ -12,10 +12,17 @@ const NACKS_KEPT: isize = 1000;
 /// Accepted device events kept in the inbound log per client.
 const INBOUND_KEPT: usize = 10_000;
 
-/// KEYS: [1] seen set, [2] inbound stream. ARGV: [1] identity, [2] event JSON, [3] kept.
+/// How long a device's accepted event identities are remembered for de-duplication
+/// after its last event (7 days).
+const SEEN_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+/// KEYS: [1] seen set, [2] inbound stream. ARGV: [1] identity, [2] event JSON, [3] kept,
+/// [4] seen TTL ms.
 const ACCEPT: &str = r#"
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'e', ARGV[2])
+redis.call('PEXPIRE', KEYS[2], ARGV[4])
 return 1
 "#;
 
@@ -43,6 +50,13 @@ for i = 1, #fields, 2 do if fields[i] == 'm' then entry = fields[i + 1] end end
 redis.call('XDEL', KEYS[1], id)
 redis.call('RPUSH', KEYS[2], '{"entry":' .. entry .. ',' .. string.sub(ARGV[2], 2))
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+return 1
+"#;
+
+/// KEYS: [1] mark. ARGV: [1] seq. Raises the mark, never lowers it.
+const RAISE: &str = r#"
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0')
+if tonumber(ARGV[1]) > cur then redis.call('SET', KEYS[1], ARGV[1]) end
 return 1
 "#;
 
@@ -118,6 +132,7 @@ impl SinkStore for RedisStore {
                 .arg(identity)
                 .arg(json)
                 .arg(INBOUND_KEPT)
+                .arg(SEEN_TTL_MS)
                 .invoke_async(&mut self.c())
                 .await
                 .map_err(err)?;
@@ -249,6 +264,29 @@ impl SinkStore for RedisStore {
                 .iter()
                 .filter_map(|j| serde_json::from_str(j).ok())
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn sink_sent_mark(&self, client: &str) -> BoxFuture<'_, StoreResult<u64>> {
+        let key = self.keys().sink_sent_mark(client);
+        async move {
+            let v: Option<u64> = self.c().get(key).await.map_err(err)?;
+            Ok(v.unwrap_or(0))
+        }
+        .boxed()
+    }
+
+    fn sink_raise_sent_mark(&self, client: &str, seq: u64) -> BoxFuture<'_, StoreResult<()>> {
+        let key = self.keys().sink_sent_mark(client);
+        async move {
+            Script::new(RAISE)
+                .key(key)
+                .arg(seq)
+                .invoke_async::<i64>(&mut self.c())
+                .await
+                .map(|_| ())
+                .map_err(err)
         }
         .boxed()
     }

@@ -118,4 +118,9 @@ pub trait SinkStore: Send + Sync {
     ) -> BoxFuture<'_, StoreResult<Vec<NackedEntry>>>;
     /// Entries waiting in the outbox.
     fn sink_outbox_depth(&self, client: &str) -> BoxFuture<'_, StoreResult<u64>>;
+    /// The highest outbox position ever sent to the device (entries at or below it that
+    /// are sent again are redeliveries).
+    fn sink_sent_mark(&self, client: &str) -> BoxFuture<'_, StoreResult<u64>>;
+    /// Raises the sent mark to `seq` (never lowers it).
+    fn sink_raise_sent_mark(&self, client: &str, seq: u64) -> BoxFuture<'_, StoreResult<()>>;
 }

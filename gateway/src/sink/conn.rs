@@ -31,8 +31,13 @@ use tracing::debug;
 use super::LABEL;
 use crate::state::AppState;
 
+/// A frame that cannot be written within this closes the connection (the device
+/// stopped reading).
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// PUBLISHes to a device awaiting its ACK/NACK at most.
 pub const WINDOW: usize = 32;
+/// The PUBLISH frame type (high nibble of byte 0).
+const PUBLISH_TYPE: u8 = 4;
 /// NACK machine code: the frame could not be decoded.
 pub const NACK_MALFORMED: u8 = 0x01;
 /// NACK machine code: the event could not be stored now; send it again later.
@@ -175,11 +180,13 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         node.metrics.sink_outbox_depth.observe(depth as f64);
     }
 
+    let sent_mark = node.store().sink_sent_mark(&client).await.unwrap_or(0);
     let mut pump = Pump {
         client: client.clone(),
         next_id: service::random_message_id(),
         sent_upto: 0,
         inflight: HashMap::new(),
+        sent_mark,
     };
     let why = if pump.fill(state, io).await.is_err() {
         "write failed"
@@ -313,7 +320,12 @@ async fn on_frame(
         Ok(Frame::ConnectionRequest { .. } | Frame::ConnectionResponse(_)) => {
             Err("connection frames after the handshake")
         }
-        Err(e) => match e.id {
+        // Only a PUBLISH can be refused with a NACK (its id is the device's); any other
+        // malformed frame is a protocol violation and closes the connection.
+        Err(e) => match e
+            .id
+            .filter(|_| bytes.first().map(|b| b >> 4) == Some(PUBLISH_TYPE))
+        {
             Some(id) => {
                 node.metrics.decode_errors.with_label_values(&[LABEL]).inc();
                 node.metrics
@@ -340,6 +352,9 @@ struct Pump {
     sent_upto: u64,
     /// Message id → outbox position, awaiting ACK/NACK.
     inflight: HashMap<u16, u64>,
+    /// Highest position ever sent to this client (any connection): at or below it, a
+    /// send is a redelivery.
+    sent_mark: u64,
 }
 
 impl Pump {
@@ -371,6 +386,12 @@ impl Pump {
                 let id = self.next_id;
                 self.next_id = wire::next_id(id);
                 self.inflight.insert(id, entry.seq);
+                if entry.seq <= self.sent_mark {
+                    node.metrics
+                        .sink_events
+                        .with_label_values(&["out", "redelivered"])
+                        .inc();
+                }
                 let frame = Frame::Publish {
                     id,
                     event: service::wire(&entry.event),
@@ -385,6 +406,13 @@ impl Pump {
                     .with_label_values(&[LABEL])
                     .observe(latency);
                 write(io, state, &frame).await?;
+            }
+            if self.sent_upto > self.sent_mark {
+                self.sent_mark = self.sent_upto;
+                let _ = node
+                    .store()
+                    .sink_raise_sent_mark(&self.client, self.sent_mark)
+                    .await;
             }
         }
         Ok(())

@@ -58,8 +58,16 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo for StreamFrames<S> {
 
     async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ()> {
         let bytes = prefixed(frame).ok_or(())?;
-        self.stream.write_all(&bytes).await.map_err(|_| ())?;
-        self.stream.flush().await.map_err(|_| ())
+        let write = async {
+            self.stream.write_all(&bytes).await?;
+            self.stream.flush().await
+        };
+        // A device that stops reading does not hold the connection (and its idle,
+        // quarantine and takeover handling) forever.
+        match tokio::time::timeout(super::conn::WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
     }
 
     async fn close(mut self) {

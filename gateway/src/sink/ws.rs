@@ -50,10 +50,11 @@ impl FrameIo for WsFrames {
     }
 
     async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ()> {
-        self.ws
-            .binary(Bytes::copy_from_slice(frame))
-            .await
-            .map_err(|_| ())
+        let write = self.ws.binary(Bytes::copy_from_slice(frame));
+        match tokio::time::timeout(super::conn::WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
     }
 
     async fn close(self) {
