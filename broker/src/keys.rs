@@ -112,6 +112,11 @@ impl Keys {
         format!("{}ts:seq:{}", self.prefix, id)
     }
 
+    /// The channel position a TimeStick session's polls confirmed.
+    pub fn ts_confirmed(&self, id: SessionId) -> String {
+        format!("{}ts:conf:{}", self.prefix, id)
+    }
+
     /// A quarantined TimeStick caller (with a TTL).
     pub fn ts_quarantine(&self, caller: &str) -> String {
         format!("{}ts:quar:{}", self.prefix, caller)

@@ -290,7 +290,10 @@ async fn post_inner(
             "this message_id was already received",
         ));
     }
-    store.ts_touch(id, now_ms()).await.map_err(store_fail)?;
+    store
+        .ts_touch(id, now_ms(), ttl)
+        .await
+        .map_err(store_fail)?;
     node.metrics.messages_in.with_label_values(&[LABEL]).inc();
     let message_id = posted.message_id().to_string();
     match posted {
@@ -633,36 +636,48 @@ async fn poll_inner(
         }
         if confirm {
             store.ts_confirm(id, a.queue).await.map_err(store_fail)?;
-            if Envelope::seq_after(&a.channel, &s.channel_confirmed) {
-                s.channel_confirmed = a.channel.clone();
-                store
-                    .ts_put(s.clone(), record_ttl(node))
-                    .await
-                    .map_err(store_fail)?;
-            }
+            store
+                .ts_confirm_channel(id, &a.channel, record_ttl(node))
+                .await
+                .map_err(store_fail)?;
         }
     }
     if s.state == TsState::Active {
-        store.ts_touch(id, now_ms()).await.map_err(store_fail)?;
+        store
+            .ts_touch(id, now_ms(), record_ttl(node))
+            .await
+            .map_err(store_fail)?;
     }
-    let mut cursor = Cursor {
-        channel: max_pos(
-            &max_pos(&s.channel_floor, &s.channel_confirmed),
-            after.as_ref().map_or("0-0", |a| a.channel.as_str()),
-        ),
-        queue: after.as_ref().map_or(0, |a| a.queue),
-    };
+    // Watch before looking again: a STOP or KILL from now on wakes this poll.
     let target_watch = Watch::new(node, &s.target);
     let wake_watch = Watch::new(node, &wake_channel(id));
     target_watch.ready(Duration::from_secs(2)).await;
     wake_watch.ready(Duration::from_secs(2)).await;
+    let confirmed = store
+        .ts_channel_confirmed(id)
+        .await
+        .map_err(store_fail)?
+        .unwrap_or_else(|| s.channel_confirmed.clone());
+    let mut cursor = Cursor {
+        channel: max_pos(
+            &max_pos(&s.channel_floor, &confirmed),
+            after.as_ref().map_or("0-0", |a| a.channel.as_str()),
+        ),
+        queue: after.as_ref().map_or(0, |a| a.queue),
+    };
     let deadline = tokio::time::Instant::now() + wait;
     loop {
+        // Register for wake-ups first, then look: a STOP, KILL or message arriving
+        // after the look wakes this poll; one before it is seen by the look.
         let woken_target = target_watch.notified();
         let woken_self = wake_watch.notified();
         tokio::pin!(woken_target, woken_self);
         woken_target.as_mut().enable();
         woken_self.as_mut().enable();
+        s = load(node, sub, id).await?;
+        if matches!(s.state, TsState::Killed { .. }) {
+            return Err(gone(&s));
+        }
         let (messages, next, finished) = read(node, &s, &cursor).await?;
         cursor = next;
         if !messages.is_empty() {
@@ -676,8 +691,7 @@ async fn poll_inner(
                 finished,
             });
         }
-        let now = tokio::time::Instant::now();
-        if now >= deadline || node.is_draining() {
+        if tokio::time::Instant::now() >= deadline || node.is_draining() {
             return Ok(Polled {
                 messages,
                 cursor: cursor.render(),
@@ -690,11 +704,6 @@ async fn poll_inner(
             _ = tokio::time::sleep_until(deadline) => {}
             // Draining: answer now, the next poll lands on another node.
             _ = node.drained() => {}
-        }
-        // A KILL (or STOP) may have happened meanwhile.
-        s = load(node, sub, id).await?;
-        if matches!(s.state, TsState::Killed { .. }) {
-            return Err(gone(&s));
         }
     }
 }
@@ -749,7 +758,9 @@ async fn read(
             let (seq, entry) = &queue[qi];
             qi += 1;
             next.queue = *seq;
-            finished |= s.final_seq == Some(*seq);
+            // The final control message ends the session, whether or not the record
+            // says so yet (a STOP wakes readers before it records its position).
+            finished |= s.final_seq == Some(*seq) || is_final(&entry["m"]);
             if !deliverable(node, entry["m"].get("~timing")) {
                 continue;
             }
@@ -757,6 +768,30 @@ async fn read(
         }
     }
     Ok((out, next, finished))
+}
+
+/// Whether a queued message is a session's final control message.
+fn is_final(msg: &Value) -> bool {
+    msg["type"] == "control"
+        && matches!(
+            msg["payload"]["action"].as_str(),
+            Some("STOP" | "STOP-OK" | "KILL")
+        )
+}
+
+/// Stops every active session with a receiver STOP (`reason`), e.g. `draining` on an
+/// embedded node whose sessions end with its process. Returns how many were stopped.
+pub async fn stop_all(node: &Arc<Node>, reason: &str) -> usize {
+    let Ok(ids) = node.store().ts_idle(u64::MAX, 100_000).await else {
+        return 0;
+    };
+    let mut stopped = 0;
+    for id in ids {
+        if stop_by_receiver(node, id, reason, None).await.is_ok() {
+            stopped += 1;
+        }
+    }
+    stopped
 }
 
 /// `~timing` at delivery: an expired message is dropped (and counted), a stale one is

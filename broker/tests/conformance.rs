@@ -373,7 +373,7 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
     old.created_ms = 1000;
     assert!(store.ts_create(old.clone(), 10, ttl).await.unwrap());
     assert!(store.ts_idle(5000, 1000).await.unwrap().contains(&old.id));
-    store.ts_touch(old.id, now_ms()).await.unwrap();
+    store.ts_touch(old.id, now_ms(), ttl).await.unwrap();
     assert!(!store.ts_idle(5000, 1000).await.unwrap().contains(&old.id));
     assert!(store
         .ts_idle(now_ms() + 1, 1000)

@@ -78,6 +78,9 @@ pub struct ServeArgs {
     /// Idle TimeStick sessions are stopped by the receiver after this long [default: 5m].
     #[arg(long, env = "MURMUR_TIMESTICK_IDLE")]
     pub timestick_idle: Option<String>,
+    /// How long TimeStick KILL level 3 keeps a caller from starting sessions [default: 5m].
+    #[arg(long, env = "MURMUR_TIMESTICK_QUARANTINE")]
+    pub timestick_quarantine: Option<String>,
     /// A Sink connection with nothing received for this long is closed [default: 90s].
     #[arg(long, env = "MURMUR_SINK_IDLE")]
     pub sink_idle: Option<String>,
@@ -131,6 +134,7 @@ pub struct Settings {
     pub heartbeat_ttl: Duration,
     pub recovery_window: Duration,
     pub sink_idle: Duration,
+    pub timestick_quarantine: Duration,
     pub log: String,
     pub log_format: LogFormat,
     /// Warnings to print once logging is up (dev defaults in use, generated secrets).
@@ -165,6 +169,7 @@ impl ServeArgs {
             heartbeat_ttl,
             recovery_window,
             sink_idle,
+            timestick_quarantine,
             log,
             log_format
         )
@@ -333,6 +338,11 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
         sink_idle: positive(
             dur(a.sink_idle, "MURMUR_SINK_IDLE", Duration::from_secs(90))?,
             "MURMUR_SINK_IDLE",
+        )?,
+        timestick_quarantine: dur(
+            a.timestick_quarantine,
+            "MURMUR_TIMESTICK_QUARANTINE",
+            Duration::from_secs(300),
         )?,
         log: a.log.unwrap_or_else(|| "info".into()),
         log_format,

@@ -56,6 +56,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     config.heartbeat_interval = settings.heartbeat_ttl / 5;
     config.recovery_ttl = settings.recovery_window;
     config.timestick_idle = settings.timestick_idle;
+    config.timestick_quarantine = settings.timestick_quarantine;
     let recovery = RecoveryTokens::new(
         settings.recovery_secret.as_bytes(),
         config.recovery_token_ttl,
@@ -196,6 +197,12 @@ async fn wait_for_signal() {
 async fn drain(state: Arc<AppState>) {
     let node = &state.node;
     let settings = &state.settings;
+    if !node.router.bus().is_clustered() {
+        // An embedded node's TimeStick sessions end with its process: their callers get
+        // a receiver STOP first. (In a cluster they live on, served by the other nodes.)
+        let n = murmur_broker::timestick::stop_all(node, "draining").await;
+        info!(sessions = n, "TimeStick sessions stopped: draining");
+    }
     node.begin_drain();
     let deadline = tokio::time::Instant::now() + settings.drain_timeout;
     tokio::time::sleep(settings.drain_delay.min(settings.drain_timeout)).await;

@@ -577,6 +577,11 @@ impl Handler<Deliver> for SessionActor {
             Kind::Request => self.on_request(env, ctx),
             Kind::Response => self.on_response(env, ctx),
             Kind::Control => self.on_control(env, ctx),
+            // Channel publications first: they may carry a correlation of their own
+            // (a TimeStick request's message id).
+            Kind::Notification if matches!(env.to, Destination::Channel(_)) => {
+                self.channel_publication(env, ctx)
+            }
             Kind::Notification if env.correlation.is_some() => {
                 // Progress of one of this session's calls: only while it is pending.
                 if env
@@ -586,9 +591,6 @@ impl Handler<Deliver> for SessionActor {
                 {
                     self.forward(env, ctx);
                 }
-            }
-            Kind::Notification if matches!(env.to, Destination::Channel(_)) => {
-                self.channel_publication(env, ctx)
             }
             Kind::Notification | Kind::Message => self.forward(env, ctx),
         }

@@ -21,6 +21,7 @@ pub(crate) struct TsState {
     queues: HashMap<SessionId, (u64, BTreeMap<u64, Value>)>,
     quarantine: HashMap<String, Instant>,
     rate: HashMap<SessionId, (u64, u64)>,
+    confirmed: HashMap<SessionId, String>,
 }
 
 impl TsState {
@@ -95,12 +96,39 @@ impl TsStore for MemoryStore {
         })
     }
 
-    fn ts_touch(&self, id: SessionId, now_ms: u64) -> BoxFuture<'_, StoreResult<()>> {
+    fn ts_touch(
+        &self,
+        id: SessionId,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
         self.with_ts(move |t| {
             if let Some(v) = t.activity.get_mut(&id) {
                 *v = (*v).max(now_ms);
             }
+            if let Some((_, deadline)) = t.sessions.get_mut(&id) {
+                *deadline = (*deadline).max(Instant::now() + ttl);
+            }
         })
+    }
+
+    fn ts_confirm_channel(
+        &self,
+        id: SessionId,
+        position: &str,
+        _ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
+        let position = position.to_string();
+        self.with_ts(move |t| {
+            let cur = t.confirmed.entry(id).or_insert_with(|| "0-0".into());
+            if murmur_shared::envelope::Envelope::seq_after(&position, cur) {
+                *cur = position;
+            }
+        })
+    }
+
+    fn ts_channel_confirmed(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        self.with_ts(move |t| t.confirmed.get(&id).cloned())
     }
 
     fn ts_idle(&self, before_ms: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<SessionId>>> {

@@ -34,6 +34,19 @@ redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return seq
 "#;
 
+/// KEYS: [1] confirmed position. ARGV: [1] position `<ms>-<n>`, [2] ttl ms. Raises it.
+const CONFIRM_CHANNEL: &str = r#"
+local function parse(s)
+  local a, b = string.match(s or '0-0', '^(%d+)-(%d+)$')
+  return tonumber(a or '0'), tonumber(b or '0')
+end
+local cm, cn = parse(redis.call('GET', KEYS[1]))
+local nm, nn = parse(ARGV[1])
+if nm > cm or (nm == cm and nn > cn) then redis.call('SET', KEYS[1], ARGV[1]) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return 1
+"#;
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
@@ -117,16 +130,63 @@ impl TsStore for RedisStore {
         .boxed()
     }
 
-    fn ts_touch(&self, id: SessionId, now_ms: u64) -> BoxFuture<'_, StoreResult<()>> {
+    fn ts_touch(
+        &self,
+        id: SessionId,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
         async move {
+            let keys = self.keys();
+            let ttl = ms(ttl) as i64;
             // XX: only sessions still in the index (not ended) are touched; GT: never back.
-            redis::cmd("ZADD")
-                .arg(self.keys().ts_activity())
+            redis::pipe()
+                .cmd("ZADD")
+                .arg(keys.ts_activity())
                 .arg("XX")
                 .arg("GT")
                 .arg(now_ms)
                 .arg(id.to_string())
+                .ignore()
+                .pexpire(keys.ts_session(id), ttl)
+                .ignore()
+                .pexpire(keys.ts_queue(id), ttl)
+                .ignore()
+                .pexpire(keys.ts_seq(id), ttl)
+                .ignore()
+                .pexpire(keys.ts_seen(id), ttl)
+                .ignore()
                 .query_async::<()>(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_confirm_channel(
+        &self,
+        id: SessionId,
+        position: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>> {
+        let position = position.to_string();
+        async move {
+            Script::new(CONFIRM_CHANNEL)
+                .key(self.keys().ts_confirmed(id))
+                .arg(position)
+                .arg(ms(ttl))
+                .invoke_async::<i64>(&mut self.c())
+                .await
+                .map(|_| ())
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_channel_confirmed(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<String>>> {
+        async move {
+            self.c()
+                .get(self.keys().ts_confirmed(id))
                 .await
                 .map_err(err)
         }

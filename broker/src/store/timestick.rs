@@ -68,8 +68,20 @@ pub trait TsStore: Send + Sync {
     fn ts_end(&self, id: SessionId, caller: &str) -> BoxFuture<'_, StoreResult<()>>;
     /// Live sessions of a caller.
     fn ts_sessions_of(&self, caller: &str) -> BoxFuture<'_, StoreResult<Vec<SessionId>>>;
-    /// Records activity now (the idle clock restarts).
-    fn ts_touch(&self, id: SessionId, now_ms: u64) -> BoxFuture<'_, StoreResult<()>>;
+    /// Records activity now (the idle clock restarts) and keeps the session's record,
+    /// queue and counters alive for another `ttl`.
+    fn ts_touch(&self, id: SessionId, now_ms: u64, ttl: Duration)
+        -> BoxFuture<'_, StoreResult<()>>;
+    /// Raises the channel position a poll confirmed (never lowers it). Kept apart from
+    /// the record so a poll never overwrites a concurrent STOP or KILL.
+    fn ts_confirm_channel(
+        &self,
+        id: SessionId,
+        position: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<()>>;
+    /// The confirmed channel position, if any poll confirmed one.
+    fn ts_channel_confirmed(&self, id: SessionId) -> BoxFuture<'_, StoreResult<Option<String>>>;
     /// Sessions idle since before `before_ms`, at most `limit`.
     fn ts_idle(&self, before_ms: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<SessionId>>>;
     /// Claims an idle session for stopping; true for exactly one claimant.

@@ -1,0 +1,432 @@
+//! Hostile input against TimeStick over real HTTP on one node (CONTRACT §3 and the
+//! TimeStick issue): a flood of STARTs for one caller against the 100-session limit,
+//! 10 MB bodies (refused with 413 without being buffered whole), path traversal in the
+//! target path, non-JSON and wrong-typed bodies, extra fields (ignored), hostile session
+//! ids, cursors and ids at and over their bounds. The node stays healthy throughout.
+
+mod timestick_common;
+
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use murmur_tests::{token, Node};
+use serde_json::{json, Value};
+use timestick_common::{
+    assert_accepted, assert_error, assert_invalid, assert_start_error, assert_start_ok,
+    assert_stopped, raw_exchange, raw_exchange_framed, request_msg, start_body, start_json,
+    start_raw, stop_msg, uniq, uri, Session, MAX_MESSAGE_SIZE, SESSIONS_PER_CALLER, SOON,
+};
+
+const TEN_MB: usize = 10 * 1024 * 1024;
+
+/// The node still serves START and messages.
+async fn assert_healthy(node: &Node) {
+    let target = uniq("health-");
+    let a = Session::open(node, &uniq("h1-"), &target).await;
+    let b = Session::open(node, &uniq("h2-"), &target).await;
+    a.send("ping", json!("ok")).await;
+    let (msgs, _) = b.collect(1, None).await;
+    assert_eq!(msgs[0]["payload"], "ok");
+}
+
+#[actix_rt::test]
+async fn a_flood_of_starts_gets_exactly_100_sessions() {
+    let node = Node::start().await;
+    let base = node.public_url();
+    let user = uniq("flood-");
+    let tok = token(&user);
+    let target = uniq("flood-room-");
+    let body = start_body(&user, Some(&uri(&target)));
+
+    let attempts = 150;
+    let replies = join_all((0..attempts).map(|i| {
+        let (base, tok, body) = (base.clone(), tok.clone(), body.clone());
+        // Both START routes.
+        let path = if i % 2 == 0 {
+            "start".to_string()
+        } else {
+            target.clone()
+        };
+        async move { start_json(&base, &path, Some(&tok), &body).await }
+    }))
+    .await;
+    let ok: Vec<String> = replies
+        .iter()
+        .filter(|r| r.status == 200)
+        .map(|r| assert_start_ok(r, MAX_MESSAGE_SIZE))
+        .collect();
+    let limited = replies.iter().filter(|r| r.status == 429).count();
+    assert_eq!(
+        (ok.len(), limited),
+        (SESSIONS_PER_CALLER, attempts - SESSIONS_PER_CALLER),
+        "statuses: {:?}",
+        replies.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    for r in replies.iter().filter(|r| r.status == 429) {
+        assert_start_error(r, 429);
+    }
+    let mut unique = ok.clone();
+    unique.sort();
+    unique.dedup();
+    assert_eq!(unique.len(), SESSIONS_PER_CALLER, "session ids are unique");
+
+    // The 101st is refused; another caller is not limited.
+    assert_start_error(&start_json(&base, "start", Some(&tok), &body).await, 429);
+    let other = uniq("other-");
+    assert_start_ok(
+        &start_json(
+            &base,
+            "start",
+            Some(&token(&other)),
+            &start_body(&other, Some(&uri(&target))),
+        )
+        .await,
+        MAX_MESSAGE_SIZE,
+    );
+    // Ending one session frees one slot, exactly.
+    let first = Session {
+        id: ok[0].clone(),
+        user: user.clone(),
+        token: tok.clone(),
+        target: target.clone(),
+        base: base.clone(),
+    };
+    assert_accepted(&first.post(&stop_msg(&first.id, "bye", None)).await, "bye");
+    assert_start_ok(
+        &start_json(&base, "start", Some(&tok), &body).await,
+        MAX_MESSAGE_SIZE,
+    );
+    assert_start_error(&start_json(&base, "start", Some(&tok), &body).await, 429);
+    // The other 99 still work.
+    let last = Session {
+        id: ok[SESSIONS_PER_CALLER - 1].clone(),
+        ..first.clone()
+    };
+    let (msgs, _) = last.poll_ok(0, None).await;
+    assert!(msgs.is_empty());
+}
+
+#[actix_rt::test]
+async fn ten_megabyte_bodies_are_413() {
+    let node = Node::start().await;
+    let s = Session::open(&node, &uniq("big-"), &uniq("big-room-")).await;
+    let host = node.public_addr();
+    let auth = format!("Bearer {}", s.token);
+    let heads = [
+        format!(
+            "POST /timestick/session/{} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {TEN_MB}\r\n\r\n",
+            s.id
+        ),
+        format!(
+            "POST /timestick/start HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/json\r\nContent-Length: {TEN_MB}\r\n\r\n"
+        ),
+        format!(
+            "POST /timestick/room HTTP/1.1\r\nHost: {host}\r\n\
+             Content-Type: application/json\r\nContent-Length: {TEN_MB}\r\n\r\n"
+        ),
+    ];
+    for head in &heads {
+        let (resp, body) = raw_exchange(host, head, TEN_MB, b'a', Duration::from_secs(20)).await;
+        assert_eq!(
+            resp.status,
+            413,
+            "{}: {resp:?} {}",
+            head.lines().next().unwrap(),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // Without a Content-Length (chunked): refused once the bound is passed.
+    let chunked = [
+        format!(
+            "POST /timestick/session/{} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+            s.id
+        ),
+        format!(
+            "POST /timestick/start HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\
+             Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+        ),
+    ];
+    for head in &chunked {
+        let (resp, body) =
+            raw_exchange_framed(host, head, TEN_MB, b'{', true, Duration::from_secs(20)).await;
+        assert_eq!(
+            resp.status,
+            413,
+            "chunked {}: {resp:?} {}",
+            head.lines().next().unwrap(),
+            String::from_utf8_lossy(&body)
+        );
+    }
+    // Also through an ordinary client (the whole body is offered).
+    let reply = s.post_raw(&vec![b' '; TEN_MB]).await;
+    assert_eq!(reply.status, 413, "{}", reply.text());
+    // Nothing was accepted, the session and the node are fine.
+    let (msgs, _) = s.poll_ok(0, None).await;
+    assert!(msgs.is_empty());
+    s.send("after-big", json!(1)).await;
+    assert_healthy(&node).await;
+}
+
+#[actix_rt::test]
+async fn path_traversal_in_the_target_is_refused() {
+    let node = Node::start().await;
+    let host = node.public_addr();
+    let user = uniq("trav-");
+    let tok = token(&user);
+    let body = start_body(&user, None).to_string();
+    // Literal paths, sent as they are (no client-side normalisation).
+    for path in [
+        "/timestick/../etc/passwd",
+        "/timestick/../../../../etc/passwd",
+        "/timestick/a/../b",
+        "/timestick/a/..",
+        "/timestick/./a",
+        "/timestick/a/./b",
+        "/timestick/a//b",
+        "/timestick/%2e%2e/etc/passwd",
+        "/timestick/%2E%2E/%2E%2E/etc",
+        "/timestick/a/%2e%2e/b",
+        "/timestick/..%2fetc%2fpasswd",
+        "/timestick/a%5c..%5cb",
+        "/timestick/a\\..\\b",
+        "/timestick/a%00b",
+        "/timestick/a%0ab",
+        "/timestick/a%20b",
+        "/timestick/%40user/bob",
+        "/timestick/session",
+        "/timestick/session/a/b",
+    ] {
+        let head = format!(
+            "POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tok}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let (resp, reply) = raw_exchange(host, &head, 0, 0, SOON).await;
+        assert_eq!(
+            resp.status,
+            400,
+            "{path}: must be refused, got {resp:?} {}",
+            String::from_utf8_lossy(&reply)
+        );
+        let json: Value = serde_json::from_slice(&reply)
+            .unwrap_or_else(|e| panic!("{path}: 400 body is not JSON ({e})"));
+        assert_eq!(json["action"], "START-ERROR", "{path}: {json}");
+    }
+    // The same through requested_uri.
+    for target in [
+        "../etc/passwd",
+        "a/../../b",
+        "a/./b",
+        "a//b",
+        "%2e%2e/x",
+        "a%2fb",
+        "a\\b",
+        "a?b=c",
+        "a#frag",
+        "a b",
+        "a\u{0}b",
+        "@user/bob",
+    ] {
+        let start = start_body(&user, Some(&format!("timestick://host/{target}")));
+        let reply = start_json(&node.public_url(), "start", Some(&tok), &start).await;
+        assert_start_error(&reply, 400);
+    }
+    // An over-long target (channel names are at most 256 bytes).
+    let long = "a".repeat(257);
+    let reply = start_json(
+        &node.public_url(),
+        &long,
+        Some(&tok),
+        &start_body(&user, None),
+    )
+    .await;
+    assert_start_error(&reply, 400);
+    let ok = "b".repeat(256);
+    let reply = start_json(
+        &node.public_url(),
+        &ok,
+        Some(&tok),
+        &start_body(&user, None),
+    )
+    .await;
+    assert_start_ok(&reply, MAX_MESSAGE_SIZE);
+    assert_healthy(&node).await;
+}
+
+#[actix_rt::test]
+async fn non_json_and_wrong_typed_messages_are_400_and_harmless() {
+    let node = Node::start().await;
+    let target = uniq("junk-");
+    let a = Session::open(&node, &uniq("alice-"), &target).await;
+    let b = Session::open(&node, &uniq("bob-"), &target).await;
+    let id = a.id.as_str();
+
+    for raw in [
+        &b""[..],
+        b" ",
+        b"not json",
+        b"{",
+        b"[]",
+        b"null",
+        b"true",
+        b"42",
+        b"\"request\"",
+        b"\xff\xfe\x00\x01",
+        b"{\"type\":\"request\",\"session_id\":\"x\"}}",
+    ] {
+        assert_invalid(&a.post_raw(raw).await, id);
+    }
+    let wrong_types = [
+        json!({"type": 1, "session_id": id, "message_id": "m"}),
+        json!({"type": ["request"], "session_id": id, "message_id": "m"}),
+        json!({"type": "request", "session_id": 5, "message_id": "m"}),
+        json!({"type": "request", "session_id": [id], "message_id": "m"}),
+        json!({"type": "request", "session_id": null, "message_id": "m"}),
+        json!({"type": "request", "session_id": id, "message_id": {"id": "m"}}),
+        json!({"type": "request", "session_id": id, "message_id": true}),
+        json!({"type": "request", "session_id": id, "message_id": "x".repeat(257)}),
+        json!({"type": "response", "session_id": id, "message_id": "m", "correlation_id": ""}),
+        json!({"type": "response", "session_id": id, "message_id": "m", "correlation_id": 3}),
+        json!({"type": "control", "session_id": id, "message_id": "m", "payload": "STOP"}),
+        json!({"type": "control", "session_id": id, "message_id": "m", "payload": ["STOP"]}),
+        json!({"type": "control", "session_id": id, "message_id": "m", "payload": {"action": 1}}),
+        json!({"type": "control", "session_id": id, "message_id": "m",
+               "payload": {"action": "KILL", "kill_level": "3"}}),
+        json!({"type": "control", "session_id": id, "message_id": "m",
+               "payload": {"action": "KILL", "kill_level": 2.5}}),
+        json!({"type": "control", "session_id": id, "message_id": "m",
+               "payload": {"action": "KILL", "kill_level": 18446744073709551615u64}}),
+        json!({"type": "request", "session_id": id, "message_id": "m", "~timing": 5}),
+    ];
+    for case in wrong_types {
+        assert_invalid(&a.post(&case).await, id);
+    }
+    // Nothing leaked to the channel, and the session is alive with its ids unused.
+    b.expect_quiet(None).await;
+
+    // Extra fields are ignored (top level and in control payloads); ids at their bound work.
+    let mut extra = request_msg(id, &"m".repeat(256), json!({"k": 1}));
+    extra["unknown"] = json!({"deep": [1, {"x": null}]});
+    extra["priority"] = json!("high");
+    assert_accepted(&a.post(&extra).await, &"m".repeat(256));
+    let (msgs, _) = b.collect(1, None).await;
+    assert_eq!(msgs[0]["payload"], json!({"k": 1}));
+    assert!(msgs[0].get("unknown").is_none(), "{}", msgs[0]);
+    let mut stop = stop_msg(id, "stop", Some("done"));
+    stop["payload"]["extra"] = json!(1);
+    stop["x-trace"] = json!("abc");
+    assert_accepted(&a.post(&stop).await, "stop");
+    assert_stopped(&a.post(&request_msg(id, "z", json!(1))).await, "done");
+}
+
+#[actix_rt::test]
+async fn hostile_session_ids_are_404() {
+    let node = Node::start().await;
+    let a = Session::open(&node, &uniq("alice-"), &uniq("ids-")).await;
+    let auth = format!("Bearer {}", a.token);
+    let host = node.public_addr();
+    for path in [
+        format!("/timestick/session/{}x", a.id),
+        format!("/timestick/session/{}", "9".repeat(5000)),
+        "/timestick/session/..%2f..%2fstart".to_string(),
+        "/timestick/session/%00".to_string(),
+        format!("/timestick/session/{{{}}}", a.id),
+        format!("/timestick/session/{}%20", a.id),
+    ] {
+        let head = format!(
+            "GET {path}?wait=0 HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\
+             Connection: close\r\n\r\n"
+        );
+        let (resp, body) = raw_exchange(host, &head, 0, 0, SOON).await;
+        assert_eq!(
+            resp.status,
+            404,
+            "GET {path}: {resp:?} {}",
+            String::from_utf8_lossy(&body)
+        );
+        let json: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("GET {path}: 404 body is not JSON ({e})"));
+        assert_eq!(
+            json["error_code"], "SESSION_NOT_FOUND",
+            "GET {path}: {json}"
+        );
+    }
+    // A message naming the session in the URL but another in the body.
+    let other = Session::open(&node, &uniq("bob-"), &a.target).await;
+    let reply = a.post(&request_msg(&other.id, "m", json!(1))).await;
+    assert_invalid(&reply, &a.id);
+    other.expect_quiet(None).await;
+    assert_healthy(&node).await;
+    // The untouched session still answers.
+    let _ = assert_error(
+        &a.with_token(&token(&uniq("x-"))).poll(0, None).await,
+        403,
+        "FORBIDDEN",
+    );
+    let (msgs, _) = a.poll_ok(0, None).await;
+    assert!(msgs.is_empty());
+}
+
+#[actix_rt::test]
+async fn hostile_start_bodies() {
+    let node = Node::start().await;
+    let base = node.public_url();
+    let user = uniq("alice-");
+    let tok = token(&user);
+    // Deeply nested JSON within the 16 KiB bound.
+    let deep = format!(
+        "{{\"action\":\"START\",\"protocol\":\"TimeStick\",\"version\":\"0.1\",\"caller_id\":\"{user}\",\
+         \"requested_uri\":\"timestick://h/deep\",\"x\":{}{}}}",
+        "[".repeat(5000),
+        "]".repeat(5000)
+    );
+    let reply = start_raw(&base, "start", Some(&tok), deep.as_bytes()).await;
+    assert!(
+        reply.status == 200 || reply.status == 400,
+        "deep nesting: {} {}",
+        reply.status,
+        reply.text()
+    );
+    if reply.status == 400 {
+        assert_start_error(&reply, 400);
+    }
+    // Duplicate keys, odd unicode, a huge caller_id.
+    let dup = format!(
+        "{{\"action\":\"START\",\"protocol\":\"TimeStick\",\"version\":\"0.1\",\"caller_id\":\"someone-else\",\
+         \"caller_id\":\"{user}\",\"requested_uri\":\"timestick://h/dup\"}}"
+    );
+    let reply = start_raw(&base, "start", Some(&tok), dup.as_bytes()).await;
+    assert!(
+        reply.status == 200 || reply.status == 400 || reply.status == 403,
+        "{} {}",
+        reply.status,
+        reply.text()
+    );
+    let huge_caller = "c".repeat(300);
+    let reply = start_json(
+        &base,
+        "start",
+        Some(&tok),
+        &start_body(&huge_caller, Some(&uri("room"))),
+    )
+    .await;
+    assert_start_error(&reply, 400);
+    let reply = start_json(
+        &base,
+        "start",
+        Some(&tok),
+        &json!({"action": "START", "protocol": "TimeStick", "version": "0.1",
+                "caller_id": user, "requested_uri": "timestick://h/\u{202e}evil"}),
+    )
+    .await;
+    // Printable non-ASCII is a valid channel name; either way it must not break the node.
+    assert!(
+        reply.status == 200 || reply.status == 400,
+        "{}",
+        reply.text()
+    );
+    assert_healthy(&node).await;
+}
