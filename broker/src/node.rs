@@ -491,16 +491,27 @@ impl Node {
         Ok((handle, attachment, detached_ms))
     }
 
-    /// Publishes on a channel; returns the message id.
-    pub fn publish(&self, channel: &str, data: Value, timing: Option<Value>, from: Origin) -> Uuid {
-        let env = Envelope::new(
+    /// A channel publication accepted by this node now.
+    fn publication(
+        &self,
+        channel: &str,
+        data: Value,
+        timing: Option<Value>,
+        from: Origin,
+    ) -> Envelope {
+        Envelope::new(
             self.id(),
             Kind::Notification,
             Destination::Channel(channel.to_string()),
             Body::Json(data),
         )
         .from(from)
-        .timing(timing);
+        .timing(timing)
+    }
+
+    /// Publishes on a channel; returns the message id.
+    pub fn publish(&self, channel: &str, data: Value, timing: Option<Value>, from: Origin) -> Uuid {
+        let env = self.publication(channel, data, timing, from);
         let id = env.id;
         self.router.publish(env);
         id
@@ -518,14 +529,7 @@ impl Node {
         let Some(due) = deliver_at else {
             return Ok(self.publish(channel, data, timing, from));
         };
-        let env = Envelope::new(
-            self.id(),
-            Kind::Notification,
-            Destination::Channel(channel.to_string()),
-            Body::Json(data),
-        )
-        .from(from)
-        .timing(timing);
+        let env = self.publication(channel, data, timing, from);
         let id = env.id;
         crate::scheduler::hold(self, due, crate::scheduler::Job::Publish { env }).await?;
         Ok(id)

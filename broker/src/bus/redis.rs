@@ -226,6 +226,21 @@ fn set_up(shared: &Shared, flag: &AtomicBool, up: bool) {
     shared.metrics.bus_up.set(i64::from(both));
 }
 
+/// Counts a failed connection attempt, warns on the first of a series, and waits the
+/// backoff before the next attempt.
+async fn unreachable_retry(shared: &Shared, who: &str, e: &redis::RedisError, attempt: &mut u32) {
+    shared
+        .metrics
+        .bus_errors
+        .with_label_values(&["connection"])
+        .inc();
+    if *attempt == 0 {
+        warn!(error = %e, "bus {who} cannot reach Redis; retrying");
+    }
+    tokio::time::sleep(backoff(*attempt)).await;
+    *attempt += 1;
+}
+
 /// The writer: connects, loads the script, and pipelines the outgoing queue.
 async fn writer(client: Client, shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
     let script = redis::Script::new(PUBLISH_SCRIPT);
@@ -240,16 +255,7 @@ async fn writer(client: Client, shared: Arc<Shared>, mut rx: mpsc::Receiver<Outg
         let mut conn: MultiplexedConnection = match conn {
             Ok(c) => c,
             Err(e) => {
-                shared
-                    .metrics
-                    .bus_errors
-                    .with_label_values(&["connection"])
-                    .inc();
-                if attempt == 0 {
-                    warn!(error = %e, "bus writer cannot reach Redis; retrying");
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
+                unreachable_retry(&shared, "writer", &e, &mut attempt).await;
                 continue;
             }
         };
@@ -382,16 +388,7 @@ async fn subscriber(client: Client, shared: Arc<Shared>, inbound: Inbound) {
         let pubsub = match client.get_async_pubsub().await {
             Ok(p) => p,
             Err(e) => {
-                shared
-                    .metrics
-                    .bus_errors
-                    .with_label_values(&["connection"])
-                    .inc();
-                if attempt == 0 {
-                    warn!(error = %e, "bus subscriber cannot reach Redis; retrying");
-                }
-                tokio::time::sleep(backoff(attempt)).await;
-                attempt += 1;
+                unreachable_retry(&shared, "subscriber", &e, &mut attempt).await;
                 continue;
             }
         };

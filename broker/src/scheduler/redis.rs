@@ -4,9 +4,8 @@
 //! loss of the node that held them.
 
 use futures_util::future::{BoxFuture, FutureExt};
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
-use redis::{Client, Script};
-use std::time::Duration;
+use redis::aio::ConnectionManager;
+use redis::Script;
 
 use super::{Held, Scheduler};
 use crate::keys::Keys;
@@ -39,14 +38,7 @@ fn err(e: redis::RedisError) -> StoreError {
 
 impl RedisScheduler {
     pub fn new(url: &str, keys: Keys) -> Result<Self, String> {
-        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(2)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("cannot set up the Redis scheduler: {e}"))?;
+        let conn = crate::store::redis::lazy_connection(url, "scheduler")?;
         Ok(RedisScheduler {
             conn,
             keys,

@@ -75,6 +75,19 @@ pub struct RedisStore {
     update_group: Script,
 }
 
+/// A connection manager that connects lazily (a node starts while Redis is away),
+/// reconnects by itself, and fails commands fast while Redis is unreachable.
+pub(crate) fn lazy_connection(url: &str, what: &str) -> Result<ConnectionManager, String> {
+    let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(IO_TIMEOUT))
+        .set_response_timeout(Some(IO_TIMEOUT))
+        .set_number_of_retries(1)
+        .set_max_delay(Duration::from_secs(2));
+    ConnectionManager::new_lazy_with_config(client, config)
+        .map_err(|e| format!("cannot set up the Redis {what}: {e}"))
+}
+
 pub(super) fn err(e: redis::RedisError) -> StoreError {
     StoreError::new(e.to_string())
 }
@@ -98,14 +111,7 @@ fn parse_member(m: &str) -> Option<ProviderEntry> {
 impl RedisStore {
     /// A store on `url`; connects lazily, so a node can start while Redis is away.
     pub fn new(url: &str, keys: Keys) -> Result<Self, String> {
-        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(IO_TIMEOUT))
-            .set_response_timeout(Some(IO_TIMEOUT))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_secs(2));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)
-            .map_err(|e| format!("cannot set up the Redis store: {e}"))?;
+        let conn = lazy_connection(url, "store")?;
         Ok(RedisStore {
             conn,
             keys,

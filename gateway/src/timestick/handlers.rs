@@ -72,6 +72,15 @@ pub(super) fn session_id(raw: &str) -> Result<SessionId, Refused> {
     })
 }
 
+/// The verified caller and the session id of a session request.
+pub(super) fn caller_and_session(
+    state: &AppState,
+    req: &HttpRequest,
+    raw_id: &str,
+) -> Result<(String, SessionId), Refused> {
+    Ok((principal(state, req, false)?, session_id(raw_id)?))
+}
+
 /// `POST /timestick/start` and `POST /timestick/<target>`.
 pub async fn start(
     req: HttpRequest,
@@ -117,12 +126,8 @@ pub async fn post(
     path: web::Path<String>,
     body: web::Bytes,
 ) -> HttpResponse {
-    let sub = match principal(&state, &req, false) {
-        Ok(s) => s,
-        Err(resp) => return resp.into(),
-    };
-    let id = match session_id(&path) {
-        Ok(id) => id,
+    let (sub, id) = match caller_and_session(&state, &req, &path) {
+        Ok(v) => v,
         Err(resp) => return resp.into(),
     };
     match timestick::post(&state.node, &sub, id, &body).await {
@@ -169,12 +174,8 @@ pub async fn poll(
     path: web::Path<String>,
     query: web::Query<PollQuery>,
 ) -> HttpResponse {
-    let sub = match principal(&state, &req, false) {
-        Ok(s) => s,
-        Err(resp) => return resp.into(),
-    };
-    let id = match session_id(&path) {
-        Ok(id) => id,
+    let (sub, id) = match caller_and_session(&state, &req, &path) {
+        Ok(v) => v,
         Err(resp) => return resp.into(),
     };
     let (wait, after) = match poll_args(query.wait.as_deref(), query.after.as_deref()) {

@@ -12,7 +12,7 @@ use murmur_broker::timestick;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::handlers::{poll_args, principal, session_id};
+use super::handlers::{caller_and_session, poll_args};
 use crate::state::AppState;
 
 /// Each internal wait of the stream loop; a keep-alive comment follows an empty one.
@@ -33,12 +33,8 @@ pub async fn stream(
     path: web::Path<String>,
     query: web::Query<StreamQuery>,
 ) -> HttpResponse {
-    let sub = match principal(&state, &req, false) {
-        Ok(s) => s,
-        Err(resp) => return resp.into(),
-    };
-    let id = match session_id(&path) {
-        Ok(id) => id,
+    let (sub, id) = match caller_and_session(&state, &req, &path) {
+        Ok(v) => v,
         Err(resp) => return resp.into(),
     };
     let last = req
