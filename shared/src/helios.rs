@@ -181,6 +181,8 @@ pub struct Response {
     pub request_id: String,
     /// `Ok(data)` when `success` is true (`None` when `data` is absent), otherwise the error.
     pub outcome: Result<Option<Value>, WireError>,
+    /// The `~timing` decorator (e.g. `in_time`), passed on to the caller.
+    pub timing: Option<Value>,
 }
 
 /// A decoded `type: "notification"` message.
@@ -554,9 +556,11 @@ fn decode_response(obj: &mut Map<String, Value>, violations: &mut Vec<String>) -
         }
     };
 
+    let timing = optional_timing(obj, violations);
     Some(Frame::Response(Response {
         request_id: request_id?,
         outcome: outcome?,
+        timing: timing?,
     }))
 }
 
@@ -778,6 +782,8 @@ struct SuccessBody<'a> {
     success: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     data: Option<&'a Value>,
+    #[serde(rename = "~timing", skip_serializing_if = "Option::is_none")]
+    timing: Option<&'a Value>,
 }
 
 #[derive(Serialize)]
@@ -787,6 +793,8 @@ struct ErrorBody<'a, D: Serialize> {
     #[serde(skip_serializing_if = "Option::is_none")]
     success: Option<bool>,
     error: ErrorObject<'a, D>,
+    #[serde(rename = "~timing", skip_serializing_if = "Option::is_none")]
+    timing: Option<&'a Value>,
 }
 
 #[derive(Serialize)]
@@ -855,6 +863,16 @@ pub fn encode_request(
 
 /// Encodes a successful response (`success: true`); `data` is omitted when `None`.
 pub fn encode_success(request_id: &str, data: Option<&Value>, now_ms: u64) -> String {
+    encode_success_timed(request_id, data, None, now_ms)
+}
+
+/// [`encode_success`] with a `~timing` decorator.
+pub fn encode_success_timed(
+    request_id: &str,
+    data: Option<&Value>,
+    timing: Option<&Value>,
+    now_ms: u64,
+) -> String {
     encode(
         "response",
         now_ms,
@@ -862,6 +880,7 @@ pub fn encode_success(request_id: &str, data: Option<&Value>, now_ms: u64) -> St
             request_id,
             success: true,
             data,
+            timing,
         },
     )
 }
@@ -869,6 +888,16 @@ pub fn encode_success(request_id: &str, data: Option<&Value>, now_ms: u64) -> St
 /// Encodes a failed response (`success: false`). A message longer than
 /// [`MAX_ERROR_MESSAGE_LEN`] characters is truncated so the output is always valid.
 pub fn encode_error(request_id: &str, error: &WireError, now_ms: u64) -> String {
+    encode_error_timed(request_id, error, None, now_ms)
+}
+
+/// [`encode_error`] with a `~timing` decorator.
+pub fn encode_error_timed(
+    request_id: &str,
+    error: &WireError,
+    timing: Option<&Value>,
+    now_ms: u64,
+) -> String {
     let body = ErrorBody {
         request_id: Some(request_id),
         success: Some(false),
@@ -877,6 +906,7 @@ pub fn encode_error(request_id: &str, error: &WireError, now_ms: u64) -> String 
             message: truncate_chars(&error.message, MAX_ERROR_MESSAGE_LEN),
             details: error.details.as_ref(),
         },
+        timing,
     };
     encode("response", now_ms, body)
 }
@@ -918,6 +948,7 @@ pub fn encode_protocol_error(
             message: truncate_chars(message, MAX_ERROR_MESSAGE_LEN),
             details: Some(Violations { violations }),
         },
+        timing: None,
     };
     encode("error", now_ms, body)
 }
@@ -1131,7 +1162,8 @@ mod tests {
                 decode(&out).unwrap(),
                 Frame::Response(Response {
                     request_id: ID.into(),
-                    outcome: Ok(data)
+                    outcome: Ok(data),
+                    timing: None,
                 })
             );
         }
@@ -1157,10 +1189,31 @@ mod tests {
                 decode(&out).unwrap(),
                 Frame::Response(Response {
                     request_id: ID.into(),
-                    outcome: Err(error)
+                    outcome: Err(error),
+                    timing: None,
                 })
             );
         }
+    }
+
+    #[test]
+    fn responses_carry_timing_both_ways() {
+        let timing = json!({"in_time": "2019-01-23 18:03:27.123Z", "x": 1});
+        let out = encode_success_timed(ID, Some(&json!(1)), Some(&timing), NOW);
+        let Frame::Response(r) = decode(&out).unwrap() else {
+            panic!("not a response")
+        };
+        assert_eq!(r.timing, Some(timing.clone()));
+        let err = WireError::new(ErrorCode::MethodError, "no");
+        let Frame::Response(r) = decode(&encode_error_timed(ID, &err, Some(&timing), NOW)).unwrap()
+        else {
+            panic!("not a response")
+        };
+        assert_eq!(r.timing, Some(timing));
+        let bad = format!(
+            r#"{{"protocol":"helios-starling","version":"1.0.0","timestamp":1,"type":"response","requestId":"{ID}","success":true,"~timing":5}}"#
+        );
+        assert!(decode(&bad).is_err(), "a non-object ~timing is a violation");
     }
 
     #[test]

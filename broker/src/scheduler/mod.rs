@@ -107,6 +107,8 @@ pub trait Scheduler: Send + Sync + 'static {
 
 /// Jobs claimed per round trip.
 pub const CLAIM_BATCH: usize = 256;
+/// Pause between two full claim batches (≈ 25 600 releases/s per node at most).
+const RELEASE_PACE: Duration = Duration::from_millis(10);
 /// The longest a node sleeps between looks (other nodes may hold earlier jobs).
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
@@ -136,7 +138,11 @@ pub fn run(node: &Arc<Node>) {
                         execute(&node, held.job).await;
                     }
                     if full {
-                        continue; // more may be due right now
+                        // More may be due right now: release them paced, so a burst
+                        // of held messages due at one instant does not overrun the
+                        // recipients' queues (at most CLAIM_BATCH per RELEASE_PACE).
+                        tokio::time::sleep(RELEASE_PACE).await;
+                        continue;
                     }
                 }
                 Ok(_) => {}

@@ -912,6 +912,8 @@ impl Handler<CancelCall> for SessionActor {
 pub struct Respond {
     pub id: String,
     pub outcome: Result<Value, ErrorBody>,
+    /// The answer's `~timing` (e.g. `in_time`), passed on to the caller.
+    pub timing: Option<Value>,
 }
 
 impl Handler<Respond> for SessionActor {
@@ -932,7 +934,8 @@ impl Handler<Respond> for SessionActor {
             body,
         )
         .from(self.origin())
-        .correlation(req.correlation);
+        .correlation(req.correlation)
+        .timing(r.timing);
         self.node.router.send_to(&req.reply_to, Arc::new(env));
         true
     }

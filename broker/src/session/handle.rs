@@ -180,11 +180,17 @@ impl SessionHandle {
     }
 
     /// Answers a request this session's client was sent; false if the id is unknown.
-    pub async fn respond(&self, id: &str, outcome: Result<Value, ErrorBody>) -> bool {
+    pub async fn respond(
+        &self,
+        id: &str,
+        outcome: Result<Value, ErrorBody>,
+        timing: Option<Value>,
+    ) -> bool {
         self.addr
             .send(Respond {
                 id: id.to_string(),
                 outcome,
+                timing,
             })
             .await
             .unwrap_or(false)

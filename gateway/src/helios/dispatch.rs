@@ -53,7 +53,9 @@ pub async fn text(conn: &mut Conn, text: &str) -> Result<(), Closed> {
                 }),
             };
             // An answer to something no longer in flight (timed out, cancelled) is dropped.
-            conn.handle.respond(&resp.request_id, outcome).await;
+            conn.handle
+                .respond(&resp.request_id, outcome, resp.timing)
+                .await;
             Ok(())
         }
         Ok(Frame::Notification(n)) => {

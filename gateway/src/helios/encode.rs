@@ -37,16 +37,17 @@ pub fn encode(env: &Envelope) -> Option<String> {
         Kind::Response => {
             let id = env.correlation.as_deref()?;
             Some(match &env.body {
-                Body::Error(e) => helios::encode_error(
+                Body::Error(e) => helios::encode_error_timed(
                     id,
                     &WireError {
                         code: e.code.clone(),
                         message: e.message.clone(),
                         details: e.details.clone(),
                     },
+                    env.timing.as_ref(),
                     now,
                 ),
-                _ => helios::encode_success(id, Some(&data), now),
+                _ => helios::encode_success_timed(id, Some(&data), env.timing.as_ref(), now),
             })
         }
         Kind::Control => None,
