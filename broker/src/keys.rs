@@ -187,6 +187,11 @@ impl Keys {
         format!("{}sched:jobs", self.prefix)
     }
 
+    /// Sorted set of claimed job ids by lease deadline.
+    pub fn scheduled_leases(&self) -> String {
+        format!("{}sched:lease", self.prefix)
+    }
+
     /// A node's heartbeat (JSON `NodeInfo`, with a TTL).
     pub fn node(&self, node: &NodeId) -> String {
         format!("{}nodeinfo:{}", self.prefix, node)

@@ -10,6 +10,9 @@ use murmur_broker::bus::redis::RedisBus;
 use murmur_broker::bus::{Bus, Topic};
 use murmur_broker::keys::Keys;
 use murmur_broker::metrics::Metrics;
+use murmur_broker::scheduler::memory::MemoryScheduler;
+use murmur_broker::scheduler::redis::RedisScheduler;
+use murmur_broker::scheduler::{Held, Job, Scheduler};
 use murmur_broker::store::memory::MemoryStore;
 use murmur_broker::store::redis::RedisStore;
 use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
@@ -503,6 +506,84 @@ async fn sink_store_conformance(store: Arc<dyn Store>) {
     assert_eq!(nacks[0].machine_message, vec![1, 0xf4]);
     assert_eq!(nacks[0].human_message, "bad");
     assert!(store.sink_nacks("nobody", 10).await.unwrap().is_empty());
+}
+
+async fn scheduler_conformance(a: Arc<dyn Scheduler>, b: Arc<dyn Scheduler>, shared: bool) {
+    let now = now_ms() as i64;
+    let job = |i: i64| Job::Publish {
+        env: (*envelope(Destination::Channel(format!("c{i}")))).clone(),
+    };
+    for i in 0..100 {
+        a.hold(Held::new(now - 1000 + i, job(i))).await.unwrap();
+    }
+    a.hold(Held::new(now + 60_000, job(999))).await.unwrap();
+    assert_eq!(a.depth().await.unwrap(), 101);
+    assert_eq!(a.next_due().await.unwrap(), Some(now - 1000));
+    // Two claimers racing: every due job is handed out exactly once, in due order.
+    let (x, y) = futures_util::future::join(a.claim_due(now, 60), b.claim_due(now, 60)).await;
+    let (x, y) = (x.unwrap(), y.unwrap());
+    let mut ids: Vec<String> = x.iter().chain(&y).map(|h| h.id.clone()).collect();
+    let claimed = ids.len();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), claimed, "no job handed out twice");
+    let rest = a.claim_due(now, 1000).await.unwrap();
+    assert_eq!(claimed + rest.len(), 100, "every due job, once");
+    assert!(
+        x.windows(2).all(|w| w[0].due_ms <= w[1].due_ms),
+        "due order"
+    );
+    assert!(
+        a.claim_due(now, 1000).await.unwrap().is_empty(),
+        "the future job is not due"
+    );
+    assert_eq!(a.depth().await.unwrap(), 1);
+    // Acknowledged jobs are gone for good.
+    a.ack(
+        x.iter()
+            .chain(&y)
+            .chain(&rest)
+            .map(|h| h.id.clone())
+            .collect(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(a.reap(now + 3_600_000).await.unwrap(), 0);
+    // A claimed but never acknowledged job returns when its lease runs out.
+    let later = a.claim_due(now + 60_000, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    let Job::Publish { env } = &later[0].job else {
+        panic!("not the held publication")
+    };
+    assert_eq!(env.to, Destination::Channel("c999".into()));
+    if shared {
+        assert_eq!(
+            a.reap(now + 60_000).await.unwrap(),
+            0,
+            "lease still running"
+        );
+        assert_eq!(b.reap(now + 3_600_000).await.unwrap(), 1, "lease ran out");
+        let again = b.claim_due(now + 3_600_000, 10).await.unwrap();
+        assert_eq!(again.len(), 1, "taken over by another node");
+        assert_eq!(again[0].id, later[0].id);
+        b.ack(vec![again[0].id.clone()]).await.unwrap();
+    }
+    assert_eq!(a.depth().await.unwrap(), 0);
+}
+
+#[actix_rt::test]
+async fn memory_scheduler_conforms() {
+    let s: Arc<dyn Scheduler> = Arc::new(MemoryScheduler::default());
+    scheduler_conformance(s.clone(), s, false).await;
+}
+
+#[actix_rt::test]
+async fn redis_scheduler_conforms() {
+    let redis = murmur_tests::RedisServer::start().await;
+    let keys = Keys::new(unique_prefix());
+    let a: Arc<dyn Scheduler> = Arc::new(RedisScheduler::new(&redis.url(), keys.clone()).unwrap());
+    let b: Arc<dyn Scheduler> = Arc::new(RedisScheduler::new(&redis.url(), keys).unwrap());
+    scheduler_conformance(a, b, true).await;
 }
 
 fn envelope(to: Destination) -> Arc<Envelope> {

@@ -99,6 +99,12 @@ pub trait Scheduler: Send + Sync + 'static {
     /// Removes and returns jobs due at `now_ms`, at most `limit`; each job is returned
     /// to exactly one caller, whichever node asks.
     fn claim_due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Held>>>;
+    /// The claimed jobs were carried out: forget them. A claimed job that is never
+    /// acknowledged (its node died) returns to the schedule when its lease runs out.
+    fn ack(&self, ids: Vec<String>) -> BoxFuture<'_, StoreResult<()>>;
+    /// Puts jobs whose claim lease ran out (at `now_ms`) back on the schedule, due now;
+    /// returns how many.
+    fn reap(&self, now_ms: i64) -> BoxFuture<'_, StoreResult<u64>>;
     /// When the earliest job is due.
     fn next_due(&self) -> BoxFuture<'_, StoreResult<Option<i64>>>;
     /// Jobs held.
@@ -109,6 +115,10 @@ pub trait Scheduler: Send + Sync + 'static {
 pub const CLAIM_BATCH: usize = 256;
 /// Pause between two full claim batches (≈ 25 600 releases/s per node at most).
 const RELEASE_PACE: Duration = Duration::from_millis(10);
+/// How long a claimed job may stay unacknowledged before another node takes it over.
+pub const CLAIM_LEASE: Duration = Duration::from_secs(10);
+/// How often a node looks for expired claim leases.
+const REAP_EVERY: Duration = Duration::from_secs(1);
 /// The longest a node sleeps between looks (other nodes may hold earlier jobs).
 const LOOK_EVERY: Duration = Duration::from_millis(100);
 
@@ -128,14 +138,27 @@ pub async fn hold(node: &Arc<Node>, due_ms: i64, job: Job) -> StoreResult<()> {
 pub fn run(node: &Arc<Node>) {
     let weak = Arc::downgrade(node);
     actix::spawn(async move {
+        let mut last_reap = tokio::time::Instant::now();
         loop {
             let Some(node) = weak.upgrade() else { break };
             let now = now_ms() as i64;
+            if last_reap.elapsed() >= REAP_EVERY {
+                last_reap = tokio::time::Instant::now();
+                match node.scheduler().reap(now).await {
+                    Ok(n) if n > 0 => warn!(jobs = n, "held messages of a lost node taken over"),
+                    _ => {}
+                }
+            }
             match node.scheduler().claim_due(now, CLAIM_BATCH).await {
                 Ok(jobs) if !jobs.is_empty() => {
                     let full = jobs.len() == CLAIM_BATCH;
+                    let mut done = Vec::with_capacity(jobs.len());
                     for held in jobs {
                         execute(&node, held.job).await;
+                        done.push(held.id);
+                    }
+                    if let Err(e) = node.scheduler().ack(done).await {
+                        debug!(error = %e, "scheduler ack failed; the jobs may run again");
                     }
                     if full {
                         // More may be due right now: release them paced, so a burst

@@ -1,7 +1,10 @@
-//! The Redis scheduler: `<prefix>sched` (sorted set: job id → due ms) and
-//! `<prefix>sched:jobs` (hash: job id → JSON). Claiming is one Lua call that removes
-//! due jobs from both, so each job is handed to exactly one node. Jobs survive the
-//! loss of the node that held them.
+//! The Redis scheduler: `<prefix>sched` (sorted set: job id → due ms),
+//! `<prefix>sched:jobs` (hash: job id → JSON) and `<prefix>sched:lease` (sorted set:
+//! claimed job id → lease deadline). Claiming is one Lua call that moves due jobs from
+//! the schedule to the lease set, so each job is handed to exactly one node; the node
+//! acknowledges (deletes) them once carried out. Jobs survive the loss of the node that
+//! held them, and of a node that claimed them: an expired lease puts the job back on the
+//! schedule for another node (at-least-once in that one case).
 
 use futures_util::future::{BoxFuture, FutureExt};
 use redis::aio::ConnectionManager;
@@ -11,18 +14,31 @@ use super::{Held, Scheduler};
 use crate::keys::Keys;
 use crate::store::{StoreError, StoreResult};
 
-/// KEYS: [1] zset, [2] hash. ARGV: [1] now ms, [2] limit. Returns the claimed JSONs.
+/// KEYS: [1] schedule, [2] jobs, [3] leases. ARGV: [1] now ms, [2] limit, [3] lease
+/// deadline. Moves due jobs to the lease set; returns their JSONs.
 const CLAIM: &str = r#"
 local ids = redis.call('ZRANGE', KEYS[1], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, tonumber(ARGV[2]))
 local out = {}
 for _, id in ipairs(ids) do
   if redis.call('ZREM', KEYS[1], id) == 1 then
     local job = redis.call('HGET', KEYS[2], id)
-    redis.call('HDEL', KEYS[2], id)
-    if job then table.insert(out, job) end
+    if job then
+      redis.call('ZADD', KEYS[3], ARGV[3], id)
+      table.insert(out, job)
+    end
   end
 end
 return out
+"#;
+
+/// KEYS: [1] schedule, [2] leases. ARGV: [1] now ms. Re-queues expired leases, due now.
+const REAP: &str = r#"
+local ids = redis.call('ZRANGE', KEYS[2], '-inf', ARGV[1], 'BYSCORE', 'LIMIT', 0, 1000)
+for _, id in ipairs(ids) do
+  redis.call('ZREM', KEYS[2], id)
+  redis.call('ZADD', KEYS[1], ARGV[1], id)
+end
+return #ids
 "#;
 
 /// See the module docs.
@@ -30,6 +46,7 @@ pub struct RedisScheduler {
     conn: ConnectionManager,
     keys: Keys,
     claim: Script,
+    reap: Script,
 }
 
 fn err(e: redis::RedisError) -> StoreError {
@@ -43,6 +60,7 @@ impl RedisScheduler {
             conn,
             keys,
             claim: Script::new(CLAIM),
+            reap: Script::new(REAP),
         })
     }
 }
@@ -70,8 +88,10 @@ impl Scheduler for RedisScheduler {
                 .claim
                 .key(self.keys.scheduled())
                 .key(self.keys.scheduled_jobs())
+                .key(self.keys.scheduled_leases())
                 .arg(now_ms)
                 .arg(limit)
+                .arg(now_ms + super::CLAIM_LEASE.as_millis() as i64)
                 .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(err)?;
@@ -79,6 +99,37 @@ impl Scheduler for RedisScheduler {
                 .iter()
                 .filter_map(|j| serde_json::from_str(j).ok())
                 .collect())
+        }
+        .boxed()
+    }
+
+    fn ack(&self, ids: Vec<String>) -> BoxFuture<'_, StoreResult<()>> {
+        async move {
+            if ids.is_empty() {
+                return Ok(());
+            }
+            redis::pipe()
+                .atomic()
+                .zrem(self.keys.scheduled_leases(), &ids)
+                .ignore()
+                .hdel(self.keys.scheduled_jobs(), &ids)
+                .ignore()
+                .query_async::<()>(&mut self.conn.clone())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn reap(&self, now_ms: i64) -> BoxFuture<'_, StoreResult<u64>> {
+        async move {
+            self.reap
+                .key(self.keys.scheduled())
+                .key(self.keys.scheduled_leases())
+                .arg(now_ms)
+                .invoke_async(&mut self.conn.clone())
+                .await
+                .map_err(err)
         }
         .boxed()
     }
