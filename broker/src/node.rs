@@ -293,6 +293,12 @@ impl Node {
         self.drain_notify.notify_waiters();
     }
 
+    /// Draining in a cluster: long-polls and streams end early so their clients come
+    /// back through another node (an embedded node has none to hand over to).
+    pub fn hands_over(&self) -> bool {
+        self.is_draining() && self.router.bus().is_clustered()
+    }
+
     /// Resolves when the node starts draining (long-polls end early so their clients
     /// come back through another node).
     pub async fn drained(&self) {

@@ -194,12 +194,12 @@ async fn start_inner(
 
 /// Loads a session and checks that `sub` is its caller.
 async fn load(node: &Node, sub: &str, id: SessionId) -> Result<TsSession, TsError> {
-    let s = node
-        .store()
-        .ts_get(id)
-        .await
-        .map_err(store_fail)?
-        .ok_or_else(|| fail(404, "SESSION_NOT_FOUND", "no such session"))?;
+    owned_by(node.store().ts_get(id).await.map_err(store_fail)?, sub)
+}
+
+/// A loaded session, checked to exist and to belong to `sub`.
+fn owned_by(s: Option<TsSession>, sub: &str) -> Result<TsSession, TsError> {
+    let s = s.ok_or_else(|| fail(404, "SESSION_NOT_FOUND", "no such session"))?;
     if s.caller != sub {
         return Err(fail(
             403,
@@ -232,7 +232,14 @@ async fn post_inner(
     id: SessionId,
     body: &[u8],
 ) -> Result<Value, TsError> {
-    let s = load(node, sub, id).await?;
+    // One round trip for the record and the rate count, one for the replay check and
+    // the activity: the POST hot path.
+    let store = node.store();
+    let (s, rate_ok) = store
+        .ts_get_counted(id, node.config.timestick_rate)
+        .await
+        .map_err(store_fail)?;
+    let s = owned_by(s, sub)?;
     if s.state != TsState::Active {
         return Err(gone(&s));
     }
@@ -243,12 +250,7 @@ async fn post_inner(
             "larger than the session's max_message_size",
         ));
     }
-    let store = node.store();
-    if !store
-        .ts_rate(id, node.config.timestick_rate)
-        .await
-        .map_err(store_fail)?
-    {
+    if !rate_ok {
         return Err(fail(
             429,
             "RATE_LIMITED",
@@ -280,7 +282,7 @@ async fn post_inner(
     let deliver_at = plan.and_then(|p| p.deliver_at);
     let ttl = record_ttl(node);
     if !store
-        .ts_first_message(id, posted.message_id(), ttl)
+        .ts_accept_message(id, posted.message_id(), now_ms(), ttl)
         .await
         .map_err(store_fail)?
     {
@@ -290,10 +292,6 @@ async fn post_inner(
             "this message_id was already received",
         ));
     }
-    store
-        .ts_touch(id, now_ms(), ttl)
-        .await
-        .map_err(store_fail)?;
     node.metrics.messages_in.with_label_values(&[LABEL]).inc();
     let message_id = posted.message_id().to_string();
     match posted {
@@ -691,7 +689,7 @@ async fn poll_inner(
                 finished,
             });
         }
-        if tokio::time::Instant::now() >= deadline || node.is_draining() {
+        if tokio::time::Instant::now() >= deadline || node.hands_over() {
             return Ok(Polled {
                 messages,
                 cursor: cursor.render(),
@@ -702,8 +700,8 @@ async fn poll_inner(
             _ = &mut woken_target => {}
             _ = &mut woken_self => {}
             _ = tokio::time::sleep_until(deadline) => {}
-            // Draining: answer now, the next poll lands on another node.
-            _ = node.drained() => {}
+            // Draining in a cluster: answer now, the next poll lands on another node.
+            _ = node.drained(), if node.router.bus().is_clustered() => {}
         }
     }
 }

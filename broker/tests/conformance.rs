@@ -362,6 +362,35 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
         "positions never go back"
     );
 
+    // The POST hot path: record + rate in one step, replay check + activity in another.
+    let (got, ok) = store.ts_get_counted(b.id, 1000).await.unwrap();
+    assert_eq!(got.map(|s| s.id), Some(b.id));
+    assert!(ok);
+    let (none, ok) = store.ts_get_counted(SessionId::random(), 1).await.unwrap();
+    assert!(none.is_none() && ok, "no record: nothing counted");
+    let hot = SessionId::random();
+    let mut hot_session = ts_session(&format!("h-{}", uuid::Uuid::new_v4()));
+    hot_session.id = hot;
+    assert!(store.ts_create(hot_session, 10, ttl).await.unwrap());
+    let mut allowed = 0;
+    for _ in 0..10 {
+        if store.ts_get_counted(hot, 3).await.unwrap().1 {
+            allowed += 1;
+        }
+    }
+    assert!((3..10).contains(&allowed), "the rate bites: {allowed}");
+    assert!(store
+        .ts_accept_message(hot, "x1", now_ms(), ttl)
+        .await
+        .unwrap());
+    assert!(
+        !store
+            .ts_accept_message(hot, "x1", now_ms(), ttl)
+            .await
+            .unwrap(),
+        "replay"
+    );
+
     // Replay protection.
     assert!(store.ts_first_message(q, "m1", ttl).await.unwrap());
     assert!(!store.ts_first_message(q, "m1", ttl).await.unwrap());

@@ -197,15 +197,16 @@ async fn wait_for_signal() {
 async fn drain(state: Arc<AppState>) {
     let node = &state.node;
     let settings = &state.settings;
-    if !node.router.bus().is_clustered() {
-        // An embedded node's TimeStick sessions end with its process: their callers get
-        // a receiver STOP first. (In a cluster they live on, served by the other nodes.)
-        let n = murmur_broker::timestick::stop_all(node, "draining").await;
-        info!(sessions = n, "TimeStick sessions stopped: draining");
-    }
     node.begin_drain();
     let deadline = tokio::time::Instant::now() + settings.drain_timeout;
     tokio::time::sleep(settings.drain_delay.min(settings.drain_timeout)).await;
+    if !node.router.bus().is_clustered() {
+        // An embedded node's TimeStick sessions end with its process: their callers get
+        // a receiver STOP now, which open polls and streams deliver. (In a cluster they
+        // live on, served by the other nodes.)
+        let n = murmur_broker::timestick::stop_all(node, "draining").await;
+        info!(sessions = n, "TimeStick sessions stopped: draining");
+    }
     let n = node
         .disconnect_all_in_batches(
             "node draining; reconnect to another node",

@@ -47,11 +47,83 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
 "#;
 
+/// KEYS: [1] record, [2] rate counter. ARGV: [1] per second. Returns {record or false,
+/// count}; the counter is only touched when the record exists.
+const GET_COUNTED: &str = r#"
+local rec = redis.call('GET', KEYS[1])
+if not rec then return {false, 0} end
+local n = redis.call('INCR', KEYS[2])
+redis.call('PEXPIRE', KEYS[2], 2000)
+return {rec, n}
+"#;
+
+/// KEYS: [1] seen set, [2] activity zset, [3] record, [4] queue, [5] seq.
+/// ARGV: [1] message id, [2] now ms, [3] ttl ms, [4] session id. 0 = seen before.
+const ACCEPT_MESSAGE: &str = r#"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[5], ARGV[3])
+return 1
+"#;
+
 fn ms(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
 
 impl TsStore for RedisStore {
+    fn ts_get_counted(
+        &self,
+        id: SessionId,
+        per_second: u64,
+    ) -> BoxFuture<'_, StoreResult<(Option<TsSession>, bool)>> {
+        async move {
+            let keys = self.keys();
+            let sec = murmur_shared::ids::now_ms() / 1000;
+            let (rec, n): (Option<String>, u64) = Script::new(GET_COUNTED)
+                .key(keys.ts_session(id))
+                .key(keys.ts_rate(id, sec))
+                .invoke_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            let s = rec
+                .map(|j| serde_json::from_str(&j).map_err(json_err))
+                .transpose()?;
+            Ok((s, n <= per_second))
+        }
+        .boxed()
+    }
+
+    fn ts_accept_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let message_id = message_id.to_string();
+        async move {
+            let keys = self.keys();
+            let added: i64 = Script::new(ACCEPT_MESSAGE)
+                .key(keys.ts_seen(id))
+                .key(keys.ts_activity())
+                .key(keys.ts_session(id))
+                .key(keys.ts_queue(id))
+                .key(keys.ts_seq(id))
+                .arg(message_id)
+                .arg(now_ms)
+                .arg(ms(ttl))
+                .arg(id.to_string())
+                .invoke_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(added == 1)
+        }
+        .boxed()
+    }
+
     fn ts_create(
         &self,
         s: TsSession,

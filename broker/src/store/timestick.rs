@@ -117,4 +117,44 @@ pub trait TsStore: Send + Sync {
     fn ts_quarantined(&self, caller: &str) -> BoxFuture<'_, StoreResult<bool>>;
     /// Counts a message in this second; false once `per_second` is exceeded.
     fn ts_rate(&self, id: SessionId, per_second: u64) -> BoxFuture<'_, StoreResult<bool>>;
+
+    /// The POST hot path, first step, in one round trip: the session's record and the
+    /// rate count ([`ts_get`](Self::ts_get) + [`ts_rate`](Self::ts_rate)).
+    fn ts_get_counted(
+        &self,
+        id: SessionId,
+        per_second: u64,
+    ) -> BoxFuture<'_, StoreResult<(Option<TsSession>, bool)>> {
+        Box::pin(async move {
+            let s = self.ts_get(id).await?;
+            let ok = match &s {
+                Some(_) => self.ts_rate(id, per_second).await?,
+                None => true,
+            };
+            Ok((s, ok))
+        })
+    }
+
+    /// The POST hot path, second step, in one round trip: records `message_id` (false if
+    /// it was seen before) and, if new, the activity ([`ts_first_message`] +
+    /// [`ts_touch`]).
+    ///
+    /// [`ts_first_message`]: Self::ts_first_message
+    /// [`ts_touch`]: Self::ts_touch
+    fn ts_accept_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        now_ms: u64,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let message_id = message_id.to_string();
+        Box::pin(async move {
+            if !self.ts_first_message(id, &message_id, ttl).await? {
+                return Ok(false);
+            }
+            self.ts_touch(id, now_ms, ttl).await?;
+            Ok(true)
+        })
+    }
 }

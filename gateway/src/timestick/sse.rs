@@ -76,7 +76,7 @@ pub async fn stream(
                     return;
                 }
             }
-            if polled.finished || node.is_draining() {
+            if polled.finished || node.hands_over() {
                 // Draining: the client resumes on another node with Last-Event-ID.
                 break;
             }
