@@ -84,6 +84,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
             .route("/sink", web::get().to(sink::ws::sink))
     })
     .disable_signals()
+    // Small frames (notifications, RPC answers) go out at once, not after the
+    // client's delayed ACK (Nagle adds up to ~40 ms otherwise).
+    .tcp_nodelay(true)
     .shutdown_timeout(grace)
     .bind(&settings.listen)
     .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?
@@ -100,6 +103,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     })
     .disable_signals()
     .workers(1)
+    .tcp_nodelay(true)
     .shutdown_timeout(grace)
     .bind(&settings.internal_listen)
     .map_err(|e| format!("cannot listen on {}: {e}", settings.internal_listen))?

@@ -123,6 +123,11 @@ pub struct Envelope {
     /// missed and to skip what it already has. Never serialized.
     #[serde(skip)]
     pub seq: Option<String>,
+    /// The Helios-Starling wire form of a channel publication, encoded once per node and
+    /// shared by every local subscriber (fan-out writes the same bytes to each socket).
+    /// Never serialized.
+    #[serde(skip)]
+    pub wire: std::sync::OnceLock<bytes::Bytes>,
 }
 
 impl Envelope {
@@ -141,6 +146,7 @@ impl Envelope {
             created_ms: now_ms(),
             origin_node: node.clone(),
             seq: None,
+            wire: std::sync::OnceLock::new(),
         }
     }
 

@@ -13,16 +13,17 @@ use futures_util::future::join_all;
 use murmur_tests::{http, metrics, Node, Starling, API_KEY};
 use serde_json::json;
 
-/// Messages published in the flood. The server queues at most 1024 frames per
+/// Messages published in the flood. The server queues at most 8192 frames per
 /// connection, and the kernel socket buffers of a client that never reads hold at most a
-/// few MiB, so 3000 × 64 KiB overflows the queue with a wide margin.
-const FLOOD: usize = 3000;
+/// few MiB (a few hundred 8 KiB frames), so 12 000 × 8 KiB overflows the queue with a
+/// wide margin.
+const FLOOD: usize = 12_000;
 /// Size of each message's data.
-const DATA_BYTES: usize = 64 * 1024;
+const DATA_BYTES: usize = 8 * 1024;
 /// Concurrent publishes.
 const PARALLEL: usize = 8;
 
-/// A subscriber that never reads is closed with 4001 after a flood of 3000 × 64 KiB
+/// A subscriber that never reads is closed with 4001 after a flood of 12 000 × 8 KiB
 /// backend publishes; another Starling on the node keeps working throughout, and the
 /// slow-consumer drop is counted in `murmur_deliveries_total`.
 #[actix_rt::test]

@@ -4,12 +4,14 @@
 use std::sync::Arc;
 
 use actix_ws::{AggregatedMessage, MessageStream, Session};
+use bytestring::ByteString;
 use murmur_broker::metrics::outcome;
 use murmur_broker::session::{Attachment, SessionHandle};
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::Envelope;
 use murmur_shared::helios;
 use murmur_shared::ids::now_ms;
+use prometheus::{Histogram, IntCounter};
 use serde_json::json;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
@@ -39,34 +41,47 @@ pub struct Conn {
     pub state: Arc<AppState>,
     pub handle: SessionHandle,
     ws: Session,
+    counters: Counters,
+}
+
+/// Metric handles resolved once per connection (not per message).
+struct Counters {
+    out: IntCounter,
+    delivered: IntCounter,
+    latency: Histogram,
+}
+
+impl Counters {
+    fn new(metrics: &murmur_broker::metrics::Metrics) -> Self {
+        Counters {
+            out: metrics.messages_out.with_label_values(&[LABEL]),
+            delivered: metrics
+                .deliveries
+                .with_label_values(&[LABEL, outcome::DELIVERED]),
+            latency: metrics.delivery_latency.with_label_values(&[LABEL]),
+        }
+    }
 }
 
 impl Conn {
     /// Writes one text frame.
-    pub async fn send(&mut self, text: String) -> Result<(), Closed> {
-        self.state
-            .node
-            .metrics
-            .messages_out
-            .with_label_values(&[LABEL])
-            .inc();
+    pub async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), Closed> {
+        self.counters.out.inc();
         self.ws.text(text).await.map_err(|_| Closed)
     }
 
     async fn deliver(&mut self, env: &Envelope) -> Result<(), Closed> {
-        let Some(text) = encode::encode(env) else {
-            return Ok(());
-        };
-        let metrics = &self.state.node.metrics;
-        if !crate::timing::deliverable(metrics, LABEL, env.timing.as_ref()) {
+        if env.timing.is_some()
+            && !crate::timing::deliverable(&self.state.node.metrics, LABEL, env.timing.as_ref())
+        {
             return Ok(());
         }
-        metrics.delivery(LABEL, outcome::DELIVERED);
+        let Some(text) = encode::frame(env) else {
+            return Ok(());
+        };
+        self.counters.delivered.inc();
         let latency = now_ms().saturating_sub(env.created_ms) as f64 / 1000.0;
-        metrics
-            .delivery_latency
-            .with_label_values(&[LABEL])
-            .observe(latency);
+        self.counters.latency.observe(latency);
         self.send(text).await
     }
 
@@ -101,7 +116,13 @@ pub async fn run(
         mut outbound,
         mut closed,
     } = attachment;
-    let mut conn = Conn { state, handle, ws };
+    let counters = Counters::new(&metrics);
+    let mut conn = Conn {
+        state,
+        handle,
+        ws,
+        counters,
+    };
 
     // Envelopes taken for this socket but not written: handed back for recovery.
     let mut unsent: Vec<Arc<Envelope>> = Vec::new();

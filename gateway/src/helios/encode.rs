@@ -1,9 +1,27 @@
 //! Broker envelopes → Helios-Starling JSON text.
 
+use bytes::Bytes;
+use bytestring::ByteString;
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::helios::{self, WireError};
 use murmur_shared::ids::now_ms;
 use serde_json::Value;
+
+/// The text frame for an envelope, ready for the socket. A channel publication is
+/// encoded once per node and its bytes shared by every local subscriber (its
+/// `timestamp` is the first encoding's).
+pub fn frame(env: &Envelope) -> Option<ByteString> {
+    let shared = env.kind == Kind::Notification
+        && env.correlation.is_none()
+        && matches!(env.to, Destination::Channel(_));
+    if !shared {
+        return encode(env).map(ByteString::from);
+    }
+    let bytes = env
+        .wire
+        .get_or_init(|| Bytes::from(encode(env).unwrap_or_default()));
+    ByteString::try_from(bytes.clone()).ok()
+}
 
 /// The text frame for an envelope, or `None` for envelopes that have no Helios form.
 pub fn encode(env: &Envelope) -> Option<String> {
