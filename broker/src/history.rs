@@ -23,8 +23,17 @@ struct ChannelHistory {
 /// See the module docs.
 pub struct LocalHistory {
     ttl: Duration,
-    channels: Mutex<HashMap<String, ChannelHistory>>,
+    channels: Mutex<Channels>,
 }
+
+/// The channels and when idle ones were last swept out.
+struct Channels {
+    map: HashMap<String, ChannelHistory>,
+    swept: Instant,
+}
+
+/// Idle channels are swept out at most this often (never per publication).
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
 
 fn parse(seq: &str) -> (u64, u64) {
     let (ms, n) = seq.split_once('-').unwrap_or((seq, "0"));
@@ -35,24 +44,29 @@ impl LocalHistory {
     pub fn new(ttl: Duration) -> Arc<Self> {
         Arc::new(LocalHistory {
             ttl,
-            channels: Mutex::new(HashMap::new()),
+            channels: Mutex::new(Channels {
+                map: HashMap::new(),
+                swept: Instant::now(),
+            }),
         })
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, ChannelHistory>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Channels> {
         // unwrap: nothing panics while the lock is held (plain collection operations).
         self.channels.lock().unwrap()
     }
 
     /// Gives `env` its position and keeps it; returns the positioned envelope.
     pub fn append(&self, channel: &str, mut env: Envelope) -> Arc<Envelope> {
-        let mut channels = self.lock();
+        let mut guard = self.lock();
         let now = Instant::now();
-        if channels.len() > 1024 {
+        if now.duration_since(guard.swept) >= SWEEP_EVERY {
+            guard.swept = now;
             let ttl = self.ttl;
-            channels.retain(|_, h| now.duration_since(h.touched) < ttl);
+            guard.map.retain(|_, h| now.duration_since(h.touched) < ttl);
         }
-        let h = channels
+        let h = guard
+            .map
             .entry(channel.to_string())
             .or_insert_with(|| ChannelHistory {
                 last: (0, 0),
@@ -83,6 +97,7 @@ impl LocalHistory {
         let after = parse(after);
         let channels = self.lock();
         let Some(h) = channels
+            .map
             .get(channel)
             .filter(|h| h.touched.elapsed() < self.ttl)
         else {
@@ -100,6 +115,7 @@ impl LocalHistory {
     pub fn tail(&self, channel: &str) -> Option<String> {
         let channels = self.lock();
         let h = channels
+            .map
             .get(channel)
             .filter(|h| h.touched.elapsed() < self.ttl)?;
         h.entries.back().and_then(|e| e.seq.clone())
