@@ -59,3 +59,11 @@ compose-up: ## Redis + 3 nodes + Prometheus in Docker (public 8081-8083, interna
 
 compose-down: ## stop the compose cluster and delete its volumes
 	$(COMPOSE) -f $(COMPOSE_FILE) down -v
+
+.PHONY: bench bench-smoke
+
+bench: ## release build, Redis + 2 nodes + Socket.IO peers, standard scenarios -> BENCHMARKS.md (~10 min)
+	@scripts/bench.sh
+
+bench-smoke: ## the bench pipeline for a few seconds each -> target/bench-smoke/BENCHMARKS.md
+	@BENCH_MODE=smoke scripts/bench.sh
