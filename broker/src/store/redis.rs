@@ -528,6 +528,29 @@ impl Store for RedisStore {
 }
 
 impl RedisStore {
+    /// Entries of a positioned stream (ids `<position>-1`, field `m`) after `after`,
+    /// oldest first, at most `limit`: the TimeStick queues and the Sink outboxes.
+    pub(super) async fn read_positions(
+        &self,
+        key: &str,
+        after: u64,
+        limit: usize,
+    ) -> StoreResult<Vec<(u64, Vec<u8>)>> {
+        let v: Value = redis::cmd("XRANGE")
+            .arg(key)
+            .arg(format!("({after}-1"))
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.c())
+            .await
+            .map_err(err)?;
+        Ok(stream_entries(v, "m")
+            .into_iter()
+            .filter_map(|(entry, bytes)| Some((entry.split_once('-')?.0.parse().ok()?, bytes)))
+            .collect())
+    }
+
     async fn tail(&self, channel: &str) -> StoreResult<Option<String>> {
         let v: Value = redis::cmd("XREVRANGE")
             .arg(self.keys.history(channel))

@@ -1,9 +1,9 @@
 //! [`SinkStore`] for the Redis store. Key layout in [`crate::keys`].
 
 use futures_util::future::{BoxFuture, FutureExt};
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, Script};
 
-use super::redis::{err, json_err, stream_entries, RedisStore};
+use super::redis::{err, json_err, RedisStore};
 use super::sink::{NackedEntry, OutboxEntry, Quarantine, SinkEvent, SinkStore};
 use super::StoreResult;
 
@@ -184,18 +184,10 @@ impl SinkStore for RedisStore {
     ) -> BoxFuture<'_, StoreResult<Vec<OutboxEntry>>> {
         let key = self.keys().sink_outbox(client);
         async move {
-            let v: Value = redis::cmd("XRANGE")
-                .arg(key)
-                .arg(format!("({after}-1"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut self.c())
-                .await
-                .map_err(err)?;
-            Ok(stream_entries(v, "m")
+            let entries = self.read_positions(&key, after, limit).await?;
+            Ok(entries
                 .into_iter()
-                .filter_map(|(_, bytes)| serde_json::from_slice(&bytes).ok())
+                .filter_map(|(_, m)| serde_json::from_slice(&m).ok())
                 .collect())
         }
         .boxed()

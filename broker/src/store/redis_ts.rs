@@ -4,10 +4,10 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
 use murmur_shared::ids::SessionId;
-use redis::{AsyncCommands, Script, Value};
+use redis::{AsyncCommands, Script};
 use serde_json::Value as Json;
 
-use super::redis::{err, json_err, stream_entries, RedisStore};
+use super::redis::{err, json_err, RedisStore};
 use super::timestick::{TsSession, TsStore};
 use super::StoreResult;
 
@@ -346,21 +346,12 @@ impl TsStore for RedisStore {
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<(u64, Json)>>> {
         async move {
-            let v: Value = redis::cmd("XRANGE")
-                .arg(self.keys().ts_queue(id))
-                .arg(format!("({after}-1"))
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut self.c())
-                .await
-                .map_err(err)?;
-            Ok(stream_entries(v, "m")
+            let entries = self
+                .read_positions(&self.keys().ts_queue(id), after, limit)
+                .await?;
+            Ok(entries
                 .into_iter()
-                .filter_map(|(entry, bytes)| {
-                    let seq = entry.split_once('-')?.0.parse().ok()?;
-                    Some((seq, serde_json::from_slice(&bytes).ok()?))
-                })
+                .filter_map(|(seq, m)| Some((seq, serde_json::from_slice(&m).ok()?)))
                 .collect())
         }
         .boxed()
