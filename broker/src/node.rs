@@ -33,6 +33,11 @@ use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
 use crate::store::{NodeInfo, ProviderEntry, RecoveryRecord, Store};
 
+/// How long a remote provider lookup is reused.
+const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(1);
+
+type ProviderCacheEntry = (std::time::Instant, Vec<ProviderEntry>);
+
 /// Bound of the queue between the bus and the router.
 const INBOUND_QUEUE: usize = 65_536;
 
@@ -61,6 +66,8 @@ pub struct Node {
     started_ms: u64,
     draining: AtomicBool,
     drain_notify: Notify,
+    /// Remote providers per namespace, cached for [`PROVIDER_CACHE_TTL`].
+    provider_cache: std::sync::Mutex<std::collections::HashMap<String, ProviderCacheEntry>>,
     /// The bus was up at the last heartbeat (a false → true edge re-announces state).
     bus_was_up: AtomicBool,
 }
@@ -158,6 +165,7 @@ impl Node {
             draining: AtomicBool::new(false),
             drain_notify: Notify::new(),
             bus_was_up: AtomicBool::new(true),
+            provider_cache: std::sync::Mutex::default(),
         });
         // Inbound: everything the bus receives is dispatched by the router.
         let weak = Arc::downgrade(&node);
@@ -565,7 +573,29 @@ impl Node {
                 to: Destination::Session(id),
             });
         }
-        let remote: Vec<_> = self
+        let remote = self.remote_providers(ns).await?;
+        let p = &remote[(now_ms() as usize) % remote.len()];
+        Some(Address {
+            node: p.node.clone(),
+            to: Destination::Session(p.session),
+        })
+    }
+
+    /// Providers of `ns` on other nodes, from a short-lived cache (so a busy caller does
+    /// not read Redis on every call). Only non-empty answers are cached: a new provider is
+    /// found at once when there was none. A cached provider that stopped providing answers
+    /// `METHOD_NOT_FOUND` itself (see `SessionActor::on_request`).
+    async fn remote_providers(&self, ns: &str) -> Option<Vec<ProviderEntry>> {
+        {
+            // unwrap: plain map operations under the lock.
+            let cache = self.provider_cache.lock().unwrap();
+            if let Some((at, list)) = cache.get(ns) {
+                if at.elapsed() < PROVIDER_CACHE_TTL {
+                    return Some(list.clone());
+                }
+            }
+        }
+        let remote: Vec<ProviderEntry> = self
             .store
             .providers(ns)
             .await
@@ -573,14 +603,17 @@ impl Node {
             .into_iter()
             .filter(|p| p.node != *self.id())
             .collect();
+        // unwrap: plain map operations under the lock.
+        let mut cache = self.provider_cache.lock().unwrap();
         if remote.is_empty() {
+            cache.remove(ns);
             return None;
         }
-        let p = &remote[(now_ms() as usize) % remote.len()];
-        Some(Address {
-            node: p.node.clone(),
-            to: Destination::Session(p.session),
-        })
+        if cache.len() > 10_000 {
+            cache.clear();
+        }
+        cache.insert(ns.to_string(), (std::time::Instant::now(), remote.clone()));
+        Some(remote)
     }
 
     /// Sends a request from the backend to one session's client and waits for its answer.

@@ -213,6 +213,13 @@ impl Registry {
             .collect()
     }
 
+    /// Whether a session is a routable provider of a namespace on this node now.
+    pub fn is_provider(&self, ns: &str, id: SessionId) -> bool {
+        read(&self.providers)
+            .get(ns)
+            .is_some_and(|list| list.contains(&id))
+    }
+
     /// Picks a local provider of a namespace, round-robin.
     pub fn pick_provider(&self, ns: &str) -> Option<SessionId> {
         let p = read(&self.providers);

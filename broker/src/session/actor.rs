@@ -393,6 +393,30 @@ impl SessionActor {
             debug!("request without a reply address dropped");
             return;
         };
+        // A call routed from another session (not a backend call to this very session)
+        // needs this session to provide the namespace now: a caller's cached lookup may
+        // be a moment old.
+        let routed = matches!(reply_to.to, Destination::Session(_));
+        let ns = env
+            .subject
+            .as_deref()
+            .map(murmur_shared::helios::namespace)
+            .unwrap_or("");
+        if routed && !self.node.registry.is_provider(ns, self.id) {
+            let answer = Envelope::new(
+                self.node.id(),
+                Kind::Response,
+                reply_to.to.clone(),
+                Body::Error(ErrorBody {
+                    code: ErrorCode::MethodNotFound.as_str().into(),
+                    message: format!("no provider for {:?}", env.subject.as_deref().unwrap_or("")),
+                    details: None,
+                }),
+            )
+            .correlation(correlation);
+            self.node.router.send_to(&reply_to, Arc::new(answer));
+            return;
+        }
         if self.inflight.len() >= self.node.config.max_inflight_calls {
             self.node
                 .metrics
