@@ -511,23 +511,24 @@ impl Store for RedisStore {
     ) -> BoxFuture<'_, StoreResult<Vec<Envelope>>> {
         let key = self.keys.history(channel);
         let start = format!("({after}");
-        async move {
-            let v: Value = redis::cmd("XRANGE")
-                .arg(&key)
-                .arg(&start)
-                .arg("+")
-                .arg("COUNT")
-                .arg(limit)
-                .query_async(&mut self.c())
-                .await
-                .map_err(err)?;
-            Ok(parse_xrange(v))
-        }
-        .boxed()
+        async move { Ok(parse_xrange(self.xrange_after(&key, &start, limit).await?)) }.boxed()
     }
 }
 
 impl RedisStore {
+    /// `XRANGE key <start> + COUNT limit`; `start` is usually exclusive (`(id`).
+    async fn xrange_after(&self, key: &str, start: &str, limit: usize) -> StoreResult<Value> {
+        redis::cmd("XRANGE")
+            .arg(key)
+            .arg(start)
+            .arg("+")
+            .arg("COUNT")
+            .arg(limit)
+            .query_async(&mut self.c())
+            .await
+            .map_err(err)
+    }
+
     /// Entries of a positioned stream (ids `<position>-1`, field `m`) after `after`,
     /// oldest first, at most `limit`: the TimeStick queues and the Sink outboxes.
     pub(super) async fn read_positions(
@@ -536,15 +537,9 @@ impl RedisStore {
         after: u64,
         limit: usize,
     ) -> StoreResult<Vec<(u64, Vec<u8>)>> {
-        let v: Value = redis::cmd("XRANGE")
-            .arg(key)
-            .arg(format!("({after}-1"))
-            .arg("+")
-            .arg("COUNT")
-            .arg(limit)
-            .query_async(&mut self.c())
-            .await
-            .map_err(err)?;
+        let v = self
+            .xrange_after(key, &format!("({after}-1"), limit)
+            .await?;
         Ok(stream_entries(v, "m")
             .into_iter()
             .filter_map(|(entry, bytes)| Some((entry.split_once('-')?.0.parse().ok()?, bytes)))
