@@ -73,12 +73,37 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> HttpReply {
+    exchange(method, url, headers, body.map(Payload::Json)).await
+}
+
+/// [`request`] with an optional raw body, sent as is (no content type added).
+pub async fn request_raw(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Vec<u8>>,
+) -> HttpReply {
+    exchange(method, url, headers, body.map(Payload::Raw)).await
+}
+
+enum Payload<'a> {
+    Json(&'a Value),
+    Raw(Vec<u8>),
+}
+
+async fn exchange(
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<Payload<'_>>,
+) -> HttpReply {
     let mut req = http().request(method.clone(), url);
     for (name, value) in headers {
         req = req.insert_header((*name, *value));
     }
     let sent = match body {
-        Some(json) => req.send_json(json).await,
+        Some(Payload::Json(json)) => req.send_json(json).await,
+        Some(Payload::Raw(bytes)) => req.send_body(bytes).await,
         None => req.send().await,
     };
     let mut res = sent.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));

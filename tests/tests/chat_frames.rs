@@ -7,40 +7,14 @@ mod chat_common;
 
 use std::time::Duration;
 
-use chat_common::{assert_no_panic, list_action, uniq, ChatClient, MAX_FRAME, QUIET, SOON};
+use chat_common::{
+    assert_no_panic, list_action, uniq, Bystanders, ChatClient, MAX_FRAME, QUIET, SOON,
+};
 use murmur_tests::wsframe::{OP_CLOSE, OP_CONTINUATION, OP_PING, OP_PONG, OP_TEXT};
 use murmur_tests::Node;
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-
-/// Two logged-in users sharing a group, to show a hostile connection leaves them alone.
-struct Bystanders {
-    a: ChatClient,
-    b: ChatClient,
-    sid: String,
-    n: usize,
-}
-
-impl Bystanders {
-    async fn new(node: &Node) -> Bystanders {
-        let (ua, ub) = (uniq("alice"), uniq("bob"));
-        let mut a = ChatClient::login(node, &ua, "phone").await;
-        let mut b = ChatClient::login(node, &ub, "phone").await;
-        let (sid, _) = a.create_group(&[&ub]).await;
-        b.expect("created info", |v| chat_common::is_info_for(v, &sid))
-            .await;
-        Bystanders { a, b, sid, n: 0 }
-    }
-
-    /// A message from a to b still goes through.
-    async fn still_fine(&mut self) {
-        self.n += 1;
-        let body = format!("still here {}", self.n);
-        self.a.say(&self.sid, &body).await;
-        self.b.expect_broadcast(&self.sid, &body).await;
-    }
-}
 
 /// A JSON object of exactly `len` bytes: a listing request padded with a filler field.
 fn padded_listing(cdid: &str, len: usize) -> String {

@@ -7,45 +7,10 @@ mod chat_common;
 
 use chat_common::{
     assert_no_panic, create_action, has_cdid, is_info_for, kind, list_action, modify_action,
-    participants, uniq, ChatClient, MAX_FRAME, MAX_PARTICIPANTS, QUIET,
+    participants, uniq, Bystanders, ChatClient, MAX_FRAME, MAX_PARTICIPANTS, QUIET,
 };
 use murmur_tests::Node;
 use serde_json::{json, Value};
-
-/// Two users exchanging messages, to show the hostile traffic does not reach them.
-struct Bystanders {
-    a: ChatClient,
-    b: ChatClient,
-    sid: String,
-    n: usize,
-}
-
-impl Bystanders {
-    async fn new(node: &Node) -> Bystanders {
-        let (ua, ub) = (uniq("alice"), uniq("bob"));
-        let mut a = ChatClient::login(node, &ua, "phone").await;
-        let mut b = ChatClient::login(node, &ub, "phone").await;
-        let (sid, _) = a.create_group(&[&ub]).await;
-        b.expect("created", |v| is_info_for(v, &sid)).await;
-        Bystanders { a, b, sid, n: 0 }
-    }
-
-    async fn still_fine(&mut self) {
-        self.n += 1;
-        let body = format!("unbothered {}", self.n);
-        self.a.say(&self.sid, &body).await;
-        self.b.expect_broadcast(&self.sid, &body).await;
-        // Nothing else reached them.
-        for c in [&mut self.a, &mut self.b] {
-            let stray: Vec<Value> = c
-                .queued()
-                .into_iter()
-                .filter(|v| kind(v) != "message-delivered" && kind(v) != "message-broadcast")
-                .collect();
-            assert!(stray.is_empty(), "{}: stray actions {stray:?}", c.label);
-        }
-    }
-}
 
 #[actix_rt::test]
 async fn deeply_nested_json() {

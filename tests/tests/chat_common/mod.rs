@@ -591,3 +591,39 @@ pub fn assert_no_panic(node: &Node) {
         node.log_tail(40)
     );
 }
+
+/// Two logged-in users sharing a group, to show that hostile or broken traffic on another
+/// connection leaves them alone.
+pub struct Bystanders {
+    pub a: ChatClient,
+    pub b: ChatClient,
+    pub sid: String,
+    n: usize,
+}
+
+impl Bystanders {
+    pub async fn new(node: &Node) -> Bystanders {
+        let (ua, ub) = (uniq("alice"), uniq("bob"));
+        let mut a = ChatClient::login(node, &ua, "phone").await;
+        let mut b = ChatClient::login(node, &ub, "phone").await;
+        let (sid, _) = a.create_group(&[&ub]).await;
+        b.expect("created info", |v| is_info_for(v, &sid)).await;
+        Bystanders { a, b, sid, n: 0 }
+    }
+
+    /// A message from a to b still goes through, and nothing else reached either of them.
+    pub async fn still_fine(&mut self) {
+        self.n += 1;
+        let body = format!("still here {}", self.n);
+        self.a.say(&self.sid, &body).await;
+        self.b.expect_broadcast(&self.sid, &body).await;
+        for c in [&mut self.a, &mut self.b] {
+            let stray: Vec<Value> = c
+                .queued()
+                .into_iter()
+                .filter(|v| kind(v) != "message-delivered" && kind(v) != "message-broadcast")
+                .collect();
+            assert!(stray.is_empty(), "{}: stray actions {stray:?}", c.label);
+        }
+    }
+}

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use murmur_tests::{http, request, within, HttpReply, Method, Node};
+use murmur_tests::{request, within, HttpReply, Method, Node};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -492,35 +492,7 @@ pub async fn raw_request(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> HttpReply {
-    let mut req = http().request(method.clone(), url);
-    for (name, value) in headers {
-        req = req.insert_header((*name, *value));
-    }
-    let sent = match body {
-        Some(b) => req.send_body(b).await,
-        None => req.send().await,
-    };
-    let mut res = sent.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
-    let body = res
-        .body()
-        .limit(64 * 1024 * 1024)
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: reading the body failed: {e}"));
-    let headers = res
-        .headers()
-        .iter()
-        .map(|(k, v)| {
-            (
-                k.as_str().to_string(),
-                String::from_utf8_lossy(v.as_bytes()).into_owned(),
-            )
-        })
-        .collect();
-    HttpReply {
-        status: res.status().as_u16(),
-        headers,
-        body,
-    }
+    murmur_tests::http::request_raw(method, url, headers, body).await
 }
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
