@@ -144,13 +144,12 @@ pub fn mint_client_token(secret: &[u8], user: &str, ttl: Duration) -> String {
         exp: now + ttl.as_secs(),
         iat: Some(now),
     };
-    // unwrap: HS256 signing of plain claims with a byte secret cannot fail.
     jsonwebtoken::encode(
         &Header::new(Algorithm::HS256),
         &claims,
         &EncodingKey::from_secret(secret),
     )
-    .unwrap()
+    .unwrap() // unwrap: HS256 signing of plain claims with a byte secret cannot fail.
 }
 
 /// The claims of a Helios-Starling recovery token.

@@ -267,10 +267,9 @@ impl Metrics {
     /// Prometheus text exposition of every family.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        // unwrap: encoding into a Vec cannot fail for well-formed families.
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
-            .unwrap();
+            .unwrap(); // unwrap: encoding into a Vec cannot fail for well-formed families.
         String::from_utf8(buf).unwrap_or_default()
     }
 

@@ -52,6 +52,7 @@ fn main() -> ExitCode {
             }
         };
     }
+    // unwrap: every command but `report` (handled above) is a scenario with common options.
     let common = cli.command.common().expect("a scenario").clone();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .worker_threads(common.workers.max(1))

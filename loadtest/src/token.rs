@@ -29,7 +29,7 @@ pub fn mint(secret: &str, sub: &str) -> String {
         &claims,
         &EncodingKey::from_secret(secret.as_bytes()),
     )
-    .expect("HS256 signing cannot fail")
+    .expect("HS256 signing cannot fail") // unwrap: plain claims, byte secret.
 }
 
 #[cfg(test)]

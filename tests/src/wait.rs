@@ -35,7 +35,7 @@ pub async fn within<T>(what: &str, timeout: Duration, fut: impl Future<Output = 
 }
 
 /// The non-panicking core of [`eventually`]: `None` when the bound elapsed.
-pub(crate) async fn poll_until<F, Fut, T>(timeout: Duration, mut f: F) -> Option<T>
+pub async fn poll_until<F, Fut, T>(timeout: Duration, mut f: F) -> Option<T>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,

@@ -314,17 +314,12 @@ async fn bulk(
         if !measure_claims {
             return None;
         }
-        let deadline = due + 60_000;
-        loop {
+        let bound = Duration::from_millis((due + 60_000 - now_ms()).max(0) as u64);
+        murmur_tests::poll_until(bound, || async {
             let (released, _) = timing_total(&nodes, "api", "released").await;
-            if released >= total as f64 {
-                return Some(now_ms());
-            }
-            if now_ms() > deadline {
-                return None;
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+            (released >= total as f64).then(now_ms)
+        })
+        .await
     };
     let readers = futures_util::future::join_all(
         subs.iter_mut()

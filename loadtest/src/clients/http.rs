@@ -91,6 +91,7 @@ impl Conn {
         req.push_str(&format!("Content-Length: {}\r\n\r\n", body.len()));
         let mut bytes = req.into_bytes();
         bytes.extend_from_slice(body);
+        // unwrap: the branch above connected when the stream was None.
         let stream = self.stream.as_mut().expect("connected above");
         stream
             .write_all(&bytes)

@@ -12,7 +12,7 @@ pub mod histogram;
 pub mod procstat;
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use hdrhistogram::Histogram;
@@ -112,7 +112,7 @@ impl Recorder {
 
     /// Opens a step whose window is `[start_us, end_us)`; returns its index.
     pub fn begin_step(&self, start_us: u64, end_us: u64) -> usize {
-        let mut s = self.shared.lock().unwrap();
+        let mut s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         s.steps.push(StepAcc {
             window: (start_us, end_us),
             primary: Acc::new(),
@@ -123,14 +123,14 @@ impl Recorder {
 
     /// Primary events of step `idx` so far.
     pub fn step_count(&self, idx: usize) -> u64 {
-        let s = self.shared.lock().unwrap();
+        let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         s.steps.get(idx).map_or(0, |st| st.primary.count)
     }
 
     /// Summaries of step `idx`: (primary count, primary latency, secondary count,
     /// secondary latency).
     pub fn step_summary(&self, idx: usize) -> (u64, Latency, u64, Latency) {
-        let s = self.shared.lock().unwrap();
+        let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         match s.steps.get(idx) {
             Some(st) => (
                 st.primary.count,
@@ -144,7 +144,7 @@ impl Recorder {
 
     /// The per-second series (receive time), skipping empty seconds at the start.
     pub fn series(&self) -> Vec<SeriesPoint> {
-        let s = self.shared.lock().unwrap();
+        let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let first = s.intervals.iter().position(|a| a.count > 0).unwrap_or(0);
         s.intervals
             .iter()
@@ -161,7 +161,7 @@ impl Recorder {
     /// The latency summary of the last complete second (for the progress line).
     pub fn last_second(&self) -> Option<(u64, Latency)> {
         let now_s = (self.now_us() / 1_000_000) as usize;
-        let s = self.shared.lock().unwrap();
+        let s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         let idx = now_s.checked_sub(1)?;
         s.intervals
             .get(idx)
@@ -201,28 +201,37 @@ impl Recorder {
     }
 
     fn keep(&self, what: String) {
-        let mut kept = self.first_errors.lock().unwrap();
+        let mut kept = self
+            .first_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
         if kept.len() < KEPT_ERRORS && !kept.contains(&what) {
             kept.push(what);
         }
     }
 
     pub fn error_samples(&self) -> Vec<String> {
-        self.first_errors.lock().unwrap().clone()
+        self.first_errors
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     /// What the progress line shows as the current activity.
     pub fn set_status(&self, status: impl Into<String>) {
-        *self.status.lock().unwrap() = status.into();
+        *self.status.lock().unwrap_or_else(PoisonError::into_inner) = status.into();
     }
 
     pub fn status(&self) -> String {
-        self.status.lock().unwrap().clone()
+        self.status
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 
     fn absorb(&self, samples: &[(Kind, u64, u64)]) {
         let mut primary = 0;
-        let mut s = self.shared.lock().unwrap();
+        let mut s = self.shared.lock().unwrap_or_else(PoisonError::into_inner);
         for &(kind, sent, recv) in samples {
             let lat = recv.saturating_sub(sent);
             if kind == Kind::Primary {

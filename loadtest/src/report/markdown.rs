@@ -105,6 +105,7 @@ pub fn render_at(run: &RunResult, level: usize) -> String {
             "| step | count | p50 | p99 | p99.9 | max |\n|---|---:|---:|---:|---:|---:|\n",
         );
         for s in secondaries {
+            // unwrap: the filter above kept only steps with a secondary figure.
             let x = s.secondary.as_ref().expect("filtered");
             let _ = writeln!(
                 out,

@@ -231,6 +231,7 @@ pub async fn run_steps<F, Fut>(
             (a, b)
         });
         let sent = step(window).await;
+        // unwrap: the sampler task does not panic; a panic there is a bug to surface.
         let (a, b) = cpu.await.expect("cpu sampler");
 
         // Drain: wait for the expected events, at most --drain, and give up early when
