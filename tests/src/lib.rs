@@ -61,3 +61,11 @@ pub const JWT_SECRET: &str = "murmur-tests-jwt-secret-0123456789abcdef";
 pub const RECOVERY_SECRET: &str = "murmur-tests-recovery-secret-0123456789abcdef";
 /// `MURMUR_API_KEY` of every spawned node (bearer for `/api/v1/*`).
 pub const API_KEY: &str = "murmur-tests-api-key-0123456789abcdef";
+
+/// A unique name with `prefix` (users, devices, channels, ids), so parallel tests never collide.
+pub fn uniq(prefix: &str) -> String {
+    format!(
+        "{prefix}{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..10]
+    )
+}

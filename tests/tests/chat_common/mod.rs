@@ -1,12 +1,12 @@
 //! Helpers shared by the GradAgenda chat black-box test files (`chat_*.rs`; each test file
-//! is its own crate and uses a subset, hence the `dead_code` allowance).
+//! is its own crate and uses a subset, hence the `dead_code` and `unused_imports` allowance).
 //!
 //! [`ChatClient`] wraps a [`WsClient`] on `/chat` and deals in *actions*: a server frame
 //! that is a `batch-mode-action` (the server may pack its own outgoing actions, CONTRACT
 //! §5) is flattened into its inner actions, in order. Every frame the server sends is
 //! checked against the contract on the way in: a UTF-8 text frame of at most 4096 bytes
 //! holding a JSON object with a string `type`, server batches not nested.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -26,21 +26,9 @@ pub const CLUSTER_SOON: Duration = Duration::from_secs(10);
 /// How long a negative check ("nothing arrives") listens.
 pub const QUIET: Duration = Duration::from_millis(400);
 
-/// A unique id with `prefix` (users, devices), so parallel tests never collide.
-pub fn uniq(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
+pub use murmur_tests::uniq;
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or_default()
-}
+pub use murmur_tests::helios::now_ms;
 
 // ---- client actions ------------------------------------------------------------------------
 

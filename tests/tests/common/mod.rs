@@ -1,6 +1,6 @@
 //! Helpers shared by the Helios-Starling black-box test files (each test file is its own
-//! crate and uses a subset, hence the `dead_code` allowance).
-#![allow(dead_code)]
+//! crate and uses a subset, hence the `dead_code` and `unused_imports` allowance).
+#![allow(dead_code, unused_imports)]
 
 use std::time::Duration;
 
@@ -14,23 +14,14 @@ pub const SOON: Duration = Duration::from_secs(5);
 /// How long a negative check ("nothing arrives") listens.
 pub const QUIET: Duration = Duration::from_millis(300);
 
-/// A unique name with `prefix` (channels, namespaces), so parallel tests never collide.
-pub fn uniq(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
+pub use murmur_tests::uniq;
 
 /// A fresh UUID v4 text.
 pub fn uuid() -> String {
     uuid::Uuid::new_v4().to_string()
 }
 
-/// Milliseconds since the Unix epoch.
-pub fn now_ms() -> u64 {
-    murmur_tests::helios::now_ms()
-}
+pub use murmur_tests::helios::now_ms;
 
 /// Asserts the base fields every Helios message carries (CONTRACT §4).
 pub fn assert_base(msg: &Value) {

@@ -1,11 +1,11 @@
 //! Helpers shared by the Sink black-box test files (each test file is its own crate and
-//! uses a subset, hence the `dead_code` allowance): a small device client over plain TCP,
+//! uses a subset, hence the `dead_code` and `unused_imports` allowance): a small device client over plain TCP,
 //! TLS or WebSocket, frame builders on top of the product's codec, an in-test PKI (rcgen),
 //! node builders, the Sink API, Helios watchers of `sink/<client>` and metrics.
 //!
 //! Every wait is bounded: reads take a timeout, "nothing arrives" is a short read followed
 //! by a PING whose PONG must be the next frame.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -45,13 +45,7 @@ pub const QUIET: Duration = Duration::from_millis(300);
 /// The application version the tests' devices announce.
 pub const APP: &str = "v1.0.0";
 
-/// A unique name with `prefix` (client ids), so tests never collide.
-pub fn uniq(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
+pub use murmur_tests::uniq;
 
 /// A random client instance id (non-zero).
 pub fn rand_u32() -> u32 {

@@ -1,5 +1,5 @@
 //! Helpers shared by the TimeStick black-box test files (`timestick_*.rs`; each test file is
-//! its own crate and uses a subset, hence the `dead_code` allowance).
+//! its own crate and uses a subset, hence the `dead_code` and `unused_imports` allowance).
 //!
 //! * [`Session`]: one started TimeStick session (id, caller, token, the node it talks to)
 //!   with POST / long-poll helpers. [`Session::at`] re-targets it at another node.
@@ -9,7 +9,7 @@
 //!   TCP: unnormalised paths, a 10 MB body read back while it is still being sent).
 //! * [`Sse`]: a Server-Sent-Events reader over a raw TCP connection, so a test can drop the
 //!   stream at a chosen point and resume with `Last-Event-ID`.
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::VecDeque;
 use std::time::Duration;
@@ -32,14 +32,7 @@ pub const SESSIONS_PER_CALLER: usize = 100;
 /// Messages per second per session (broker/src/config.rs).
 pub const RATE_PER_SECOND: usize = 100;
 
-/// A unique name with `prefix` (users, targets, message ids), so parallel tests never
-/// collide.
-pub fn uniq(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
+pub use murmur_tests::uniq;
 
 /// `Bearer <token>`.
 pub fn bearer(token: &str) -> String {

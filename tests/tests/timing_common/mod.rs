@@ -12,7 +12,7 @@
 //!   ([`Device`]).
 //!
 //! Every wait is bounded (`eventually`, `within`, or a read with a timeout).
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -40,13 +40,7 @@ pub const TOLERANCE_MS: i64 = 500;
 /// The hold most tests use.
 pub const DELAY_MS: i64 = 1500;
 
-/// A unique name with `prefix` (channels, users, ids), so parallel tests never collide.
-pub fn uniq(prefix: &str) -> String {
-    format!(
-        "{prefix}{}",
-        &uuid::Uuid::new_v4().simple().to_string()[..10]
-    )
-}
+pub use murmur_tests::uniq;
 
 /// Milliseconds since the Unix epoch (the same system clock the nodes use).
 pub fn now_ms() -> i64 {
