@@ -32,6 +32,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::stream::{self, StreamExt};
+use tokio::sync::{mpsc, oneshot};
 
 use crate::cli::Common;
 use crate::metrics::procstat::{CpuSnapshot, CpuUse};
@@ -183,6 +184,33 @@ impl std::ops::AddAssign for SentStats {
         self.sent_total += o.sent_total;
         self.sent_window += o.sent_window;
     }
+}
+
+/// What a step hands a sending task: its timetable, and where to report what it sent.
+pub type StepCmd = (Timetable, oneshot::Sender<SentStats>);
+
+/// Hands `tt` to the sending task behind `tx`; resolves with its report when the timetable
+/// is exhausted (nothing sent if the task is gone).
+pub async fn step_one(tx: &mpsc::Sender<StepCmd>, tt: Timetable) -> SentStats {
+    let (done, wait) = oneshot::channel();
+    if tx.send((tt, done)).await.is_err() {
+        return SentStats::default();
+    }
+    wait.await.unwrap_or_default()
+}
+
+/// Runs every sending task on its own share of `window` and sums what they sent.
+pub async fn step_each(txs: &[mpsc::Sender<StepCmd>], window: Window) -> SentStats {
+    let n = txs.len();
+    let all = txs
+        .iter()
+        .enumerate()
+        .map(|(i, tx)| step_one(tx, Timetable::new(window, i, n)));
+    let mut total = SentStats::default();
+    for s in futures_util::future::join_all(all).await {
+        total += s;
+    }
+    total
 }
 
 /// Runs every step of `--rates`. `step` starts the senders for a window and resolves

@@ -7,16 +7,16 @@ use std::sync::Arc;
 
 use serde_json::json;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{run_steps, setup_all, Ctx, SentStats, Timetable};
+use super::{run_steps, setup_all, step_one, Ctx, SentStats, Timetable};
 use crate::cli::RedisProbeArgs;
 use crate::clients::resp::{self, Resp};
 use crate::metrics::{Kind, Local, Recorder};
 use crate::payload::{self, Scanner};
 use crate::report::RunResult;
 
-type Cmd = (Timetable, oneshot::Sender<SentStats>);
+use super::StepCmd as Cmd;
 
 fn spawn_subscriber(mut conn: resp::Conn, rec: Arc<Recorder>, i: usize) {
     tokio::spawn(async move {
@@ -140,19 +140,9 @@ pub async fn run(ctx: &Ctx, args: &RedisProbeArgs) -> Result<RunResult, String> 
         ctx.common.payload_bytes,
     );
     let p = &p;
-    run_steps(
-        ctx,
-        args.subscribers as f64,
-        None,
-        &mut run,
-        |w| async move {
-            let (done, wait) = oneshot::channel();
-            if p.send((Timetable::new(w, 0, 1), done)).await.is_err() {
-                return SentStats::default();
-            }
-            wait.await.unwrap_or_default()
-        },
-    )
+    run_steps(ctx, args.subscribers as f64, None, &mut run, |w| {
+        step_one(p, Timetable::new(w, 0, 1))
+    })
     .await;
     Ok(run)
 }

@@ -38,11 +38,7 @@ impl Sender {
 
     /// Runs one timetable; resolves when it is exhausted (or the connection is gone).
     pub async fn step(&self, tt: Timetable) -> SentStats {
-        let (done, wait) = oneshot::channel();
-        if self.cmds.send((tt, done)).await.is_err() {
-            return SentStats::default();
-        }
-        wait.await.unwrap_or_default()
+        super::step_one(&self.cmds, tt).await
     }
 }
 

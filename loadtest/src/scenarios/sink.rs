@@ -10,13 +10,13 @@ use serde_json::json;
 use tokio::io::AsyncReadExt;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{run_steps, setup_all, Ctx, SentStats, Timetable};
+use super::{run_steps, setup_all, step_each, Ctx, SentStats, Timetable};
 use crate::cli::SinkArgs;
 use crate::clients::sink::{self, Device};
 use crate::metrics::{Kind, Local, Recorder};
 use crate::report::RunResult;
 
-type Cmd = (Timetable, oneshot::Sender<SentStats>);
+use super::StepCmd as Cmd;
 
 const IDS: usize = 4096;
 
@@ -152,23 +152,6 @@ pub async fn run(ctx: &Ctx, args: &SinkArgs) -> Result<RunResult, String> {
         .collect();
     run.setup.insert("connections".into(), json!(args.devices));
     let cmds = &cmds;
-    run_steps(ctx, 1.0, None, &mut run, |w| async move {
-        let waits = cmds.iter().enumerate().map(|(i, c)| async move {
-            let (done, wait) = oneshot::channel();
-            if c.send((Timetable::new(w, i, cmds.len()), done))
-                .await
-                .is_err()
-            {
-                return SentStats::default();
-            }
-            wait.await.unwrap_or_default()
-        });
-        let mut total = SentStats::default();
-        for s in futures_util::future::join_all(waits).await {
-            total += s;
-        }
-        total
-    })
-    .await;
+    run_steps(ctx, 1.0, None, &mut run, |w| step_each(cmds, w)).await;
     Ok(run)
 }

@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
-use super::{run_steps, setup_all, Ctx, SentStats, Timetable};
+use super::{run_steps, setup_all, step_each, Ctx, SentStats};
 use crate::cli::TimestickArgs;
 use crate::clients::http::Conn;
 use crate::clients::timestick::{self, Session};
@@ -25,7 +25,7 @@ use crate::token;
 const POST_TIMEOUT: Duration = Duration::from_secs(30);
 const SESSIONS_PER_CALLER: usize = 100;
 
-type Cmd = (Timetable, oneshot::Sender<SentStats>);
+use super::StepCmd as Cmd;
 
 /// One POSTing connection for the whole run.
 fn spawn_poster(
@@ -197,23 +197,6 @@ pub async fn run(ctx: &Ctx, args: &TimestickArgs) -> Result<RunResult, String> {
         .collect();
     let posters = &posters;
     let secondary = (pollers > 0).then_some("long-poll delivery");
-    run_steps(ctx, 1.0, secondary, &mut run, |w| async move {
-        let waits = posters.iter().enumerate().map(|(i, p)| async move {
-            let (done, wait) = oneshot::channel();
-            if p.send((Timetable::new(w, i, posters.len()), done))
-                .await
-                .is_err()
-            {
-                return SentStats::default();
-            }
-            wait.await.unwrap_or_default()
-        });
-        let mut total = SentStats::default();
-        for s in futures_util::future::join_all(waits).await {
-            total += s;
-        }
-        total
-    })
-    .await;
+    run_steps(ctx, 1.0, secondary, &mut run, |w| step_each(posters, w)).await;
     Ok(run)
 }
