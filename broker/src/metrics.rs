@@ -55,6 +55,9 @@ pub struct Metrics {
     pub store_errors: IntCounterVec,
     /// Messages held by the ~timing scheduler.
     pub scheduled: IntGauge,
+    /// Bytes buffered for client sockets on this node (every connection's outbound
+    /// buffer; bounded by the node-wide ceiling).
+    pub outbound_bytes: IntGauge,
     /// Backend API requests by route and status.
     pub api_requests: IntCounterVec,
     /// Chat actions handled, by action type and result (`ok`, `failed`).
@@ -186,6 +189,15 @@ impl Metrics {
                 let g = IntGauge::new(
                     "murmur_scheduled_messages",
                     "Messages held by the ~timing scheduler",
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(g.clone())).unwrap(); // unwrap: unique name.
+                g
+            },
+            outbound_bytes: {
+                let g = IntGauge::new(
+                    "murmur_outbound_bytes",
+                    "Bytes buffered for client sockets on this node",
                 )
                 .unwrap(); // unwrap: static, valid options.
                 registry.register(Box::new(g.clone())).unwrap(); // unwrap: unique name.

@@ -91,6 +91,17 @@ pub struct ServeArgs {
     /// How long a disconnected Helios Starling can be recovered [default: 5m].
     #[arg(long, env = "MURMUR_RECOVERY_WINDOW")]
     pub recovery_window: Option<String>,
+    /// Bytes buffered for one client socket before the client is a slow consumer and is
+    /// closed with 4001 (`65536`, `512KiB`, `2MiB`) [default: 2MiB].
+    #[arg(long, env = "MURMUR_OUTBOUND_MAX_BYTES")]
+    pub outbound_max_bytes: Option<String>,
+    /// Frames buffered for one client socket before it is closed with 4001 [default: 8192].
+    #[arg(long, env = "MURMUR_OUTBOUND_MAX_FRAMES")]
+    pub outbound_max_frames: Option<String>,
+    /// Bytes buffered for all client sockets of this node together; past it, clients
+    /// with a backlog are closed with 4001 [default: 512MiB].
+    #[arg(long, env = "MURMUR_OUTBOUND_NODE_MAX_BYTES")]
+    pub outbound_node_max_bytes: Option<String>,
     /// Tracing filter [default: info].
     #[arg(long, env = "MURMUR_LOG")]
     pub log: Option<String>,
@@ -135,6 +146,10 @@ pub struct Settings {
     pub recovery_window: Duration,
     pub sink_idle: Duration,
     pub timestick_quarantine: Duration,
+    /// Per-connection outbound bounds (bytes and frames).
+    pub outbound: crate::ws::OutboundLimits,
+    /// Node-wide ceiling of bytes buffered for client sockets.
+    pub outbound_node_max_bytes: usize,
     pub log: String,
     pub log_format: LogFormat,
     /// Warnings to print once logging is up (dev defaults in use, generated secrets).
@@ -170,6 +185,9 @@ impl ServeArgs {
             recovery_window,
             sink_idle,
             timestick_quarantine,
+            outbound_max_bytes,
+            outbound_max_frames,
+            outbound_node_max_bytes,
             log,
             log_format
         )
@@ -199,6 +217,44 @@ fn dur(value: Option<String>, name: &str, default: Duration) -> Result<Duration,
     match value {
         Some(v) => duration::parse(&v).map_err(|e| format!("{name}: {e}")),
         None => Ok(default),
+    }
+}
+
+/// A byte size: a plain count or a number with `B`, `KiB`, `MiB` or `GiB`.
+fn bytes(value: Option<String>, name: &str, default: usize) -> Result<usize, String> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    let v = v.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (digits, unit) = v.split_at(split);
+    let scale: usize = match unit.trim() {
+        "" | "B" => 1,
+        "KiB" => 1 << 10,
+        "MiB" => 1 << 20,
+        "GiB" => 1 << 30,
+        other => return Err(format!("{name}: unknown unit {other:?} (B, KiB, MiB, GiB)")),
+    };
+    let n: usize = digits
+        .parse()
+        .map_err(|_| format!("{name}: expected a byte size like 65536 or 2MiB, got {v:?}"))?;
+    match n.checked_mul(scale) {
+        Some(b) if b >= 1024 => Ok(b),
+        _ => Err(format!(
+            "{name}: must be between 1KiB and the address space"
+        )),
+    }
+}
+
+fn count(value: Option<String>, name: &str, default: usize) -> Result<usize, String> {
+    match value {
+        None => Ok(default),
+        Some(v) => match v.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!(
+                "{name}: expected a positive whole number, got {v:?}"
+            )),
+        },
     }
 }
 
@@ -344,6 +400,15 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
             "MURMUR_TIMESTICK_QUARANTINE",
             Duration::from_secs(300),
         )?,
+        outbound: crate::ws::OutboundLimits {
+            max_bytes: bytes(a.outbound_max_bytes, "MURMUR_OUTBOUND_MAX_BYTES", 2 << 20)?,
+            max_frames: count(a.outbound_max_frames, "MURMUR_OUTBOUND_MAX_FRAMES", 8192)?,
+        },
+        outbound_node_max_bytes: bytes(
+            a.outbound_node_max_bytes,
+            "MURMUR_OUTBOUND_NODE_MAX_BYTES",
+            512 << 20,
+        )?,
         log: a.log.unwrap_or_else(|| "info".into()),
         log_format,
         warnings,
@@ -371,6 +436,9 @@ mod tests {
         assert_eq!(s.drain_timeout, Duration::from_secs(25));
         assert_eq!(s.timestick_idle, Duration::from_secs(300));
         assert_eq!(s.api_key, None);
+        assert_eq!(s.outbound.max_bytes, 2 << 20);
+        assert_eq!(s.outbound.max_frames, 8192);
+        assert_eq!(s.outbound_node_max_bytes, 512 << 20);
         assert!(NodeId::validate(&s.node_id.0).is_ok());
     }
 
@@ -455,5 +523,22 @@ mod tests {
         .resolve()
         .unwrap_err();
         assert!(e.contains("MURMUR_LOG_FORMAT"));
+    }
+
+    #[test]
+    fn byte_sizes_take_plain_counts_and_binary_units() {
+        let size = |v: &str| bytes(Some(v.into()), "X", 0);
+        assert_eq!(size("65536"), Ok(65536));
+        assert_eq!(size("512KiB"), Ok(512 << 10));
+        assert_eq!(size("2MiB"), Ok(2 << 20));
+        assert_eq!(size("1GiB"), Ok(1 << 30));
+        assert!(size("2MB").unwrap_err().contains("unknown unit"));
+        assert!(size("10").unwrap_err().contains("between"));
+        assert!(size("lots").is_err());
+        assert!(size("99999999999999999999GiB").is_err());
+        assert_eq!(
+            count(Some("0".into()), "Y", 1).unwrap_err(),
+            "Y: expected a positive whole number, got \"0\""
+        );
     }
 }

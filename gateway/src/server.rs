@@ -57,6 +57,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     config.recovery_ttl = settings.recovery_window;
     config.timestick_idle = settings.timestick_idle;
     config.timestick_quarantine = settings.timestick_quarantine;
+    config.outbound_queue = settings.outbound.max_frames;
     let recovery = RecoveryTokens::new(
         settings.recovery_secret.as_bytes(),
         config.recovery_token_ttl,
@@ -65,11 +66,16 @@ async fn serve(settings: Settings) -> Result<(), String> {
         None => Node::embedded(config).await,
         Some(url) => Node::clustered(config, url, &settings.redis_prefix).await?,
     };
+    let outbound_budget = crate::ws::OutboundBudget::new(
+        settings.outbound_node_max_bytes,
+        node.metrics.outbound_bytes.clone(),
+    );
     let state = web::Data::new(AppState {
         node: node.clone(),
         verifier,
         recovery,
         settings,
+        outbound_budget,
     });
     let settings = &state.settings;
     let grace = settings.drain_timeout.as_secs().max(1);

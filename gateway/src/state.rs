@@ -15,6 +15,33 @@ pub struct AppState {
     /// Helios-Starling recovery tokens.
     pub recovery: RecoveryTokens,
     pub settings: Settings,
+    /// Node-wide bytes buffered for client sockets (`MURMUR_OUTBOUND_NODE_MAX_BYTES`).
+    pub outbound_budget: Arc<crate::ws::OutboundBudget>,
+}
+
+impl AppState {
+    /// Accepts a WebSocket upgrade with this node's outbound bounds.
+    pub fn ws_upgrade(
+        &self,
+        req: &actix_web::HttpRequest,
+        payload: actix_web::web::Payload,
+        max_message: usize,
+    ) -> Result<
+        (
+            actix_web::HttpResponse,
+            crate::ws::WsSink,
+            crate::ws::WsStream,
+        ),
+        actix_web::Error,
+    > {
+        crate::ws::upgrade(
+            req,
+            payload,
+            max_message,
+            self.settings.outbound,
+            &self.outbound_budget,
+        )
+    }
 }
 
 /// The bearer token of an `Authorization` header, if any.

@@ -17,6 +17,7 @@
 //! | [`timestick`] | the TimeStick codec (START, messages, URI mapping, cursors) |
 //! | [`timing`] | the Aries `~timing` decorator and RFC 0074 timestamps |
 //! | [`duration`] | parsing of `250ms` / `5s` / `5m` durations used in config |
+//! | [`wsframe`] | WebSocket frames: the limit-checking incremental decoder, server frame encoding |
 #![forbid(unsafe_code)]
 
 pub mod api;
@@ -30,3 +31,4 @@ pub mod ids;
 pub mod sink;
 pub mod timestick;
 pub mod timing;
+pub mod wsframe;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, Session};
 use murmur_broker::metrics::outcome;
 use murmur_broker::session::SessionHandle;
 use murmur_shared::api::ApiErrorCode;
@@ -17,6 +16,7 @@ use murmur_shared::chat;
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::{Body, Envelope, Kind};
 use murmur_shared::ids::now_ms;
+use murmur_shared::wsframe::Message;
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
@@ -24,7 +24,7 @@ use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
 use super::actions;
 use crate::api::error;
 use crate::state::AppState;
-use crate::ws::{close_frame, protocol_error_close, CLIENT_TIMEOUT, PING_INTERVAL};
+use crate::ws::{SendError, WsSink, WsStream, CLIENT_TIMEOUT, PING_INTERVAL};
 
 /// The metrics label of this protocol.
 pub const LABEL: &str = "chat";
@@ -33,7 +33,7 @@ pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outgoing actions packed into frames per wake-up at most.
 const PACK_MAX: usize = 64;
 
-/// The socket was closed under us.
+/// The socket cannot take more: it is gone, or (with `ChatConn::stop` set) full.
 pub struct Closed;
 
 /// An authenticated device connection.
@@ -47,7 +47,9 @@ pub struct Device {
 pub struct ChatConn {
     pub state: Arc<AppState>,
     pub device: Option<Device>,
-    ws: Session,
+    ws: WsSink,
+    /// Why the connection must close, when a write found the buffer full.
+    stop: Option<CloseReason>,
     /// Set once authenticated: the session's queue and close signal.
     outbound: Option<mpsc::Receiver<Arc<Envelope>>>,
     closed: Option<oneshot::Receiver<CloseReason>>,
@@ -60,13 +62,34 @@ impl ChatConn {
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), Closed> {
+        self.write(text.as_bytes())
+    }
+
+    fn write(&mut self, text: &[u8]) -> Result<(), Closed> {
+        let res = self.ws.text(text).map(|_| ());
+        self.check(res)?;
         self.state
             .node
             .metrics
             .messages_out
             .with_label_values(&[LABEL])
             .inc();
-        self.ws.text(text).await.map_err(|_| Closed)
+        Ok(())
+    }
+
+    /// A full buffer makes this a slow consumer.
+    fn check(&mut self, res: Result<(), SendError>) -> Result<(), Closed> {
+        match res {
+            Ok(()) => Ok(()),
+            Err(SendError::Full) => {
+                self.stop = close(
+                    CloseCode::SlowConsumer,
+                    "slow consumer: outbound buffer full",
+                );
+                Err(Closed)
+            }
+            Err(SendError::Closed) => Err(Closed),
+        }
     }
 
     /// Called by `authenticate` on success: the session is attached to this socket.
@@ -126,7 +149,7 @@ impl ChatConn {
                 .inc_by((count - frames.len()) as u64);
         }
         for frame in frames {
-            self.send_text(frame).await?;
+            self.write(frame.as_bytes())?;
         }
         Ok(())
     }
@@ -180,7 +203,7 @@ pub async fn chat(
             "node is draining; connect to another node",
         ));
     }
-    let (resp, ws, stream) = actix_ws::handle(&req, body)?;
+    let (resp, ws, stream) = state.ws_upgrade(&req, body, chat::MAX_FRAME_BYTES)?;
     actix_web::rt::spawn(run(state.into_inner(), ws, stream));
     Ok(resp)
 }
@@ -203,7 +226,7 @@ fn close(code: CloseCode, reason: &str) -> Option<CloseReason> {
     Some(CloseReason::new(code, reason))
 }
 
-async fn run(state: Arc<AppState>, ws: Session, stream: actix_ws::MessageStream) {
+async fn run(state: Arc<AppState>, ws: WsSink, mut stream: WsStream) {
     let metrics = state.node.metrics.clone();
     metrics.connections.with_label_values(&[LABEL]).inc();
     metrics.connections_total.with_label_values(&[LABEL]).inc();
@@ -211,13 +234,10 @@ async fn run(state: Arc<AppState>, ws: Session, stream: actix_ws::MessageStream)
         state,
         device: None,
         ws,
+        stop: None,
         outbound: None,
         closed: None,
     };
-    let mut stream = stream
-        .max_frame_size(chat::MAX_FRAME_BYTES)
-        .aggregate_continuations()
-        .max_continuation_size(chat::MAX_FRAME_BYTES);
     let auth_deadline = sleep(AUTH_TIMEOUT);
     tokio::pin!(auth_deadline);
     let mut ping = interval(PING_INTERVAL);
@@ -240,31 +260,33 @@ async fn run(state: Arc<AppState>, ws: Session, stream: actix_ws::MessageStream)
                 last_seen = Instant::now();
                 let res = match msg {
                     None => break None,
-                    Some(Ok(AggregatedMessage::Text(text))) => {
+                    Some(Ok(Message::Text(bytes))) => {
                         conn.state.node.metrics.messages_in.with_label_values(&[LABEL]).inc();
-                        match chat::parse_frame(&text) {
+                        let text = std::str::from_utf8(&bytes).unwrap_or_default();
+                        match chat::parse_frame(text) {
                             Ok(obj) => actions::frame(&mut conn, obj).await,
                             Err(e) => break close(CloseCode::PolicyViolation, &e.0),
                         }
                     }
-                    Some(Ok(AggregatedMessage::Binary(_))) => {
+                    Some(Ok(Message::Binary(_))) => {
                         break close(CloseCode::UnsupportedData, "binary frames are not accepted");
                     }
-                    Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                        conn.ws.pong(&bytes).await.map_err(|_| Closed)
+                    Some(Ok(Message::Ping(bytes))) => {
+                        let res = conn.ws.pong(&bytes).map(|_| ());
+                        conn.check(res)
                     }
-                    Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
-                    Some(Ok(AggregatedMessage::Close(_))) => break close(CloseCode::Normal, "bye"),
-                    Some(Err(e)) => break Some(protocol_error_close(&e, chat::MAX_FRAME_BYTES)),
+                    Some(Ok(Message::Pong(_))) => Ok(()),
+                    Some(Ok(Message::Close(_))) => break close(CloseCode::Normal, "bye"),
+                    Some(Err(e)) => break Some(CloseReason::new(e.close_code(), e.reason())),
                 };
                 if res.is_err() {
-                    break None;
+                    break conn.stop.take();
                 }
             }
             env = next_outbound(&mut conn.outbound) => match env {
                 Some(env) => {
                     if conn.deliver(env).await.is_err() {
-                        break None;
+                        break conn.stop.take();
                     }
                 }
                 None => break None,
@@ -273,8 +295,9 @@ async fn run(state: Arc<AppState>, ws: Session, stream: actix_ws::MessageStream)
                 if last_seen.elapsed() > CLIENT_TIMEOUT {
                     break close(CloseCode::IdleTimeout, "no traffic from the client");
                 }
-                if conn.ws.ping(b"").await.is_err() {
-                    break None;
+                let res = conn.ws.ping(b"").map(|_| ());
+                if conn.check(res).is_err() {
+                    break conn.stop.take();
                 }
             }
         }
@@ -292,5 +315,8 @@ async fn run(state: Arc<AppState>, ws: Session, stream: actix_ws::MessageStream)
         device.handle.detach(device.epoch);
     }
     metrics.connections.with_label_values(&[LABEL]).dec();
-    let _ = conn.ws.close(reason.as_ref().map(close_frame)).await;
+    let slow = reason
+        .as_ref()
+        .is_some_and(|r| r.code == CloseCode::SlowConsumer);
+    conn.ws.close(reason.as_ref(), slow);
 }

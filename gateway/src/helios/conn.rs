@@ -1,9 +1,15 @@
 //! The Helios connection loop: one task per socket. It writes what the session queues,
 //! reads frames and dispatches them, pings, and closes once with one reason.
+//!
+//! Frames go into the connection's bounded outbound buffer ([`WsSink`]); one that does
+//! not fit closes the connection with 4001. Envelopes whose frames never left the
+//! process (still buffered, refused, or queued behind) are handed back to the session
+//! at the end, so a recovery delivers them: channel publications by re-reading channel
+//! history from the last position written, direct messages from the recovery buffer.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 
-use actix_ws::{AggregatedMessage, MessageStream, Session};
 use bytestring::ByteString;
 use murmur_broker::metrics::outcome;
 use murmur_broker::session::{Attachment, SessionHandle};
@@ -11,13 +17,14 @@ use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::Envelope;
 use murmur_shared::helios;
 use murmur_shared::ids::now_ms;
+use murmur_shared::wsframe::Message;
 use prometheus::{Histogram, IntCounter};
 use serde_json::json;
 use tokio::time::{interval, Instant, MissedTickBehavior};
 
 use super::{dispatch, encode};
 use crate::state::AppState;
-use crate::ws::{close_frame, protocol_error_close, CLIENT_TIMEOUT, PING_INTERVAL};
+use crate::ws::{SendError, WsSink, WsStream, CLIENT_TIMEOUT, PING_INTERVAL};
 
 /// The metrics label of this protocol.
 pub const LABEL: &str = "helios";
@@ -33,15 +40,20 @@ pub enum Greeting {
     RecoveryFailed(String),
 }
 
-/// The socket was closed under us.
+/// The socket cannot take more: it is gone, or (with [`Conn::stop`] set) full.
 pub struct Closed;
 
 /// One connection's writer side, as dispatch sees it.
 pub struct Conn {
     pub state: Arc<AppState>,
     pub handle: SessionHandle,
-    ws: Session,
+    ws: WsSink,
     counters: Counters,
+    /// Envelopes whose frames are buffered but not yet written, with the frame's end
+    /// (in bytes appended since the start): handed back if the connection ends first.
+    unwritten: VecDeque<(u64, Arc<Envelope>)>,
+    /// Why the connection must close, when a write found the buffer full.
+    stop: Option<CloseReason>,
 }
 
 /// Metric handles resolved once per connection (not per message).
@@ -63,26 +75,61 @@ impl Counters {
     }
 }
 
+fn slow_consumer() -> CloseReason {
+    CloseReason::new(
+        CloseCode::SlowConsumer,
+        "slow consumer: outbound buffer full",
+    )
+}
+
 impl Conn {
-    /// Writes one text frame.
+    /// Queues one text frame.
     pub async fn send(&mut self, text: impl Into<ByteString>) -> Result<(), Closed> {
-        self.counters.out.inc();
-        self.ws.text(text).await.map_err(|_| Closed)
+        self.write(text.into().as_bytes()).map(|_| ())
     }
 
-    async fn deliver(&mut self, env: &Envelope) -> Result<(), Closed> {
+    fn write(&mut self, bytes: &[u8]) -> Result<u64, Closed> {
+        match self.ws.text(bytes) {
+            Ok(end) => {
+                self.counters.out.inc();
+                Ok(end)
+            }
+            Err(SendError::Full) => {
+                self.stop = Some(slow_consumer());
+                Err(Closed)
+            }
+            Err(SendError::Closed) => Err(Closed),
+        }
+    }
+
+    /// Queues the frame of one envelope for the client. On failure the envelope is
+    /// kept for the session (see the module docs).
+    fn deliver(&mut self, env: Arc<Envelope>) -> Result<(), Closed> {
         if env.timing.is_some()
             && !crate::timing::deliverable(&self.state.node.metrics, LABEL, env.timing.as_ref())
         {
             return Ok(());
         }
-        let Some(text) = encode::frame(env) else {
+        let Some(text) = encode::frame(&env) else {
             return Ok(());
         };
-        self.counters.delivered.inc();
-        let latency = now_ms().saturating_sub(env.created_ms) as f64 / 1000.0;
-        self.counters.latency.observe(latency);
-        self.send(text).await
+        match self.write(text.as_bytes()) {
+            Ok(end) => {
+                self.counters.delivered.inc();
+                let latency = now_ms().saturating_sub(env.created_ms) as f64 / 1000.0;
+                self.counters.latency.observe(latency);
+                let written = self.ws.confirmed();
+                while self.unwritten.front().is_some_and(|(e, _)| *e <= written) {
+                    self.unwritten.pop_front();
+                }
+                self.unwritten.push_back((end, env));
+                Ok(())
+            }
+            Err(Closed) => {
+                self.unwritten.push_back((u64::MAX, env));
+                Err(Closed)
+            }
+        }
     }
 
     /// A notification for this client from the broker itself.
@@ -96,6 +143,16 @@ impl Conn {
         ))
         .await
     }
+
+    /// The envelopes whose frames never left this process, oldest first.
+    fn take_unwritten(&mut self) -> Vec<Arc<Envelope>> {
+        let written = self.ws.confirmed();
+        self.unwritten
+            .drain(..)
+            .filter(|(end, _)| *end > written)
+            .map(|(_, env)| env)
+            .collect()
+    }
 }
 
 /// Serves one attached Starling until either side closes.
@@ -103,8 +160,8 @@ pub async fn run(
     state: Arc<AppState>,
     handle: SessionHandle,
     attachment: Attachment,
-    ws: Session,
-    stream: MessageStream,
+    ws: WsSink,
+    mut stream: WsStream,
     greeting: Greeting,
 ) {
     let metrics = state.node.metrics.clone();
@@ -122,15 +179,20 @@ pub async fn run(
         handle,
         ws,
         counters,
+        unwritten: VecDeque::new(),
+        stop: None,
     };
 
-    // Envelopes taken for this socket but not written: handed back for recovery.
-    let mut unsent: Vec<Arc<Envelope>> = Vec::new();
     let reason: Option<CloseReason> = 'conn: {
-        for (i, env) in buffered.iter().enumerate() {
-            if conn.deliver(env).await.is_err() {
-                unsent.extend(buffered[i..].iter().cloned());
-                break 'conn None;
+        // What the session kept or replayed for this client: written as fast as the
+        // client reads (a long replay is no slow consumer), never over the bound.
+        let mut buffered = buffered.into_iter();
+        let replayed = buffered.len();
+        while let Some(env) = buffered.next() {
+            conn.ws.writable().await;
+            if conn.deliver(env).is_err() {
+                conn.unwritten.extend(buffered.map(|e| (u64::MAX, e)));
+                break 'conn conn.stop.take();
             }
         }
         let greeted = match greeting {
@@ -140,7 +202,7 @@ pub async fn run(
                     "timestamp": now_ms(),
                     "recoveredFrom": detached_ms,
                     "starlingId": conn.handle.id().to_string(),
-                    "buffered": buffered.len(),
+                    "buffered": replayed,
                 });
                 conn.notify("connection:recovered", data).await
             }
@@ -150,14 +212,9 @@ pub async fn run(
             }
         };
         if greeted.is_err() {
-            break 'conn None;
+            break 'conn conn.stop.take();
         }
-        drop(buffered);
 
-        let mut stream = stream
-            .max_frame_size(helios::MAX_MESSAGE_BYTES)
-            .aggregate_continuations()
-            .max_continuation_size(helios::MAX_MESSAGE_BYTES);
         let mut ping = interval(PING_INTERVAL);
         ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
         let mut last_seen = Instant::now();
@@ -169,11 +226,18 @@ pub async fn run(
                     last_seen = Instant::now();
                     let res = match msg {
                         None => break None,
-                        Some(Ok(AggregatedMessage::Text(text))) => {
+                        Some(Ok(Message::Text(bytes))) => {
                             conn.state.node.metrics.messages_in.with_label_values(&[LABEL]).inc();
-                            dispatch::text(&mut conn, &text).await
+                            match std::str::from_utf8(&bytes) {
+                                Ok(text) => dispatch::text(&mut conn, text).await,
+                                // The decoder checked it: unreachable, but never a panic.
+                                Err(_) => break Some(CloseReason::new(
+                                    CloseCode::InvalidPayload,
+                                    "text message is not valid UTF-8",
+                                )),
+                            }
                         }
-                        Some(Ok(AggregatedMessage::Binary(_))) => {
+                        Some(Ok(Message::Binary(_))) => {
                             conn.state.node.metrics.decode_errors.with_label_values(&[LABEL]).inc();
                             let text = helios::encode_protocol_error(
                                 helios::ErrorCode::InvalidMessageFormat,
@@ -183,26 +247,24 @@ pub async fn run(
                             );
                             conn.send(text).await
                         }
-                        Some(Ok(AggregatedMessage::Ping(bytes))) => {
-                            conn.ws.pong(&bytes).await.map_err(|_| Closed)
-                        }
-                        Some(Ok(AggregatedMessage::Pong(_))) => Ok(()),
-                        Some(Ok(AggregatedMessage::Close(_))) => {
+                        Some(Ok(Message::Ping(bytes))) => conn.pong(&bytes),
+                        Some(Ok(Message::Pong(_))) => Ok(()),
+                        Some(Ok(Message::Close(_))) => {
                             break Some(CloseReason::new(CloseCode::Normal, "bye"))
                         }
                         Some(Err(e)) => {
-                            break Some(protocol_error_close(&e, helios::MAX_MESSAGE_BYTES))
+                            conn.state.node.metrics.decode_errors.with_label_values(&[LABEL]).inc();
+                            break Some(CloseReason::new(e.close_code(), e.reason()))
                         }
                     };
                     if res.is_err() {
-                        break None;
+                        break conn.stop.take();
                     }
                 }
                 env = outbound.recv() => match env {
                     Some(env) => {
-                        if conn.deliver(&env).await.is_err() {
-                            unsent.push(env);
-                            break None;
+                        if conn.deliver(env).is_err() {
+                            break conn.stop.take();
                         }
                     }
                     None => break None,
@@ -211,8 +273,8 @@ pub async fn run(
                     if last_seen.elapsed() > CLIENT_TIMEOUT {
                         break Some(CloseReason::new(CloseCode::IdleTimeout, "no traffic from the client"));
                     }
-                    if conn.ws.ping(b"").await.is_err() {
-                        break None;
+                    if conn.ping().is_err() {
+                        break conn.stop.take();
                     }
                 }
             }
@@ -222,17 +284,54 @@ pub async fn run(
     // Stop the queue first (the session then buffers what comes next), then hand back
     // what was queued but never written, so a recovery delivers it, in order.
     outbound.close();
+    let slow = reason
+        .as_ref()
+        .is_some_and(|r| r.code == CloseCode::SlowConsumer);
+    if slow {
+        // Closed by this loop (not by the session): count it once, here.
+        metrics
+            .disconnects
+            .with_label_values(&[LABEL, CloseCode::SlowConsumer.label()])
+            .inc();
+        metrics.delivery(LABEL, outcome::DROPPED_SLOW);
+    }
+    // A slow consumer's backlog is dropped so the close frame is not stuck behind it.
+    conn.ws.close(reason.as_ref(), slow);
+    let mut unsent = conn.take_unwritten();
     while let Ok(env) = outbound.try_recv() {
         unsent.push(env);
     }
     conn.handle.detach_with(epoch, unsent);
     metrics.connections.with_label_values(&[LABEL]).dec();
-    let _ = conn.ws.close(reason.as_ref().map(close_frame)).await;
+}
+
+impl Conn {
+    fn pong(&mut self, payload: &[u8]) -> Result<(), Closed> {
+        match self.ws.pong(payload) {
+            Ok(_) => Ok(()),
+            Err(SendError::Full) => {
+                self.stop = Some(slow_consumer());
+                Err(Closed)
+            }
+            Err(SendError::Closed) => Err(Closed),
+        }
+    }
+
+    fn ping(&mut self) -> Result<(), Closed> {
+        match self.ws.ping(b"") {
+            Ok(_) => Ok(()),
+            Err(SendError::Full) => {
+                self.stop = Some(slow_consumer());
+                Err(Closed)
+            }
+            Err(SendError::Closed) => Err(Closed),
+        }
+    }
 }
 
 /// Tells a client why its recovery failed, then closes (no fresh Starling without a
 /// client token).
-pub async fn refuse(mut ws: Session, reason: String) {
+pub fn refuse(ws: WsSink, reason: String) {
     let data = json!({"timestamp": now_ms(), "reason": reason});
     let text = helios::encode_notification(
         None,
@@ -241,10 +340,10 @@ pub async fn refuse(mut ws: Session, reason: String) {
         None,
         now_ms(),
     );
-    let _ = ws.text(text).await;
+    let _ = ws.text(text.as_bytes());
     let close = CloseReason::new(
         CloseCode::Unauthorized,
         "recovery failed and no client token given",
     );
-    let _ = ws.close(Some(close_frame(&close))).await;
+    ws.close(Some(&close), false);
 }

@@ -60,7 +60,8 @@ pub async fn starling(
     }
 
     // Validate the upgrade before any session exists, so a bad handshake leaks nothing.
-    let (resp, session, stream) = actix_ws::handle(&req, body)?;
+    let (resp, session, stream) =
+        state.ws_upgrade(&req, body, murmur_shared::helios::MAX_MESSAGE_BYTES)?;
     let state = state.into_inner();
     let mut failure: Option<String> = None;
     if let Some(rt) = recover {
@@ -94,7 +95,7 @@ pub async fn starling(
     let Some(principal) = principal else {
         // Recovery failed and there is no client token to open a fresh Starling with.
         let reason = failure.unwrap_or_default();
-        actix_web::rt::spawn(conn::refuse(session, reason));
+        conn::refuse(session, reason);
         return Ok(resp);
     };
     match node.open(&principal.sub, Protocol::Helios, true).await {

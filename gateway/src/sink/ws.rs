@@ -2,22 +2,21 @@
 //! prefix; the client id is the token's `sub`.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use actix_ws::{AggregatedMessage, AggregatedMessageStream, Session};
-use bytes::Bytes;
 use murmur_shared::api::ApiErrorCode;
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::sink::MAX_FRAME;
+use murmur_shared::wsframe::Message;
 use serde::Deserialize;
 
 use super::conn::{serve, FrameIo, Identity};
 use crate::api::error;
 use crate::state::{bearer, AppState};
-use crate::ws::close_frame;
+use crate::ws::{SendError, WsSink, WsStream};
 
 /// Frames as WebSocket binary messages.
 pub struct WsFrames {
-    ws: Session,
-    stream: AggregatedMessageStream,
+    ws: WsSink,
+    stream: WsStream,
     /// Why the transport ends, sent in the close frame.
     close: Option<CloseReason>,
 }
@@ -26,23 +25,23 @@ impl FrameIo for WsFrames {
     async fn read_frame(&mut self) -> Option<Result<Vec<u8>, &'static str>> {
         loop {
             match self.stream.recv().await? {
-                Ok(AggregatedMessage::Binary(b)) => return Some(Ok(b.to_vec())),
-                Ok(AggregatedMessage::Text(_)) => {
+                Ok(Message::Binary(b)) => return Some(Ok(b.to_vec())),
+                Ok(Message::Text(_)) => {
                     self.close = Some(CloseReason::new(
                         CloseCode::UnsupportedData,
                         "binary frames only",
                     ));
                     return Some(Err("text message on the Sink WebSocket"));
                 }
-                Ok(AggregatedMessage::Ping(p)) => {
-                    if self.ws.pong(&p).await.is_err() {
+                Ok(Message::Ping(p)) => {
+                    if self.ws.pong(&p).is_err() {
                         return None;
                     }
                 }
-                Ok(AggregatedMessage::Pong(_)) => {}
-                Ok(AggregatedMessage::Close(_)) => return None,
+                Ok(Message::Pong(_)) => {}
+                Ok(Message::Close(_)) => return None,
                 Err(e) => {
-                    self.close = Some(crate::ws::protocol_error_close(&e, MAX_FRAME));
+                    self.close = Some(CloseReason::new(e.close_code(), e.reason()));
                     return Some(Err("WebSocket protocol error"));
                 }
             }
@@ -50,10 +49,18 @@ impl FrameIo for WsFrames {
     }
 
     async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ()> {
-        let write = self.ws.binary(Bytes::copy_from_slice(frame));
-        match tokio::time::timeout(super::conn::WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
+        // The outbox pump's window bounds what is in flight; a device that leaves the
+        // window unacknowledged and its buffer full is not reading.
+        match self.ws.binary(frame) {
+            Ok(_) => Ok(()),
+            Err(SendError::Full) => {
+                self.close = Some(CloseReason::new(
+                    CloseCode::SlowConsumer,
+                    "slow consumer: outbound buffer full",
+                ));
+                Err(())
+            }
+            Err(SendError::Closed) => Err(()),
         }
     }
 
@@ -61,7 +68,8 @@ impl FrameIo for WsFrames {
         let reason = self
             .close
             .unwrap_or_else(|| CloseReason::new(CloseCode::Normal, "bye"));
-        let _ = self.ws.close(Some(close_frame(&reason))).await;
+        let slow = reason.code == CloseCode::SlowConsumer;
+        self.ws.close(Some(&reason), slow);
     }
 }
 
@@ -98,11 +106,7 @@ pub async fn sink(
         Ok(p) => p.sub,
         Err(e) => return Ok(error(ApiErrorCode::Unauthorized, &e.to_string())),
     };
-    let (resp, ws, stream) = actix_ws::handle(&req, body)?;
-    let stream = stream
-        .max_frame_size(MAX_FRAME)
-        .aggregate_continuations()
-        .max_continuation_size(MAX_FRAME);
+    let (resp, ws, stream) = state.ws_upgrade(&req, body, MAX_FRAME)?;
     let io = WsFrames {
         ws,
         stream,

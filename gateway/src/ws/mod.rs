@@ -1,0 +1,54 @@
+//! The WebSocket transport shared by the WebSocket protocols (`/starling`, `/chat`,
+//! `/sink`).
+//!
+//! * [`upgrade`] checks the handshake and returns the 101 response, a [`WsSink`] and a
+//!   [`WsStream`]. The response body *is* the connection's outbound buffer.
+//! * [`WsStream`] (`inbound`) reads client frames with the pure
+//!   `murmur_shared::wsframe` decoder: a frame or message whose declared length is
+//!   over the protocol's limit is refused when its header arrives (1009), before its
+//!   payload is buffered; framing faults close 1008, invalid UTF-8 1007.
+//! * [`WsSink`] (`outbound`) appends encoded frames to one per-connection buffer
+//!   bounded in bytes and frames, under a node-wide ceiling ([`OutboundBudget`]).
+//!   Appending never waits: a full buffer is the slow-consumer signal (close 4001).
+//!   Whatever is pending is handed to the socket in one write.
+//!
+//! Heartbeat: the server pings every [`PING_INTERVAL`]; a client from which nothing at
+//! all (data, ping or pong) arrived for [`CLIENT_TIMEOUT`] is closed with 4004. The
+//! timeout spans several ping intervals so one lost pong is not fatal.
+
+mod inbound;
+mod outbound;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_http::body::{BodyStream, MessageBody};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+pub use inbound::WsStream;
+pub use outbound::{OutboundBudget, OutboundLimits, SendError, WsSink};
+
+/// How often the server pings an idle connection.
+pub const PING_INTERVAL: Duration = Duration::from_secs(20);
+/// Silence after which a client is considered gone (3 ping intervals).
+pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Accepts a WebSocket upgrade whose messages may be at most `max_message` bytes.
+/// A request that is not a valid WebSocket handshake gets its HTTP error, and nothing
+/// is allocated for it.
+pub fn upgrade(
+    req: &HttpRequest,
+    payload: web::Payload,
+    max_message: usize,
+    limits: OutboundLimits,
+    budget: &Arc<OutboundBudget>,
+) -> Result<(HttpResponse, WsSink, WsStream), actix_web::Error> {
+    let mut response = actix_http::ws::handshake(req.head())?;
+    let (sink, body) = outbound::channel(limits, budget.clone());
+    let response = response.message_body(BodyStream::new(body).boxed())?;
+    Ok((
+        HttpResponse::from(response),
+        sink,
+        WsStream::new(payload, max_message),
+    ))
+}
