@@ -18,9 +18,16 @@ pub struct BrokerConfig {
     pub outbound_queue: usize,
     /// Actor mailbox bound for one session; fan-out uses `try_send` against it.
     pub mailbox: usize,
-    /// Messages kept for a disconnected session awaiting recovery. Overflow ends the
-    /// session (recovery then fails with `buffer-overflow`), it never drops silently.
+    /// Direct messages (RPC traffic, notices) kept for a disconnected session awaiting
+    /// recovery; channel publications are replayed from history instead. Overflow makes
+    /// the recovery fail with the reason, it never drops silently.
     pub recovery_buffer: usize,
+    /// Channel publications one recovery may replay from history (all channels
+    /// together); a recovery that would need more fails with the reason.
+    pub recovery_replay_max: usize,
+    /// How far behind the store a recoverable session's positions may be (a crash
+    /// replays at most about this much again; clients drop the duplicates).
+    pub position_save_interval: Duration,
     /// Requests one session may have in flight as a caller, and as a provider.
     pub max_inflight_calls: usize,
     /// RPC timeout when the request does not ask for a shorter one.
@@ -63,6 +70,8 @@ impl BrokerConfig {
             outbound_queue: 8192,
             mailbox: 16_384,
             recovery_buffer: 1000,
+            recovery_replay_max: 10_000,
+            position_save_interval: Duration::from_secs(1),
             max_inflight_calls: 1024,
             call_timeout: Duration::from_secs(30),
             max_subscriptions: 1024,

@@ -1,14 +1,15 @@
 //! Channel history on the embedded node: the in-memory counterpart of the Redis history
 //! streams. Every channel publication gets a position (`<ms>-<n>`, increasing per
-//! channel) and the last [`HISTORY_LEN`] stay readable for the history TTL. TimeStick
-//! sessions read their target channel from here; positions also let sessions skip
-//! duplicates.
+//! channel) and a [`ChannelSeq`] (1, 2, 3 … within an epoch that changes when an idle
+//! channel's history expires), and the last [`HISTORY_LEN`] stay readable for the
+//! history TTL. TimeStick sessions read their target channel from here; recovering
+//! Helios sessions replay from here; positions also let sessions skip duplicates.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use murmur_shared::envelope::Envelope;
+use murmur_shared::envelope::{ChannelSeq, Envelope};
 use murmur_shared::ids::now_ms;
 
 /// Publications kept per channel.
@@ -16,6 +17,9 @@ pub const HISTORY_LEN: usize = 1000;
 
 struct ChannelHistory {
     last: (u64, u64),
+    /// Publications numbered so far in this epoch.
+    count: u64,
+    epoch: String,
     entries: VecDeque<Arc<Envelope>>,
     touched: Instant,
 }
@@ -34,6 +38,11 @@ struct Channels {
 
 /// Idle channels are swept out at most this often (never per publication).
 const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// A fresh epoch name: unique per channel reset.
+fn new_epoch() -> String {
+    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
+}
 
 fn parse(seq: &str) -> (u64, u64) {
     let (ms, n) = seq.split_once('-').unwrap_or((seq, "0"));
@@ -70,11 +79,15 @@ impl LocalHistory {
             .entry(channel.to_string())
             .or_insert_with(|| ChannelHistory {
                 last: (0, 0),
+                count: 0,
+                epoch: new_epoch(),
                 entries: VecDeque::new(),
                 touched: now,
             });
         if now.duration_since(h.touched) >= self.ttl {
             h.entries.clear();
+            h.count = 0;
+            h.epoch = new_epoch();
         }
         h.touched = now;
         let ms = now_ms();
@@ -84,6 +97,11 @@ impl LocalHistory {
             (h.last.0, h.last.1 + 1)
         };
         env.seq = Some(format!("{}-{}", h.last.0, h.last.1));
+        h.count += 1;
+        env.chan_seq = Some(ChannelSeq {
+            seq: h.count,
+            epoch: h.epoch.clone(),
+        });
         let env = Arc::new(env);
         h.entries.push_back(env.clone());
         while h.entries.len() > HISTORY_LEN {
@@ -149,6 +167,12 @@ mod tests {
             assert!(Envelope::seq_after(&w[1], &w[0]));
         }
         assert_eq!(h.tail("c"), Some(seqs[4].clone()));
+        let numbers: Vec<u64> = h
+            .after("c", "0-0", 10)
+            .iter()
+            .map(|e| e.chan_seq.as_ref().unwrap().seq)
+            .collect();
+        assert_eq!(numbers, vec![1, 2, 3, 4, 5]);
         let got: Vec<_> = h
             .after("c", &seqs[1], 10)
             .iter()

@@ -37,6 +37,12 @@ impl Keys {
         format!("{}hist:{}", self.prefix, channel)
     }
 
+    /// A channel's publication sequence: hash `n` (last seq) and `p` (epoch); expires
+    /// with the history stream.
+    pub fn channel_seq(&self, channel: &str) -> String {
+        format!("{}chseq:{}", self.prefix, channel)
+    }
+
     /// Recovery record of one session (JSON, with a TTL).
     pub fn recovery(&self, id: SessionId) -> String {
         format!("{}recovery:{}", self.prefix, id)

@@ -27,7 +27,7 @@ use crate::router::Router;
 use crate::scheduler::memory::MemoryScheduler;
 use crate::scheduler::redis::RedisScheduler;
 use crate::scheduler::Scheduler;
-use crate::session::actor::{Attach, Kick, Replay, Restore, SessionActor};
+use crate::session::actor::{Attach, Kick, Replay, Restore, Resume, ResumeFrom, SessionActor};
 use crate::session::{Attachment, OpenError, Protocol, SessionHandle};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
@@ -400,6 +400,12 @@ impl Node {
     /// Resumes a recoverable session by id: the local actor if it lives here, else a
     /// new actor restored from the store's recovery record (its old node, if alive, is
     /// told to let go). `user`, when given, must be the session's user.
+    ///
+    /// Either way, every channel publication after the last one written to the client
+    /// is replayed from channel history, once and in order, before live traffic resumes;
+    /// when history no longer covers that gap (or the session could not keep what was
+    /// meant for it) the recovery fails with [`OpenError::Unrecoverable`] and the reason,
+    /// and the session ends.
     pub async fn recover(
         self: &Arc<Self>,
         id: SessionId,
@@ -414,86 +420,63 @@ impl Node {
             .get_recovery(id)
             .await
             .map_err(|e| OpenError::Store(e.message))?;
-        if let Some(local) = self.registry.get(id) {
-            if user.is_some_and(|u| u != &*local.user) {
-                return Err(OpenError::WrongUser);
-            }
-            let detached_ms = record.as_ref().map_or_else(now_ms, |r| r.detached_ms);
-            let handle = SessionHandle {
-                id,
-                user: local.user.clone(),
-                protocol: local.protocol,
-                addr: local.addr.clone(),
-                node: self.clone(),
-            };
-            let attachment = local
-                .addr
-                .send(Attach)
-                .await
-                .map_err(|_| OpenError::NotFound)?;
-            // Routable cluster-wide before the client hears `connection:recovered`.
-            let _ = handle.announce_provides().await;
-            return Ok((handle, attachment, detached_ms));
-        }
-        let record: RecoveryRecord = record.ok_or(OpenError::NotFound)?;
-        if user.is_some_and(|u| u != record.user) {
-            return Err(OpenError::WrongUser);
-        }
-        if record.node != *self.id() {
-            // Tell the previous owner (if it is alive) to let go of its copy.
-            let takeover = Envelope::new(
-                self.id(),
-                Kind::Control,
-                Destination::Session(id),
-                // unwrap: serializing a unit-like enum cannot fail.
-                Body::Json(serde_json::to_value(Control::Takeover).unwrap()),
-            );
-            self.router.send_to(
-                &Address {
-                    node: record.node.clone(),
-                    to: Destination::Session(id),
-                },
-                Arc::new(takeover),
-            );
-        }
-        let handle = self.spawn_session(id, &record.user, protocol, true);
-        let detached_ms = record.detached_ms;
-        let positions = record.positions.clone();
-        let channels = record.subscriptions.clone();
-        handle
-            .addr
-            .send(Restore {
-                subscriptions: record.subscriptions,
-                provides: record.provides,
-                positions: record.positions,
-            })
-            .await
-            .map_err(|_| OpenError::NotFound)?;
-        // Replay what the session missed on its channels while it had no node.
-        let mut history = Vec::new();
-        for ch in channels {
-            let after = positions
-                .get(&ch)
-                .cloned()
-                .unwrap_or_else(|| format!("{detached_ms}-0"));
-            match self
-                .store
-                .history(&ch, &after, self.config.recovery_buffer)
-                .await
-            {
-                Ok(h) => history.extend(h),
-                Err(e) => {
-                    self.metrics
-                        .store_errors
-                        .with_label_values(&["history"])
-                        .inc();
-                    warn!(error = %e, channel = %ch, "cannot replay channel history");
+        let (handle, from) = match self.registry.get(id) {
+            Some(local) => {
+                if user.is_some_and(|u| u != &*local.user) {
+                    return Err(OpenError::WrongUser);
                 }
+                let handle = SessionHandle {
+                    id,
+                    user: local.user.clone(),
+                    protocol: local.protocol,
+                    addr: local.addr.clone(),
+                    node: self.clone(),
+                };
+                let from = local
+                    .addr
+                    .send(Resume)
+                    .await
+                    .map_err(|_| OpenError::NotFound)?
+                    .map_err(OpenError::Unrecoverable)?;
+                (handle, from)
             }
-        }
+            None => {
+                let record: RecoveryRecord = record.ok_or(OpenError::NotFound)?;
+                if user.is_some_and(|u| u != record.user) {
+                    return Err(OpenError::WrongUser);
+                }
+                self.take_over(id, &record.node);
+                let handle = self.spawn_session(id, &record.user, protocol, true);
+                let from = ResumeFrom {
+                    subscriptions: record.subscriptions.clone(),
+                    positions: record.positions.clone(),
+                    seqs: record.seqs.clone(),
+                    detached_ms: record.detached_ms,
+                };
+                handle
+                    .addr
+                    .send(Restore {
+                        subscriptions: record.subscriptions,
+                        provides: record.provides,
+                        positions: record.positions,
+                        seqs: record.seqs,
+                    })
+                    .await
+                    .map_err(|_| OpenError::NotFound)?;
+                (handle, from)
+            }
+        };
+        let missed = match self.missed_publications(&from).await {
+            Ok(missed) => missed,
+            Err(reason) => {
+                warn!(session = %id, %reason, "recovery refused");
+                handle.end(CloseReason::new(CloseCode::Terminated, reason.clone()));
+                return Err(OpenError::Unrecoverable(reason));
+            }
+        };
         handle
             .addr
-            .send(Replay(history))
+            .send(Replay(missed))
             .await
             .map_err(|_| OpenError::NotFound)?;
         let attachment = handle
@@ -501,8 +484,83 @@ impl Node {
             .send(Attach)
             .await
             .map_err(|_| OpenError::NotFound)?;
+        // Routable cluster-wide before the client hears `connection:recovered`.
         let _ = handle.announce_provides().await;
-        Ok((handle, attachment, detached_ms))
+        Ok((handle, attachment, from.detached_ms))
+    }
+
+    /// Tells the previous owner (if it is alive) to let go of its copy of a session.
+    fn take_over(&self, id: SessionId, owner: &NodeId) {
+        if owner == self.id() {
+            return;
+        }
+        let takeover = Envelope::new(
+            self.id(),
+            Kind::Control,
+            Destination::Session(id),
+            // unwrap: serializing a unit-like enum cannot fail.
+            Body::Json(serde_json::to_value(Control::Takeover).unwrap()),
+        );
+        self.router.send_to(
+            &Address {
+                node: owner.clone(),
+                to: Destination::Session(id),
+            },
+            Arc::new(takeover),
+        );
+    }
+
+    /// Every publication after `from`'s positions on its channels, oldest first per
+    /// channel, or why they cannot all be had: the channel's history lost some (trimmed
+    /// or expired), more than `recovery_replay_max` are missing, or the store failed.
+    async fn missed_publications(&self, from: &ResumeFrom) -> Result<Vec<Envelope>, String> {
+        const PAGE: usize = 1000;
+        let max = self.config.recovery_replay_max;
+        let mut out = Vec::new();
+        for ch in &from.subscriptions {
+            let mut after = from
+                .positions
+                .get(ch)
+                .cloned()
+                .unwrap_or_else(|| format!("{}-0", from.detached_ms));
+            let mut first = true;
+            loop {
+                let page = self.store.history(ch, &after, PAGE).await.map_err(|e| {
+                    self.metrics
+                        .store_errors
+                        .with_label_values(&["history"])
+                        .inc();
+                    format!("channel history unavailable: {}", e.message)
+                })?;
+                if first {
+                    first = false;
+                    let next = page.first().and_then(|e| e.chan_seq.as_ref());
+                    if let (Some(last), Some(next)) = (from.seqs.get(ch), next) {
+                        if !last.continued_by(next) {
+                            return Err(format!(
+                                "channel {ch:?}: publications after seq {} are no longer in \
+                                 its history",
+                                last.seq
+                            ));
+                        }
+                    }
+                }
+                let full = page.len() == PAGE;
+                if let Some(last) = page.last().and_then(|e| e.seq.clone()) {
+                    after = last;
+                }
+                out.extend(page);
+                if out.len() > max {
+                    return Err(format!(
+                        "more than {max} publications were missed; too many to replay"
+                    ));
+                }
+                if !full {
+                    break;
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// A channel publication accepted by this node now.

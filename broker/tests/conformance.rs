@@ -62,6 +62,13 @@ async fn store_conformance(store: Arc<dyn Store>) {
         provides: vec!["math".into()],
         detached_ms: 42,
         positions: BTreeMap::from([("news".to_string(), "5-0".to_string())]),
+        seqs: BTreeMap::from([(
+            "news".to_string(),
+            murmur_shared::envelope::ChannelSeq {
+                seq: 9,
+                epoch: "e1".into(),
+            },
+        )]),
     };
     store
         .put_recovery(rec.clone(), Duration::from_secs(60))
@@ -787,6 +794,7 @@ async fn redis_history_replays_after_a_position() {
     bus.subscribe("h");
     assert!(bus.wait_subscribed("h", Duration::from_secs(5)).await);
     let mut seqs = Vec::new();
+    let mut epochs = Vec::new();
     for i in 0..5 {
         let mut e = (*envelope(Destination::Channel("h".into()))).clone();
         e.body = Body::Json(json!({"i": i}));
@@ -794,8 +802,15 @@ async fn redis_history_replays_after_a_position() {
             .unwrap();
         let got = recv(&mut rx).await.expect("publication");
         assert_eq!(got.json()["i"], i);
+        let cs = got.chan_seq.clone().expect("a channel sequence");
+        assert_eq!(cs.seq, i as u64 + 1, "sequences count from 1 per channel");
+        epochs.push(cs.epoch);
         seqs.push(got.seq.clone().expect("a history position"));
     }
+    assert!(
+        epochs.windows(2).all(|w| w[0] == w[1]),
+        "one epoch: {epochs:?}"
+    );
     for w in seqs.windows(2) {
         assert!(
             Envelope::seq_after(&w[1], &w[0]),
@@ -810,13 +825,30 @@ async fn redis_history_replays_after_a_position() {
         .collect();
     assert_eq!(got, vec![2, 3, 4]);
     assert_eq!(replay[0].seq.as_deref(), Some(seqs[2].as_str()));
+    let numbers: Vec<u64> = replay
+        .iter()
+        .map(|e| e.chan_seq.as_ref().unwrap().seq)
+        .collect();
+    assert_eq!(
+        numbers,
+        vec![3, 4, 5],
+        "replayed entries keep their sequence"
+    );
+    let last = store
+        .history_last("h")
+        .await
+        .unwrap()
+        .expect("a newest entry");
+    assert_eq!(last.json()["i"], 4);
+    assert_eq!(last.chan_seq.as_ref().map(|c| c.seq), Some(5));
+    assert_eq!(store.history_last("none").await.unwrap(), None);
     assert_eq!(
         store.history("h", &seqs[1], 2).await.unwrap().len(),
         2,
         "limit applies"
     );
     assert!(store.history("none", "0-0", 10).await.unwrap().is_empty());
-    // The memory store keeps no history: the embedded node recovers from its buffer.
+    // A memory store without a node's channel history has none to give.
     assert!(MemoryStore::new()
         .history("h", "0-0", 10)
         .await

@@ -91,6 +91,40 @@ pub enum Control {
     Takeover,
 }
 
+/// The bytes before the first space, and those after it.
+fn split_word(b: &[u8]) -> Option<(&[u8], &[u8])> {
+    let i = b.iter().position(|c| *c == b' ')?;
+    Some((&b[..i], &b[i + 1..]))
+}
+
+/// `<ms>-<n>` as numbers (garbage reads as 0).
+fn parse_position(s: &str) -> (u64, u64) {
+    let (ms, n) = s.split_once('-').unwrap_or((s, "0"));
+    (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
+}
+
+/// A channel publication's place in its channel, as clients see it: `seq` counts the
+/// channel's publications from 1 within an `epoch`; the epoch changes when the channel's
+/// history is lost (it expired while idle), and `seq` starts again at 1. The same on
+/// every node. Clients drop a publication whose `(epoch, seq)` they already have.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChannelSeq {
+    pub seq: u64,
+    pub epoch: String,
+}
+
+impl ChannelSeq {
+    /// Whether `next` follows `self` with nothing missing in between: the next number of
+    /// the same epoch, or the first of a new epoch (the old history expired idle).
+    pub fn continued_by(&self, next: &ChannelSeq) -> bool {
+        if next.epoch == self.epoch {
+            next.seq == self.seq + 1
+        } else {
+            next.seq == 1
+        }
+    }
+}
+
 /// One message in flight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Envelope {
@@ -123,6 +157,9 @@ pub struct Envelope {
     /// missed and to skip what it already has. Never serialized.
     #[serde(skip)]
     pub seq: Option<String>,
+    /// The publication's [`ChannelSeq`], set with `seq`. Never serialized.
+    #[serde(skip)]
+    pub chan_seq: Option<ChannelSeq>,
     /// The Helios-Starling wire form of a channel publication, encoded once per node and
     /// shared by every local subscriber (fan-out writes the same bytes to each socket).
     /// Never serialized.
@@ -146,6 +183,7 @@ impl Envelope {
             created_ms: now_ms(),
             origin_node: node.clone(),
             seq: None,
+            chan_seq: None,
             wire: std::sync::OnceLock::new(),
         }
     }
@@ -191,13 +229,43 @@ impl Envelope {
         serde_json::from_slice(bytes)
     }
 
+    /// Decodes a channel publication as the bus carries it:
+    /// `<stream id> <seq> <epoch> <envelope JSON>` for a publication kept in the channel's
+    /// history, `- <envelope JSON>` for one that is not. Garbage is `None`, never a panic.
+    pub fn from_channel_payload(payload: &[u8]) -> Option<Self> {
+        let (head, rest) = split_word(payload)?;
+        if head == b"-" {
+            return Self::from_bytes(rest).ok();
+        }
+        let (seq, rest) = split_word(rest)?;
+        let (epoch, rest) = split_word(rest)?;
+        let id = std::str::from_utf8(head).ok()?;
+        let seq: u64 = std::str::from_utf8(seq).ok()?.parse().ok()?;
+        let epoch = std::str::from_utf8(epoch).ok()?;
+        if id.is_empty() || epoch.is_empty() || seq == 0 {
+            return None;
+        }
+        let mut env = Self::from_bytes(rest).ok()?;
+        env.seq = Some(id.to_string());
+        env.chan_seq = Some(ChannelSeq {
+            seq,
+            epoch: epoch.to_string(),
+        });
+        Some(env)
+    }
+
     /// Compares two history positions (`<ms>-<n>` stream ids): true when `a` is after `b`.
     pub fn seq_after(a: &str, b: &str) -> bool {
-        fn parse(s: &str) -> (u64, u64) {
-            let (ms, n) = s.split_once('-').unwrap_or((s, "0"));
-            (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
+        parse_position(a) > parse_position(b)
+    }
+
+    /// The greatest history position before `pos`: reading "after" it starts at `pos`.
+    pub fn seq_before(pos: &str) -> String {
+        match parse_position(pos) {
+            (0, 0) => "0-0".into(),
+            (ms, 0) => format!("{}-{}", ms - 1, u64::MAX),
+            (ms, n) => format!("{ms}-{}", n - 1),
         }
-        parse(a) > parse(b)
     }
 
     /// The JSON body, or `Null` for other bodies.
@@ -272,5 +340,70 @@ mod tests {
     fn control_ops_serialize_with_a_tag() {
         let v = serde_json::to_value(Control::Cancel).unwrap();
         assert_eq!(v, json!({"op": "cancel"}));
+    }
+
+    #[test]
+    fn positions_have_predecessors_and_sequences_know_their_successors() {
+        assert_eq!(Envelope::seq_before("5-3"), "5-2");
+        assert_eq!(Envelope::seq_before("5-0"), format!("4-{}", u64::MAX));
+        assert_eq!(Envelope::seq_before("0-0"), "0-0");
+        assert!(Envelope::seq_after("5-0", &Envelope::seq_before("5-0")));
+        assert!(!Envelope::seq_after("4-9", &Envelope::seq_before("5-0")));
+        let a = ChannelSeq {
+            seq: 7,
+            epoch: "e1".into(),
+        };
+        assert!(a.continued_by(&ChannelSeq {
+            seq: 8,
+            epoch: "e1".into()
+        }));
+        assert!(!a.continued_by(&ChannelSeq {
+            seq: 9,
+            epoch: "e1".into()
+        }));
+        assert!(a.continued_by(&ChannelSeq {
+            seq: 1,
+            epoch: "e2".into()
+        }));
+        assert!(!a.continued_by(&ChannelSeq {
+            seq: 2,
+            epoch: "e2".into()
+        }));
+    }
+
+    #[test]
+    fn channel_payloads_carry_position_and_sequence() {
+        let env = Envelope::new(
+            &NodeId("n".into()),
+            Kind::Notification,
+            Destination::Channel("c".into()),
+            Body::Json(serde_json::json!(1)),
+        );
+        let json = env.to_bytes();
+        let mut framed = b"17-2 42 ep1 ".to_vec();
+        framed.extend_from_slice(&json);
+        let got = Envelope::from_channel_payload(&framed).unwrap();
+        assert_eq!(got.seq.as_deref(), Some("17-2"));
+        assert_eq!(
+            got.chan_seq,
+            Some(ChannelSeq {
+                seq: 42,
+                epoch: "ep1".into()
+            })
+        );
+        let mut bare = b"- ".to_vec();
+        bare.extend_from_slice(&json);
+        let got = Envelope::from_channel_payload(&bare).unwrap();
+        assert_eq!((got.seq, got.chan_seq), (None, None));
+        for bad in [
+            &b""[..],
+            b"-",
+            b"17-2 x ep {}",
+            b"17-2 0 ep {}",
+            b"17-2 1  {}",
+            b"1 2 3 {",
+        ] {
+            assert!(Envelope::from_channel_payload(bad).is_none(), "{bad:?}");
+        }
     }
 }

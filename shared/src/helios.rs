@@ -824,6 +824,11 @@ struct NotificationObject<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     topic: Option<&'a str>,
     data: &'a Value,
+    /// Extension: the publication's per-channel sequence and its epoch (docs/helios.md).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    seq: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    epoch: Option<&'a str>,
 }
 
 fn encode<B: Serialize>(kind: &'static str, now_ms: u64, body: B) -> String {
@@ -923,7 +928,35 @@ pub fn encode_notification(
 ) -> String {
     let body = NotificationBody {
         request_id,
-        notification: NotificationObject { topic, data },
+        notification: NotificationObject {
+            topic,
+            data,
+            seq: None,
+            epoch: None,
+        },
+        timing,
+    };
+    encode("notification", now_ms, body)
+}
+
+/// A channel publication: a notification whose `topic` is the channel, with the
+/// extension fields `seq` and `epoch` when the publication has a place in the channel's
+/// history (`{"notification":{"topic":..,"data":..,"seq":42,"epoch":".."}}`).
+pub fn encode_publication(
+    channel: &str,
+    data: &Value,
+    timing: Option<&Value>,
+    seq: Option<(u64, &str)>,
+    now_ms: u64,
+) -> String {
+    let body = NotificationBody {
+        request_id: None,
+        notification: NotificationObject {
+            topic: Some(channel),
+            data,
+            seq: seq.map(|s| s.0),
+            epoch: seq.map(|s| s.1),
+        },
         timing,
     };
     encode("notification", now_ms, body)

@@ -1,9 +1,10 @@
 //! The Redis bus (cluster mode): PUBLISH/SUBSCRIBE.
 //!
 //! * Directed deliveries: `PUBLISH <prefix>node:<id> <envelope>`.
-//! * Channel publications: one Lua call appends the envelope to the channel's history
-//!   stream (`XADD … MAXLEN ~ N`, expiring with the recovery window) and publishes
-//!   `<stream id> <envelope>` on `<prefix>ch:<channel>`. Every node — the origin too —
+//! * Channel publications: one Lua call numbers the publication in its channel
+//!   (`ChannelSeq`: seq and epoch, in `<prefix>chseq:<channel>`), appends it to the
+//!   channel's history stream (`XADD … MAXLEN ~ N`, expiring with the history TTL) and
+//!   publishes `<stream id> <seq> <epoch> <envelope>` on `<prefix>ch:<channel>`. Every node — the origin too —
 //!   delivers what it receives, so all subscribers see one order, and each delivered
 //!   publication carries its stream id (`seq`) for exact recovery replay.
 //! * Publishing never waits: envelopes go into a bounded queue drained by one writer
@@ -47,11 +48,23 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Prefix of a channel publication that has no history position.
 const NO_SEQ: &[u8] = b"- ";
 
-/// Appends to the history stream and publishes `<id> <envelope>`.
+/// Numbers the publication in its channel, appends it to the history stream and
+/// publishes `<id> <seq> <epoch> <envelope>`. KEYS: history stream, pub/sub channel,
+/// the channel's sequence hash (`n` = last seq, `p` = epoch). A missing hash starts a
+/// new epoch and drops whatever stream is left, so a stream only ever holds one epoch.
 const PUBLISH_SCRIPT: &str = r#"
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1])
+local ep = redis.call('HGET', KEYS[3], 'p')
+if not ep then
+  redis.call('DEL', KEYS[1])
+  local t = redis.call('TIME')
+  ep = t[1] .. string.format('%06d', tonumber(t[2]))
+  redis.call('HSET', KEYS[3], 'p', ep)
+end
+local n = redis.call('HINCRBY', KEYS[3], 'n', 1)
+local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1], 'n', n, 'p', ep)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PUBLISH', KEYS[2], id .. ' ' .. ARGV[1])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PUBLISH', KEYS[2], id .. ' ' .. n .. ' ' .. ep .. ' ' .. ARGV[1])
 return id
 "#;
 
@@ -61,8 +74,9 @@ enum Outgoing {
         payload: Vec<u8>,
     },
     Channel {
-        /// `None` for the broker's internal channels (chat inboxes): no history kept.
-        history: Option<String>,
+        /// The history stream and sequence hash; `None` for the broker's internal
+        /// channels (chat inboxes): no history kept.
+        history: Option<(String, String)>,
         key: String,
         payload: Vec<u8>,
     },
@@ -159,7 +173,8 @@ impl Bus for RedisBus {
                 payload,
             },
             Topic::Channel(ch) => Outgoing::Channel {
-                history: (!ch.starts_with(INTERNAL_PREFIX)).then(|| keys.history(&ch)),
+                history: (!ch.starts_with(INTERNAL_PREFIX))
+                    .then(|| (keys.history(&ch), keys.channel_seq(&ch))),
                 key: keys.channel(&ch),
                 payload,
             },
@@ -338,15 +353,16 @@ async fn write_loop(
                         .ignore();
                 }
                 Outgoing::Channel {
-                    history: Some(history),
+                    history: Some((history, seq)),
                     key,
                     payload,
                 } => {
                     pipe.cmd("EVALSHA")
                         .arg(script_hash)
-                        .arg(2)
+                        .arg(3)
                         .arg(history)
                         .arg(key)
+                        .arg(seq)
                         .arg(payload.as_slice())
                         .arg(HISTORY_LEN)
                         .arg(shared.history_ttl_ms)
@@ -470,14 +486,7 @@ fn receive(
     payload: &[u8],
 ) {
     let decoded = if channel.starts_with(channel_prefix) {
-        // `<stream id> <envelope>`
-        let split = payload.iter().position(|b| *b == b' ');
-        split.and_then(|i| {
-            let seq = std::str::from_utf8(&payload[..i]).ok()?;
-            let mut env = Envelope::from_bytes(&payload[i + 1..]).ok()?;
-            env.seq = (seq != "-").then(|| seq.to_string());
-            Some(env)
-        })
+        Envelope::from_channel_payload(payload)
     } else {
         Envelope::from_bytes(payload).ok()
     };

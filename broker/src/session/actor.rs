@@ -9,7 +9,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::{
-    Address, Body, Control, Destination, Envelope, ErrorBody, Kind, Origin,
+    Address, Body, ChannelSeq, Control, Destination, Envelope, ErrorBody, Kind, Origin,
 };
 use murmur_shared::helios::ErrorCode;
 use murmur_shared::ids::{now_ms, SessionId};
@@ -61,17 +61,28 @@ pub struct SessionActor {
     transport: Transport,
     /// Incremented per attachment, so a late detach of a replaced socket is ignored.
     epoch: u64,
-    /// Envelopes waiting for a transport (bounded by `recovery_buffer`).
+    /// Direct envelopes waiting for a transport (bounded by `recovery_buffer`). Channel
+    /// publications are not kept here: a recovery re-reads them from channel history.
     buffer: VecDeque<Arc<Envelope>>,
+    /// Channel history replayed for the next attachment (recovery), oldest first.
+    replayed: Vec<Arc<Envelope>>,
+    /// Set when something meant for the client could not be kept: a recovery then
+    /// fails with this reason instead of resuming with a gap.
+    lost: Option<String>,
     detached_ms: u64,
     expiry: Option<SpawnHandle>,
     pending: HashMap<String, PendingCall>,
     inflight: HashMap<String, Inflight>,
     /// Set when the session ends, sent to a still-attached transport.
     end_reason: Option<CloseReason>,
-    /// Per channel, the history position of the last publication received (cluster
-    /// mode); older or equal positions are duplicates and skipped.
+    /// Per channel, the history position of the last publication handed to the client's
+    /// transport; older or equal positions are duplicates and skipped, and a recovery
+    /// replays what follows.
     positions: BTreeMap<String, String>,
+    /// Per channel, the sequence of that same publication (gap check on replay).
+    seqs: BTreeMap<String, ChannelSeq>,
+    /// Positions moved since the recovery record was last saved.
+    positions_dirty: bool,
     /// While a recovered session replays channel history, live publications wait here.
     replay_hold: Option<Vec<Arc<Envelope>>>,
 }
@@ -95,23 +106,72 @@ impl SessionActor {
             transport: Transport::Detached,
             epoch: 0,
             buffer: VecDeque::new(),
+            replayed: Vec::new(),
+            lost: None,
             detached_ms: now_ms(),
             expiry: None,
             pending: HashMap::new(),
             inflight: HashMap::new(),
             end_reason: None,
             positions: BTreeMap::new(),
+            seqs: BTreeMap::new(),
+            positions_dirty: false,
             replay_hold: None,
         }
+    }
+
+    fn is_attached(&self) -> bool {
+        matches!(self.transport, Transport::Attached { .. })
+    }
+
+    /// Records `env` as the last publication of its channel handed to the client.
+    fn advance(&mut self, channel: &str, env: &Envelope) {
+        if let Some(seq) = &env.seq {
+            self.positions.insert(channel.to_string(), seq.clone());
+            match &env.chan_seq {
+                Some(cs) => self.seqs.insert(channel.to_string(), cs.clone()),
+                None => self.seqs.remove(channel),
+            };
+            self.positions_dirty = true;
+        }
+    }
+
+    /// `env` never reached the client: its channel's position goes back to just
+    /// before it, so a recovery replays it from history.
+    fn rewind(&mut self, channel: &str, env: &Envelope) {
+        let Some(seq) = &env.seq else {
+            return;
+        };
+        let at_or_after = self
+            .positions
+            .get(channel)
+            .is_none_or(|pos| !Envelope::seq_after(seq, pos));
+        if !at_or_after {
+            return;
+        }
+        self.positions
+            .insert(channel.to_string(), Envelope::seq_before(seq));
+        match &env.chan_seq {
+            Some(cs) => self.seqs.insert(
+                channel.to_string(),
+                ChannelSeq {
+                    seq: cs.seq.saturating_sub(1),
+                    epoch: cs.epoch.clone(),
+                },
+            ),
+            None => self.seqs.remove(channel),
+        };
+        self.positions_dirty = true;
     }
 
     /// Saves what recovery on any node needs. While attached the record outlives the
     /// next refresh (so a crashed node's sessions stay recoverable for the whole window);
     /// once detached it lives exactly for the recovery window.
-    fn save_record(&self) {
+    fn save_record(&mut self) {
         if !self.recoverable {
             return;
         }
+        self.positions_dirty = false;
         let attached = matches!(self.transport, Transport::Attached { .. });
         let cfg = &self.node.config;
         let ttl = if attached {
@@ -127,6 +187,7 @@ impl SessionActor {
             provides: self.provides.iter().cloned().collect(),
             detached_ms: if attached { now_ms() } else { self.detached_ms },
             positions: self.positions.clone(),
+            seqs: self.seqs.clone(),
         };
         let node = self.node.clone();
         actix::spawn(async move {
@@ -161,24 +222,57 @@ impl SessionActor {
     }
 
     /// Channel publications pass here: duplicates (by history position) are skipped,
-    /// during a replay live ones are held back.
+    /// during a replay live ones are held back. A publication with a history position
+    /// that finds no transport is left to history: the position stays, and a recovery
+    /// replays it (a disconnected client costs no memory per publication).
     fn channel_publication(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
         let Destination::Channel(ch) = &env.to else {
             return;
         };
-        if let Some(seq) = &env.seq {
-            if let Some(hold) = &mut self.replay_hold {
-                hold.push(env);
-                return;
-            }
-            if let Some(pos) = self.positions.get(ch) {
-                if !Envelope::seq_after(seq, pos) {
-                    return;
-                }
-            }
-            self.positions.insert(ch.clone(), seq.clone());
+        let Some(seq) = &env.seq else {
+            // Not in any history (the bus was down): only a buffer can keep it.
+            self.forward(env, ctx);
+            return;
+        };
+        if let Some(hold) = &mut self.replay_hold {
+            hold.push(env);
+            return;
         }
-        self.forward(env, ctx);
+        if self
+            .positions
+            .get(ch)
+            .is_some_and(|pos| !Envelope::seq_after(seq, pos))
+        {
+            return;
+        }
+        let Transport::Attached { tx, .. } = &self.transport else {
+            if !self.recoverable {
+                self.node
+                    .metrics
+                    .delivery(self.label(), outcome::DROPPED_SLOW);
+            }
+            return;
+        };
+        match tx.try_send(env.clone()) {
+            Ok(()) => {
+                let ch = ch.clone();
+                self.advance(&ch, &env);
+            }
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                self.node
+                    .metrics
+                    .delivery(self.label(), outcome::DROPPED_SLOW);
+                self.kick(
+                    CloseReason::new(
+                        CloseCode::SlowConsumer,
+                        "slow consumer: outbound queue full",
+                    ),
+                    ctx,
+                );
+            }
+            // The transport is going away; its detach is on its way.
+            Err(mpsc::error::TrySendError::Closed(_)) => {}
+        }
     }
 
     fn label(&self) -> &'static str {
@@ -237,19 +331,33 @@ impl SessionActor {
                 .delivery(self.label(), outcome::DROPPED_SLOW);
             return;
         }
-        if self.buffer.len() >= self.node.config.recovery_buffer {
+        if self.lost.is_some() {
             self.node
                 .metrics
                 .delivery(self.label(), outcome::DROPPED_OVERFLOW);
-            warn!(session = %self.id, "recovery buffer overflow: ending the session");
-            self.end(
-                CloseReason::new(CloseCode::Terminated, "recovery buffer overflow"),
-                ctx,
-            );
             return;
         }
+        if self.buffer.len() >= self.node.config.recovery_buffer {
+            self.overflow();
+            return;
+        }
+        let _ = ctx;
         self.node.metrics.delivery(self.label(), outcome::BUFFERED);
         self.buffer.push_back(env);
+    }
+
+    /// The recovery buffer is full: what follows cannot be kept, so the session can no
+    /// longer be recovered exactly. It waits for its client to be told why.
+    fn overflow(&mut self) {
+        self.node
+            .metrics
+            .delivery(self.label(), outcome::DROPPED_OVERFLOW);
+        warn!(session = %self.id, "recovery buffer overflow: recovery will fail");
+        self.lost = Some(format!(
+            "recovery buffer overflow: more than {} messages waited for this Starling",
+            self.node.config.recovery_buffer
+        ));
+        self.buffer.clear();
     }
 
     /// Closes the current transport. Recoverable sessions then wait for recovery.
@@ -524,10 +632,19 @@ impl Actor for SessionActor {
         // fresh, so both expire soon after this node dies and never while it lives.
         ctx.run_interval(self.node.config.record_refresh, |act, _| {
             act.save_owner();
-            if act.recoverable && matches!(act.transport, Transport::Attached { .. }) {
+            if act.recoverable && act.is_attached() {
                 act.save_record();
             }
         });
+        // Positions reach the store at most this far behind, so a node crash replays
+        // little (clients drop the duplicates by `ChannelSeq`).
+        if self.recoverable {
+            ctx.run_interval(self.node.config.position_save_interval, |act, _| {
+                if act.positions_dirty && act.is_attached() {
+                    act.save_record();
+                }
+            });
+        }
     }
 
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
@@ -675,9 +792,14 @@ impl Handler<Attach> for SessionActor {
             tx,
             close: Some(close_tx),
         };
-        let buffered: Vec<Arc<Envelope>> = self.buffer.drain(..).collect();
+        let mut buffered: Vec<Arc<Envelope>> = self.buffer.drain(..).collect();
+        buffered.append(&mut self.replayed);
         for _ in &buffered {
             self.node.metrics.delivery(self.label(), outcome::RECOVERED);
+        }
+        // Live publications held during a replay follow it (duplicates skipped).
+        for env in self.replay_hold.take().unwrap_or_default() {
+            self.channel_publication(env, ctx);
         }
         for ns in &self.provides {
             self.node.registry.provide(ns, self.id);
@@ -707,24 +829,30 @@ impl Handler<Detach> for SessionActor {
         }
         if self.recoverable && !unsent.is_empty() {
             // Older than anything buffered since the transport stopped taking envelopes.
+            // Newest first: the last rewind of a channel is its oldest unwritten one.
             let cap = self.node.config.recovery_buffer;
             for env in unsent.into_iter().rev() {
+                if let (Destination::Channel(ch), Some(_)) = (&env.to, &env.seq) {
+                    let ch = ch.clone();
+                    self.rewind(&ch, &env);
+                    continue;
+                }
+                if self.lost.is_some() {
+                    continue;
+                }
                 if self.buffer.len() >= cap {
-                    self.node
-                        .metrics
-                        .delivery(self.label(), outcome::DROPPED_OVERFLOW);
-                    self.end(
-                        CloseReason::new(CloseCode::Terminated, "recovery buffer overflow"),
-                        ctx,
-                    );
-                    return;
+                    self.overflow();
+                    continue;
                 }
                 self.buffer.push_front(env);
             }
         }
-        if matches!(self.transport, Transport::Attached { .. }) {
+        if self.is_attached() {
             self.transport = Transport::Detached;
             self.on_detached(ctx);
+        } else if self.positions_dirty {
+            // Already detached (kicked): the saved record must carry the rewound positions.
+            self.save_record();
         }
     }
 }
@@ -772,6 +900,7 @@ impl Handler<Unsubscribe> for SessionActor {
             self.node.router.bus().unsubscribe(&ch);
         }
         self.positions.remove(&ch);
+        self.seqs.remove(&ch);
         self.save_record();
         true
     }
@@ -1029,8 +1158,9 @@ impl Handler<GetSnapshot> for SessionActor {
 pub struct Restore {
     pub subscriptions: Vec<String>,
     pub provides: Vec<String>,
-    /// History positions to resume from; live publications are held until [`Replay`].
+    /// History positions to resume from; live publications are held until [`Attach`].
     pub positions: BTreeMap<String, String>,
+    pub seqs: BTreeMap<String, ChannelSeq>,
 }
 
 impl Handler<Restore> for SessionActor {
@@ -1038,6 +1168,7 @@ impl Handler<Restore> for SessionActor {
 
     fn handle(&mut self, r: Restore, ctx: &mut Context<Self>) {
         self.positions = r.positions;
+        self.seqs = r.seqs;
         self.replay_hold = Some(Vec::new());
         for ch in r.subscriptions {
             if self.subscriptions.len() < self.node.config.max_subscriptions
@@ -1053,8 +1184,9 @@ impl Handler<Restore> for SessionActor {
     }
 }
 
-/// Channel history a recovered session missed, oldest first per channel; ends the
-/// replay started by [`Restore`] (held live publications follow, duplicates skipped).
+/// Channel history a recovering session missed, oldest first per channel: kept for the
+/// next [`Attach`], which hands it over after the buffered direct messages and then
+/// releases the live publications held since [`Restore`] / [`Resume`].
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Replay(pub Vec<Envelope>);
@@ -1062,13 +1194,77 @@ pub struct Replay(pub Vec<Envelope>);
 impl Handler<Replay> for SessionActor {
     type Result = ();
 
-    fn handle(&mut self, Replay(history): Replay, ctx: &mut Context<Self>) {
-        let held = self.replay_hold.take().unwrap_or_default();
+    fn handle(&mut self, Replay(history): Replay, _: &mut Context<Self>) {
         for env in history {
-            self.channel_publication(Arc::new(env), ctx);
+            let Destination::Channel(ch) = &env.to else {
+                continue;
+            };
+            let Some(seq) = &env.seq else {
+                continue;
+            };
+            if self
+                .positions
+                .get(ch)
+                .is_some_and(|pos| !Envelope::seq_after(seq, pos))
+            {
+                continue;
+            }
+            let ch = ch.clone();
+            self.advance(&ch, &env);
+            self.replayed.push(Arc::new(env));
         }
-        for env in held {
-            self.channel_publication(env, ctx);
+    }
+}
+
+/// Where a recovery resumes from: subscriptions and the positions of the last
+/// publications written to the client.
+#[derive(Debug, Clone)]
+pub struct ResumeFrom {
+    pub subscriptions: Vec<String>,
+    pub positions: BTreeMap<String, String>,
+    pub seqs: BTreeMap<String, ChannelSeq>,
+    pub detached_ms: u64,
+}
+
+/// A local session is about to be recovered: hold live publications and say where to
+/// replay from, or why it cannot be recovered exactly (it then ends).
+#[derive(Message)]
+#[rtype(result = "Result<ResumeFrom, String>")]
+pub struct Resume;
+
+impl Handler<Resume> for SessionActor {
+    type Result = Result<ResumeFrom, String>;
+
+    fn handle(&mut self, _: Resume, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some(reason) = self.lost.clone() {
+            self.end(CloseReason::new(CloseCode::Terminated, reason.clone()), ctx);
+            return Err(reason);
+        }
+        self.replay_hold = Some(Vec::new());
+        Ok(ResumeFrom {
+            subscriptions: self.subscriptions.iter().cloned().collect(),
+            positions: self.positions.clone(),
+            seqs: self.seqs.clone(),
+            detached_ms: self.detached_ms,
+        })
+    }
+}
+
+/// The history position a new subscription starts from (the channel's newest
+/// publication when the subscription was made); ignored once a position exists.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct StartAt {
+    pub channel: String,
+    pub last: Envelope,
+}
+
+impl Handler<StartAt> for SessionActor {
+    type Result = ();
+
+    fn handle(&mut self, s: StartAt, _: &mut Context<Self>) {
+        if self.subscriptions.contains(&s.channel) && !self.positions.contains_key(&s.channel) {
+            self.advance(&s.channel, &s.last);
         }
     }
 }

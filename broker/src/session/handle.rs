@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::actor::{
     Call, CancelCall, Detach, End, GetSnapshot, Progress, Provide, Respond, SessionActor, Snapshot,
-    Subscribe, Unprovide, Unsubscribe,
+    StartAt, Subscribe, Unprovide, Unsubscribe,
 };
 use super::{CallError, Protocol, SessionError};
 use crate::node::Node;
@@ -70,6 +70,16 @@ impl SessionHandle {
             return Err(SessionError::Limit(
                 "the cluster bus did not confirm the subscription".into(),
             ));
+        }
+        if added && self.protocol == Protocol::Helios {
+            // A recovery replays from here even if nothing is published before the
+            // client goes away.
+            if let Ok(Some(last)) = self.node.store().history_last(channel).await {
+                self.addr.do_send(StartAt {
+                    channel: channel.to_string(),
+                    last,
+                });
+            }
         }
         Ok(added)
     }

@@ -97,6 +97,9 @@ pub enum OpenError {
     Draining,
     /// The store could not be read.
     Store(String),
+    /// The session existed but cannot be resumed without a gap; the reason says why
+    /// (recovery buffer overflow, history no longer covering what was missed).
+    Unrecoverable(String),
 }
 
 impl fmt::Display for OpenError {
@@ -105,7 +108,7 @@ impl fmt::Display for OpenError {
             OpenError::NotFound => "session not found or recovery window passed",
             OpenError::WrongUser => "recovery token belongs to another user",
             OpenError::Draining => "node is draining",
-            OpenError::Store(m) => m,
+            OpenError::Store(m) | OpenError::Unrecoverable(m) => m,
         })
     }
 }

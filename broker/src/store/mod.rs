@@ -20,7 +20,8 @@ pub use timestick::{TsSession, TsState, TsStore};
 use std::fmt;
 use std::time::Duration;
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
+use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::{NodeId, SessionId};
 use serde::{Deserialize, Serialize};
 
@@ -60,10 +61,14 @@ pub struct RecoveryRecord {
     /// When the client went away (Unix ms); for a record saved while the session was
     /// still attached (its node may die), the time of that save.
     pub detached_ms: u64,
-    /// Per subscribed channel, the history position of the last publication the session
-    /// received: recovery on another node replays what came after it.
+    /// Per subscribed channel, the history position of the last publication written to
+    /// the session's client: recovery (on any node) replays what came after it.
     #[serde(default)]
     pub positions: std::collections::BTreeMap<String, String>,
+    /// Per channel, the [`ChannelSeq`](murmur_shared::envelope::ChannelSeq) of that same
+    /// publication: recovery checks that the replay continues it without a gap.
+    #[serde(default)]
+    pub seqs: std::collections::BTreeMap<String, murmur_shared::envelope::ChannelSeq>,
 }
 
 /// One RPC provider: a session on a node serving a namespace.
@@ -187,14 +192,28 @@ pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
 
     /// Channel publications after history position `after` (exclusive), oldest first, at
-    /// most `limit`, with their `seq` set. Empty where the store keeps no history (the
-    /// embedded node recovers sessions from their in-memory buffer instead).
+    /// most `limit`, with their `seq` (and `chan_seq`) set. The embedded node reads its
+    /// in-memory channel history; a store without history returns nothing.
     fn history(
         &self,
         channel: &str,
         after: &str,
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<murmur_shared::envelope::Envelope>>>;
+
+    /// The newest publication of a channel's history, if any.
+    fn history_last(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<Envelope>>> {
+        let channel = channel.to_string();
+        async move {
+            let Some(id) = self.history_tail(&channel).await? else {
+                return Ok(None);
+            };
+            let before = Envelope::seq_before(&id);
+            Ok(self.history(&channel, &before, 1).await?.into_iter().next())
+        }
+        .boxed()
+    }
+
     /// The position of a channel's newest publication (`None`: no history yet).
     fn history_tail(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<String>>>;
 }

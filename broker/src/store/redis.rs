@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
-use murmur_shared::envelope::Envelope;
+use murmur_shared::envelope::{ChannelSeq, Envelope};
 use murmur_shared::ids::{NodeId, SessionId};
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script, Value};
@@ -560,12 +560,27 @@ impl RedisStore {
     }
 }
 
-/// `[[id, [field, value, …]], …]` → envelopes with `seq = id`; garbage entries skipped.
+/// `[[id, [field, value, …]], …]` → envelopes with `seq = id` and, where the entry
+/// carries them (`n`, `p`), their [`ChannelSeq`]; garbage entries skipped.
 fn parse_xrange(v: Value) -> Vec<Envelope> {
-    stream_entries(v, "e")
+    stream_records(v)
         .into_iter()
-        .filter_map(|(id, bytes)| {
-            let mut env = Envelope::from_bytes(&bytes).ok()?;
+        .filter_map(|(id, fields)| {
+            let field = |name: &str| {
+                fields
+                    .iter()
+                    .find(|(k, _)| k.as_slice() == name.as_bytes())
+                    .map(|(_, v)| v.as_slice())
+            };
+            let mut env = Envelope::from_bytes(field("e")?).ok()?;
+            let seq = field("n").and_then(|n| std::str::from_utf8(n).ok()?.parse().ok());
+            let epoch = field("p").and_then(|p| std::str::from_utf8(p).ok());
+            if let (Some(seq), Some(epoch)) = (seq, epoch) {
+                env.chan_seq = Some(ChannelSeq {
+                    seq,
+                    epoch: epoch.to_string(),
+                });
+            }
             env.seq = Some(id);
             Some(env)
         })
@@ -574,6 +589,17 @@ fn parse_xrange(v: Value) -> Vec<Envelope> {
 
 /// `[[id, [field, value, …]], …]` → `(id, value of field)`; garbage entries skipped.
 pub(super) fn stream_entries(v: Value, field: &str) -> Vec<(String, Vec<u8>)> {
+    stream_records(v)
+        .into_iter()
+        .filter_map(|(id, fields)| {
+            let (_, v) = fields.into_iter().find(|(k, _)| k == field.as_bytes())?;
+            Some((id, v))
+        })
+        .collect()
+}
+
+/// `[[id, [field, value, …]], …]` → `(id, [(field, value), …])`; garbage entries skipped.
+fn stream_records(v: Value) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
     let Value::Array(entries) = v else {
         return Vec::new();
     };
@@ -595,13 +621,14 @@ pub(super) fn stream_entries(v: Value, field: &str) -> Vec<(String, Vec<u8>)> {
             let Value::Array(fields) = fields else {
                 return None;
             };
-            let mut fields = fields.chunks(2).filter_map(|kv| match kv {
-                [Value::BulkString(k), Value::BulkString(v)] if k == field.as_bytes() => {
-                    Some(v.clone())
-                }
-                _ => None,
-            });
-            Some((id, fields.next()?))
+            let pairs = fields
+                .chunks(2)
+                .filter_map(|kv| match kv {
+                    [Value::BulkString(k), Value::BulkString(v)] => Some((k.clone(), v.clone())),
+                    _ => None,
+                })
+                .collect();
+            Some((id, pairs))
         })
         .collect()
 }

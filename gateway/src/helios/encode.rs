@@ -32,6 +32,21 @@ pub fn encode(env: &Envelope) -> Option<String> {
         Body::Error(_) => Value::Null,
     };
     match env.kind {
+        Kind::Notification
+            if env.correlation.is_none() && matches!(env.to, Destination::Channel(_)) =>
+        {
+            let Destination::Channel(channel) = &env.to else {
+                return None;
+            };
+            let seq = env.chan_seq.as_ref().map(|s| (s.seq, s.epoch.as_str()));
+            Some(helios::encode_publication(
+                channel,
+                &data,
+                env.timing.as_ref(),
+                seq,
+                now,
+            ))
+        }
         Kind::Notification | Kind::Message => {
             let topic = match &env.to {
                 Destination::Channel(c) => Some(c.as_str()),
