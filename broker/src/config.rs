@@ -36,9 +36,9 @@ pub struct BrokerConfig {
     pub max_subscriptions: usize,
     /// Namespaces one session may provide.
     pub max_provides: usize,
-    /// How long channel history is kept after the last publication (recovery replay,
-    /// TimeStick reads).
-    pub history_ttl: Duration,
+    /// Channel history (recovery replay, TimeStick reads): how long after a channel's
+    /// last publication and how many publications per channel.
+    pub channel_history: crate::history::HistoryLimits,
     /// Chat messages kept per chat session for history, and for how long after the last.
     pub chat_history_len: usize,
     pub chat_history_ttl: Duration,
@@ -77,7 +77,7 @@ impl BrokerConfig {
             max_subscriptions: 1024,
             max_provides: 64,
             record_refresh: Duration::from_secs(30),
-            history_ttl: Duration::from_secs(600),
+            channel_history: crate::history::HistoryLimits::default(),
             timestick_idle: Duration::from_secs(300),
             timestick_sessions_per_caller: 100,
             timestick_rate: 100,

@@ -12,8 +12,23 @@ use std::time::{Duration, Instant};
 use murmur_shared::envelope::{ChannelSeq, Envelope};
 use murmur_shared::ids::now_ms;
 
-/// Publications kept per channel.
-pub const HISTORY_LEN: usize = 1000;
+/// How much channel history is kept, on both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Kept this long after the channel's last publication.
+    pub ttl: Duration,
+    /// Publications kept per channel (approximately, in Redis: `MAXLEN ~`).
+    pub len: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        HistoryLimits {
+            ttl: Duration::from_secs(600),
+            len: 1000,
+        }
+    }
+}
 
 struct ChannelHistory {
     last: (u64, u64),
@@ -27,6 +42,7 @@ struct ChannelHistory {
 /// See the module docs.
 pub struct LocalHistory {
     ttl: Duration,
+    len: usize,
     channels: Mutex<Channels>,
 }
 
@@ -50,9 +66,10 @@ fn parse(seq: &str) -> (u64, u64) {
 }
 
 impl LocalHistory {
-    pub fn new(ttl: Duration) -> Arc<Self> {
+    pub fn new(limits: HistoryLimits) -> Arc<Self> {
         Arc::new(LocalHistory {
-            ttl,
+            ttl: limits.ttl,
+            len: limits.len.max(1),
             channels: Mutex::new(Channels {
                 map: HashMap::new(),
                 swept: Instant::now(),
@@ -104,7 +121,7 @@ impl LocalHistory {
         });
         let env = Arc::new(env);
         h.entries.push_back(env.clone());
-        while h.entries.len() > HISTORY_LEN {
+        while h.entries.len() > self.len {
             h.entries.pop_front();
         }
         env
@@ -158,7 +175,7 @@ mod tests {
 
     #[test]
     fn positions_increase_and_reads_start_after_a_position() {
-        let h = LocalHistory::new(Duration::from_secs(60));
+        let h = LocalHistory::new(HistoryLimits::default());
         assert_eq!(h.tail("c"), None);
         let seqs: Vec<String> = (0..5)
             .map(|i| h.append("c", env(i)).seq.clone().unwrap())
@@ -186,12 +203,15 @@ mod tests {
 
     #[test]
     fn history_is_bounded() {
-        let h = LocalHistory::new(Duration::from_secs(60));
-        for i in 0..(HISTORY_LEN as i64 + 10) {
+        let h = LocalHistory::new(HistoryLimits {
+            ttl: Duration::from_secs(60),
+            len: 100,
+        });
+        for i in 0..110 {
             h.append("c", env(i));
         }
         let all = h.after("c", "0-0", usize::MAX);
-        assert_eq!(all.len(), HISTORY_LEN);
+        assert_eq!(all.len(), 100);
         assert_eq!(all[0].json(), &json!(10));
     }
 }

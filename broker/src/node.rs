@@ -77,7 +77,7 @@ impl Node {
     /// an actix system.
     pub async fn embedded(config: BrokerConfig) -> Arc<Node> {
         let id = config.node_id.clone();
-        let history = LocalHistory::new(config.history_ttl);
+        let history = LocalHistory::new(config.channel_history);
         Self::start(
             config,
             move |inbound, _metrics| Arc::new(MemoryBus::standalone(id, inbound)) as Arc<dyn Bus>,
@@ -100,7 +100,7 @@ impl Node {
         let scheduler = Arc::new(RedisScheduler::new(redis_url, keys.clone())?);
         let client_check = redis_url.to_string();
         let node_id = config.node_id.clone();
-        let history_ttl = config.history_ttl;
+        let history = config.channel_history;
         let mut failure = None;
         let node = Self::start(
             config,
@@ -111,7 +111,7 @@ impl Node {
                     node_id.clone(),
                     inbound.clone(),
                     metrics,
-                    history_ttl,
+                    history,
                 ) {
                     Ok(bus) => Arc::new(bus),
                     Err(e) => {
@@ -535,14 +535,21 @@ impl Node {
                 if first {
                     first = false;
                     let next = page.first().and_then(|e| e.chan_seq.as_ref());
-                    if let (Some(last), Some(next)) = (from.seqs.get(ch), next) {
-                        if !last.continued_by(next) {
-                            return Err(format!(
-                                "channel {ch:?}: publications after seq {} are no longer in \
-                                 its history",
-                                last.seq
-                            ));
-                        }
+                    let last = from.seqs.get(ch);
+                    // Nothing written yet on this channel: what it missed starts at the
+                    // channel's first publication (seq 1) unless history lost some.
+                    let unseen = last.is_none() && !from.positions.contains_key(ch);
+                    let gap = match (last, next) {
+                        (Some(last), Some(next)) => !last.continued_by(next),
+                        (None, Some(next)) => unseen && next.seq != 1,
+                        (_, None) => false,
+                    };
+                    if gap {
+                        let after = last.map_or(0, |l| l.seq);
+                        return Err(format!(
+                            "channel {ch:?}: publications after seq {after} are no longer in \
+                             its history"
+                        ));
                     }
                 }
                 let full = page.len() == PAGE;

@@ -766,7 +766,7 @@ async fn redis_bus_conforms() {
             node(n),
             tx,
             Arc::new(Metrics::new()),
-            Duration::from_secs(60),
+            murmur_broker::history::HistoryLimits::default(),
         )
         .unwrap();
         buses.push((Arc::new(bus) as Arc<dyn Bus>, rx));
@@ -787,7 +787,7 @@ async fn redis_history_replays_after_a_position() {
         node("a"),
         tx,
         Arc::new(Metrics::new()),
-        Duration::from_secs(60),
+        murmur_broker::history::HistoryLimits::default(),
     )
     .unwrap();
     eventually("bus connects", async || bus.is_up()).await;
@@ -870,7 +870,7 @@ async fn redis_bus_survives_an_outage() {
         node("a"),
         tx,
         metrics.clone(),
-        Duration::from_secs(60),
+        murmur_broker::history::HistoryLimits::default(),
     )
     .unwrap();
     eventually("bus connects", async || bus.is_up()).await;

@@ -102,6 +102,10 @@ pub struct ServeArgs {
     /// with a backlog are closed with 4001 [default: 512MiB].
     #[arg(long, env = "MURMUR_OUTBOUND_NODE_MAX_BYTES")]
     pub outbound_node_max_bytes: Option<String>,
+    /// Publications kept per channel for recovery replay and TimeStick reads; a Starling
+    /// that missed more than this cannot be recovered exactly [default: 1000].
+    #[arg(long, env = "MURMUR_CHANNEL_HISTORY")]
+    pub channel_history: Option<String>,
     /// Tracing filter [default: info].
     #[arg(long, env = "MURMUR_LOG")]
     pub log: Option<String>,
@@ -150,6 +154,8 @@ pub struct Settings {
     pub outbound: crate::ws::OutboundLimits,
     /// Node-wide ceiling of bytes buffered for client sockets.
     pub outbound_node_max_bytes: usize,
+    /// Publications kept per channel.
+    pub channel_history: usize,
     pub log: String,
     pub log_format: LogFormat,
     /// Warnings to print once logging is up (dev defaults in use, generated secrets).
@@ -188,6 +194,7 @@ impl ServeArgs {
             outbound_max_bytes,
             outbound_max_frames,
             outbound_node_max_bytes,
+            channel_history,
             log,
             log_format
         )
@@ -409,6 +416,7 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
             "MURMUR_OUTBOUND_NODE_MAX_BYTES",
             512 << 20,
         )?,
+        channel_history: count(a.channel_history, "MURMUR_CHANNEL_HISTORY", 1000)?,
         log: a.log.unwrap_or_else(|| "info".into()),
         log_format,
         warnings,

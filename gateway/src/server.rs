@@ -58,6 +58,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     config.timestick_idle = settings.timestick_idle;
     config.timestick_quarantine = settings.timestick_quarantine;
     config.outbound_queue = settings.outbound.max_frames;
+    config.channel_history.len = settings.channel_history;
     let recovery = RecoveryTokens::new(
         settings.recovery_secret.as_bytes(),
         config.recovery_token_ttl,
@@ -93,6 +94,9 @@ async fn serve(settings: Settings) -> Result<(), String> {
     // Small frames (notifications, RPC answers) go out at once, not after the
     // client's delayed ACK (Nagle adds up to ~40 ms otherwise).
     .tcp_nodelay(true)
+    // A WebSocket closed by the server (a slow consumer's 4001) has this long to read
+    // what was written before its close frame; then the socket is dropped.
+    .client_disconnect_timeout(crate::ws::CLOSE_LINGER)
     .shutdown_timeout(grace)
     .bind(&settings.listen)
     .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?

@@ -153,6 +153,11 @@ impl WsClient {
         self.stream.write_all(&wire).await
     }
 
+    /// Writes raw bytes to the socket (a hand-built frame header, say); errors returned.
+    pub async fn send_raw(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.stream.write_all(bytes).await
+    }
+
     /// Sends one raw frame; panics on I/O error. Lets tests send invalid UTF-8 text,
     /// fragments, reserved opcodes, oversized control frames...
     pub async fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8]) {

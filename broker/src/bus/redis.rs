@@ -31,6 +31,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::{info, warn};
 
 use super::{Bus, BusError, Inbound, Topic};
+use crate::history::HistoryLimits;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
 
@@ -38,8 +39,6 @@ use crate::metrics::Metrics;
 pub const BATCH: usize = 512;
 /// Outgoing queue bound.
 pub const OUT_QUEUE: usize = 65_536;
-/// Publications kept per channel for recovery replay (approximate, `MAXLEN ~`).
-pub const HISTORY_LEN: usize = 1000;
 /// How often an idle connection is pinged (liveness while nothing flows).
 const PING_EVERY: Duration = Duration::from_secs(1);
 /// Timeouts of one Redis command and of connecting.
@@ -101,6 +100,8 @@ struct Shared {
     sub_up: AtomicBool,
     metrics: Arc<Metrics>,
     history_ttl_ms: u64,
+    /// Publications kept per channel (approximate, `MAXLEN ~`).
+    history_len: usize,
 }
 
 /// See the module docs.
@@ -129,7 +130,7 @@ impl RedisBus {
         node: NodeId,
         inbound: Inbound,
         metrics: Arc<Metrics>,
-        history_ttl: Duration,
+        history: HistoryLimits,
     ) -> Result<Self, String> {
         let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
         let shared = Arc::new(Shared {
@@ -145,7 +146,8 @@ impl RedisBus {
             pending: std::sync::atomic::AtomicUsize::new(0),
             sub_up: AtomicBool::new(false),
             metrics,
-            history_ttl_ms: history_ttl.as_millis() as u64,
+            history_ttl_ms: history.ttl.as_millis() as u64,
+            history_len: history.len.max(1),
         });
         let (out, rx) = mpsc::channel(OUT_QUEUE);
         tokio::spawn(writer(client.clone(), shared.clone(), rx));
@@ -364,7 +366,7 @@ async fn write_loop(
                         .arg(key)
                         .arg(seq)
                         .arg(payload.as_slice())
-                        .arg(HISTORY_LEN)
+                        .arg(shared.history_len)
                         .arg(shared.history_ttl_ms)
                         .ignore();
                 }

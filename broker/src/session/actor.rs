@@ -81,6 +81,9 @@ pub struct SessionActor {
     positions: BTreeMap<String, String>,
     /// Per channel, the sequence of that same publication (gap check on replay).
     seqs: BTreeMap<String, ChannelSeq>,
+    /// Per channel with no position yet, the channel's newest publication when the
+    /// subscription was made: a recovery replays from there. Not used to skip anything.
+    starts: BTreeMap<String, Envelope>,
     /// Positions moved since the recovery record was last saved.
     positions_dirty: bool,
     /// While a recovered session replays channel history, live publications wait here.
@@ -115,9 +118,29 @@ impl SessionActor {
             end_reason: None,
             positions: BTreeMap::new(),
             seqs: BTreeMap::new(),
+            starts: BTreeMap::new(),
             positions_dirty: false,
             replay_hold: None,
         }
+    }
+
+    /// Where a recovery replays each channel from: its position, else where its
+    /// subscription started.
+    fn resume_positions(&self) -> (BTreeMap<String, String>, BTreeMap<String, ChannelSeq>) {
+        let mut positions = self.positions.clone();
+        let mut seqs = self.seqs.clone();
+        for (ch, start) in &self.starts {
+            if positions.contains_key(ch) {
+                continue;
+            }
+            if let Some(seq) = &start.seq {
+                positions.insert(ch.clone(), seq.clone());
+                if let Some(cs) = &start.chan_seq {
+                    seqs.insert(ch.clone(), cs.clone());
+                }
+            }
+        }
+        (positions, seqs)
     }
 
     fn is_attached(&self) -> bool {
@@ -128,6 +151,7 @@ impl SessionActor {
     fn advance(&mut self, channel: &str, env: &Envelope) {
         if let Some(seq) = &env.seq {
             self.positions.insert(channel.to_string(), seq.clone());
+            self.starts.remove(channel);
             match &env.chan_seq {
                 Some(cs) => self.seqs.insert(channel.to_string(), cs.clone()),
                 None => self.seqs.remove(channel),
@@ -179,6 +203,7 @@ impl SessionActor {
         } else {
             cfg.recovery_ttl
         };
+        let (positions, seqs) = self.resume_positions();
         let record = RecoveryRecord {
             session: self.id,
             user: self.user.to_string(),
@@ -186,8 +211,8 @@ impl SessionActor {
             subscriptions: self.subscriptions.iter().cloned().collect(),
             provides: self.provides.iter().cloned().collect(),
             detached_ms: if attached { now_ms() } else { self.detached_ms },
-            positions: self.positions.clone(),
-            seqs: self.seqs.clone(),
+            positions,
+            seqs,
         };
         let node = self.node.clone();
         actix::spawn(async move {
@@ -857,15 +882,16 @@ impl Handler<Detach> for SessionActor {
     }
 }
 
-/// Join a channel.
+/// Join a channel; the second field is the channel's newest publication read before
+/// joining (where a recovery replays from if nothing is delivered before it).
 #[derive(Message)]
 #[rtype(result = "Result<bool, SessionError>")]
-pub struct Subscribe(pub String);
+pub struct Subscribe(pub String, pub Option<Envelope>);
 
 impl Handler<Subscribe> for SessionActor {
     type Result = Result<bool, SessionError>;
 
-    fn handle(&mut self, Subscribe(ch): Subscribe, ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, Subscribe(ch, start): Subscribe, ctx: &mut Context<Self>) -> Self::Result {
         if self.subscriptions.contains(&ch) {
             return Ok(false);
         }
@@ -877,6 +903,9 @@ impl Handler<Subscribe> for SessionActor {
         }
         if self.node.registry.join(&ch, self.id, ctx.address()) {
             self.node.router.bus().subscribe(&ch);
+        }
+        if let Some(start) = start {
+            self.starts.insert(ch.clone(), start);
         }
         self.subscriptions.insert(ch);
         self.save_record();
@@ -901,6 +930,7 @@ impl Handler<Unsubscribe> for SessionActor {
         }
         self.positions.remove(&ch);
         self.seqs.remove(&ch);
+        self.starts.remove(&ch);
         self.save_record();
         true
     }
@@ -1241,30 +1271,12 @@ impl Handler<Resume> for SessionActor {
             return Err(reason);
         }
         self.replay_hold = Some(Vec::new());
+        let (positions, seqs) = self.resume_positions();
         Ok(ResumeFrom {
             subscriptions: self.subscriptions.iter().cloned().collect(),
-            positions: self.positions.clone(),
-            seqs: self.seqs.clone(),
+            positions,
+            seqs,
             detached_ms: self.detached_ms,
         })
-    }
-}
-
-/// The history position a new subscription starts from (the channel's newest
-/// publication when the subscription was made); ignored once a position exists.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct StartAt {
-    pub channel: String,
-    pub last: Envelope,
-}
-
-impl Handler<StartAt> for SessionActor {
-    type Result = ();
-
-    fn handle(&mut self, s: StartAt, _: &mut Context<Self>) {
-        if self.subscriptions.contains(&s.channel) && !self.positions.contains_key(&s.channel) {
-            self.advance(&s.channel, &s.last);
-        }
     }
 }

@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use super::actor::{
     Call, CancelCall, Detach, End, GetSnapshot, Progress, Provide, Respond, SessionActor, Snapshot,
-    StartAt, Subscribe, Unprovide, Unsubscribe,
+    Subscribe, Unprovide, Unsubscribe,
 };
 use super::{CallError, Protocol, SessionError};
 use crate::node::Node;
@@ -56,9 +56,14 @@ impl SessionHandle {
     /// Joins a channel; `Ok(false)` if already a member. Returns once the node really
     /// receives the channel (cluster mode: Redis confirmed the subscription).
     pub async fn subscribe(&self, channel: &str) -> Result<bool, SessionError> {
+        // Read before joining, so whatever a recovery must replay comes after it.
+        let start = match self.protocol {
+            Protocol::Helios => self.node.store().history_last(channel).await.ok().flatten(),
+            _ => None,
+        };
         let added = self
             .addr
-            .send(Subscribe(channel.to_string()))
+            .send(Subscribe(channel.to_string(), start))
             .await
             .map_err(|_| SessionError::Gone)??;
         let bus = self.node.router.bus();
@@ -70,16 +75,6 @@ impl SessionHandle {
             return Err(SessionError::Limit(
                 "the cluster bus did not confirm the subscription".into(),
             ));
-        }
-        if added && self.protocol == Protocol::Helios {
-            // A recovery replays from here even if nothing is published before the
-            // client goes away.
-            if let Ok(Some(last)) = self.node.store().history_last(channel).await {
-                self.addr.do_send(StartAt {
-                    channel: channel.to_string(),
-                    last,
-                });
-            }
         }
         Ok(added)
     }

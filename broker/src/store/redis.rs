@@ -598,8 +598,11 @@ pub(super) fn stream_entries(v: Value, field: &str) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
+/// One stream entry: its id and its `(field, value)` pairs.
+type StreamRecord = (String, Vec<(Vec<u8>, Vec<u8>)>);
+
 /// `[[id, [field, value, …]], …]` → `(id, [(field, value), …])`; garbage entries skipped.
-fn stream_records(v: Value) -> Vec<(String, Vec<(Vec<u8>, Vec<u8>)>)> {
+fn stream_records(v: Value) -> Vec<StreamRecord> {
     let Value::Array(entries) = v else {
         return Vec::new();
     };

@@ -32,6 +32,9 @@ pub use outbound::{OutboundBudget, OutboundLimits, SendError, WsSink};
 pub const PING_INTERVAL: Duration = Duration::from_secs(20);
 /// Silence after which a client is considered gone (3 ping intervals).
 pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+/// After the server's close frame, how long a client has to read what is still in
+/// flight before the socket is dropped (a slow consumer learns its 4001 if it reads).
+pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
 
 /// Accepts a WebSocket upgrade whose messages may be at most `max_message` bytes.
 /// A request that is not a valid WebSocket handshake gets its HTTP error, and nothing
