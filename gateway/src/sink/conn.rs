@@ -34,6 +34,8 @@ use crate::state::AppState;
 /// A frame that cannot be written within this closes the connection (the device
 /// stopped reading).
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The connection request must arrive within this (or the idle limit, if shorter).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// PUBLISHes to a device awaiting its ACK/NACK at most.
 pub const WINDOW: usize = 32;
 /// The PUBLISH frame type (high nibble of byte 0).
@@ -86,10 +88,10 @@ pub async fn serve(state: Arc<AppState>, mut io: impl FrameIo, identity: Identit
 async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -> &'static str {
     let node = state.node.clone();
     let idle = state.settings.sink_idle;
-    // 1. Handshake.
+    // 1. Handshake: an unidentified connection gets a short deadline.
     let first = tokio::select! {
         f = io.read_frame() => f,
-        _ = tokio::time::sleep(idle) => return "no connection request in time",
+        _ = tokio::time::sleep(idle.min(HANDSHAKE_TIMEOUT)) => return "no connection request in time",
     };
     let Some(Ok(first)) = first else {
         return "closed before the handshake";
