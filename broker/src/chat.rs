@@ -223,7 +223,8 @@ pub async fn list(h: &SessionHandle) -> Result<Vec<GroupRecord>, ChatError> {
 /// `request-sending-a-message`: participants only. Without a hold, the message is
 /// stored durably first, then broadcast to every participant's devices, and the
 /// requester's copy (without `cdid`) is returned. With a `~timing` hold, it is kept by
-/// the scheduler (`Ok(None)`) and delivered when due.
+/// the scheduler (`Ok(None)`) and delivered when due. `cdid` is the request's: the
+/// requester's copy will carry it.
 pub async fn send(
     h: &SessionHandle,
     session_id: &str,
@@ -231,21 +232,23 @@ pub async fn send(
     sender_timestamp: Value,
     timing: Option<Value>,
     deliver_at: Option<i64>,
+    cdid: Option<&str>,
 ) -> Result<Option<Value>, ChatError> {
     participants(h, session_id).await?;
-    // The broadcast must fit one frame in every form it takes: with any cdid, and as a
-    // history item.
-    let mut probe = chat::message_broadcast(
+    // Every frame the broadcast is sent as must fit: the requester's copy with its
+    // cdid (a held message has no such copy), the other devices' copies and the
+    // history form. Only the message id is not known yet: counted as its longest.
+    let probe = chat::message_broadcast(
         session_id,
         h.user(),
         &message,
         &sender_timestamp,
-        "00000000000000-0000000000",
+        &"0".repeat(chat::MESSAGE_ID_ROOM),
         now_ms(),
         timing.as_ref(),
     );
-    probe["history"] = Value::Bool(true);
-    if !chat::fits_frame(&probe) {
+    let own_cdid = if deliver_at.is_none() { cdid } else { None };
+    if chat::broadcast_frame_len(&probe, own_cdid) > chat::MAX_FRAME_BYTES {
         return Err(ChatError::Invalid(
             "message too large for a broadcast frame".into(),
         ));

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use murmur_shared::channel::INTERNAL_PREFIX;
+use murmur_shared::channel::{INTERNAL_PREFIX, SINK_PREFIX};
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::{now_ms, SessionId};
 use murmur_shared::sink::{ConnectionResponse, Event};
@@ -38,7 +38,7 @@ pub fn control_channel(client: &str) -> String {
 
 /// The public channel a device's events are published on.
 pub fn event_channel(client: &str) -> String {
-    format!("sink/{client}")
+    format!("{SINK_PREFIX}{client}")
 }
 
 /// What a device said in its connection request.

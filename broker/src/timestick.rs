@@ -210,14 +210,66 @@ fn owned_by(s: Option<TsSession>, sub: &str) -> Result<TsSession, TsError> {
     Ok(s)
 }
 
-/// POST of one message to a session. `Ok` is the 202 body.
-pub async fn post(
-    node: &Arc<Node>,
-    sub: &str,
-    id: SessionId,
-    body: &[u8],
-) -> Result<Value, TsError> {
-    let out = post_inner(node, sub, id, body).await;
+/// A POST that passed every check that needs no body (token, session, owner, state),
+/// with its rate count taken: the body may now be read, up to
+/// [`max_message_size`](Self::max_message_size) bytes.
+#[derive(Debug)]
+pub struct PostGate {
+    s: TsSession,
+    rate_ok: bool,
+}
+
+impl PostGate {
+    /// The session's negotiated `max_message_size`: the longest body it accepts.
+    pub fn max_message_size(&self) -> u64 {
+        self.s.max_message_size
+    }
+}
+
+/// POST of one message, first step (before its body is read): loads the session and
+/// checks that `sub` is its caller and that it is active.
+pub async fn post_open(node: &Arc<Node>, sub: &str, id: SessionId) -> Result<PostGate, TsError> {
+    // One round trip for the record and the rate count (the POST hot path).
+    let out = async {
+        let (s, rate_ok) = node
+            .store()
+            .ts_get_counted(id, node.config.timestick_rate)
+            .await
+            .map_err(store_fail)?;
+        let s = owned_by(s, sub)?;
+        if s.state != TsState::Active {
+            return Err(gone(&s));
+        }
+        Ok(PostGate { s, rate_ok })
+    }
+    .await;
+    if let Err(e) = &out {
+        count(node, "post", e.status);
+    }
+    out
+}
+
+/// The 413 `MESSAGE_TOO_LARGE` of a POST whose body is (declared or read so far) longer
+/// than the session's `max_message_size`; counted.
+pub fn post_too_large(node: &Node, gate: &PostGate) -> TsError {
+    count(node, "post", 413);
+    fail(
+        413,
+        "MESSAGE_TOO_LARGE",
+        &format!(
+            "larger than the session's max_message_size ({} bytes)",
+            gate.max_message_size()
+        ),
+    )
+}
+
+/// POST of one message, second step: the body (at most `max_message_size` bytes, read
+/// by the caller). `Ok` is the 202 body.
+pub async fn post_body(node: &Arc<Node>, gate: PostGate, body: &[u8]) -> Result<Value, TsError> {
+    if body.len() as u64 > gate.max_message_size() {
+        return Err(post_too_large(node, &gate));
+    }
+    let out = post_inner(node, gate, body).await;
     count(
         node,
         "post",
@@ -226,30 +278,10 @@ pub async fn post(
     out
 }
 
-async fn post_inner(
-    node: &Arc<Node>,
-    sub: &str,
-    id: SessionId,
-    body: &[u8],
-) -> Result<Value, TsError> {
-    // One round trip for the record and the rate count, one for the replay check and
-    // the activity: the POST hot path.
+async fn post_inner(node: &Arc<Node>, gate: PostGate, body: &[u8]) -> Result<Value, TsError> {
+    let PostGate { s, rate_ok } = gate;
+    let id = s.id;
     let store = node.store();
-    let (s, rate_ok) = store
-        .ts_get_counted(id, node.config.timestick_rate)
-        .await
-        .map_err(store_fail)?;
-    let s = owned_by(s, sub)?;
-    if s.state != TsState::Active {
-        return Err(gone(&s));
-    }
-    if body.len() as u64 > s.max_message_size {
-        return Err(fail(
-            413,
-            "MESSAGE_TOO_LARGE",
-            "larger than the session's max_message_size",
-        ));
-    }
     if !rate_ok {
         return Err(fail(
             429,
@@ -628,6 +660,7 @@ async fn poll_inner(
     }
     let store = node.store();
     if let Some(a) = &after {
+        check_cursor(node, &s, a).await?;
         if s.final_seq.is_some_and(|f| a.queue >= f) {
             // The caller has the final control message: the session is over.
             return Err(gone(&s));
@@ -704,6 +737,38 @@ async fn poll_inner(
             _ = node.drained(), if node.router.bus().is_clustered() => {}
         }
     }
+}
+
+/// Refuses (400 `INVALID_REQUEST`) a cursor that is well-formed but ahead of anything the
+/// session can have been given: confirming it would skip, for good, the channel traffic
+/// and queue entries that come before it.
+async fn check_cursor(node: &Node, s: &TsSession, after: &Cursor) -> Result<(), TsError> {
+    let store = node.store();
+    let channel_tail = store.history_tail(&s.target).await.map_err(store_fail)?;
+    let queue_tail = store.ts_queue_tail(s.id).await.map_err(store_fail)?;
+    if cursor_issuable(after, channel_tail.as_deref(), queue_tail, now_ms()) {
+        Ok(())
+    } else {
+        Err(fail(
+            400,
+            "INVALID_REQUEST",
+            "after is ahead of every cursor this session was given",
+        ))
+    }
+}
+
+/// Whether a poll answer can have carried `after`: its queue position is at most the
+/// newest queued entry's, its channel position at most the channel's newest publication
+/// (positions are `<ms>-<n>` and only grow; when the channel has no history left, at most
+/// the present millisecond).
+pub fn cursor_issuable(
+    after: &Cursor,
+    channel_tail: Option<&str>,
+    queue_tail: u64,
+    now_ms: u64,
+) -> bool {
+    let bound = channel_tail.map_or_else(|| format!("{now_ms}-{}", u64::MAX), str::to_string);
+    after.queue <= queue_tail && !Envelope::seq_after(&after.channel, &bound)
 }
 
 /// Reads what follows `cursor`: channel history and queue, merged by time.
@@ -874,4 +939,53 @@ pub fn spawn_idle_sweeper(node: &Arc<Node>) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cursor(channel: &str, queue: u64) -> Cursor {
+        Cursor {
+            channel: channel.into(),
+            queue,
+        }
+    }
+
+    #[test]
+    fn only_cursors_a_poll_can_have_given_are_issuable() {
+        let now = 1_795_300_000_000;
+        let tail = Some("1795299999000-3");
+        for ok in [
+            cursor("0-0", 0),
+            cursor("1795299999000-3", 7),
+            cursor("1795299999000-2", 0),
+            cursor("1700000000000-0", 5),
+        ] {
+            assert!(cursor_issuable(&ok, tail, 7, now), "{ok:?}");
+        }
+        for bad in [
+            cursor("1795299999000-4", 0),
+            cursor("1795299999001-0", 0),
+            cursor("99999999999999-0", 0),
+            cursor("0-0", 8),
+            cursor("0-0", u64::MAX),
+        ] {
+            assert!(!cursor_issuable(&bad, tail, 7, now), "{bad:?}");
+        }
+        // No history left on the channel: any position up to now may have been given.
+        assert!(cursor_issuable(&cursor("1795299999000-9", 0), None, 0, now));
+        assert!(cursor_issuable(
+            &cursor(&format!("{now}-5"), 0),
+            None,
+            0,
+            now
+        ));
+        assert!(!cursor_issuable(
+            &cursor(&format!("{}-0", now + 1), 0),
+            None,
+            0,
+            now
+        ));
+    }
 }

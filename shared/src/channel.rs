@@ -8,6 +8,29 @@ pub const MAX_CHANNEL_LEN: usize = 256;
 /// `@user/<id>`): clients can neither subscribe to nor publish on them.
 pub const INTERNAL_PREFIX: char = '@';
 
+/// The broker publishes a Sink device's events on `sink/<client id>`: anyone may
+/// subscribe, only the broker publishes (see [`is_broker_owned`]).
+pub const SINK_PREFIX: &str = "sink/";
+
+/// Whether the broker itself publishes on `name` (CONTRACT §10, "broker-owned
+/// channels"): its internal channels (`@…`) and the Sink device feeds (`sink/…`). Such
+/// channels accept no publication from clients (Helios `broker:publish`) and cannot be
+/// TimeStick targets (whose requests are publications on the target). The one rule,
+/// used by every protocol; the backend API is trusted and not bound by it.
+pub fn is_broker_owned(name: &str) -> bool {
+    name.starts_with(INTERNAL_PREFIX) || name.starts_with(SINK_PREFIX)
+}
+
+/// The refusal of a client publication on a broker-owned channel, or `Ok`.
+pub fn check_publishable(name: &str) -> Result<(), String> {
+    if is_broker_owned(name) {
+        return Err(format!(
+            "channel {name:?} is owned by the broker: clients cannot publish on sink/… or @… channels"
+        ));
+    }
+    Ok(())
+}
+
 /// The internal inbox channel of a chat user: every device of the user receives it.
 pub fn user_inbox(user: &str) -> String {
     format!("{INTERNAL_PREFIX}user/{user}")
@@ -59,5 +82,19 @@ mod tests {
         ] {
             assert!(validate(n).is_err(), "{n:?}");
         }
+    }
+
+    #[test]
+    fn sink_feeds_and_internal_channels_are_broker_owned() {
+        for n in ["sink/dev-1", "sink/", "sink/a/b", "@user/bob", "@ts/x", "@"] {
+            assert!(is_broker_owned(n), "{n:?}");
+            assert!(check_publishable(n).is_err(), "{n:?}");
+        }
+        for n in ["sink", "sinks/x", "Sink/x", "news", "a/sink/x", "x@y"] {
+            assert!(!is_broker_owned(n), "{n:?}");
+            assert!(check_publishable(n).is_ok(), "{n:?}");
+        }
+        // Subscribing to a device feed stays possible: the name itself is valid.
+        assert!(validate("sink/dev-1").is_ok());
     }
 }

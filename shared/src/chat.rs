@@ -126,8 +126,18 @@ pub fn id_value(v: &Value) -> Option<String> {
     ok.then_some(s)
 }
 
-fn cdid_of(obj: &Map<String, Value>) -> Option<String> {
-    obj.get("cdid").and_then(id_value)
+/// The action's `cdid`: absent (or `null`) is `None`; anything else must be an id
+/// ([`id_value`]), or the action is refused (without a cdid: it has no usable one).
+fn cdid_of(obj: &Map<String, Value>) -> Result<Option<String>, Invalid> {
+    match obj.get("cdid") {
+        None | Some(Value::Null) => Ok(None),
+        Some(v) => id_value(v).map(Some).ok_or_else(|| Invalid {
+            cdid: None,
+            reason: format!(
+                "`cdid` must be a string id of 1..={MAX_ID_LEN} bytes without control characters"
+            ),
+        }),
+    }
 }
 
 fn req_id(obj: &Map<String, Value>, field: &str, cdid: &Option<String>) -> Result<String, Invalid> {
@@ -162,7 +172,7 @@ fn id_list(obj: &Map<String, Value>, cdid: &Option<String>) -> Result<Vec<String
 
 /// Decodes one action object (also used for each inner action of a batch).
 pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
-    let cdid = cdid_of(obj);
+    let cdid = cdid_of(obj)?;
     let fail = |reason: &str| Invalid {
         cdid: cdid.clone(),
         reason: reason.to_string(),
@@ -295,9 +305,10 @@ pub fn direct_session_id(x: &str, y: &str) -> String {
 pub fn direct_participants(id: &str) -> Option<(String, String)> {
     let raw = unb64url(id.strip_prefix("direct-")?)?;
     let text = String::from_utf8(raw).ok()?;
-    let (len, rest) = text.split_once(':')?;
-    let len: usize = len.parse().ok()?;
-    if len > rest.len() || !rest.is_char_boundary(len) {
+    let (len_text, rest) = text.split_once(':')?;
+    let len: usize = len_text.parse().ok()?;
+    // The length in canonical decimal only (not `01` or `+1`): one id per pair.
+    if len.to_string() != len_text || len > rest.len() || !rest.is_char_boundary(len) {
         return None;
     }
     let (a, b) = rest.split_at(len);
@@ -447,6 +458,33 @@ pub fn fits_frame(action: &Value) -> bool {
     action.to_string().len() + CDID_ROOM <= MAX_FRAME_BYTES
 }
 
+/// Characters counted for the `message-id` of a broadcast whose id the store has not
+/// assigned yet: `<13-digit ms>-<n>` with `n` of up to 6 digits.
+pub const MESSAGE_ID_ROOM: usize = 20;
+
+/// The size in bytes of the largest frame a `message-broadcast` (as built by
+/// [`message_broadcast`]) is sent as: the sending connection's copy (with
+/// `sender_cdid`), every other device's copy (as is) and its history form
+/// (`"history": true`, without a cdid: a history request's own cdid is added only when
+/// the answer fits, see [`history_item`]).
+pub fn broadcast_frame_len(broadcast: &Value, sender_cdid: Option<&str>) -> usize {
+    let plain = broadcast.to_string().len();
+    let own = sender_cdid.map_or(plain, |c| {
+        with_cdid(broadcast.clone(), Some(c)).to_string().len()
+    });
+    let mut history = broadcast.clone();
+    history["history"] = Value::Bool(true);
+    plain.max(own).max(history.to_string().len())
+}
+
+/// A stored message as a `request-message-history` item: the broadcast with
+/// `"history": true` and the request's `cdid`.
+pub fn history_item(broadcast: Value, cdid: Option<&str>) -> Value {
+    let mut v = broadcast;
+    v["history"] = Value::Bool(true);
+    with_cdid(v, cdid)
+}
+
 /// Adds `cdid` to an encoded server action.
 pub fn add_cdid(v: Value, cdid: &str) -> Value {
     with_cdid(v, Some(cdid))
@@ -550,6 +588,69 @@ mod tests {
             assert_eq!(e.cdid.as_deref(), Some("c"), "{v}");
             assert!(!e.reason.is_empty());
         }
+    }
+
+    #[test]
+    fn invalid_cdids_refuse_the_action_without_a_cdid() {
+        for cdid in [
+            json!({}),
+            json!([]),
+            json!(true),
+            json!(""),
+            json!("x".repeat(MAX_ID_LEN + 1)),
+            json!("a\u{1}b"),
+            json!("tab\there"),
+        ] {
+            let v = json!({"cdid": cdid, "type": "request-mutable-session-listing"});
+            let e = decode_action(&obj(v.clone())).unwrap_err();
+            assert_eq!(e.cdid, None, "{v}");
+            assert_eq!(
+                e.reason,
+                "`cdid` must be a string id of 1..=128 bytes without control characters"
+            );
+        }
+        // Absent or null: no cdid; numbers become text; 128 bytes are fine.
+        for (cdid, want) in [
+            (None, None),
+            (Some(json!(null)), None),
+            (Some(json!(7)), Some("7".to_string())),
+            (Some(json!("é".repeat(64))), Some("é".repeat(64))),
+        ] {
+            let mut v = json!({"type": "request-mutable-session-listing"});
+            if let Some(c) = cdid {
+                v["cdid"] = c;
+            }
+            let a = decode_action(&obj(v.clone())).unwrap();
+            assert_eq!(a.cdid().map(str::to_string), want, "{v}");
+        }
+    }
+
+    #[test]
+    fn broadcast_frames_are_measured_as_sent() {
+        let b = message_broadcast(
+            "direct-abc",
+            "alice",
+            &json!({"type": "text", "body": "hi \"there\""}),
+            &json!(1),
+            &"0".repeat(MESSAGE_ID_ROOM),
+            1_795_300_000_000,
+            None,
+        );
+        let plain = b.to_string().len();
+        let history = history_item(b.clone(), None).to_string().len();
+        assert_eq!(history, plain + r#","history":true"#.len());
+        // A short cdid: the history form is the largest.
+        assert_eq!(broadcast_frame_len(&b, Some("c1")), history);
+        assert_eq!(broadcast_frame_len(&b, None), history);
+        // A long one: the sender's copy, escapes counted as sent.
+        let cdid = "\"".repeat(20);
+        let own = add_cdid(b.clone(), &cdid).to_string().len();
+        assert_eq!(own, plain + r#","cdid":""#.len() + 40 + 1);
+        assert_eq!(broadcast_frame_len(&b, Some(&cdid)), own);
+        assert_eq!(
+            history_item(b, Some("h")).to_string().len(),
+            history + r#","cdid":"h""#.len()
+        );
     }
 
     #[test]
@@ -714,5 +815,21 @@ mod tests {
         assert_eq!(seen, want, "order preserved");
         assert_eq!(pack_frames(vec!["{}".into()]), vec!["{}".to_string()]);
         assert!(pack_frames(Vec::new()).is_empty());
+    }
+
+    #[test]
+    fn fuzz_regression_direct_ids_have_one_spelling() {
+        // fuzz/chat: a length with leading zeros (or a `+`) named the same two users under
+        // a second session id.
+        for raw in [&b"01:ab"[..], b"+1:ab", b"0001:ab", b"05:alicebob"] {
+            let id = format!("direct-{}", b64url(raw));
+            assert_eq!(direct_participants(&id), None, "{id}");
+        }
+        let id = format!("direct-{}", b64url(b"1:ab"));
+        assert_eq!(direct_participants(&id), Some(("a".into(), "b".into())));
+        assert_eq!(direct_session_id("a", "b"), id);
+        let long = "u".repeat(10);
+        let id = direct_session_id(&long, "v");
+        assert_eq!(direct_participants(&id), Some((long, "v".into())));
     }
 }

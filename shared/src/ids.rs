@@ -18,9 +18,11 @@ impl SessionId {
         SessionId(Uuid::new_v4())
     }
 
-    /// Parses the canonical hyphenated form only.
+    /// Parses the canonical text form only: hyphenated and lower-case, exactly as
+    /// [`Display`](fmt::Display) renders it (so one id has one spelling: upper-case,
+    /// simple, braced and URN forms are `None`).
     pub fn parse(text: &str) -> Option<Self> {
-        if text.len() != 36 {
+        if text.len() != 36 || text.bytes().any(|b| b.is_ascii_uppercase()) {
             return None;
         }
         Uuid::parse_str(text).ok().map(SessionId)
@@ -85,6 +87,15 @@ mod tests {
         assert_eq!(SessionId::parse("67e5504410b1426f9247bb680e5fe0c8"), None);
         assert_eq!(
             SessionId::parse("{67e55044-10b1-426f-9247-bb680e5fe0c8}"),
+            None
+        );
+        assert!(SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0c8").is_some());
+        assert_eq!(
+            SessionId::parse("67E55044-10B1-426F-9247-BB680E5FE0C8"),
+            None
+        );
+        assert_eq!(
+            SessionId::parse("67e55044-10b1-426f-9247-bb680e5fe0cA"),
             None
         );
     }

@@ -65,8 +65,54 @@ pub fn validate_target(path: &str) -> Result<String, String> {
     if path == "start" || path == "session" || path.starts_with("session/") {
         return Err("targets `start` and `session/…` are reserved".into());
     }
+    if channel::is_broker_owned(path) {
+        // A session's requests are publications on its target (CONTRACT §10).
+        return Err(
+            "targets `sink/…` and `@…` are broker-owned channels: they accept no publication"
+                .into(),
+        );
+    }
     channel::validate(path)?;
     Ok(path.to_string())
+}
+
+/// Decodes the percent-escapes of a URL path strictly: every `%` must start an escape of
+/// two hex digits, and the decoded bytes must be UTF-8 (an escape such as `%ff` that
+/// decodes to invalid UTF-8 is refused, never replaced by U+FFFD, so two different raw
+/// paths never name one target).
+pub fn percent_decode(path: &str) -> Result<String, String> {
+    let raw = path.as_bytes();
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        if raw[i] != b'%' {
+            out.push(raw[i]);
+            i += 1;
+            continue;
+        }
+        let hex = |b: u8| char::from(b).to_digit(16);
+        match (
+            raw.get(i + 1).and_then(|b| hex(*b)),
+            raw.get(i + 2).and_then(|b| hex(*b)),
+        ) {
+            (Some(h), Some(l)) => out.push((h * 16 + l) as u8),
+            _ => return Err("the target path has a malformed percent-escape".into()),
+        }
+        i += 3;
+    }
+    String::from_utf8(out)
+        .map_err(|_| "the target path is not valid UTF-8 once percent-decoded".into())
+}
+
+/// The target named by a raw (still percent-encoded) request path
+/// `/timestick/<target>`: `None` for `/timestick/start`, else the validated target.
+pub fn target_of_path(raw_path: &str) -> Result<Option<String>, String> {
+    let path = percent_decode(raw_path)?;
+    let rest = path.strip_prefix("/timestick/").unwrap_or("");
+    if rest == "start" {
+        return Ok(None);
+    }
+    validate_target(rest).map(Some)
 }
 
 /// `timestick://host[:port]/path` → the target `path`.
@@ -437,9 +483,49 @@ mod tests {
             "a b",
             "@user/x",
             "a?b",
+            "sink/dev-1",
+            "/sink/dev-1/",
         ] {
             assert!(validate_target(bad).is_err(), "{bad:?}");
         }
+        assert_eq!(validate_target("sinks/x").unwrap(), "sinks/x");
+        // Trimmed to `sink`, which is an ordinary channel.
+        assert_eq!(validate_target("sink/").unwrap(), "sink");
+        assert!(target_of_uri("timestick://h/sink/dev-1").is_err());
+    }
+
+    #[test]
+    fn url_paths_are_percent_decoded_strictly() {
+        assert_eq!(target_of_path("/timestick/start"), Ok(None));
+        assert_eq!(target_of_path("/timestick/%73tart"), Ok(None));
+        assert_eq!(
+            target_of_path("/timestick/room/1"),
+            Ok(Some("room/1".into()))
+        );
+        assert_eq!(target_of_path("/timestick/a%2Fb"), Ok(Some("a/b".into())));
+        assert_eq!(
+            target_of_path("/timestick/%C3%BCber"),
+            Ok(Some("über".into()))
+        );
+        assert_eq!(target_of_path("/%74imestick/x"), Ok(Some("x".into())));
+        for bad in [
+            "/timestick/%ff/x",
+            "/timestick/%fe/x",
+            "/timestick/%C3",
+            "/timestick/a%zz",
+            "/timestick/a%4",
+            "/timestick/a%",
+            "/timestick/%2e%2e/x",
+            "/timestick/a%25b",
+            "/timestick/sink%2Fdev",
+            "/timestick/",
+        ] {
+            assert!(target_of_path(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            percent_decode("/%ff").unwrap_err(),
+            "the target path is not valid UTF-8 once percent-decoded"
+        );
     }
 
     #[test]

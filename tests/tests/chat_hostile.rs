@@ -370,3 +370,109 @@ async fn a_forged_self_direct_session_delivers_no_duplicates() {
     }
     assert_no_panic(&node);
 }
+
+/// A `cdid` that is not an id (an object, an array, a boolean, empty, 129 bytes, a
+/// control character) is not silently dropped: the action is not carried out and is
+/// answered `status-response` `failed` without a cdid (it has no usable one), with a
+/// reason naming the cdid. Absent and `null` mean no cdid; a number is its text.
+#[actix_rt::test]
+async fn invalid_cdids_are_answered_failed_without_a_cdid() {
+    let node = Node::start().await;
+    let (alice, bob) = (uniq("alice"), uniq("bob"));
+    let refused = json!({"type": "status-response", "status": "failed",
+        "message": "`cdid` must be a string id of 1..=128 bytes without control characters"});
+    let bad_cdids = [
+        json!({"x": 1}),
+        json!(["a"]),
+        json!(true),
+        json!(""),
+        json!("x".repeat(129)),
+        json!("a\u{1}b"),
+        json!("line\nbreak"),
+    ];
+
+    // Before authentication: an authenticate with a bad cdid does not log in.
+    let mut c = ChatClient::connect(&node).await;
+    let token = murmur_tests::token(&alice);
+    for cdid in &bad_cdids {
+        c.send(
+            &json!({"cdid": cdid, "type": "authenticate", "user-id": alice,
+                        "device-id": "dev", "token": token}),
+        )
+        .await;
+        let v = c
+            .expect("an answer", |v| kind(v) == "status-response")
+            .await;
+        assert_eq!(v, refused, "authenticate with cdid {cdid}");
+    }
+    // Still not authenticated; a good cdid then works.
+    c.send(&list_action("still-out")).await;
+    assert_eq!(c.expect_failed("still-out").await, "not authenticated");
+    let reply = c.authenticate(&alice, "dev", &token).await;
+    assert_eq!(reply["status"], "succeeded", "{reply}");
+
+    // Authenticated: every action refuses a bad cdid, and nothing is done.
+    for cdid in &bad_cdids {
+        c.send(
+            &json!({"cdid": cdid, "type": "request-mutable-session-creation",
+                        "user-id": [bob]}),
+        )
+        .await;
+        let v = c
+            .expect("an answer", |v| {
+                matches!(kind(v), "status-response" | "providing-session-info")
+            })
+            .await;
+        assert_eq!(v, refused, "create with cdid {cdid}");
+    }
+    assert!(c.list().await.is_empty(), "no group was created");
+
+    // In a batch, only the entry with the bad cdid is refused, in order.
+    c.send(
+        &json!({"cdid": "b", "type": "batch-mode-action", "actions": [
+            {"cdid": "one", "type": "request-direct-session-info", "user-id": bob},
+            {"cdid": "x".repeat(129), "type": "request-direct-session-info", "user-id": bob},
+            {"cdid": 3, "type": "request-direct-session-info", "user-id": bob},
+            {"cdid": null, "type": "request-direct-session-info", "user-id": bob},
+        ]}),
+    )
+    .await;
+    let answers: Vec<Value> = {
+        let mut out = Vec::new();
+        for _ in 0..4 {
+            out.push(
+                c.expect("a batch answer", |v| {
+                    matches!(kind(v), "status-response" | "providing-session-info")
+                })
+                .await,
+            );
+        }
+        out
+    };
+    assert!(is_info_for(
+        &answers[0],
+        answers[0]["session-id"].as_str().unwrap()
+    ));
+    assert!(has_cdid(&answers[0], "one"), "{}", answers[0]);
+    assert_eq!(answers[1], refused);
+    assert!(
+        has_cdid(&answers[2], "3"),
+        "a number is its text: {}",
+        answers[2]
+    );
+    assert_eq!(
+        kind(&answers[3]),
+        "providing-session-info",
+        "{}",
+        answers[3]
+    );
+    assert!(
+        answers[3].get("cdid").is_none(),
+        "null is no cdid: {}",
+        answers[3]
+    );
+    // The longest valid cdid is fine.
+    let longest = "é".repeat(64);
+    c.send(&list_action(&longest)).await;
+    c.expect_succeeded(&longest).await;
+}

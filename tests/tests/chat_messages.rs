@@ -632,3 +632,87 @@ async fn history_returns_at_most_100_per_request_and_pages_with_since() {
         want[101..]
     );
 }
+
+/// The broadcast budget is exact (docs/chat.md): a message is refused only when one of
+/// the frames it is really sent as would exceed 4096 bytes — the sender's copy with its
+/// own cdid, the other devices' copies, the history form — with the message id (not yet
+/// assigned when the check runs) counted as 20 characters. So the largest accepted body
+/// makes the sender's copy exactly 4096 bytes minus what its real id is shorter than 20,
+/// every device gets it within 4096 bytes, and one byte more is refused.
+#[actix_rt::test]
+async fn the_largest_message_that_fits_is_accepted_and_one_byte_more_is_refused() {
+    let node = Node::start().await;
+    let (alice, bob) = (uniq("alice"), uniq("bob"));
+    let mut a = ChatClient::login(&node, &alice, "phone").await;
+    let mut a2 = ChatClient::login(&node, &alice, "tablet").await;
+    let mut b = ChatClient::login(&node, &bob, "phone").await;
+    let (sid, _) = a.create_group(&[&bob]).await;
+    // A long cdid (40 bytes), so the sender's copy is the largest form.
+    let cdid = |tag: char| format!("{tag}{}", "c".repeat(39));
+    let send = |tag: char, body: &str| {
+        json!({"cdid": cdid(tag), "type": "request-sending-a-message", "session-id": sid,
+               "message": text_message(body), "sender-timestamp": 1})
+    };
+    let own_copy =
+        |v: &serde_json::Value| matches!(kind(v), "message-broadcast" | "status-response");
+
+    // Learn the frame's fixed part from a one-byte body.
+    a.send(&send('p', "z")).await;
+    let probe = a
+        .expect("probe answer", |v| own_copy(v) && has_cdid(v, &cdid('p')))
+        .await;
+    assert_eq!(kind(&probe), "message-broadcast", "{probe}");
+    let fixed = probe.to_string().len() - 1 - message_id(&probe).len();
+    let largest = MAX_FRAME - fixed - 20;
+
+    let body = "z".repeat(largest);
+    a.send(&send('l', &body)).await;
+    let own = a
+        .expect("answer to the largest", |v| {
+            own_copy(v) && has_cdid(v, &cdid('l'))
+        })
+        .await;
+    assert_eq!(
+        kind(&own),
+        "message-broadcast",
+        "a {largest}-byte body fits: {}",
+        own.to_string().chars().take(200).collect::<String>()
+    );
+    let len = own.to_string().len();
+    assert_eq!(
+        len,
+        MAX_FRAME - (20 - message_id(&own).len()),
+        "sender's frame"
+    );
+    // Every other device gets it (ChatClient checks every frame against 4096 bytes).
+    for c in [&mut a2, &mut b] {
+        c.expect_broadcast(&sid, "z").await;
+        let v = c.expect_broadcast(&sid, &body).await;
+        assert!(v.get("cdid").is_none(), "{}", c.label);
+        assert!(v.to_string().len() <= MAX_FRAME);
+    }
+
+    let body_over = "z".repeat(largest + 1);
+    a.send(&send('o', &body_over)).await;
+    let refused = a.expect_failed(&cdid('o')).await;
+    assert_eq!(refused, "message too large for a broadcast frame");
+
+    // The refused message went nowhere: the next broadcast each device gets is this one.
+    a.say(&sid, "after").await;
+    for c in [&mut a2, &mut b] {
+        let v = c
+            .expect("the next broadcast", |v| kind(v) == "message-broadcast")
+            .await;
+        assert_eq!(v["message"]["body"], "after", "{}", c.label);
+    }
+    // History serves the largest message with a short cdid, within a frame.
+    a.send(&history_action("h", &sid, Some(2), None)).await;
+    let item = a.expect("history item", |v| has_cdid(v, "h")).await;
+    assert_eq!(kind(&item), "message-broadcast", "{item}");
+    assert_eq!(item["history"], true);
+    assert_eq!(
+        item["message"]["body"].as_str().map(str::len),
+        Some(largest)
+    );
+    assert!(item.to_string().len() <= MAX_FRAME);
+}

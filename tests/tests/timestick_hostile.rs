@@ -430,3 +430,241 @@ async fn hostile_start_bodies() {
     );
     assert_healthy(&node).await;
 }
+
+/// A literal request head (and whatever body bytes follow it) → the response head and
+/// JSON body. Nothing more is sent: the connection stays open, so an answer proves the
+/// server did not wait for (the rest of) the body.
+async fn raw_json(node: &Node, request: &str) -> (timestick_common::Head, Value) {
+    let (head, body) = raw_exchange(node.public_addr(), request, 0, 0, SOON).await;
+    let json = serde_json::from_slice(&body).unwrap_or_else(|e| {
+        panic!(
+            "{}: the body is not JSON ({e}): {head:?} {}",
+            request.lines().next().unwrap_or_default(),
+            String::from_utf8_lossy(&body)
+        )
+    });
+    (head, json)
+}
+
+/// One chunk of chunked transfer encoding.
+fn chunk(data: &[u8]) -> String {
+    format!("{:x}\r\n{}\r\n", data.len(), String::from_utf8_lossy(data))
+}
+
+/// A session negotiated down to `max` bytes.
+async fn small_session(node: &Node, max: u64) -> Session {
+    let base = node.public_url();
+    let user = uniq("small-");
+    let tok = token(&user);
+    let target = uniq("small-room-");
+    let mut body = start_body(&user, Some(&uri(&target)));
+    body["capabilities"]["max_message_size"] = json!(max);
+    let reply = start_json(&base, "start", Some(&tok), &body).await;
+    Session {
+        id: assert_start_ok(&reply, max),
+        user,
+        token: tok,
+        target,
+        base,
+    }
+}
+
+/// CONTRACT §10: a body whose declared length is over its limit is refused at once,
+/// before any of it is sent; a chunked body as soon as the chunks received pass the limit
+/// (no terminating chunk is ever sent here). The limits: 16 KiB for START, the session's
+/// `max_message_size` for a message (at most 65535). Every such refusal closes the
+/// connection, so the rest of the body is not read.
+#[actix_rt::test]
+async fn bodies_over_the_limit_are_refused_before_they_are_read() {
+    let node = Node::start().await;
+    let host = node.public_addr();
+    let big = Session::open(&node, &uniq("big-"), &uniq("big-room-")).await;
+    let small = small_session(&node, 512).await;
+    let auth = |s: &Session| format!("Authorization: Bearer {}\r\n", s.token);
+    let start_head = |path: &str, auth: &str, framing: &str| {
+        format!(
+            "POST /timestick/{path} HTTP/1.1\r\nHost: {host}\r\n{auth}\
+             Content-Type: application/json\r\n{framing}\r\n"
+        )
+    };
+    let post_head = |s: &Session, framing: &str| {
+        format!(
+            "POST /timestick/session/{} HTTP/1.1\r\nHost: {host}\r\n{}\
+             Content-Type: application/json\r\n{framing}\r\n",
+            s.id,
+            auth(s)
+        )
+    };
+    let start_too_large = json!({"action": "START-ERROR", "protocol": "TimeStick",
+                                 "reason": "START body too large"});
+    let too_large = |reason: &str| json!({"status": "error", "error_code": "MESSAGE_TOO_LARGE", "error_message": reason});
+    let over_receiver = too_large("larger than 65535 bytes, the receiver's max_message_size");
+    let over_small = too_large("larger than the session's max_message_size (512 bytes)");
+    let over_big = too_large("larger than the session's max_message_size (65535 bytes)");
+
+    // Declared lengths, and not one byte of body.
+    let gib = "Content-Length: 1073741824\r\n";
+    let cases = [
+        (start_head("start", &auth(&big), gib), &start_too_large),
+        (
+            start_head("start", &auth(&big), "Content-Length: 16385\r\n"),
+            &start_too_large,
+        ),
+        // Before the token is even looked at.
+        (
+            start_head("room", "", "Content-Length: 16385\r\n"),
+            &start_too_large,
+        ),
+        (post_head(&big, gib), &over_receiver),
+        (post_head(&big, "Content-Length: 65536\r\n"), &over_receiver),
+        (post_head(&small, "Content-Length: 513\r\n"), &over_small),
+    ];
+    for (request, want) in &cases {
+        let (head, body) = raw_json(&node, request).await;
+        let line = request.lines().next().unwrap_or_default();
+        assert_eq!(head.status, 413, "{line}: {body}");
+        assert_eq!(&body, *want, "{line}");
+        assert_eq!(head.header("connection"), Some("close"), "{line}");
+    }
+
+    // Chunked: just past the limit, and the request never ends.
+    let chunked = "Transfer-Encoding: chunked\r\n";
+    let kib = |n: usize| (0..n).map(|_| chunk(&[b' '; 1024])).collect::<String>();
+    let cases = [
+        (
+            format!("{}{}", start_head("start", &auth(&big), chunked), kib(17)),
+            &start_too_large,
+        ),
+        (
+            format!(
+                "{}{}{}",
+                post_head(&small, chunked),
+                chunk(&[b' '; 300]),
+                chunk(&[b' '; 300])
+            ),
+            &over_small,
+        ),
+        (
+            format!("{}{}", post_head(&big, chunked), kib(65)),
+            &over_big,
+        ),
+    ];
+    for (request, want) in &cases {
+        let (head, body) = raw_json(&node, request).await;
+        let line = request.lines().next().unwrap_or_default();
+        assert_eq!(head.status, 413, "chunked {line}: {body}");
+        assert_eq!(&body, *want, "chunked {line}");
+        assert_eq!(head.header("connection"), Some("close"), "chunked {line}");
+    }
+
+    // At the limit, chunked, is accepted.
+    let skeleton = request_msg(&small.id, "fits", json!("")).to_string();
+    let exact = request_msg(&small.id, "fits", json!("x".repeat(512 - skeleton.len()))).to_string();
+    assert_eq!(exact.len(), 512);
+    let (first, rest) = exact.as_bytes().split_at(200);
+    let request = format!(
+        "{}{}{}0\r\n\r\n",
+        post_head(&small, chunked),
+        chunk(first),
+        chunk(rest)
+    );
+    let (head, body) = raw_json(&node, &request).await;
+    assert_eq!(head.status, 202, "{body}");
+    assert_eq!(body, json!({"status": "accepted", "message_id": "fits"}));
+    // Nothing else was accepted on either session; the node is fine.
+    for s in [&big, &small] {
+        s.send("after", json!(1)).await;
+    }
+    assert_healthy(&node).await;
+}
+
+/// Percent-escapes in a target path are decoded strictly: bytes that are not UTF-8
+/// (`%ff`) or a malformed escape are 400, never replaced (which would make different
+/// raw targets share one channel); valid UTF-8 escapes name their target.
+#[actix_rt::test]
+async fn percent_escapes_that_are_not_utf8_are_refused() {
+    let node = Node::start().await;
+    let host = node.public_addr();
+    let user = uniq("pct-");
+    let tok = token(&user);
+    let body = start_body(&user, None).to_string();
+    let start = |path: &str| {
+        format!(
+            "POST /timestick/{path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {tok}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let not_utf8 = "the target path is not valid UTF-8 once percent-decoded";
+    let malformed = "the target path has a malformed percent-escape";
+    for (path, reason) in [
+        ("%ff/x", not_utf8),
+        ("%fe/x", not_utf8),
+        ("room/%c3", not_utf8),
+        ("%c3%28", not_utf8),
+        ("a%zz", malformed),
+        ("a%4", malformed),
+    ] {
+        let (head, json) = raw_json(&node, &start(path)).await;
+        assert_eq!(head.status, 400, "{path}: {json}");
+        assert_eq!(json["action"], "START-ERROR", "{path}: {json}");
+        assert_eq!(json["reason"], reason, "{path}: {json}");
+    }
+    // `%C3%BC` is `ü`: the session's target is the same channel as `über-…`.
+    let suffix = uniq("");
+    let (head, json) = raw_json(&node, &start(&format!("%C3%BCber-{suffix}"))).await;
+    assert_eq!(head.status, 200, "{json}");
+    let a = Session {
+        id: json["session_id"].as_str().unwrap().to_string(),
+        user: user.clone(),
+        token: tok.clone(),
+        target: format!("über-{suffix}"),
+        base: node.public_url(),
+    };
+    let b = Session::open(&node, &uniq("bob-"), &a.target).await;
+    b.send("hi", json!("über")).await;
+    let (msgs, _) = a.collect(1, None).await;
+    assert_eq!(msgs[0]["payload"], "über", "{msgs:?}");
+}
+
+/// Session ids are the canonical lower-case UUID text START-OK gives: the upper-case (or
+/// mixed-case) spelling of a live session's id names no session (404), on every session
+/// endpoint and the admin API.
+#[actix_rt::test]
+async fn upper_case_session_ids_are_404() {
+    let node = Node::start().await;
+    let a = Session::open(&node, &uniq("alice-"), &uniq("case-")).await;
+    let upper = a.id.to_uppercase();
+    assert_ne!(upper, a.id, "the id has letters");
+    let first_letter = a.id.find(|c: char| c.is_ascii_lowercase()).unwrap();
+    let mut mixed = a.id.clone();
+    mixed.replace_range(
+        first_letter..=first_letter,
+        &a.id[first_letter..=first_letter].to_uppercase(),
+    );
+    for id in [&upper, &mixed] {
+        let s = Session {
+            id: id.clone(),
+            ..a.clone()
+        };
+        assert_error(&s.poll(0, None).await, 404, "SESSION_NOT_FOUND");
+        let msg = request_msg(id, "m", json!(1));
+        assert_error(&s.post(&msg).await, 404, "SESSION_NOT_FOUND");
+        let auth = format!("Bearer {}", s.token);
+        match timestick_common::Sse::connect(&s, &[("Authorization", &auth)], None).await {
+            Err((status, body)) => {
+                assert_eq!(status, 404, "{body}");
+                assert_eq!(body["error_code"], "SESSION_NOT_FOUND", "{body}");
+            }
+            Ok(_) => panic!("a stream opened for {id}"),
+        }
+        let (status, body) = timestick_common::admin(&node, id, "stop", json!({})).await;
+        assert_eq!(status, 404, "{body}");
+        assert_eq!(body["error"]["code"], "NOT_FOUND", "{body}");
+    }
+    // The session itself is untouched: not stopped, nothing posted.
+    let b = Session::open(&node, &uniq("bob-"), &a.target).await;
+    b.send("still", json!("here")).await;
+    let (msgs, _) = a.collect(1, None).await;
+    assert_eq!(msgs[0]["payload"], "here", "{msgs:?}");
+}

@@ -460,3 +460,81 @@ async fn sse_streams_end_promptly_after_the_final_stop() {
         lingering.join("\n")
     );
 }
+
+/// A well-formed cursor the broker never issued — ahead of the channel's newest
+/// publication or of the session's queue — is refused with 400 `INVALID_REQUEST` (poll,
+/// `?after=` and `Last-Event-ID` alike) and confirms nothing: the session keeps receiving
+/// channel traffic and its own queue afterwards.
+#[actix_rt::test]
+async fn cursors_from_the_future_are_refused_and_confirm_nothing() {
+    let node = Node::start().await;
+    let target = uniq("future-");
+    let a = Session::open(&node, &uniq("alice-"), &target).await;
+    let b = Session::open(&node, &uniq("bob-"), &target).await;
+    a.send("m0", json!(0)).await;
+    let (msgs, c0) = b.collect(1, None).await;
+    assert_eq!(msgs[0]["payload"], 0);
+    let (channel_pos, queue_pos) = c0.rsplit_once('.').unwrap();
+    let ahead_in_channel = format!("99999999999999-0.{queue_pos}");
+    let ahead_in_queue = format!("{channel_pos}.{}", queue_pos.parse::<u64>().unwrap() + 1);
+    for forged in [
+        &ahead_in_channel,
+        &ahead_in_queue,
+        &"1-0.99999999".to_string(),
+    ] {
+        let body = assert_error(&b.poll(0, Some(forged)).await, 400, "INVALID_REQUEST");
+        assert_eq!(
+            body["error_message"], "after is ahead of every cursor this session was given",
+            "{forged}: {body}"
+        );
+        let auth = bearer(&b.token);
+        match Sse::connect(
+            &b,
+            &[("Authorization", &auth), ("Last-Event-ID", forged)],
+            None,
+        )
+        .await
+        {
+            Err((status, body)) => {
+                assert_eq!(status, 400, "{forged}: {body}");
+                assert_eq!(body["error_code"], "INVALID_REQUEST", "{body}");
+            }
+            Ok(_) => panic!("a stream resumed after the forged cursor {forged}"),
+        }
+        match Sse::connect(
+            &b,
+            &[("Authorization", &auth)],
+            Some(&format!("after={forged}")),
+        )
+        .await
+        {
+            Err((status, _)) => assert_eq!(status, 400, "{forged}"),
+            Ok(_) => panic!("a stream opened after the forged cursor {forged}"),
+        }
+    }
+    // The session still gets channel traffic (a request, a backend publication) and its
+    // queue (a response), and the real cursor still works.
+    a.send("m1", json!(1)).await;
+    publish_n(&node, &target, 2..3).await;
+    let (msgs, c1) = b.collect(2, Some(&c0)).await;
+    assert_eq!(msgs[0]["payload"], 1, "{msgs:?}");
+    assert_eq!(msgs[1]["payload"], json!({"n": 2}), "{msgs:?}");
+    b.send("q", json!("question")).await;
+    let (got, _) = a.collect(2, None).await;
+    let question = got
+        .iter()
+        .find(|m| m["payload"] == "question")
+        .unwrap_or_else(|| panic!("a got {got:?}"));
+    a.reply(
+        "r",
+        question["message_id"].as_str().unwrap(),
+        json!("answer"),
+    )
+    .await;
+    let (msgs, c2) = b.collect(1, Some(&c1)).await;
+    assert_eq!(msgs[0]["type"], "response", "{msgs:?}");
+    assert_eq!(msgs[0]["payload"], "answer", "{msgs:?}");
+    // Its own cursor, the newest one it was given, is accepted.
+    let (msgs, _) = b.poll_ok(0, Some(&c2)).await;
+    assert!(msgs.is_empty(), "{msgs:?}");
+}

@@ -190,6 +190,10 @@ impl TsStore for MemoryStore {
         })
     }
 
+    fn ts_queue_tail(&self, id: SessionId) -> BoxFuture<'_, StoreResult<u64>> {
+        self.with_ts(move |t| t.queues.get(&id).map_or(0, |(seq, _)| *seq))
+    }
+
     fn ts_confirm(&self, id: SessionId, upto: u64) -> BoxFuture<'_, StoreResult<()>> {
         self.with_ts(move |t| {
             if let Some((_, q)) = t.queues.get_mut(&id) {

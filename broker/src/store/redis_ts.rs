@@ -357,6 +357,14 @@ impl TsStore for RedisStore {
         .boxed()
     }
 
+    fn ts_queue_tail(&self, id: SessionId) -> BoxFuture<'_, StoreResult<u64>> {
+        async move {
+            let seq: Option<u64> = self.c().get(self.keys().ts_seq(id)).await.map_err(err)?;
+            Ok(seq.unwrap_or(0))
+        }
+        .boxed()
+    }
+
     fn ts_confirm(&self, id: SessionId, upto: u64) -> BoxFuture<'_, StoreResult<()>> {
         async move {
             redis::cmd("XTRIM")

@@ -108,6 +108,9 @@ pub trait TsStore: Send + Sync {
         after: u64,
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<(u64, Value)>>>;
+    /// The position of the newest entry ever queued for a session (0: none yet). No poll
+    /// cursor the session was given can name a later one.
+    fn ts_queue_tail(&self, id: SessionId) -> BoxFuture<'_, StoreResult<u64>>;
     /// Drops queue entries at or before `upto` (confirmed by a poll).
     fn ts_confirm(&self, id: SessionId, upto: u64) -> BoxFuture<'_, StoreResult<()>>;
     /// Drops every queue entry.

@@ -175,9 +175,16 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     }
                     Ok(plan) => {
                         let due = plan.and_then(|p| p.deliver_at);
-                        let sent =
-                            service::send(&h, &session_id, message, sender_timestamp, timing, due)
-                                .await;
+                        let sent = service::send(
+                            &h,
+                            &session_id,
+                            message,
+                            sender_timestamp,
+                            timing,
+                            due,
+                            cdid.as_deref(),
+                        )
+                        .await;
                         match sent {
                             // Held: acknowledged now, broadcast to every device when due.
                             Ok(None) => {
@@ -202,28 +209,40 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                 } => match service::history(&h, &session_id, since.as_deref(), limit).await {
                     Ok(messages) => {
                         let metrics = conn.state.node.metrics.clone();
-                        let messages = messages.into_iter().filter(|m| {
-                            crate::timing::deliverable(&metrics, "chat", m.timing.as_ref())
-                        });
-                        for m in messages {
-                            let mut b = chat::message_broadcast(
-                                &m.session,
-                                &m.sender,
-                                &m.message,
-                                &m.sender_timestamp,
-                                &m.id,
-                                m.server_timestamp,
-                                m.timing.as_ref(),
-                            );
-                            b["history"] = Value::Bool(true);
-                            if let Some(c) = &cdid {
-                                b = chat::add_cdid(b, c);
+                        let items: Vec<Value> = messages
+                            .into_iter()
+                            .filter(|m| {
+                                crate::timing::deliverable(&metrics, "chat", m.timing.as_ref())
+                            })
+                            .map(|m| {
+                                let b = chat::message_broadcast(
+                                    &m.session,
+                                    &m.sender,
+                                    &m.message,
+                                    &m.sender_timestamp,
+                                    &m.id,
+                                    m.server_timestamp,
+                                    m.timing.as_ref(),
+                                );
+                                chat::history_item(b, cdid.as_deref())
+                            })
+                            .collect();
+                        // Messages are accepted when their history form fits without a
+                        // cdid; with this request's cdid one may not: then nothing is
+                        // sent and the request fails (a shorter cdid, or none, works).
+                        if items
+                            .iter()
+                            .any(|i| i.to_string().len() > chat::MAX_FRAME_BYTES)
+                        {
+                            Err("the answer would not fit one 4096-byte frame".to_string())
+                        } else {
+                            for item in &items {
+                                conn.send(item).await?;
                             }
-                            conn.send(&b).await?;
+                            conn.send(&chat::status_response(cdid.as_deref(), true, None))
+                                .await?;
+                            Ok(())
                         }
-                        conn.send(&chat::status_response(cdid.as_deref(), true, None))
-                            .await?;
-                        Ok(())
                     }
                     Err(e) => Err(e.to_string()),
                 },

@@ -173,7 +173,10 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
                 Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
             },
         },
-        "broker:publish" => match channel_arg(&req.payload) {
+        "broker:publish" => match channel_arg(&req.payload)
+            .and_then(|ch| channel::check_publishable(ch).map(|()| ch))
+        {
+            // Broker-owned channels (`sink/…`, `@…`) take no client publication.
             Err(e) => err(id, ErrorCode::ValidationError, e),
             Ok(ch) => {
                 let data = req.payload.as_ref().and_then(|p| p.get("data")).cloned();

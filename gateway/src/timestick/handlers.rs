@@ -11,6 +11,7 @@ use murmur_shared::timestick::{self as wire, Cursor};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
+use super::body::{self, BodyError};
 use super::MAX_START_BODY;
 use crate::api::error;
 use crate::state::{bearer, AppState};
@@ -82,29 +83,38 @@ pub(super) fn caller_and_session(
 }
 
 /// `POST /timestick/start` and `POST /timestick/<target>`.
+///
+/// The body is read only after the checks that need none: a declared `Content-Length`
+/// over [`MAX_START_BODY`] is 413 at once, then the token; a streamed body is refused as
+/// soon as it passes the limit ([`body`]).
 pub async fn start(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
-    body: web::Bytes,
+    mut payload: web::Payload,
 ) -> HttpResponse {
+    let too_large = || json_status(413, &wire::start_error("START body too large"));
+    if body::declared_over(&req, MAX_START_BODY) {
+        return body::unread(payload, too_large());
+    }
     let sub = match principal(&state, &req, true) {
         Ok(s) => s,
-        Err(resp) => return resp.into(),
+        Err(resp) => return body::unread(payload, resp.into()),
     };
-    if body.len() > MAX_START_BODY {
-        return json_status(413, &wire::start_error("START body too large"));
-    }
-    let path = path.into_inner();
-    let path_target = if path == "start" {
-        None
-    } else {
-        match wire::validate_target(&path) {
-            Ok(t) => Some(t),
-            Err(e) => return json_status(400, &wire::start_error(&e)),
+    let bytes = match body::read(&req, &mut payload, MAX_START_BODY).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => return body::unread(payload, too_large()),
+        Err(BodyError::Broken(e)) => {
+            let reason = format!("the body could not be read: {e}");
+            return body::unread(payload, json_status(400, &wire::start_error(&reason)));
         }
     };
-    let start = match wire::decode_start(&body) {
+    // The raw path, decoded strictly here (actix's decoding maps invalid UTF-8 to
+    // U+FFFD, which would let different paths name one target).
+    let path_target = match wire::target_of_path(req.uri().path()) {
+        Ok(t) => t,
+        Err(e) => return json_status(400, &wire::start_error(&e)),
+    };
+    let start = match wire::decode_start(&bytes) {
         Ok(s) => s,
         Err(r) => return json_status(r.status, &wire::start_error(&r.reason)),
     };
@@ -120,17 +130,47 @@ pub async fn start(
 }
 
 /// `POST /timestick/session/<id>`: one message.
+///
+/// A declared `Content-Length` over the receiver's limit (65535) is 413 before anything
+/// else; then the token, the session and its state are checked, and only then is the
+/// body read, refused (413) as soon as it is longer than the session's
+/// `max_message_size`, declared or streamed.
 pub async fn post(
     req: HttpRequest,
     state: web::Data<AppState>,
     path: web::Path<String>,
-    body: web::Bytes,
+    mut payload: web::Payload,
 ) -> HttpResponse {
+    if body::declared_over(&req, wire::MAX_MESSAGE_SIZE) {
+        let message = format!(
+            "larger than {} bytes, the receiver's max_message_size",
+            wire::MAX_MESSAGE_SIZE
+        );
+        let refusal = json!({"status": "error", "error_code": "MESSAGE_TOO_LARGE",
+                             "error_message": message});
+        return body::unread(payload, json_status(413, &refusal));
+    }
     let (sub, id) = match caller_and_session(&state, &req, &path) {
         Ok(v) => v,
-        Err(resp) => return resp.into(),
+        Err(resp) => return body::unread(payload, resp.into()),
     };
-    match timestick::post(&state.node, &sub, id, &body).await {
+    let gate = match timestick::post_open(&state.node, &sub, id).await {
+        Ok(g) => g,
+        Err(e) => return body::unread(payload, ts_error(e)),
+    };
+    let bytes = match body::read(&req, &mut payload, gate.max_message_size()).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge) => {
+            let refusal = timestick::post_too_large(&state.node, &gate);
+            return body::unread(payload, ts_error(refusal));
+        }
+        Err(BodyError::Broken(e)) => {
+            let reason = format!("the body could not be read: {e}");
+            let refusal = wire::error_response(&id.to_string(), None, "INVALID_MESSAGE", &reason);
+            return body::unread(payload, json_status(400, &refusal));
+        }
+    };
+    match timestick::post_body(&state.node, gate, &bytes).await {
         Ok(accepted) => HttpResponse::Accepted().json(accepted),
         Err(e) => ts_error(e),
     }

@@ -9,23 +9,24 @@
 //! | `GET /timestick/session/<id>/stream` | Server-Sent Events, resumable with `Last-Event-ID` |
 //!
 //! Every request carries `Authorization: Bearer <jwt>`; a session only answers the
-//! principal that started it. The logic lives in `murmur_broker::timestick`.
+//! principal that started it. Bodies are read explicitly under their limits (`body`):
+//! over the limit is 413 before (declared) or while (streamed) they are read. The logic
+//! lives in `murmur_broker::timestick`.
 
+mod body;
 mod handlers;
 mod sse;
 
 use actix_web::web;
 
-/// Largest START body.
-pub const MAX_START_BODY: usize = 16 * 1024;
+/// Largest START body, in bytes.
+pub const MAX_START_BODY: u64 = 16 * 1024;
 
 /// Mounts the routes on the public port.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
+        // Bodies are read by the handlers themselves, under their limits (`body`).
         web::scope("/timestick")
-            .app_data(web::PayloadConfig::new(
-                murmur_shared::timestick::MAX_MESSAGE_SIZE as usize,
-            ))
             .route("/session/{id}/stream", web::get().to(sse::stream))
             .route("/session/{id}", web::post().to(handlers::post))
             .route("/session/{id}", web::get().to(handlers::poll))
