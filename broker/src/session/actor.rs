@@ -143,6 +143,14 @@ impl SessionActor {
         (positions, seqs)
     }
 
+    /// Whether the publication at history position `seq` of `channel` is at or before
+    /// the last one handed to the client (a duplicate).
+    fn already_had(&self, channel: &str, seq: &str) -> bool {
+        self.positions
+            .get(channel)
+            .is_some_and(|pos| !Envelope::seq_after(seq, pos))
+    }
+
     fn is_attached(&self) -> bool {
         matches!(self.transport, Transport::Attached { .. })
     }
@@ -263,11 +271,7 @@ impl SessionActor {
             hold.push(env);
             return;
         }
-        if self
-            .positions
-            .get(ch)
-            .is_some_and(|pos| !Envelope::seq_after(seq, pos))
-        {
+        if self.already_had(ch, seq) {
             return;
         }
         let Transport::Attached { tx, .. } = &self.transport else {
@@ -1232,11 +1236,7 @@ impl Handler<Replay> for SessionActor {
             let Some(seq) = &env.seq else {
                 continue;
             };
-            if self
-                .positions
-                .get(ch)
-                .is_some_and(|pos| !Envelope::seq_after(seq, pos))
-            {
+            if self.already_had(ch, seq) {
                 continue;
             }
             let ch = ch.clone();

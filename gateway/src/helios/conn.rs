@@ -89,17 +89,20 @@ impl Conn {
     }
 
     fn write(&mut self, bytes: &[u8]) -> Result<u64, Closed> {
-        match self.ws.text(bytes) {
-            Ok(end) => {
-                self.counters.out.inc();
-                Ok(end)
-            }
-            Err(SendError::Full) => {
+        let res = self.ws.text(bytes);
+        let end = self.check(res)?;
+        self.counters.out.inc();
+        Ok(end)
+    }
+
+    /// A full buffer makes this a slow consumer: the loop closes with [`Conn::stop`].
+    fn check(&mut self, res: Result<u64, SendError>) -> Result<u64, Closed> {
+        res.map_err(|e| {
+            if e == SendError::Full {
                 self.stop = Some(slow_consumer());
-                Err(Closed)
             }
-            Err(SendError::Closed) => Err(Closed),
-        }
+            Closed
+        })
     }
 
     /// Queues the frame of one envelope for the client. On failure the envelope is
@@ -307,25 +310,13 @@ pub async fn run(
 
 impl Conn {
     fn pong(&mut self, payload: &[u8]) -> Result<(), Closed> {
-        match self.ws.pong(payload) {
-            Ok(_) => Ok(()),
-            Err(SendError::Full) => {
-                self.stop = Some(slow_consumer());
-                Err(Closed)
-            }
-            Err(SendError::Closed) => Err(Closed),
-        }
+        let res = self.ws.pong(payload);
+        self.check(res).map(|_| ())
     }
 
     fn ping(&mut self) -> Result<(), Closed> {
-        match self.ws.ping(b"") {
-            Ok(_) => Ok(()),
-            Err(SendError::Full) => {
-                self.stop = Some(slow_consumer());
-                Err(Closed)
-            }
-            Err(SendError::Closed) => Err(Closed),
-        }
+        let res = self.ws.ping(b"");
+        self.check(res).map(|_| ())
     }
 }
 
