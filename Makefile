@@ -31,6 +31,7 @@ ifeq ($(NEXTEST),yes)
 else
 	$(CARGO) test --workspace --no-fail-fast
 endif
+	@$(MAKE) --no-print-directory fuzz-smoke
 
 test-unit: ## unit tests only (no processes)
 	$(CARGO) test --workspace --lib
@@ -67,3 +68,18 @@ bench: ## release build, Redis + 2 nodes + Socket.IO peers, standard scenarios -
 
 bench-smoke: ## the bench pipeline for a few seconds each -> target/bench-smoke/BENCHMARKS.md
 	@BENCH_MODE=smoke scripts/bench.sh
+
+.PHONY: soak
+
+soak: ## 10-minute soak on 3 nodes: RSS and fd slope per node
+	@scripts/soak.sh
+
+# ---- fuzzing (fuzz/, nightly + cargo-fuzz; see docs/fuzzing.md) ----------------------
+.PHONY: fuzz fuzz-smoke
+FUZZ_TIME ?= 600
+
+fuzz-smoke: ## every fuzz target for a few seconds
+	@FUZZ_TIME=3 FUZZ_KEEP=0 scripts/fuzz-smoke.sh
+
+fuzz: ## every fuzz target for FUZZ_TIME seconds each (600), growing and minimising fuzz/corpus
+	@FUZZ_TIME=$(FUZZ_TIME) FUZZ_KEEP=1 scripts/fuzz-smoke.sh

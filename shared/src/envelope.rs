@@ -118,7 +118,8 @@ impl ChannelSeq {
     /// the same epoch, or the first of a new epoch (the old history expired idle).
     pub fn continued_by(&self, next: &ChannelSeq) -> bool {
         if next.epoch == self.epoch {
-            next.seq == self.seq + 1
+            // `checked_add`: a `u64::MAX` read from the bus has no successor.
+            self.seq.checked_add(1) == Some(next.seq)
         } else {
             next.seq == 1
         }
@@ -405,5 +406,53 @@ mod tests {
         ] {
             assert!(Envelope::from_channel_payload(bad).is_none(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn fuzz_regression_floats_cross_the_bus_unchanged() {
+        // fuzz/envelope: serde_json's default float parser can be one ULP off, so a float
+        // changed each time an envelope crossed the bus.
+        let env = Envelope::new(
+            &node(),
+            Kind::Notification,
+            Destination::Channel("news".into()),
+            Body::Json(json!([
+                3.777_777_777_777_777_7e65,
+                7.777_777_777_777_777e52
+            ])),
+        );
+        let back = Envelope::from_bytes(&env.to_bytes()).unwrap();
+        assert_eq!(back, env);
+        let raw = br#"{"id":"3f2504e0-4f89-41d3-9a0c-0305e82c3301","kind":"message","to":{"t":"reply","v":1},"body":{"t":"json","v":377777777777777777777777777777777777777777777777777777777777777777},"created_ms":1,"origin_node":"n1"}"#;
+        let env = Envelope::from_bytes(raw).unwrap();
+        assert_eq!(env.json().as_f64(), Some(3.777_777_777_777_777_7e65));
+    }
+
+    #[test]
+    fn fuzz_regression_the_last_seq_has_no_successor() {
+        // fuzz/envelope: `seq + 1` overflowed (a panic in debug builds) on a channel
+        // payload carrying seq 18446744073709551615.
+        let json = Envelope::new(
+            &node(),
+            Kind::Notification,
+            Destination::Reply(1),
+            Body::Json(Value::Null),
+        )
+        .to_bytes();
+        let payload = [&b"1-0 18446744073709551615 e1 "[..], &json].concat();
+        let env = Envelope::from_channel_payload(&payload).unwrap();
+        let last = env.chan_seq.unwrap();
+        assert_eq!(last.seq, u64::MAX);
+        assert!(!last.continued_by(&last));
+        let wrapped = ChannelSeq {
+            seq: 0,
+            epoch: last.epoch.clone(),
+        };
+        assert!(!last.continued_by(&wrapped));
+        let new_epoch = ChannelSeq {
+            seq: 1,
+            epoch: "e2".into(),
+        };
+        assert!(last.continued_by(&new_epoch));
     }
 }

@@ -1938,4 +1938,22 @@ mod tests {
         assert_eq!(truncate_chars("", 0), "");
         assert_eq!(truncate_chars("abc", 0), "");
     }
+
+    #[test]
+    fn fuzz_regression_floats_survive_decode_and_encode() {
+        // fuzz/helios: serde_json's default float parser can be one ULP off, so a float
+        // relayed through decode -> encode -> decode changed value.
+        let text = format!(
+            r#"{{"protocol":"helios-starling","version":"1.0.0","timestamp":1,"type":"response","requestId":"{ID}","success":true,"data":[1.0470083333333333e+98,3.7777777777777777e+65]}}"#
+        );
+        let Ok(Frame::Response(r)) = decode(&text) else {
+            panic!("decodes")
+        };
+        let data = r.outcome.unwrap().unwrap();
+        assert_eq!(data[0].as_f64(), Some(1.0470083333333333e98));
+        assert_eq!(data[1].as_f64(), Some(3.777_777_777_777_777_7e65));
+        let again = decode(&encode_success(ID, Some(&data), NOW)).unwrap();
+        let Frame::Response(r) = again else { panic!() };
+        assert_eq!(r.outcome, Ok(Some(data)));
+    }
 }

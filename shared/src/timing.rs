@@ -18,6 +18,11 @@ use serde_json::{Map, Value};
 /// broker rejects them rather than clamping).
 pub const MAX_HOLD_MS: u64 = 600_000;
 
+/// 0000-01-01T00:00:00.000Z and 9999-12-31T23:59:59.999Z: the range [`parse`] accepts,
+/// the times [`format`] writes with a 4-digit year.
+const MIN_MS: i64 = -62_167_219_200_000;
+const MAX_MS: i64 = 253_402_300_799_999;
+
 /// Why a timestamp or decorator is not acceptable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TimingError {
@@ -169,7 +174,13 @@ pub fn parse(text: &str) -> Result<i64, TimingError> {
     }
     let days = days_from_civil(year, month, day);
     let secs = days * 86_400 + (hour * 3600 + minute * 60 + second) as i64 - offset_min * 60;
-    Ok(secs * 1000 + (micros / 1000) as i64)
+    let ms = secs * 1000 + (micros / 1000) as i64;
+    // Zones and leap seconds can push a time out of years 0000–9999, which [`format`]
+    // cannot write back.
+    if !(MIN_MS..=MAX_MS).contains(&ms) {
+        return Err(bad());
+    }
+    Ok(ms)
 }
 
 fn short(s: &str) -> String {
@@ -481,5 +492,25 @@ mod tests {
         assert!(expired(Some(&json!({"expires_time": past})), now));
         assert!(!expired(Some(&json!({"expires_time": in_5s})), now));
         assert!(!expired(None, now));
+    }
+
+    #[test]
+    fn fuzz_regression_times_outside_four_digit_years_are_rejected() {
+        // fuzz/timing_timestamp: accepted, then formatted as year 10000 / -001, which does
+        // not parse back.
+        for bad in [
+            &b"9999-12-31 00:00:60-23:59"[..],
+            b"9999-12-31T23:59:59.9999995Z",
+            b"9999-12-31T23:59-00:01",
+            b"0000-01-01T00:00+00:01",
+        ] {
+            let text = std::str::from_utf8(bad).unwrap();
+            assert!(parse(text).is_err(), "{text}");
+        }
+        assert_eq!(parse("0000-01-01T00:00Z"), Ok(MIN_MS));
+        assert_eq!(parse("9999-12-31T23:59:59.999Z"), Ok(MAX_MS));
+        for ms in [MIN_MS, MAX_MS] {
+            assert_eq!(parse(&format(ms)), Ok(ms));
+        }
     }
 }

@@ -18,6 +18,8 @@
 //! | [`helios`] | Helios-Starling message builders and the [`Starling`] client |
 //! | [`b64`] | base64url / base64 codecs (JWTs, handshake) |
 //! | [`wsframe`] | WebSocket frame codec and opcodes (for raw-frame tests) |
+//! | [`rss`] | `VmRSS` and open descriptors of a process from `/proc`; [`rss::RssSampler`] keeps the peak |
+//! | [`stall`] | [`stall::Stalled`]: a WebSocket or TCP client with a small `SO_RCVBUF` that stops reading (slow consumers) |
 //!
 //! Process logs go to `std::env::temp_dir()/murmur-tests/` (`<node-id>.log`,
 //! `redis-<port>-<id>.log`); their paths appear in every startup panic, and a [`Node`]
@@ -32,6 +34,8 @@ pub mod ports;
 pub mod proc;
 mod rawhttp;
 pub mod redis;
+pub mod rss;
+pub mod stall;
 #[cfg(test)]
 mod testutil;
 pub mod tokens;
