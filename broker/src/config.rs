@@ -42,6 +42,9 @@ pub struct BrokerConfig {
     /// Chat messages kept per chat session for history, and for how long after the last.
     pub chat_history_len: usize,
     pub chat_history_ttl: Duration,
+    /// Chat delivery reports are gathered this long and then sent aggregated: one
+    /// `message-delivered` per message per node per window.
+    pub chat_report_window: Duration,
     /// TimeStick: sessions idle this long are stopped by the receiver (`idle-timeout`).
     pub timestick_idle: Duration,
     /// TimeStick: live sessions per caller (429 beyond).
@@ -85,6 +88,7 @@ impl BrokerConfig {
             timestick_quarantine: Duration::from_secs(300),
             chat_history_len: 1000,
             chat_history_ttl: Duration::from_secs(7 * 24 * 3600),
+            chat_report_window: Duration::from_millis(50),
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_ttl: Duration::from_secs(10),
         }

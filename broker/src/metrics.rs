@@ -19,6 +19,7 @@ pub mod outcome {
     pub const EXPIRED: &str = "expired";
     pub const STALE: &str = "stale";
     pub const UNDELIVERABLE: &str = "undeliverable";
+    pub const REPORT_DROPPED: &str = "report_dropped";
 }
 
 /// The node's metric families.

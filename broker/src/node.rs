@@ -58,6 +58,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub router: Router,
+    /// Chat delivery reports waiting for their window.
+    pub chat_reports: Arc<crate::chat::reports::DeliveryReports>,
     store: Arc<dyn Store>,
     scheduler: Arc<dyn Scheduler>,
     /// Wakes the scheduler runner when a job is held (it may be due sooner).
@@ -157,6 +159,7 @@ impl Node {
             metrics,
             registry,
             router,
+            chat_reports: Arc::default(),
             store,
             scheduler,
             scheduler_wake: Arc::new(Notify::new()),
@@ -182,6 +185,7 @@ impl Node {
         node.heartbeat().await;
         crate::timestick::spawn_idle_sweeper(&node);
         crate::scheduler::run(&node);
+        crate::chat::reports::spawn_flusher(&node, node.config.chat_report_window);
         let weak = Arc::downgrade(&node);
         let every = node.config.heartbeat_interval;
         actix::spawn(async move {

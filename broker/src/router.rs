@@ -6,6 +6,7 @@
 //!   embedded node) they fan out to local members at once: same-node traffic keeps
 //!   flowing through a Redis outage. Fan-out is a `try_send` into each member's bounded
 //!   mailbox.
+//! * A chat broadcast skips the connection that sent it (it was answered directly).
 //! * Directed envelopes go to an [`Address`]: local when the node is this one, else the
 //!   owning node's bus topic.
 //! * Envelopes arriving from the bus are dispatched the same way as local ones.
@@ -128,8 +129,16 @@ impl Router {
     }
 
     fn fan_out(&self, channel: &str, env: &Arc<Envelope>) {
-        self.registry.for_each_member(channel, |_, addr| {
-            self.try_deliver("channel", addr, env.clone());
+        // A chat connection that caused a broadcast was answered directly: it does not
+        // get the broadcast back (its user's other devices do).
+        let skip = env
+            .from
+            .session
+            .filter(|_| env.from.protocol.as_deref() == Some("chat"));
+        self.registry.for_each_member(channel, |id, addr| {
+            if Some(id) != skip {
+                self.try_deliver("channel", addr, env.clone());
+            }
         });
     }
 

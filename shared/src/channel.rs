@@ -36,6 +36,15 @@ pub fn user_inbox(user: &str) -> String {
     format!("{INTERNAL_PREFIX}user/{user}")
 }
 
+/// The internal channel of a mutable chat session (a group): one publication per
+/// message, received by every node with a connected device of a participant.
+pub fn group_channel(session_id: &str) -> String {
+    format!("{GROUP_PREFIX}{session_id}")
+}
+
+/// The prefix of every group channel ([`group_channel`]).
+pub const GROUP_PREFIX: &str = "@group/";
+
 /// A channel name is 1..=256 bytes of printable text: no whitespace or control
 /// characters (they would be ambiguous in logs, metrics and Redis channel names).
 pub fn validate(name: &str) -> Result<(), String> {

@@ -433,21 +433,45 @@ pub fn message_broadcast(
     v
 }
 
-/// Extension: `message-delivered`, sent to the sender's devices when a recipient device
-/// was handed a broadcast.
-pub fn message_delivered(
+/// `message-delivered` (extension, aggregated): the devices `devices` (`(user, device)`)
+/// were handed message `message_id`. One frame carries as many devices as fit 4096
+/// bytes, in `delivered-to`; `user-id` and `device-id` name its first device (the
+/// per-device form of earlier versions, kept for the clients that read it).
+pub fn message_delivered_frames(
     session_id: &str,
     message_id: &str,
-    user_id: &str,
-    device_id: &str,
-) -> Value {
-    json!({
-        "type": "message-delivered",
-        "session-id": session_id,
-        "message-id": message_id,
-        "user-id": user_id,
-        "device-id": device_id,
-    })
+    devices: &[(String, String)],
+) -> Vec<Value> {
+    let frame = |chunk: &[(String, String)]| {
+        let to: Vec<Value> = chunk
+            .iter()
+            .map(|(u, d)| json!({"user-id": u, "device-id": d}))
+            .collect();
+        json!({
+            "type": "message-delivered",
+            "session-id": session_id,
+            "message-id": message_id,
+            "user-id": chunk[0].0,
+            "device-id": chunk[0].1,
+            "delivered-to": to,
+        })
+    };
+    let entry_len =
+        |(u, d): &(String, String)| json!({"user-id": u, "device-id": d}).to_string().len();
+    let mut frames = Vec::new();
+    let mut rest = devices;
+    while !rest.is_empty() {
+        // A frame's length grows by a comma and the entry with each further device.
+        let mut len = frame(&rest[..1]).to_string().len();
+        let mut n = 1;
+        while n < rest.len() && len + 1 + entry_len(&rest[n]) <= MAX_FRAME_BYTES {
+            len += 1 + entry_len(&rest[n]);
+            n += 1;
+        }
+        frames.push(frame(&rest[..n]));
+        rest = &rest[n..];
+    }
+    frames
 }
 
 /// Whether a server action fits one frame even with the longest `cdid` a client may
@@ -520,6 +544,38 @@ pub fn pack_frames(actions: Vec<String>) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn delivery_reports_split_into_frames_that_fit() {
+        let devices: Vec<(String, String)> = (0..300)
+            .map(|i| (format!("user-{i:04}"), format!("device-{i:04}")))
+            .collect();
+        let frames = message_delivered_frames("g", "1-0", &devices);
+        assert!(frames.len() > 1);
+        let mut seen = Vec::new();
+        for f in &frames {
+            assert!(f.to_string().len() <= MAX_FRAME_BYTES);
+            let to = f["delivered-to"].as_array().unwrap();
+            assert_eq!(f["user-id"], to[0]["user-id"]);
+            assert_eq!(f["device-id"], to[0]["device-id"]);
+            for d in to {
+                seen.push((
+                    d["user-id"].as_str().unwrap().to_string(),
+                    d["device-id"].as_str().unwrap().to_string(),
+                ));
+            }
+        }
+        assert_eq!(seen, devices);
+        // Each frame but the last is full: one more device would not have fitted.
+        let first = frames[0].to_string().len();
+        assert!(
+            first + 1 + r#"{"device-id":"device-0000","user-id":"user-0000"}"#.len()
+                > MAX_FRAME_BYTES
+        );
+        let one = message_delivered_frames("g", "1-0", &devices[..1]);
+        assert_eq!(one.len(), 1);
+        assert_eq!(one[0]["user-id"], "user-0000");
+    }
     use super::*;
 
     fn obj(v: Value) -> Map<String, Value> {

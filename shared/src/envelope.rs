@@ -150,6 +150,11 @@ pub struct Envelope {
     pub timing: Option<Value>,
     /// When the broker accepted the message (Unix ms); delivery latency is measured from it.
     pub created_ms: u64,
+    /// Chat: the newest message id of a group's history when its membership changed
+    /// (`0-0` for a new group). A device that starts following the group replays the
+    /// history after it, so nothing published before its node subscribed is missed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub history_mark: Option<String>,
     /// The node that accepted the message. Channel publications echoed back by the bus
     /// to their origin node are skipped there (that node already delivered locally).
     pub origin_node: NodeId,
@@ -181,6 +186,7 @@ impl Envelope {
             subject: None,
             body,
             timing: None,
+            history_mark: None,
             created_ms: now_ms(),
             origin_node: node.clone(),
             seq: None,

@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use chat_common::{
     assert_broadcast, bodies, delete_action, has_cdid, history_action, is_broadcast_of,
-    is_info_for, kind, message_id, modify_action, send_action, text_message, uniq, ChatClient,
-    MAX_FRAME, QUIET, SOON,
+    is_info_for, kind, message_id, modify_action, reported_devices, send_action, text_message,
+    uniq, ChatClient, MAX_FRAME, QUIET, SOON,
 };
 use murmur_tests::{eventually, metric_value, metrics, Node};
 use serde_json::json;
@@ -109,12 +109,10 @@ async fn senders_get_delivery_reports_from_recipient_devices() {
                 .await;
             assert_eq!(v["session-id"], sid.as_str(), "{v}");
             assert_eq!(v["message-id"], id.as_str(), "{v}");
-            let who = (
-                v["user-id"].as_str().unwrap_or_default().to_string(),
-                v["device-id"].as_str().unwrap_or_default().to_string(),
-            );
-            assert!(want.contains(&who), "{}: unexpected report {v}", a.label);
-            assert!(got.insert(who), "{}: duplicate report {v}", a.label);
+            for who in reported_devices(&v) {
+                assert!(want.contains(&who), "{}: unexpected report {v}", a.label);
+                assert!(got.insert(who), "{}: duplicate report {v}", a.label);
+            }
         }
         // No report from alice's own devices, none from offline carol.
         a.assert_none("another delivery report", QUIET, |v| {
@@ -132,13 +130,24 @@ async fn senders_get_delivery_reports_from_recipient_devices() {
     let mut c1 = ChatClient::login(&node, &carol, "c-watch").await;
     let own = a1.say(&sid, "carol?").await;
     c1.expect_broadcast(&sid, "carol?").await;
-    let v = a1
-        .expect("carol's delivery report", |v| {
-            kind(v) == "message-delivered" && v["user-id"] == carol.as_str()
-        })
-        .await;
-    assert_eq!(v["device-id"], "c-watch", "{v}");
-    assert_eq!(v["message-id"], own["message-id"], "{v}");
+    let want: BTreeSet<(String, String)> = [
+        (bob.clone(), "b-phone".to_string()),
+        (bob.clone(), "b-laptop".to_string()),
+        (carol.clone(), "c-watch".to_string()),
+    ]
+    .into();
+    let mut got = BTreeSet::new();
+    while got.len() < want.len() {
+        let v = a1
+            .expect("a delivery report of the second message", |v| {
+                kind(v) == "message-delivered" && v["message-id"] == own["message-id"]
+            })
+            .await;
+        for who in reported_devices(&v) {
+            assert!(want.contains(&who), "unexpected report {v}");
+            assert!(got.insert(who), "duplicate report {v}");
+        }
+    }
 }
 
 #[actix_rt::test]
@@ -532,7 +541,11 @@ async fn server_batches_under_load_keep_order_and_the_frame_limit() {
                     kind(v) == "message-delivered"
                 })
                 .await;
-            assert_eq!(v["device-id"], "dev", "{v}");
+            assert_eq!(
+                reported_devices(&v),
+                vec![(bob.clone(), "dev".to_string())],
+                "{v}"
+            );
             assert!(ids.insert(message_id(&v)), "duplicate report {v}");
         }
     }

@@ -899,7 +899,11 @@ impl Handler<Subscribe> for SessionActor {
         if self.subscriptions.contains(&ch) {
             return Ok(false);
         }
-        if self.subscriptions.len() >= self.node.config.max_subscriptions {
+        // A chat device's subscriptions are the broker's (its inbox and its user's
+        // groups), not the client's: they are not limited.
+        if self.protocol != Protocol::Chat
+            && self.subscriptions.len() >= self.node.config.max_subscriptions
+        {
             return Err(SessionError::Limit(format!(
                 "at most {} subscriptions per session",
                 self.node.config.max_subscriptions

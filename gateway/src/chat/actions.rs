@@ -4,7 +4,8 @@
 
 use murmur_broker::chat as service;
 use murmur_broker::session::Protocol;
-use murmur_shared::channel::user_inbox;
+use murmur_broker::session::SessionHandle;
+use murmur_shared::channel::{group_channel, user_inbox};
 use murmur_shared::chat::{self, Action, SessionKind, SessionStatus};
 use murmur_shared::ids::now_ms;
 use murmur_shared::timing::{self, TimingError};
@@ -44,6 +45,25 @@ async fn answer(
         }
         Err(e) => Ok(Err(e.to_string())),
     }
+}
+
+/// Answers a session change and applies it to this device's groups (the requester's
+/// connection gets no inbox copy of its own change).
+async fn changed(
+    conn: &mut ChatConn,
+    result: Result<service::Changed, service::ChatError>,
+    cdid: &Option<String>,
+) -> Result<Result<(), String>, Closed> {
+    let result = result.map(|c| {
+        if let Some(device) = &conn.device {
+            let user = device.handle.user().to_string();
+            if let Some(change) = conn.groups.apply(&c.info, &user, c.mark.as_deref()) {
+                conn.change(change);
+            }
+        }
+        c.info
+    });
+    answer(conn, result, cdid).await
 }
 
 async fn failed(conn: &mut ChatConn, cdid: Option<&str>, reason: &str) -> Result<(), Closed> {
@@ -123,7 +143,7 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     Err(e) => Err(e.to_string()),
                 },
                 Action::CreateMutable { user_ids, .. } => {
-                    answer(conn, service::create(&h, user_ids).await, &cdid).await?
+                    changed(conn, service::create(&h, user_ids).await, &cdid).await?
                 }
                 Action::ModifyMutable {
                     session_id,
@@ -131,10 +151,10 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     ..
                 } => {
                     let done = service::update(&h, &session_id, Some(user_ids)).await;
-                    answer(conn, done, &cdid).await?
+                    changed(conn, done, &cdid).await?
                 }
                 Action::DeleteMutable { session_id, .. } => {
-                    answer(conn, service::update(&h, &session_id, None).await, &cdid).await?
+                    changed(conn, service::update(&h, &session_id, None).await, &cdid).await?
                 }
                 Action::ListMutable { .. } => match service::list(&h).await {
                     Ok(groups) => {
@@ -196,7 +216,12 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                                 conn.send(&ack).await?;
                                 Ok(())
                             }
-                            Ok(Some(copy)) => answer(conn, Ok(copy), &cdid).await?,
+                            Ok(Some(copy)) => {
+                                if let Some(id) = copy.get("message-id").and_then(Value::as_str) {
+                                    conn.groups.note(&session_id, id);
+                                }
+                                answer(conn, Ok(copy), &cdid).await?
+                            }
                             Err(e) => Err(e.to_string()),
                         }
                     }
@@ -259,8 +284,31 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
     }
 }
 
+/// Subscribes a new device session to its user's inbox, then to the channel of every
+/// group of the user; returns the groups.
+async fn follow_all(handle: &SessionHandle, user: &str) -> Result<Vec<String>, String> {
+    handle
+        .subscribe(&user_inbox(user))
+        .await
+        .map_err(|e| e.to_string())?;
+    let groups = handle
+        .node()
+        .store()
+        .groups_of(user)
+        .await
+        .map_err(|e| format!("temporarily unavailable: {}", e.message))?;
+    let ids: Vec<String> = groups.into_iter().map(|g| g.id).collect();
+    let channels: Vec<String> = ids.iter().map(|id| group_channel(id)).collect();
+    let subscribed =
+        futures_util::future::join_all(channels.iter().map(|c| handle.subscribe(c))).await;
+    if let Some(Err(e)) = subscribed.into_iter().find(Result::is_err) {
+        return Err(e.to_string());
+    }
+    Ok(ids)
+}
+
 /// `authenticate`: the token's `sub` must be the claimed `user-id`. On success the
-/// connection becomes a device session subscribed to the user's inbox.
+/// connection becomes a device session subscribed to the user's inbox and groups.
 async fn authenticate(
     conn: &mut ChatConn,
     user_id: String,
@@ -282,13 +330,19 @@ async fn authenticate(
         Ok(opened) => opened,
         Err(e) => return Ok(Err(format!("authentication failed: {e}"))),
     };
-    if let Err(e) = handle.subscribe(&user_inbox(&user_id)).await {
-        handle.end(murmur_shared::close::CloseReason::new(
-            murmur_shared::close::CloseCode::InternalError,
-            "inbox unavailable",
-        ));
-        return Ok(Err(format!("authentication failed: {e}")));
-    }
+    // The inbox first: a change to the user's groups after the list is read arrives
+    // there.
+    let groups = match follow_all(&handle, &user_id).await {
+        Ok(groups) => groups,
+        Err(e) => {
+            handle.end(murmur_shared::close::CloseReason::new(
+                murmur_shared::close::CloseCode::InternalError,
+                "inbox unavailable",
+            ));
+            return Ok(Err(format!("authentication failed: {e}")));
+        }
+    };
+    conn.groups.start(groups);
     conn.attach(handle, device_id, attachment);
     conn.send(&chat::status_response(cdid, true, None)).await?;
     Ok(Ok(()))

@@ -3,18 +3,23 @@
 //! Frames: UTF-8 JSON text of at most 4096 bytes. Larger → close 1009, binary → 1003,
 //! invalid UTF-8 → 1007, not a JSON object → 1008. Not authenticated within
 //! [`AUTH_TIMEOUT`] → close 1008. Outgoing actions that queue up while the socket is
-//! busy are packed into `batch-mode-action` frames (each ≤ 4096 bytes).
+//! busy are packed into `batch-mode-action` frames (each ≤ 4096 bytes). A broadcast
+//! from another user is reported to its sender once its frame has been written to the
+//! socket ([`murmur_broker::chat::reports`] aggregates the reports per node).
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use murmur_broker::metrics::outcome;
 use murmur_broker::session::SessionHandle;
+use murmur_broker::store::StoredMessage;
 use murmur_shared::api::ApiErrorCode;
+use murmur_shared::channel::{group_channel, GROUP_PREFIX};
 use murmur_shared::chat;
 use murmur_shared::close::{CloseCode, CloseReason};
-use murmur_shared::envelope::{Body, Envelope, Kind};
+use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::now_ms;
 use murmur_shared::wsframe::Message;
 use serde_json::Value;
@@ -22,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
 
 use super::actions;
+use super::groups::{Change, Following};
 use crate::api::error;
 use crate::state::AppState;
 use crate::ws::{SendError, WsSink, WsStream, CLIENT_TIMEOUT, PING_INTERVAL};
@@ -32,6 +38,20 @@ pub const LABEL: &str = "chat";
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outgoing actions packed into frames per wake-up at most.
 const PACK_MAX: usize = 64;
+/// Messages one replay (a group followed after a change) writes at most.
+pub const REPLAY_MAX: usize = 256;
+
+/// A group's history after its mark, read once its channel is subscribed.
+type Replay = (String, Result<Vec<StoredMessage>, String>);
+
+/// A broadcast written to the socket, reported to its sender once the bytes are out.
+struct Report {
+    /// The frame's end in the connection's byte count ([`WsSink::confirmed`]).
+    end: u64,
+    sender: String,
+    session: String,
+    message: String,
+}
 
 /// The socket cannot take more: it is gone, or (with `ChatConn::stop` set) full.
 pub struct Closed;
@@ -53,6 +73,11 @@ pub struct ChatConn {
     /// Set once authenticated: the session's queue and close signal.
     outbound: Option<mpsc::Receiver<Arc<Envelope>>>,
     closed: Option<oneshot::Receiver<CloseReason>>,
+    /// The groups this device follows.
+    pub groups: Following,
+    replays: (mpsc::Sender<Replay>, mpsc::Receiver<Replay>),
+    /// Written broadcasts whose bytes are not confirmed out yet, oldest first.
+    reports: VecDeque<Report>,
 }
 
 impl ChatConn {
@@ -62,19 +87,25 @@ impl ChatConn {
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), Closed> {
-        self.write(text.as_bytes())
+        self.write(text.as_bytes()).map(|_| ())
     }
 
-    fn write(&mut self, text: &[u8]) -> Result<(), Closed> {
-        let res = self.ws.text(text).map(|_| ());
-        self.check(res)?;
+    /// Writes one text frame; returns its end in the connection's byte count.
+    fn write(&mut self, text: &[u8]) -> Result<u64, Closed> {
+        let end = match self.ws.text(text) {
+            Ok(end) => end,
+            Err(e) => {
+                self.check(Err(e))?;
+                return Err(Closed);
+            }
+        };
         self.state
             .node
             .metrics
             .messages_out
             .with_label_values(&[LABEL])
             .inc();
-        Ok(())
+        Ok(end)
     }
 
     /// A full buffer makes this a slow consumer.
@@ -123,13 +154,37 @@ impl ChatConn {
         let Some(device) = &self.device else {
             return Ok(());
         };
-        let metrics = &self.state.node.metrics;
+        let user = device.handle.user().to_string();
+        let own = device.handle.id();
+        let metrics = self.state.node.metrics.clone();
         let mut texts = Vec::with_capacity(envs.len());
+        let mut reports = Vec::new();
         for env in &envs {
-            let Some(action) = encode(env, device) else {
+            let Some(action) = encode(env, own) else {
                 continue;
             };
-            if !crate::timing::deliverable(metrics, LABEL, action.get("~timing")) {
+            match env.subject.as_deref() {
+                Some("providing-session-info") => {
+                    if let Some(change) =
+                        self.groups
+                            .apply(&action, &user, env.history_mark.as_deref())
+                    {
+                        self.change(change);
+                    }
+                }
+                Some("message-broadcast") if is_group(env) => {
+                    let (Some(group), Some(id)) =
+                        (str_of(&action, "session-id"), str_of(&action, "message-id"))
+                    else {
+                        continue;
+                    };
+                    if !self.groups.admit(group, id) {
+                        continue;
+                    }
+                }
+                _ => {}
+            }
+            if !crate::timing::deliverable(&metrics, LABEL, action.get("~timing")) {
                 continue;
             }
             metrics.delivery(LABEL, outcome::DELIVERED);
@@ -138,57 +193,167 @@ impl ChatConn {
                 .delivery_latency
                 .with_label_values(&[LABEL])
                 .observe(latency);
-            report_delivery(env, device);
+            if env.subject.as_deref() == Some("message-broadcast") {
+                reports.extend(report_of(&action, &user));
+            }
             texts.push(action.to_string());
         }
+        self.write_packed(texts, reports)
+    }
+
+    /// Packs actions into as few frames as fit and writes them; the broadcasts among
+    /// them are reported once the last frame is out.
+    fn write_packed(&mut self, texts: Vec<String>, reports: Vec<Report>) -> Result<(), Closed> {
         let count = texts.len();
         let frames = chat::pack_frames(texts);
         if frames.len() < count {
-            metrics
+            self.state
+                .node
+                .metrics
                 .chat_batched_frames
                 .inc_by((count - frames.len()) as u64);
         }
+        let mut end = 0;
         for frame in frames {
-            self.write(frame.as_bytes())?;
+            end = self.write(frame.as_bytes())?;
         }
+        self.reports
+            .extend(reports.into_iter().map(|r| Report { end, ..r }));
         Ok(())
+    }
+
+    /// Starts or stops following a group (the subscription is made off the loop).
+    pub fn change(&mut self, change: Change) {
+        let Some(device) = &self.device else { return };
+        let h = device.handle.clone();
+        match change {
+            Change::Follow { group, mark } => {
+                let tx = self.replays.0.clone();
+                actix_web::rt::spawn(async move {
+                    let subscribed = h.subscribe(&group_channel(&group)).await;
+                    let Some(mark) = mark else { return };
+                    let missed = match subscribed {
+                        Ok(_) => h
+                            .node()
+                            .store()
+                            .messages(&group, Some(&mark), REPLAY_MAX)
+                            .await
+                            .map_err(|e| e.message),
+                        Err(e) => Err(e.to_string()),
+                    };
+                    let _ = tx.send((group, missed)).await;
+                });
+            }
+            Change::Unfollow(group) => {
+                actix_web::rt::spawn(async move {
+                    let _ = h.unsubscribe(&group_channel(&group)).await;
+                });
+            }
+        }
+    }
+
+    /// A group followed after a change: writes what its node received before the
+    /// subscription (the history after the change's mark) and this device lacks.
+    fn replay(&mut self, (group, missed): Replay) -> Result<(), Closed> {
+        let missed = match missed {
+            Ok(m) => m,
+            Err(e) => {
+                tracing::warn!(group, error = %e, "chat: group replay failed");
+                Vec::new()
+            }
+        };
+        let keep = self
+            .groups
+            .caught_up(&group, missed.iter().map(|m| m.id.as_str()));
+        let Some(device) = &self.device else {
+            return Ok(());
+        };
+        let user = device.handle.user().to_string();
+        let metrics = self.state.node.metrics.clone();
+        let mut texts = Vec::new();
+        let mut reports = Vec::new();
+        for m in keep.into_iter().map(|i| &missed[i]) {
+            if !crate::timing::deliverable(&metrics, LABEL, m.timing.as_ref()) {
+                continue;
+            }
+            let action = chat::message_broadcast(
+                &m.session,
+                &m.sender,
+                &m.message,
+                &m.sender_timestamp,
+                &m.id,
+                m.server_timestamp,
+                m.timing.as_ref(),
+            );
+            metrics.delivery(LABEL, outcome::DELIVERED);
+            reports.extend(report_of(&action, &user));
+            texts.push(action.to_string());
+        }
+        self.write_packed(texts, reports)
+    }
+
+    /// Hands the reports whose frames are out to the node's aggregator.
+    fn confirm_reports(&mut self) {
+        let Some(device) = &self.device else { return };
+        let out = self.ws.confirmed();
+        while self.reports.front().is_some_and(|r| r.end <= out) {
+            let Some(r) = self.reports.pop_front() else {
+                break;
+            };
+            murmur_broker::chat::delivered(
+                &device.handle,
+                &device.device_id,
+                &r.sender,
+                &r.session,
+                &r.message,
+            );
+        }
     }
 }
 
-/// The wire form of an envelope from the user's inbox. The connection that caused a
-/// session change or broadcast was answered directly (with its `cdid`) and skips the
-/// inbox copy.
-fn encode(env: &Envelope, device: &Device) -> Option<Value> {
+fn str_of<'a>(v: &'a Value, key: &str) -> Option<&'a str> {
+    v.get(key).and_then(Value::as_str)
+}
+
+/// Whether an envelope came on a group's channel (not a user inbox).
+fn is_group(env: &Envelope) -> bool {
+    matches!(&env.to, Destination::Channel(c) if c.starts_with(GROUP_PREFIX))
+}
+
+/// The report a broadcast from another user calls for, its end not known yet.
+fn report_of(action: &Value, user: &str) -> Option<Report> {
+    let (Some(sender), Some(session), Some(id)) = (
+        str_of(action, "sender-id"),
+        str_of(action, "session-id"),
+        str_of(action, "message-id"),
+    ) else {
+        return None;
+    };
+    (sender != user).then(|| Report {
+        end: 0,
+        sender: sender.to_string(),
+        session: session.to_string(),
+        message: id.to_string(),
+    })
+}
+
+/// The wire form of an envelope from the user's inbox or a group's channel. The
+/// connection that caused a session change or broadcast was answered directly (with its
+/// `cdid`) and skips its copy (the router does not send it one; this holds when an
+/// envelope reaches it another way).
+fn encode(env: &Envelope, own: murmur_shared::ids::SessionId) -> Option<Value> {
     if env.kind != Kind::Message {
         return None;
     }
     let Body::Json(body) = &env.body else {
         return None;
     };
-    let own_answer = env.from.session == Some(device.handle.id())
+    let own_answer = env.from.session == Some(own)
         && matches!(
             env.subject.as_deref(),
             Some("providing-session-info" | "message-broadcast")
         );
     (!own_answer).then(|| body.clone())
-}
-
-/// A broadcast from another user reached this device: tell the sender.
-fn report_delivery(env: &Envelope, device: &Device) {
-    if env.subject.as_deref() != Some("message-broadcast") {
-        return;
-    }
-    let body = env.json();
-    let (Some(sender), Some(session), Some(id)) = (
-        body.get("sender-id").and_then(Value::as_str),
-        body.get("session-id").and_then(Value::as_str),
-        body.get("message-id").and_then(Value::as_str),
-    ) else {
-        return;
-    };
-    if sender != device.handle.user() {
-        murmur_broker::chat::delivered(&device.handle, &device.device_id, sender, session, id);
-    }
 }
 
 /// `GET /chat` (WebSocket upgrade). Authentication happens inside the protocol.
@@ -237,6 +402,9 @@ async fn run(state: Arc<AppState>, ws: WsSink, mut stream: WsStream) {
         stop: None,
         outbound: None,
         closed: None,
+        groups: Following::default(),
+        replays: mpsc::channel(16),
+        reports: VecDeque::new(),
     };
     let auth_deadline = sleep(AUTH_TIMEOUT);
     tokio::pin!(auth_deadline);
@@ -283,6 +451,12 @@ async fn run(state: Arc<AppState>, ws: WsSink, mut stream: WsStream) {
                     break conn.stop.take();
                 }
             }
+            _ = conn.ws.flushed(conn.reports.front().map(|r| r.end)) => conn.confirm_reports(),
+            Some(replay) = conn.replays.1.recv() => {
+                if conn.replay(replay).is_err() {
+                    break conn.stop.take();
+                }
+            }
             env = next_outbound(&mut conn.outbound) => match env {
                 Some(env) => {
                     if conn.deliver(env).await.is_err() {
@@ -292,6 +466,7 @@ async fn run(state: Arc<AppState>, ws: WsSink, mut stream: WsStream) {
                 None => break None,
             },
             _ = ping.tick() => {
+                conn.groups.tick();
                 if last_seen.elapsed() > CLIENT_TIMEOUT {
                     break close(CloseCode::IdleTimeout, "no traffic from the client");
                 }

@@ -259,6 +259,31 @@ impl WsSink {
         }
     }
 
+    /// Waits until the bytes up to `end` (a frame's end as [`text`](Self::text) returned
+    /// it) have been written. Never returns for `None`, nor once the connection is gone
+    /// (what was not written never will be).
+    pub async fn flushed(&self, end: Option<u64>) {
+        let Some(end) = end else {
+            return std::future::pending().await;
+        };
+        loop {
+            let notified = self.shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            {
+                let st = self.shared.lock();
+                if st.confirmed >= end {
+                    return;
+                }
+                if st.gone {
+                    drop(st);
+                    return std::future::pending().await;
+                }
+            }
+            notified.await;
+        }
+    }
+
     /// Bytes buffered for this connection now.
     pub fn buffered(&self) -> usize {
         let st = self.shared.lock();

@@ -145,6 +145,25 @@ pub fn assert_broadcast(v: &Value, session: &str, sender: &str, body: &str) {
 }
 
 /// `message-id` of a broadcast.
+/// The `(user-id, device-id)` pairs an aggregated `message-delivered` covers
+/// (`delivered-to`), checking that its top-level `user-id`/`device-id` name the first.
+pub fn reported_devices(v: &Value) -> Vec<(String, String)> {
+    let to = v["delivered-to"]
+        .as_array()
+        .unwrap_or_else(|| panic!("delivered-to: {v}"));
+    assert!(!to.is_empty(), "a report covers at least one device: {v}");
+    assert_eq!(v["user-id"], to[0]["user-id"], "{v}");
+    assert_eq!(v["device-id"], to[0]["device-id"], "{v}");
+    to.iter()
+        .map(|d| {
+            (
+                d["user-id"].as_str().unwrap_or_default().to_string(),
+                d["device-id"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
 pub fn message_id(v: &Value) -> String {
     v["message-id"]
         .as_str()

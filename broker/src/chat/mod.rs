@@ -3,15 +3,22 @@
 //! participant on every node.
 //!
 //! Each device connection is a session subscribed to its user's inbox channel
-//! (`@user/<id>`); a broadcast is one publication per participant inbox. Server actions
+//! (`@user/<id>`) and to the channel of every group its user is in (`@group/<id>`). A
+//! group message is stored once and published once, on the group's channel; a direct
+//! message goes to the two users' inboxes; session changes go to the inbox of every
+//! participant, old and new, with the group's history mark, so a device that starts
+//! following the group replays what its node received before it subscribed. Delivery
+//! reports are aggregated per node ([`reports`]). Server actions
 //! travel as [`Kind::Message`] envelopes whose `subject` is the action type and whose
 //! body is the action without `cdid`; `correlation` carries the requester's `cdid` and
 //! `from.session` the requesting connection, so the gateway adds the `cdid` to that
 //! connection's copy only.
 
+pub mod reports;
+
 use std::fmt;
 
-use murmur_shared::channel::user_inbox;
+use murmur_shared::channel::{group_channel, user_inbox};
 use murmur_shared::chat::{self, SessionKind, SessionStatus};
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::now_ms;
@@ -53,28 +60,72 @@ fn store_err(e: crate::store::StoreError) -> ChatError {
 /// Publishes one server action to every device of `users`. The requesting connection
 /// is answered directly by the gateway (in order with its other answers) and skips
 /// this copy (`from.session` is its own).
-fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value) {
+fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, mark: Option<&str>) {
     let origin = Origin {
         session: Some(h.id()),
         user: Some(h.user().to_string()),
         protocol: Some("chat".into()),
     };
-    publish_as(h.node(), origin, users, action, body);
+    node_publish(h.node(), origin, users, action, body, mark);
 }
 
-fn publish_as(node: &Node, origin: Origin, users: &[String], action: &str, body: Value) {
+/// One publication per user inbox (session changes, direct messages).
+fn node_publish(
+    node: &Node,
+    origin: Origin,
+    users: &[String],
+    action: &str,
+    body: Value,
+    mark: Option<&str>,
+) {
     node.metrics.chat_fanout.observe(users.len() as f64);
     for user in users {
-        let env = Envelope::new(
-            node.id(),
-            Kind::Message,
-            Destination::Channel(user_inbox(user)),
-            Body::Json(body.clone()),
-        )
-        .from(origin.clone())
-        .subject(action);
-        node.router.publish(env);
+        publish_on(node, &origin, user_inbox(user), action, body.clone(), mark);
     }
+}
+
+fn publish_on(
+    node: &Node,
+    origin: &Origin,
+    channel: String,
+    action: &str,
+    body: Value,
+    mark: Option<&str>,
+) {
+    let mut env = Envelope::new(
+        node.id(),
+        Kind::Message,
+        Destination::Channel(channel),
+        Body::Json(body),
+    )
+    .from(origin.clone())
+    .subject(action);
+    env.history_mark = mark.map(str::to_string);
+    node.router.publish(env);
+}
+
+/// The mark of a group with no history yet.
+pub const EMPTY_MARK: &str = "0-0";
+
+/// A group's newest history id ([`EMPTY_MARK`] when it has none).
+async fn history_mark(node: &Node, session_id: &str) -> Result<String, ChatError> {
+    let last = node
+        .store()
+        .messages(session_id, None, 1)
+        .await
+        .map_err(store_err)?;
+    Ok(last
+        .into_iter()
+        .next()
+        .map_or_else(|| EMPTY_MARK.to_string(), |m| m.id))
+}
+
+/// What a session change answers the requester: the `providing-session-info` action
+/// and, while the requester's user is a participant, the group's history mark (where
+/// the requester's device starts following the group from).
+pub struct Changed {
+    pub info: Value,
+    pub mark: Option<String>,
 }
 
 /// The participants of a session, checking that `user` is one of them.
@@ -118,7 +169,7 @@ fn too_big() -> ChatError {
 
 /// `request-mutable-session-creation`: the creator joins; every participant's devices
 /// are told (`created`). Returns the requester's answer (without `cdid`).
-pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Value, ChatError> {
+pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Changed, ChatError> {
     if !users.iter().any(|u| u == h.user()) {
         users.insert(0, h.user().to_string());
     }
@@ -154,8 +205,12 @@ pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Value, 
         &group.participants,
         "providing-session-info",
         info.clone(),
+        Some(EMPTY_MARK),
     );
-    Ok(info)
+    Ok(Changed {
+        info,
+        mark: Some(EMPTY_MARK.to_string()),
+    })
 }
 
 /// `request-mutable-session-modification` (`Some(users)`) or `-deletion` (`None`):
@@ -165,7 +220,7 @@ pub async fn update(
     h: &SessionHandle,
     session_id: &str,
     users: Option<Vec<String>>,
-) -> Result<Value, ChatError> {
+) -> Result<Changed, ChatError> {
     if chat::direct_participants(session_id).is_some() {
         return Err(ChatError::Invalid("direct sessions are immutable".into()));
     }
@@ -207,8 +262,20 @@ pub async fn update(
         }
     }
     let info = chat::session_info(session_id, SessionKind::Mutable, status, &now, None);
-    publish_to(h, &told, "providing-session-info", info.clone());
-    Ok(info)
+    // Read after the change: a message stored later reaches every new participant.
+    let mark = match users {
+        Some(_) => Some(history_mark(h.node(), session_id).await?),
+        None => None,
+    };
+    publish_to(
+        h,
+        &told,
+        "providing-session-info",
+        info.clone(),
+        mark.as_deref(),
+    );
+    let mark = mark.filter(|_| now.iter().any(|u| u == h.user()));
+    Ok(Changed { info, mark })
 }
 
 /// `request-mutable-session-listing`: the user's groups.
@@ -326,7 +393,27 @@ pub async fn deliver(
         user: Some(sender.to_string()),
         protocol: Some("chat".into()),
     };
-    publish_as(node, origin, &users, "message-broadcast", body.clone());
+    if chat::direct_participants(session_id).is_some() {
+        node_publish(
+            node,
+            origin,
+            &users,
+            "message-broadcast",
+            body.clone(),
+            None,
+        );
+    } else {
+        node.metrics.chat_fanout.observe(users.len() as f64);
+        let channel = group_channel(session_id);
+        publish_on(
+            node,
+            &origin,
+            channel,
+            "message-broadcast",
+            body.clone(),
+            None,
+        );
+    }
     Ok(body)
 }
 
@@ -355,8 +442,9 @@ pub async fn history(
         .map_err(store_err)
 }
 
-/// Extension `message-delivered`: tells the sender's devices that a broadcast reached a
-/// device of `h`'s user.
+/// Extension `message-delivered`: records that a broadcast from `sender` was written
+/// to a device of `h`'s user; the node reports it to the sender's devices, aggregated
+/// ([`reports`]).
 pub fn delivered(
     h: &SessionHandle,
     device: &str,
@@ -364,6 +452,12 @@ pub fn delivered(
     session_id: &str,
     message_id: &str,
 ) {
-    let body = chat::message_delivered(session_id, message_id, h.user(), device);
-    publish_to(h, &[sender.to_string()], "message-delivered", body);
+    let node = h.node();
+    if !node
+        .chat_reports
+        .delivered(sender, session_id, message_id, h.user(), device)
+    {
+        node.metrics
+            .delivery("chat", crate::metrics::outcome::REPORT_DROPPED);
+    }
 }

@@ -1,0 +1,176 @@
+//! Aggregated delivery reports. A device that was handed a broadcast (its frame written
+//! to the socket) is recorded here; once per window the node tells each sender's
+//! devices, in one `message-delivered` per message, every device the message reached on
+//! this node since the last window (more than one frame only when the devices do not
+//! fit 4096 bytes). A busy group therefore costs its senders one report per message per
+//! node per window, not one per recipient device.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
+
+use murmur_shared::channel::user_inbox;
+use murmur_shared::chat;
+use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
+use tokio::sync::Notify;
+use tracing::debug;
+
+use crate::node::Node;
+
+/// Devices waiting to be reported, all messages together. At this many the window is
+/// cut short; past four times this many, further reports are dropped (and counted).
+pub const PENDING_FLUSH: usize = 16_384;
+
+/// One message a report is about.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct Key {
+    sender: String,
+    session: String,
+    message: String,
+}
+
+#[derive(Default)]
+struct Pending {
+    by_message: HashMap<Key, Vec<(String, String)>>,
+    devices: usize,
+}
+
+/// See the module docs.
+#[derive(Default)]
+pub struct DeliveryReports {
+    pending: Mutex<Pending>,
+    wake: Notify,
+}
+
+impl DeliveryReports {
+    fn lock(&self) -> MutexGuard<'_, Pending> {
+        // unwrap: nothing panics while the lock is held (map operations only).
+        self.pending.lock().unwrap()
+    }
+
+    /// Records that `user`'s `device` was handed message `message` of `session` from
+    /// `sender`. False when the report was dropped (too many pending).
+    pub fn delivered(
+        &self,
+        sender: &str,
+        session: &str,
+        message: &str,
+        user: &str,
+        device: &str,
+    ) -> bool {
+        let mut p = self.lock();
+        if p.devices >= 4 * PENDING_FLUSH {
+            return false;
+        }
+        let key = Key {
+            sender: sender.to_string(),
+            session: session.to_string(),
+            message: message.to_string(),
+        };
+        p.by_message
+            .entry(key)
+            .or_default()
+            .push((user.to_string(), device.to_string()));
+        p.devices += 1;
+        let first = p.devices == 1;
+        let full = p.devices == PENDING_FLUSH;
+        drop(p);
+        if first || full {
+            self.wake.notify_one();
+        }
+        true
+    }
+
+    /// Devices recorded and not reported yet.
+    pub fn pending(&self) -> usize {
+        self.lock().devices
+    }
+
+    /// Takes everything recorded: one entry per message, its frames' bodies.
+    fn take(&self) -> Vec<(String, Vec<serde_json::Value>)> {
+        let taken = std::mem::take(&mut *self.lock());
+        taken
+            .by_message
+            .into_iter()
+            .map(|(k, devices)| {
+                let frames = chat::message_delivered_frames(&k.session, &k.message, &devices);
+                (k.sender, frames)
+            })
+            .collect()
+    }
+}
+
+/// Runs the node's report flusher: wakes on the first report of a window, waits the
+/// window (cut short when [`PENDING_FLUSH`] devices wait), then publishes.
+pub fn spawn_flusher(node: &Arc<Node>, window: Duration) {
+    let weak: Weak<Node> = Arc::downgrade(node);
+    let reports = node.chat_reports.clone();
+    actix::spawn(async move {
+        loop {
+            reports.wake.notified().await;
+            if reports.pending() < PENDING_FLUSH {
+                let _ = tokio::time::timeout(window, reports.wake.notified()).await;
+            }
+            let Some(node) = weak.upgrade() else { break };
+            publish(&node, reports.take());
+        }
+    });
+}
+
+fn publish(node: &Node, reports: Vec<(String, Vec<serde_json::Value>)>) {
+    let origin = Origin {
+        session: None,
+        user: None,
+        protocol: Some("chat".into()),
+    };
+    for (sender, frames) in reports {
+        for body in frames {
+            let env = Envelope::new(
+                node.id(),
+                Kind::Message,
+                Destination::Channel(user_inbox(&sender)),
+                Body::Json(body),
+            )
+            .from(origin.clone())
+            .subject("message-delivered");
+            node.router.publish(env);
+        }
+    }
+    debug!("delivery reports published");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reports_are_grouped_per_message() {
+        let r = DeliveryReports::default();
+        assert!(r.delivered("s", "g", "1-0", "a", "d1"));
+        assert!(r.delivered("s", "g", "1-0", "b", "d2"));
+        assert!(r.delivered("s", "g", "2-0", "a", "d1"));
+        assert_eq!(r.pending(), 3);
+        let mut taken = r.take();
+        taken.sort_by_key(|(_, f)| f[0]["message-id"].as_str().unwrap().to_string());
+        assert_eq!(taken.len(), 2);
+        assert_eq!(taken[0].0, "s");
+        assert_eq!(
+            taken[0].1[0]["delivered-to"],
+            serde_json::json!([
+                {"user-id": "a", "device-id": "d1"},
+                {"user-id": "b", "device-id": "d2"}
+            ])
+        );
+        assert_eq!(r.pending(), 0);
+    }
+
+    #[test]
+    fn pending_reports_are_bounded() {
+        let r = DeliveryReports::default();
+        for i in 0..4 * PENDING_FLUSH {
+            assert!(r.delivered("s", "g", "1-0", "u", &i.to_string()));
+        }
+        assert!(!r.delivered("s", "g", "1-0", "u", "one too many"));
+        assert_eq!(r.pending(), 4 * PENDING_FLUSH);
+    }
+}
