@@ -270,15 +270,15 @@ impl WsSink {
             let notified = self.shared.drained.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            {
+            let gone = {
                 let st = self.shared.lock();
                 if st.confirmed >= end {
                     return;
                 }
-                if st.gone {
-                    drop(st);
-                    return std::future::pending().await;
-                }
+                st.gone
+            };
+            if gone {
+                return std::future::pending().await;
             }
             notified.await;
         }
