@@ -11,8 +11,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use actix::Addr;
+use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::SessionId;
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use crate::session::actor::SessionActor;
 use crate::session::Protocol;
@@ -25,11 +26,20 @@ pub struct LocalSession {
     pub protocol: Protocol,
 }
 
+/// One member of a channel: its session actor, and for a session whose publications
+/// need no session state (a chat device), the connection's own queue, which fan-out
+/// fills directly: one hop less per delivered message.
+#[derive(Clone)]
+pub struct Member {
+    pub addr: Addr<SessionActor>,
+    pub direct: Option<mpsc::Sender<Arc<Envelope>>>,
+}
+
 /// Local interest in one channel: member sessions, and watchers (long-polls waiting
 /// for any publication). The bus subscription lives while either exists.
 #[derive(Default)]
 struct Channel {
-    members: HashMap<SessionId, Addr<SessionActor>>,
+    members: HashMap<SessionId, Member>,
     watchers: usize,
     notify: Option<Arc<Notify>>,
 }
@@ -98,11 +108,11 @@ impl Registry {
     }
 
     /// Adds a member; true when the channel had no local interest before.
-    pub fn join(&self, channel: &str, id: SessionId, addr: Addr<SessionActor>) -> bool {
+    pub fn join(&self, channel: &str, id: SessionId, member: Member) -> bool {
         let mut channels = write(&self.channels);
         let entry = channels.entry(channel.to_string()).or_default();
         let first = entry.is_empty();
-        entry.members.insert(id, addr);
+        entry.members.insert(id, member);
         first
     }
 
@@ -155,11 +165,7 @@ impl Registry {
 
     /// Calls `f` for every local member of a channel and wakes its watchers, under the
     /// read lock (`f` must not block: it does `try_send`).
-    pub fn for_each_member(
-        &self,
-        channel: &str,
-        mut f: impl FnMut(SessionId, &Addr<SessionActor>),
-    ) {
+    pub fn for_each_member(&self, channel: &str, mut f: impl FnMut(SessionId, &Member)) {
         if let Some(entry) = read(&self.channels).get(channel) {
             for (id, addr) in &entry.members {
                 f(*id, addr);

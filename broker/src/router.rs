@@ -135,11 +135,39 @@ impl Router {
             .from
             .session
             .filter(|_| env.from.protocol.as_deref() == Some("chat"));
-        self.registry.for_each_member(channel, |id, addr| {
-            if Some(id) != skip {
-                self.try_deliver("channel", addr, env.clone());
+        self.registry.for_each_member(channel, |id, member| {
+            if Some(id) == skip {
+                return;
+            }
+            match &member.direct {
+                Some(queue) => self.try_queue(queue, &member.addr, env.clone()),
+                None => self.try_deliver("channel", &member.addr, env.clone()),
             }
         });
+    }
+
+    /// Straight into a connection's queue (see [`crate::registry::Member`]).
+    fn try_queue(
+        &self,
+        queue: &tokio::sync::mpsc::Sender<Arc<Envelope>>,
+        addr: &actix::Addr<crate::session::actor::SessionActor>,
+        env: Arc<Envelope>,
+    ) {
+        use tokio::sync::mpsc::error::TrySendError;
+        match queue.try_send(env) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.metrics.delivery("channel", outcome::DROPPED_SLOW);
+                addr.do_send(Kick(CloseReason::new(
+                    CloseCode::SlowConsumer,
+                    "slow consumer: outbound queue full",
+                )));
+            }
+            // The connection is going; its session leaves the channel next.
+            Err(TrySendError::Closed(_)) => {
+                self.metrics.delivery("channel", outcome::UNDELIVERABLE);
+            }
+        }
     }
 
     fn try_deliver(

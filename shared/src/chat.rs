@@ -514,23 +514,52 @@ pub fn add_cdid(v: Value, cdid: &str) -> Value {
     with_cdid(v, Some(cdid))
 }
 
-/// Packs encoded server actions into frames of at most [`MAX_FRAME_BYTES`]: one action
-/// alone stays as it is; several go into one `batch-mode-action`. Actions too large to
-/// fit a batch are sent alone.
-pub fn pack_frames(actions: Vec<String>) -> Vec<String> {
-    const HEAD: &str = r#"{"type":"batch-mode-action","actions":["#;
-    let mut frames = Vec::new();
-    let mut group: Vec<String> = Vec::new();
-    let mut size = HEAD.len() + 2;
-    let flush = |group: &mut Vec<String>, frames: &mut Vec<String>| match group.len() {
-        0 => {}
-        1 => frames.push(group.pop().unwrap_or_default()),
-        _ => {
-            frames.push(format!("{HEAD}{}]}}", group.join(",")));
-            group.clear();
+/// One frame made by [`pack_frames`]: an action alone (borrowed as it is) or a
+/// `batch-mode-action` packing several.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Packed<'a> {
+    One(&'a [u8]),
+    Batch(Vec<u8>),
+}
+
+impl Packed<'_> {
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Packed::One(b) => b,
+            Packed::Batch(b) => b,
         }
+    }
+}
+
+/// Packs encoded server actions (JSON texts) into frames of at most
+/// [`MAX_FRAME_BYTES`]: one action alone stays as it is; several go into one
+/// `batch-mode-action`. Actions too large to fit a batch are sent alone.
+pub fn pack_frames<'a, T: AsRef<[u8]>>(actions: &'a [T]) -> Vec<Packed<'a>> {
+    const HEAD: &[u8] = br#"{"type":"batch-mode-action","actions":["#;
+    let mut frames = Vec::new();
+    let mut group: Vec<&'a [u8]> = Vec::new();
+    let mut size = HEAD.len() + 2;
+    let flush = |group: &mut Vec<&'a [u8]>, frames: &mut Vec<Packed<'a>>| {
+        match group.len() {
+            0 => {}
+            1 => frames.push(Packed::One(group[0])),
+            _ => {
+                let len = HEAD.len() + 2 + group.iter().map(|a| a.len() + 1).sum::<usize>();
+                let mut out = Vec::with_capacity(len);
+                out.extend_from_slice(HEAD);
+                for (k, a) in group.iter().enumerate() {
+                    if k > 0 {
+                        out.push(b',');
+                    }
+                    out.extend_from_slice(a);
+                }
+                out.extend_from_slice(b"]}");
+                frames.push(Packed::Batch(out));
+            }
+        }
+        group.clear();
     };
-    for a in actions {
+    for a in actions.iter().map(AsRef::as_ref) {
         if size + a.len() + 1 > MAX_FRAME_BYTES && !group.is_empty() {
             flush(&mut group, &mut frames);
             size = HEAD.len() + 2;
@@ -849,12 +878,13 @@ mod tests {
         let small: Vec<String> = (0..300)
             .map(|i| format!(r#"{{"type":"x","i":{i}}}"#))
             .collect();
-        let frames = pack_frames(small.clone());
+        let frames = pack_frames(&small);
         assert!(frames.len() > 1);
         let mut seen = Vec::new();
         for f in &frames {
+            let f = f.bytes();
             assert!(f.len() <= MAX_FRAME_BYTES, "{}", f.len());
-            let v: Value = serde_json::from_str(f).unwrap();
+            let v: Value = serde_json::from_slice(f).unwrap();
             if v["type"] == "batch-mode-action" {
                 seen.extend(
                     v["actions"]
@@ -869,8 +899,8 @@ mod tests {
         }
         let want: Vec<Value> = (0..300).map(|i| json!(i)).collect();
         assert_eq!(seen, want, "order preserved");
-        assert_eq!(pack_frames(vec!["{}".into()]), vec!["{}".to_string()]);
-        assert!(pack_frames(Vec::new()).is_empty());
+        assert_eq!(pack_frames(&["{}"]), vec![Packed::One(b"{}")]);
+        assert!(pack_frames::<&str>(&[]).is_empty());
     }
 
     #[test]

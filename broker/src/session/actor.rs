@@ -324,6 +324,20 @@ impl SessionActor {
     }
 
     /// Hands an envelope to the client, or buffers it while no transport is attached.
+    /// This session as a channel member. A chat device's publications go straight to
+    /// its connection's queue: they need nothing of the session (a chat session is not
+    /// recoverable and ends with its connection).
+    fn member(&self, ctx: &Context<Self>) -> crate::registry::Member {
+        let direct = match (&self.transport, self.protocol) {
+            (Transport::Attached { tx, .. }, Protocol::Chat) => Some(tx.clone()),
+            _ => None,
+        };
+        crate::registry::Member {
+            addr: ctx.address(),
+            direct,
+        }
+    }
+
     fn forward(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
         let metrics = &self.node.metrics;
         if let Transport::Attached { tx, .. } = &self.transport {
@@ -909,7 +923,7 @@ impl Handler<Subscribe> for SessionActor {
                 self.node.config.max_subscriptions
             )));
         }
-        if self.node.registry.join(&ch, self.id, ctx.address()) {
+        if self.node.registry.join(&ch, self.id, self.member(ctx)) {
             self.node.router.bus().subscribe(&ch);
         }
         if let Some(start) = start {
@@ -1211,7 +1225,7 @@ impl Handler<Restore> for SessionActor {
         for ch in r.subscriptions {
             if self.subscriptions.len() < self.node.config.max_subscriptions
                 && self.subscriptions.insert(ch.clone())
-                && self.node.registry.join(&ch, self.id, ctx.address())
+                && self.node.registry.join(&ch, self.id, self.member(ctx))
             {
                 self.node.router.bus().subscribe(&ch);
             }

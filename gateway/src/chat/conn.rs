@@ -8,6 +8,9 @@
 //! socket ([`murmur_broker::chat::reports`] aggregates the reports per node).
 
 use std::collections::VecDeque;
+
+use bytes::Bytes;
+use prometheus::{Histogram, IntCounter};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +30,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
 
 use super::actions;
-use super::groups::{Change, Following};
+use super::groups::{Admit, Change, Following, Next};
 use crate::api::error;
 use crate::state::AppState;
 use crate::ws::{SendError, WsSink, WsStream, CLIENT_TIMEOUT, PING_INTERVAL};
@@ -45,7 +48,7 @@ pub const REPLAY_MAX: usize = 256;
 type Replay = (String, Result<Vec<StoredMessage>, String>);
 
 /// A broadcast written to the socket, reported to its sender once the bytes are out.
-struct Report {
+pub struct Report {
     /// The frame's end in the connection's byte count ([`WsSink::confirmed`]).
     end: u64,
     sender: String,
@@ -74,10 +77,28 @@ pub struct ChatConn {
     outbound: Option<mpsc::Receiver<Arc<Envelope>>>,
     closed: Option<oneshot::Receiver<CloseReason>>,
     /// The groups this device follows.
-    pub groups: Following,
+    pub groups: Following<(Bytes, Option<Report>)>,
     replays: (mpsc::Sender<Replay>, mpsc::Receiver<Replay>),
     /// Written broadcasts whose bytes are not confirmed out yet, oldest first.
     reports: VecDeque<Report>,
+    counters: Counters,
+}
+
+/// This protocol's series of the per-delivery metrics, looked up once per connection.
+struct Counters {
+    delivered: IntCounter,
+    latency: Histogram,
+    messages_out: IntCounter,
+}
+
+impl Counters {
+    fn new(m: &murmur_broker::metrics::Metrics) -> Self {
+        Counters {
+            delivered: m.deliveries.with_label_values(&[LABEL, outcome::DELIVERED]),
+            latency: m.delivery_latency.with_label_values(&[LABEL]),
+            messages_out: m.messages_out.with_label_values(&[LABEL]),
+        }
+    }
 }
 
 impl ChatConn {
@@ -99,12 +120,7 @@ impl ChatConn {
                 return Err(Closed);
             }
         };
-        self.state
-            .node
-            .metrics
-            .messages_out
-            .with_label_values(&[LABEL])
-            .inc();
+        self.counters.messages_out.inc();
         Ok(end)
     }
 
@@ -157,53 +173,67 @@ impl ChatConn {
         let user = device.handle.user().to_string();
         let own = device.handle.id();
         let metrics = self.state.node.metrics.clone();
-        let mut texts = Vec::with_capacity(envs.len());
+        let now = now_ms();
+        let mut texts: Vec<Bytes> = Vec::with_capacity(envs.len());
         let mut reports = Vec::new();
         for env in &envs {
-            let Some(action) = encode(env, own) else {
+            let Some(action) = body_of(env, own) else {
                 continue;
             };
-            match env.subject.as_deref() {
-                Some("providing-session-info") => {
-                    if let Some(change) =
-                        self.groups
-                            .apply(&action, &user, env.history_mark.as_deref())
-                    {
-                        self.change(change);
-                    }
+            let broadcast = env.subject.as_deref() == Some("message-broadcast");
+            if env.subject.as_deref() == Some("providing-session-info") {
+                if let Some(change) = self
+                    .groups
+                    .apply(action, &user, env.history_mark.as_deref())
+                {
+                    self.change(change);
                 }
-                Some("message-broadcast") if is_group(env) => {
-                    let (Some(group), Some(id)) =
-                        (str_of(&action, "session-id"), str_of(&action, "message-id"))
-                    else {
-                        continue;
-                    };
-                    if !self.groups.admit(group, id) {
-                        continue;
-                    }
-                }
-                _ => {}
             }
             if !crate::timing::deliverable(&metrics, LABEL, action.get("~timing")) {
                 continue;
             }
-            metrics.delivery(LABEL, outcome::DELIVERED);
-            let latency = now_ms().saturating_sub(env.created_ms) as f64 / 1000.0;
-            metrics
-                .delivery_latency
-                .with_label_values(&[LABEL])
-                .observe(latency);
-            if env.subject.as_deref() == Some("message-broadcast") {
-                reports.extend(report_of(&action, &user));
+            self.counters
+                .latency
+                .observe(now.saturating_sub(env.created_ms) as f64 / 1000.0);
+            // The same bytes for every device: encoded once per node.
+            let text = env
+                .wire
+                .get_or_init(|| Bytes::from(action.to_string()))
+                .clone();
+            let report = if broadcast {
+                report_of(action, &user)
+            } else {
+                None
+            };
+            if broadcast && is_group(env) {
+                let (Some(group), Some(id)) =
+                    (str_of(action, "session-id"), str_of(action, "message-id"))
+                else {
+                    continue;
+                };
+                match self.groups.admit(group, id, (text, report)) {
+                    Admit::Write((text, report)) => {
+                        texts.push(text);
+                        reports.extend(report);
+                    }
+                    Admit::Held | Admit::Drop => {}
+                }
+                continue;
             }
-            texts.push(action.to_string());
+            texts.push(text);
+            reports.extend(report);
         }
-        self.write_packed(texts, reports)
+        self.counters.delivered.inc_by(texts.len() as u64);
+        self.write_packed(&texts, reports)
     }
 
     /// Packs actions into as few frames as fit and writes them; the broadcasts among
     /// them are reported once the last frame is out.
-    fn write_packed(&mut self, texts: Vec<String>, reports: Vec<Report>) -> Result<(), Closed> {
+    fn write_packed<T: AsRef<[u8]>>(
+        &mut self,
+        texts: &[T],
+        reports: Vec<Report>,
+    ) -> Result<(), Closed> {
         let count = texts.len();
         let frames = chat::pack_frames(texts);
         if frames.len() < count {
@@ -214,8 +244,8 @@ impl ChatConn {
                 .inc_by((count - frames.len()) as u64);
         }
         let mut end = 0;
-        for frame in frames {
-            end = self.write(frame.as_bytes())?;
+        for frame in &frames {
+            end = self.write(frame.bytes())?;
         }
         self.reports
             .extend(reports.into_iter().map(|r| Report { end, ..r }));
@@ -262,7 +292,7 @@ impl ChatConn {
                 Vec::new()
             }
         };
-        let keep = self
+        let next = self
             .groups
             .caught_up(&group, missed.iter().map(|m| m.id.as_str()));
         let Some(device) = &self.device else {
@@ -270,9 +300,17 @@ impl ChatConn {
         };
         let user = device.handle.user().to_string();
         let metrics = self.state.node.metrics.clone();
-        let mut texts = Vec::new();
+        let mut texts: Vec<Bytes> = Vec::new();
         let mut reports = Vec::new();
-        for m in keep.into_iter().map(|i| &missed[i]) {
+        for n in next {
+            let m = match n {
+                Next::Held((text, report)) => {
+                    texts.push(text);
+                    reports.extend(report);
+                    continue;
+                }
+                Next::Replayed(i) => &missed[i],
+            };
             if !crate::timing::deliverable(&metrics, LABEL, m.timing.as_ref()) {
                 continue;
             }
@@ -285,11 +323,11 @@ impl ChatConn {
                 m.server_timestamp,
                 m.timing.as_ref(),
             );
-            metrics.delivery(LABEL, outcome::DELIVERED);
             reports.extend(report_of(&action, &user));
-            texts.push(action.to_string());
+            texts.push(Bytes::from(action.to_string()));
         }
-        self.write_packed(texts, reports)
+        self.counters.delivered.inc_by(texts.len() as u64);
+        self.write_packed(&texts, reports)
     }
 
     /// Hands the reports whose frames are out to the node's aggregator.
@@ -341,7 +379,7 @@ fn report_of(action: &Value, user: &str) -> Option<Report> {
 /// connection that caused a session change or broadcast was answered directly (with its
 /// `cdid`) and skips its copy (the router does not send it one; this holds when an
 /// envelope reaches it another way).
-fn encode(env: &Envelope, own: murmur_shared::ids::SessionId) -> Option<Value> {
+fn body_of(env: &Envelope, own: murmur_shared::ids::SessionId) -> Option<&Value> {
     if env.kind != Kind::Message {
         return None;
     }
@@ -353,7 +391,7 @@ fn encode(env: &Envelope, own: murmur_shared::ids::SessionId) -> Option<Value> {
             env.subject.as_deref(),
             Some("providing-session-info" | "message-broadcast")
         );
-    (!own_answer).then(|| body.clone())
+    (!own_answer).then_some(body)
 }
 
 /// `GET /chat` (WebSocket upgrade). Authentication happens inside the protocol.
@@ -405,6 +443,7 @@ async fn run(state: Arc<AppState>, ws: WsSink, mut stream: WsStream) {
         groups: Following::default(),
         replays: mpsc::channel(16),
         reports: VecDeque::new(),
+        counters: Counters::new(&metrics),
     };
     let auth_deadline = sleep(AUTH_TIMEOUT);
     tokio::pin!(auth_deadline);

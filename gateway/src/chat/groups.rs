@@ -9,15 +9,55 @@
 //! A device that starts following a group on a change may have missed messages its node
 //! received before it subscribed to the group's channel: the change carries the group's
 //! history mark, and once the subscription is confirmed the connection replays the
-//! history after it ([`Following::caught_up`]). Messages written live meanwhile (or sent
-//! by this connection) are noted, so the replay skips them; the replayed ids are kept for
-//! two heartbeat periods, so a live copy arriving late is skipped too.
+//! history after it ([`Following::caught_up`]). Live messages of the group that arrive
+//! meanwhile are held (up to [`HOLD_MAX`]) and written with the replay, in message-id
+//! order, each once; messages this connection sent are not replayed to it. The replayed
+//! ids are kept for two heartbeat periods, so a live copy arriving late is skipped too.
 //!
 //! Pure state: the connection does the subscriptions and the writes.
 
 use std::collections::{HashMap, HashSet};
 
+use murmur_shared::envelope::Envelope;
 use serde_json::Value;
+
+/// Live messages held per group while its replay is pending; past this, they are
+/// written as they come (and the replay skips them).
+pub const HOLD_MAX: usize = 1024;
+
+/// What to do with a live broadcast ([`Following::admit`]).
+#[derive(Debug, PartialEq, Eq)]
+pub enum Admit<T> {
+    Write(T),
+    /// Kept until the group's replay is here.
+    Held,
+    /// Not for this device (group not followed, or already replayed).
+    Drop,
+}
+
+/// One message to write when a replay is done, in message-id order.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Next<T> {
+    /// The replay's message at this index.
+    Replayed(usize),
+    /// A live message held meanwhile.
+    Held(T),
+}
+
+/// A pending replay: the ids this device already has, the live messages held.
+struct Pending<T> {
+    seen: HashSet<String>,
+    held: Vec<(String, T)>,
+}
+
+impl<T> Default for Pending<T> {
+    fn default() -> Self {
+        Pending {
+            seen: HashSet::new(),
+            held: Vec::new(),
+        }
+    }
+}
 
 /// What a session change means for this device.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,18 +68,28 @@ pub enum Change {
     Unfollow(String),
 }
 
-/// See the module docs.
-#[derive(Default)]
-pub struct Following {
+/// See the module docs. `T` is what a held live message is kept as.
+pub struct Following<T> {
     groups: HashSet<String>,
-    /// Groups whose replay is pending: the ids written meanwhile.
-    pending: HashMap<String, HashSet<String>>,
+    /// Groups whose replay is pending.
+    pending: HashMap<String, Pending<T>>,
     /// Ids replayed recently (this heartbeat period and the one before).
     replayed: HashSet<String>,
     replayed_before: HashSet<String>,
 }
 
-impl Following {
+impl<T> Default for Following<T> {
+    fn default() -> Self {
+        Following {
+            groups: HashSet::new(),
+            pending: HashMap::new(),
+            replayed: HashSet::new(),
+            replayed_before: HashSet::new(),
+        }
+    }
+}
+
+impl<T> Following<T> {
     /// Following `groups` from authentication (nothing to replay).
     pub fn start(&mut self, groups: impl IntoIterator<Item = String>) {
         self.groups.extend(groups);
@@ -66,7 +116,7 @@ impl Following {
             (true, false) => {
                 self.groups.insert(group.to_string());
                 if mark.is_some() {
-                    self.pending.insert(group.to_string(), HashSet::new());
+                    self.pending.insert(group.to_string(), Pending::default());
                 }
                 Some(Change::Follow {
                     group: group.to_string(),
@@ -82,48 +132,77 @@ impl Following {
         }
     }
 
-    /// Whether a live broadcast of `group` with `id` is written: the group is followed
-    /// and the message was not replayed. A written one is noted for a pending replay.
-    pub fn admit(&mut self, group: &str, id: &str) -> bool {
+    /// What to do with a live broadcast `item` of `group` with `id`: written if the
+    /// group is followed and the message was not replayed, held while the group's
+    /// replay is pending.
+    pub fn admit(&mut self, group: &str, id: &str, item: T) -> Admit<T> {
         if !self.groups.contains(group)
             || self.replayed.contains(id)
             || self.replayed_before.contains(id)
         {
-            return false;
+            return Admit::Drop;
         }
-        self.note(group, id);
-        true
+        match self.pending.get_mut(group) {
+            Some(p) if p.held.len() < HOLD_MAX => {
+                p.seen.insert(id.to_string());
+                p.held.push((id.to_string(), item));
+                Admit::Held
+            }
+            Some(p) => {
+                p.seen.insert(id.to_string());
+                Admit::Write(item)
+            }
+            None => Admit::Write(item),
+        }
     }
 
     /// A message this device has (it sent it): a pending replay skips it.
     pub fn note(&mut self, group: &str, id: &str) {
-        if let Some(seen) = self.pending.get_mut(group) {
-            seen.insert(id.to_string());
+        if let Some(p) = self.pending.get_mut(group) {
+            p.seen.insert(id.to_string());
         }
     }
 
-    /// The replay of `group` is here: of `ids` (oldest first), those to write. Nothing
-    /// if the group is no longer followed or no replay was pending.
-    pub fn caught_up<'a>(&mut self, group: &str, ids: impl Iterator<Item = &'a str>) -> Vec<usize> {
-        let Some(seen) = self.pending.remove(group) else {
+    /// The replay of `group` is here (`ids`, oldest first): what to write, in id order,
+    /// each message once. Nothing if no replay was pending, or if the group is no
+    /// longer followed (its messages are not for this device any more).
+    pub fn caught_up<'a>(
+        &mut self,
+        group: &str,
+        ids: impl Iterator<Item = &'a str>,
+    ) -> Vec<Next<T>> {
+        let Some(p) = self.pending.remove(group) else {
             return Vec::new();
         };
         if !self.groups.contains(group) {
             return Vec::new();
         }
-        let mut out = Vec::new();
+        let mut out: Vec<(String, Next<T>)> = Vec::new();
         for (i, id) in ids.enumerate() {
-            if !seen.contains(id) {
+            if !p.seen.contains(id) {
                 self.replayed.insert(id.to_string());
-                out.push(i);
+                out.push((id.to_string(), Next::Replayed(i)));
             }
         }
-        out
+        out.extend(p.held.into_iter().map(|(id, t)| (id, Next::Held(t))));
+        out.sort_by(|a, b| order(&a.0, &b.0));
+        out.into_iter().map(|(_, n)| n).collect()
     }
 
     /// A heartbeat period passed: forget what was replayed two periods ago.
     pub fn tick(&mut self) {
         self.replayed_before = std::mem::take(&mut self.replayed);
+    }
+}
+
+/// Message ids (`<ms>-<n>`) in the order the group's history keeps them.
+fn order(a: &str, b: &str) -> std::cmp::Ordering {
+    if Envelope::seq_after(a, b) {
+        std::cmp::Ordering::Greater
+    } else if Envelope::seq_after(b, a) {
+        std::cmp::Ordering::Less
+    } else {
+        std::cmp::Ordering::Equal
     }
 }
 
@@ -139,7 +218,7 @@ mod tests {
 
     #[test]
     fn changes_follow_and_unfollow_once() {
-        let mut f = Following::default();
+        let mut f = Following::<()>::default();
         let added = info("g", "modified", &["a", "b"]);
         assert_eq!(
             f.apply(&added, "b", Some("5-0")),
@@ -172,33 +251,56 @@ mod tests {
     #[test]
     fn broadcasts_of_groups_not_followed_are_dropped() {
         let mut f = Following::default();
-        assert!(!f.admit("g", "1-0"));
+        assert_eq!(f.admit("g", "1-0", 'a'), Admit::Drop);
         f.start(["g".to_string()]);
-        assert!(f.admit("g", "1-0"));
+        assert_eq!(f.admit("g", "1-0", 'a'), Admit::Write('a'));
     }
 
     #[test]
-    fn a_replay_skips_what_was_written_live_and_live_copies_skip_the_replay() {
+    fn a_replay_comes_in_order_with_what_arrived_live_meanwhile() {
         let mut f = Following::default();
         f.apply(&info("g", "created", &["a", "b"]), "b", Some("0-0"));
-        assert!(f.admit("g", "2-0")); // live, before the replay arrived
+        assert_eq!(f.admit("g", "2-0", "live 2"), Admit::Held);
+        assert_eq!(f.admit("g", "10-0", "live 10"), Admit::Held);
         f.note("g", "3-0"); // sent by this device
         let replay = ["1-0", "2-0", "3-0", "4-0"];
-        assert_eq!(f.caught_up("g", replay.iter().copied()), vec![0, 3]);
-        // The replay is done once.
+        assert_eq!(
+            f.caught_up("g", replay.iter().copied()),
+            vec![
+                Next::Replayed(0),
+                Next::Held("live 2"),
+                Next::Replayed(3),
+                Next::Held("live 10")
+            ]
+        );
+        // The replay is done once; live messages are written again.
         assert!(f.caught_up("g", replay.iter().copied()).is_empty());
+        assert_eq!(f.admit("g", "11-0", "live 11"), Admit::Write("live 11"));
         // A late live copy of a replayed message is dropped, for two periods.
-        assert!(!f.admit("g", "4-0"));
+        assert_eq!(f.admit("g", "4-0", "late"), Admit::Drop);
         f.tick();
-        assert!(!f.admit("g", "1-0"));
+        assert_eq!(f.admit("g", "1-0", "late"), Admit::Drop);
         f.tick();
-        assert!(f.admit("g", "1-0"));
-        assert!(f.admit("g", "5-0"));
+        assert_eq!(f.admit("g", "1-0", "late"), Admit::Write("late"));
+    }
+
+    #[test]
+    fn holding_is_bounded() {
+        let mut f = Following::default();
+        f.apply(&info("g", "created", &["a", "b"]), "b", Some("0-0"));
+        for i in 0..HOLD_MAX {
+            assert_eq!(f.admit("g", &format!("{i}-0"), i), Admit::Held);
+        }
+        assert_eq!(f.admit("g", "9999999-0", 0), Admit::Write(0));
+        // The replay skips what was written past the bound.
+        let next = f.caught_up("g", ["9999999-0"].into_iter());
+        assert_eq!(next.len(), HOLD_MAX);
+        assert!(next.iter().all(|n| matches!(n, Next::Held(_))));
     }
 
     #[test]
     fn a_replay_for_a_group_left_meanwhile_writes_nothing() {
-        let mut f = Following::default();
+        let mut f = Following::<()>::default();
         f.apply(&info("g", "created", &["a", "b"]), "b", Some("0-0"));
         f.apply(&info("g", "deleted", &["a", "b"]), "b", None);
         assert!(f.caught_up("g", ["1-0"].into_iter()).is_empty());
