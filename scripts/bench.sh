@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make bench`: builds release binaries, starts Redis, a 2-node Murmuration cluster, a
-# memory-mode node and a 2-process Socket.IO cluster, runs the standard scenarios with
-# murmur-load, stops everything and writes BENCHMARKS.md (figures, machine, commands).
+# memory-mode node, a 2-process Socket.IO cluster and a 2-server NATS cluster, runs the
+# standard scenarios with murmur-load, stops everything and writes BENCHMARKS.md
+# (figures, machine, commands).
 # `make bench-smoke` (BENCH_MODE=smoke): the same pipeline for a few seconds each, into
 # target/bench-smoke/ (BENCHMARKS.md there), to check the harness itself.
 #
@@ -11,6 +12,10 @@
 #   BENCH_REPORT=FILE       the Markdown report (full: BENCHMARKS.md)
 #   BENCH_QUIET_WAIT=S      wait up to S seconds for a quiet machine first (full: 120, smoke: 0)
 #   BENCH_SKIP_SOCKETIO=1   skip the Socket.IO side (no node/npm)
+#   BENCH_SKIP_NATS=1       skip the NATS side
+#   BENCH_NATS_SERVER=PATH  the nats-server binary (default: nats-server on PATH, else
+#                           /usr/sbin/nats-server); never the system service on 4222:
+#                           the script starts its own servers on free ports
 # How to read the output: docs/benchmarks.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,7 +35,7 @@ rm -f "$OUT"/*.json "$OUT"/*.svg "$OUT"/*.txt "$OUT"/*.log
 : >"$OUT/notes.txt"
 LOGS="$OUT/logs"
 mkdir -p "$LOGS"
-rm -f "$LOGS"/*.log
+rm -f "$LOGS"/*.log "$LOGS"/*.conf
 
 trap 'stop_all' EXIT
 trap 'exit 130' INT TERM
@@ -44,7 +49,11 @@ if [ "$MODE" = full ]; then
   MUR_RATES=200,400,800,1600,2400,3200,4800,6400,8000,9600,12800
   CROSS_SUBS=20; CROSS_RATE=1000
   RPC_RATES=2000,8000,16000; RPC_LOCAL_RATES=8000,16000
-  CHAT_MEMBERS=100; CHAT_RATES=100,200,400,800
+  # Chat group fan-out: rates in messages/s = deliveries/s (20k, 40k, 80k, 160k, 320k)
+  # / receivers of the group. Murmuration caps a group at 256 participants, so its
+  # large group is GROUP_LARGE/GROUP_DEVICES members with GROUP_DEVICES devices each.
+  GROUP_SMALL=200; GROUP_LARGE=2000; GROUP_DEVICES=8; GROUP_SENDERS=20
+  GROUP_SMALL_RATES=100,200,400,800,1600; GROUP_LARGE_RATES=10,20,40,80,160
   TS_SESSIONS=1000; TS_CONNS=32; TS_POLL_SESSIONS=200; TS_POLL_RATE=2000
   SINK_DEVICES=100; SINK_WINDOW=32
   IDLE_CONNS=10000; IDLE_HOLD=5s
@@ -56,7 +65,8 @@ else
   MUR_RATES=50,100
   CROSS_SUBS=4; CROSS_RATE=100
   RPC_RATES=100; RPC_LOCAL_RATES=100
-  CHAT_MEMBERS=10; CHAT_RATES=20
+  GROUP_SMALL=20; GROUP_LARGE=100; GROUP_DEVICES=2; GROUP_SENDERS=4
+  GROUP_SMALL_RATES=50,100; GROUP_LARGE_RATES=20
   TS_SESSIONS=500; TS_CONNS=4; TS_POLL_SESSIONS=5; TS_POLL_RATE=50
   SINK_DEVICES=5; SINK_WINDOW=8
   IDLE_CONNS=200; IDLE_HOLD=1s
@@ -86,6 +96,16 @@ else
   if ! npm ci --prefix loadtest/peers/socketio --no-audit --no-fund --loglevel=error >"$LOGS/npm.log" 2>&1; then
     SIO=0; note "npm ci failed (see $LOGS/npm.log): the Socket.IO side was not measured"
   fi
+fi
+
+NATS=1
+NATS_BIN=${BENCH_NATS_SERVER:-$(command -v nats-server || echo /usr/sbin/nats-server)}
+NATS_TOKEN=murmur-bench
+NATS_VERSION=$("$NATS_BIN" --version 2>/dev/null | awk '{print $2}' | sed 's/^v//' || true)
+if [ "${BENCH_SKIP_NATS:-0}" = 1 ]; then
+  NATS=0; note "NATS skipped (BENCH_SKIP_NATS=1)"
+elif [ ! -x "$NATS_BIN" ]; then
+  NATS=0; note "nats-server is not installed (apt-get install nats-server): the NATS side was not measured"
 fi
 
 # Descriptors: 10k connections on each side of a socket, plus slack.
@@ -155,6 +175,18 @@ if [ "$SIO" = 1 ]; then
   SIO_WATCH=(--watch "sio1=$S1_PID" --watch "sio2=$S2_PID" --watch "redis=$SIO_REDIS_PID")
 fi
 
+# NATS: two servers of one cluster (routes to each other), each with a WebSocket
+# listener, token authentication; their configs are generated under $LOGS.
+if [ "$NATS" = 1 ]; then
+  if start_nats_cluster nats1 nats2; then
+    NA1=ws://127.0.0.1:${NATS_WS[nats1]}
+    NA2=ws://127.0.0.1:${NATS_WS[nats2]}
+    NATS_WATCH=(--watch "nats1=${NATS_PID[nats1]}" --watch "nats2=${NATS_PID[nats2]}")
+  else
+    NATS=0; note "the NATS cluster did not start (see $LOGS/nats1.log, $LOGS/nats2.log): the NATS side was not measured"
+  fi
+fi
+
 # A scenario failing must not stop the others: its absence is reported.
 scenario() { # name args...
   local name=$1; shift
@@ -181,16 +213,47 @@ if [ "$SIO" = 1 ]; then
 fi
 scenario fanout-murmuration fanout --system helios --url "$N1,$N2" --subscribers "$FAN_SUBS" --publishers "$FAN_PUBS" \
   --rates "$MUR_RATES" "${STEP[@]}" --stop-after-failures 1 "${MUR_WATCH[@]}" --label "channel fan-out (Murmuration, 2 nodes + Redis)"
+if [ "$NATS" = 1 ]; then
+  scenario fanout-nats fanout --system nats --url "$NA1,$NA2" --nats-token "$NATS_TOKEN" --subscribers "$FAN_SUBS" \
+    --publishers "$FAN_PUBS" --rates "$MUR_RATES" "${STEP[@]}" --stop-after-failures 1 "${NATS_WATCH[@]}" \
+    --label "subject fan-out (NATS $NATS_VERSION, 2 clustered servers)"
+fi
 
-# ---- cross-node, RPC, chat ----------------------------------------------------------------
+# ---- chat group fan-out, three systems ---------------------------------------------------
+# One group; every member (senders included) receives every message. group-small-* and
+# group-large-* are compared step by step in BENCHMARKS.md.
+group_runs() { # small|large members rates
+  local which=$1 members=$2 rates=$3 common
+  common=(--senders "$GROUP_SENDERS" --rates "$rates" "${STEP[@]}" --stop-after-failures 1)
+  local what="chat group fan-out, $members members over 2 servers, $GROUP_SENDERS senders"
+  if [ "$which" = large ]; then
+    scenario "group-$which-murmuration" chat --system murmuration --url "$N1,$N2" \
+      --members $((members / GROUP_DEVICES)) --devices "$GROUP_DEVICES" --group-size $((members / GROUP_DEVICES)) \
+      "${common[@]}" "${MUR_WATCH[@]}" \
+      --label "$what (Murmuration /chat, 2 nodes + Redis; $((members / GROUP_DEVICES)) participants × $GROUP_DEVICES devices)"
+  else
+    scenario "group-$which-murmuration" chat --system murmuration --url "$N1,$N2" --members "$members" \
+      --group-size "$members" "${common[@]}" "${MUR_WATCH[@]}" --label "$what (Murmuration /chat, 2 nodes + Redis)"
+  fi
+  if [ "$NATS" = 1 ]; then
+    scenario "group-$which-nats" chat --system nats --url "$NA1,$NA2" --nats-token "$NATS_TOKEN" --members "$members" \
+      --group-size "$members" "${common[@]}" "${NATS_WATCH[@]}" --label "$what (NATS $NATS_VERSION, 2 clustered servers, a subject)"
+  fi
+  if [ "$SIO" = 1 ]; then
+    scenario "group-$which-socketio" chat --system socketio --url "$S1,$S2" --members "$members" \
+      --group-size "$members" "${common[@]}" "${SIO_WATCH[@]}" --label "$what (Socket.IO 4.8, 2 processes + Redis, a room)"
+  fi
+}
+group_runs small "$GROUP_SMALL" "$GROUP_SMALL_RATES"
+group_runs large "$GROUP_LARGE" "$GROUP_LARGE_RATES"
+
+# ---- cross-node, RPC ----------------------------------------------------------------------
 scenario cross-node fanout --system helios --pub-url "$N1" --sub-url "$N2" --subscribers "$CROSS_SUBS" --publishers 1 \
   --rates "$CROSS_RATE" "${STEP[@]}" "${MUR_WATCH[@]}" --label "cross-node fan-out (publish on node 1, subscribers on node 2)"
 scenario rpc rpc --caller-url "$N1" --provider-url "$N2" --providers 4 --callers 8 --rates "$RPC_RATES" "${STEP[@]}" \
   "${MUR_WATCH[@]}" --label "Helios RPC across nodes (8 callers on node 1, 4 providers on node 2)"
 scenario rpc-local rpc --url "$N1" --providers 4 --callers 8 --rates "$RPC_LOCAL_RATES" "${STEP[@]}" \
   "${MUR_WATCH[@]}" --label "Helios RPC on one node (8 callers, 4 providers, all on node 1)"
-scenario chat chat --url "$N1,$N2" --members "$CHAT_MEMBERS" --senders 4 --rates "$CHAT_RATES" "${STEP[@]}" \
-  --stop-after-failures 1 "${MUR_WATCH[@]}" --label "chat group fan-out ($CHAT_MEMBERS members over 2 nodes, 4 senders)"
 
 # ---- Sink (first on the memory node: later TimeStick traffic leaves history behind) ---------
 scenario sink-memory sink --addr "127.0.0.1:${SINKP[mem]}" --devices "$SINK_DEVICES" --window "$SINK_WINDOW" --rates 0 \
@@ -246,6 +309,18 @@ if [ "$SIO" = 1 ]; then
   scenario idle-socketio idle --system socketio --url "$S1" --connections "$IDLE_CONNS" --hold "$IDLE_HOLD" \
     --source-ips 127.0.0.1-127.0.0.4 --connect-concurrency 100 --watch "sio1=$S1_PID" \
     --label "$IDLE_CONNS idle Socket.IO connections on one process"
+fi
+if [ "$NATS" = 1 ]; then
+  # A fresh server of its own (like the Murmuration node above): the cluster's servers
+  # have grown and shrunk their heaps during the load scenarios.
+  if start_nats_server nats-idle; then
+    scenario idle-nats idle --system nats --url "ws://127.0.0.1:${NATS_WS[nats-idle]}" --nats-token "$NATS_TOKEN" \
+      --connections "$IDLE_CONNS" --hold "$IDLE_HOLD" --source-ips 127.0.0.1-127.0.0.4 --connect-concurrency 100 \
+      --watch "nats=${NATS_PID[nats-idle]}" --label "$IDLE_CONNS idle NATS WebSocket connections (token auth) on one server"
+    stop_pid "${NATS_PID[nats-idle]}"
+  else
+    note "the NATS server for the idle test did not start (see $LOGS/nats-idle.log)"
+  fi
 fi
 
 # ---- report -------------------------------------------------------------------------------

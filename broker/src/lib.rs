@@ -11,7 +11,7 @@
 //! | [`registry`] | the local truth: sessions, channel members and RPC providers on this node |
 //! | [`router`] | delivers an envelope locally or hands it to the bus for another node |
 //! | [`replies`] | one-shot reply slots for backend API calls awaiting a client's answer |
-//! | [`chat`] | GradAgenda chat: sessions, participant checks, history, fan-out to devices |
+//! | [`chat`] | GradAgenda chat: sessions, participant checks, history, one publication per group message, aggregated delivery reports |
 //! | [`scheduler`] | the `~timing` scheduler seam: held messages, claimed exactly once |
 //! | [`bus`] | the inter-node delivery seam (`Bus` trait; memory hub; Redis in cluster mode) |
 //! | [`store`] | the state-that-outlives-a-node seam (`Store` trait; memory; Redis) |

@@ -17,7 +17,7 @@
 //! | [`helios`] | Helios-Starling over WebSocket `/starling` |
 //! | [`timestick`] | TimeStick over HTTP: START, messages, long-poll, SSE |
 //! | [`timing`] | `~timing` expiry and staleness at delivery |
-//! | [`ws`] | the WebSocket transport: upgrade, limit-checking reader, byte-bounded outbound buffer |
+//! | [`ws`] | the WebSocket transport: upgrade and hand-over out of the HTTP/1 dispatcher, limit-checking reader, byte-bounded outbound buffer |
 #![forbid(unsafe_code)]
 
 pub mod api;

@@ -7,9 +7,16 @@
 //! and the process exits by `MURMUR_DRAIN_TIMEOUT` at the latest.
 
 use std::process::ExitCode;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use actix_http::body::BoxBody;
+use actix_http::error::DispatchError;
+use actix_http::HttpService;
+use actix_rt::net::TcpStream;
+use actix_service::{IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
+use actix_web::dev::{AppConfig, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpServer};
 use murmur_broker::auth::{RecoveryTokens, Verifier};
 use murmur_broker::{BrokerConfig, Node};
@@ -82,25 +89,14 @@ async fn serve(settings: Settings) -> Result<(), String> {
     let grace = settings.drain_timeout.as_secs().max(1);
 
     let public_state = state.clone();
-    let public = HttpServer::new(move || {
-        App::new()
-            .app_data(public_state.clone())
-            .route("/starling", web::get().to(helios::starling))
-            .route("/chat", web::get().to(chat::chat))
-            .configure(timestick::configure)
-            .route("/sink", web::get().to(sink::ws::sink))
-    })
-    .disable_signals()
-    // Small frames (notifications, RPC answers) go out at once, not after the
-    // client's delayed ACK (Nagle adds up to ~40 ms otherwise).
-    .tcp_nodelay(true)
-    // A WebSocket closed by the server (a slow consumer's 4001) has this long to read
-    // what was written before its close frame; then the socket is dropped.
-    .client_disconnect_timeout(crate::ws::CLOSE_LINGER)
-    .shutdown_timeout(grace)
-    .bind(&settings.listen)
-    .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?
-    .run();
+    let public = actix_server::Server::build()
+        .disable_signals()
+        .shutdown_timeout(grace)
+        .bind("murmur-public", &settings.listen, move || {
+            public_service(public_state.clone())
+        })
+        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?
+        .run();
 
     let internal_state = state.clone();
     let internal = HttpServer::new(move || {
@@ -152,6 +148,69 @@ async fn serve(settings: Settings) -> Result<(), String> {
     a.and(b).and(c).map_err(|e| format!("server error: {e}"))?;
     info!("murmur node stopped");
     Ok(())
+}
+
+/// The public application: the client protocols' routes.
+fn public_app(
+    state: web::Data<AppState>,
+) -> App<
+    impl ServiceFactory<
+        ServiceRequest,
+        Config = (),
+        Response = ServiceResponse<BoxBody>,
+        Error = actix_web::Error,
+        InitError = (),
+    >,
+> {
+    App::new()
+        .app_data(state)
+        .route("/starling", web::get().to(helios::starling))
+        .route("/chat", web::get().to(chat::chat))
+        .configure(timestick::configure)
+        .route("/sink", web::get().to(sink::ws::sink))
+}
+
+/// One public connection: HTTP/1, with WebSocket upgrades handed over to
+/// [`crate::ws::handover`] (they leave the dispatcher). Small frames (notifications, RPC
+/// answers) go out at once, not after the client's delayed ACK (`TCP_NODELAY`; Nagle
+/// adds up to ~40 ms otherwise). A refused upgrade's response has
+/// [`crate::ws::CLOSE_LINGER`] to be read before the socket is dropped.
+fn public_service(
+    state: web::Data<AppState>,
+) -> impl actix_service::ServiceFactory<
+    TcpStream,
+    Config = (),
+    Response = (),
+    Error = DispatchError,
+    InitError = (),
+> {
+    let upgrade_state = state.clone();
+    let upgrade = actix_service::fn_factory(move || {
+        let state = upgrade_state.clone();
+        async move {
+            let app = public_app(state)
+                .into_factory()
+                .new_service(AppConfig::default())
+                .await
+                .map_err(|_| ())?;
+            let app = Rc::new(app);
+            Ok::<_, ()>(actix_service::fn_service(move |(req, framed)| {
+                crate::ws::handover::serve(app.clone(), req, framed)
+            }))
+        }
+    });
+    let h1 = HttpService::build()
+        .client_disconnect_timeout(crate::ws::CLOSE_LINGER)
+        .upgrade(upgrade)
+        .h1(actix_service::map_config(public_app(state), |_| {
+            AppConfig::default()
+        }));
+    actix_service::fn_service(|io: TcpStream| {
+        let _ = io.set_nodelay(true);
+        let peer = io.peer_addr().ok();
+        std::future::ready(Ok::<_, DispatchError>((io, peer)))
+    })
+    .and_then(h1)
 }
 
 /// The Sink TCP listener: TLS with client certificates when configured, plaintext in

@@ -34,8 +34,9 @@ pub enum Command {
     Fanout(FanoutArgs),
     /// Helios RPC: providers of namespace `bench`, callers at an open-loop rate (calls/s).
     Rpc(RpcArgs),
-    /// GradAgenda chat group fan-out: members in groups of up to 256, senders at an
-    /// open-loop rate (messages/s).
+    /// Chat group fan-out: members in groups, senders (members too) at an open-loop
+    /// rate (messages/s). Murmuration: GradAgenda chat groups of up to 256 participants;
+    /// NATS: a subject per group; Socket.IO: a room per group.
     Chat(ChatArgs),
     /// TimeStick: sessions POSTing at a rate (POSTs/s, 0 = closed loop), optional
     /// long-polling receivers.
@@ -63,10 +64,25 @@ pub enum Progress {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum System {
-    /// Murmuration (Helios-Starling over /starling).
+    /// Murmuration: Helios-Starling over /starling (fanout, idle), GradAgenda chat over
+    /// /chat (chat).
+    #[value(alias = "murmuration")]
     Helios,
     /// Socket.IO 4 (the peer server in loadtest/peers/socketio).
     Socketio,
+    /// NATS over WebSocket (nats-server with a `websocket { }` listener).
+    Nats,
+}
+
+impl System {
+    /// The system's name in results and reports.
+    pub fn name(self) -> &'static str {
+        match self {
+            System::Helios => "murmuration",
+            System::Socketio => "socketio",
+            System::Nats => "nats",
+        }
+    }
 }
 
 /// Options every scenario takes.
@@ -111,7 +127,8 @@ pub struct Common {
     /// `127.0.0.1-127.0.0.4` (empty: the kernel's choice).
     #[arg(long, default_value = "")]
     pub source_ips: String,
-    /// A step is sustained when its p99 is at most this…
+    /// A step is sustained when it had no errors and no disconnects, its p99 is at most
+    /// this…
     #[arg(long, default_value_t = 500.0)]
     pub max_p99_ms: f64,
     /// …and its loss at most this percentage.
@@ -127,6 +144,15 @@ pub struct Common {
     #[arg(long, env = "MURMUR_JWT_SECRET", default_value = DEV_JWT_SECRET, hide_env_values = true)]
     #[serde(skip)]
     pub jwt_secret: String,
+    /// NATS `auth_token` sent in CONNECT (empty: none).
+    #[arg(
+        long,
+        env = "MURMUR_NATS_TOKEN",
+        default_value = "",
+        hide_env_values = true
+    )]
+    #[serde(skip)]
+    pub nats_token: String,
     /// Padding bytes in each payload.
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
@@ -204,17 +230,24 @@ pub struct ChatArgs {
     #[command(flatten)]
     #[serde(skip)]
     pub common: Common,
+    #[arg(long, value_enum, default_value = "helios")]
+    pub system: System,
     #[arg(
         long = "url",
         value_delimiter = ',',
         default_value = "http://127.0.0.1:8080"
     )]
     pub urls: Vec<String>,
-    /// Members (one device each), split into groups of at most --group-size.
+    /// Members, split into groups of at most --group-size.
     #[arg(long, default_value_t = 100)]
     pub members: usize,
+    /// Members per group (Murmuration: at most 256, the protocol's limit).
     #[arg(long, default_value_t = 256)]
     pub group_size: usize,
+    /// Connections (devices) per member, each receiving every message of the member's
+    /// groups (Murmuration only: the way to a group of more than 256 receivers).
+    #[arg(long, default_value_t = 1)]
+    pub devices: usize,
     /// Members that also send (spread over the groups).
     #[arg(long, default_value_t = 2)]
     pub senders: usize,

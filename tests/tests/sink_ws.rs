@@ -4,7 +4,9 @@
 
 mod sink_common;
 
-use murmur_tests::{token, token_alg_none, token_with, WsClient, JWT_SECRET};
+use murmur_tests::{
+    metric_value, metrics, token, token_alg_none, token_with, NodeBuilder, WsClient, JWT_SECRET,
+};
 use serde_json::json;
 use sink_common::*;
 
@@ -171,7 +173,10 @@ async fn refusals_and_quarantine_close_the_websocket() {
         ConnectionResponse::InstanceIdMismatch
     );
     other.expect_closed(SOON).await;
-    assert_eq!(other.ws_close.clone().flatten().map(|c| c.0), Some(1000));
+    assert_eq!(
+        other.ws_close.clone().flatten(),
+        Some((1008, "handshake refused".to_string()))
+    );
     d.ping().await;
 
     // Quarantined while connected: code 3 with the messages at once, then a close.
@@ -184,5 +189,56 @@ async fn refusals_and_quarantine_close_the_websocket() {
         })
     );
     d.expect_closed(SOON).await;
-    assert_eq!(d.ws_close.clone().flatten().map(|c| c.0), Some(1000));
+    assert_eq!(
+        d.ws_close.clone().flatten(),
+        Some((4005, "quarantined".to_string()))
+    );
+    // Quarantined at the handshake: the response frame, then the same close.
+    let mut again = Device::ws(&node, &client).await;
+    assert!(matches!(
+        again.hello(APP, c, Some(s)).await,
+        ConnectionResponse::Quarantined { .. }
+    ));
+    again.expect_closed(SOON).await;
+    assert_eq!(
+        again.ws_close.clone().flatten(),
+        Some((4005, "quarantined".to_string()))
+    );
+    // Each close was counted once, with its code's label.
+    let m = metrics(&node).await;
+    for (reason, want) in [("policy_violation", 1.0), ("terminated", 2.0)] {
+        assert_eq!(
+            metric_value(
+                &m,
+                "murmur_disconnects_total",
+                &[("protocol", "sink"), ("reason", reason)]
+            ),
+            Some(want),
+            "{reason}"
+        );
+    }
+}
+
+#[actix_rt::test]
+async fn a_newer_connection_and_the_idle_limit_close_with_their_codes() {
+    let node = dev(NodeBuilder::new().env("MURMUR_SINK_IDLE", "1s"))
+        .spawn()
+        .await;
+    let client = uniq("meter-");
+    let c = rand_u32();
+    let mut first = Device::ws(&node, &client).await;
+    let s = first.hello_new(c).await;
+    let mut second = Device::ws(&node, &client).await;
+    second.hello_known(c, s).await;
+    first.expect_closed(SOON).await;
+    assert_eq!(
+        first.ws_close.clone().flatten(),
+        Some((4002, "replaced by a newer connection".to_string()))
+    );
+    // Nothing from the device for the idle limit (1 s): 4004.
+    second.expect_closed(SOON).await;
+    assert_eq!(
+        second.ws_close.clone().flatten(),
+        Some((4004, "idle: nothing received".to_string()))
+    );
 }

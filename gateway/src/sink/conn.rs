@@ -21,6 +21,7 @@ use murmur_broker::metrics::outcome;
 use murmur_broker::session::Protocol;
 use murmur_broker::sink::{self as service, control, Hello};
 use murmur_shared::channel;
+use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::now_ms;
 use murmur_shared::sink::{self as wire, ConnectionResponse, Frame};
@@ -52,8 +53,9 @@ pub trait FrameIo {
     fn read_frame(&mut self) -> impl Future<Output = Option<Result<Vec<u8>, &'static str>>>;
     /// Writes one frame; `Err` when the connection is gone.
     fn write_frame(&mut self, frame: &[u8]) -> impl Future<Output = Result<(), ()>>;
-    /// Closes the connection.
-    fn close(self) -> impl Future<Output = ()>;
+    /// Closes the connection; a WebSocket sends `reason` in its close frame, unless a
+    /// transport error of its own decided the close. Returns the reason it closed with.
+    fn close(self, reason: &CloseReason) -> impl Future<Output = CloseReason>;
 }
 
 /// How the device's client id is known.
@@ -79,22 +81,49 @@ pub async fn serve(state: Arc<AppState>, mut io: impl FrameIo, identity: Identit
     let metrics = state.node.metrics.clone();
     metrics.connections.with_label_values(&[LABEL]).inc();
     metrics.connections_total.with_label_values(&[LABEL]).inc();
-    let why = run(&state, &mut io, identity).await;
-    debug!(reason = why, "sink connection closed");
+    let (why, by_broker) = match run(&state, &mut io, identity).await {
+        End::Broker(r) => (r, true),
+        End::Here(r) => (r, false),
+    };
     metrics.connections.with_label_values(&[LABEL]).dec();
-    io.close().await;
+    let why = io.close(&why).await;
+    debug!(reason = %why.reason, code = why.code.code(), "sink connection closed");
+    // A broker kick was counted where it was decided.
+    if !by_broker && why.code != CloseCode::Normal {
+        metrics
+            .disconnects
+            .with_label_values(&[LABEL, why.code.label()])
+            .inc();
+    }
 }
 
-async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -> &'static str {
+/// The connection cannot be written (gone, or a slow consumer: the transport knows).
+const WRITE_FAILED: &str = "write failed";
+
+/// How a device connection ended: decided here, or by the broker (a kick, counted there).
+enum End {
+    Here(CloseReason),
+    Broker(CloseReason),
+}
+
+fn end(code: CloseCode, reason: &str) -> End {
+    End::Here(CloseReason::new(code, reason))
+}
+
+async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -> End {
     let node = state.node.clone();
     let idle = state.settings.sink_idle;
     // 1. Handshake: an unidentified connection gets a short deadline.
     let first = tokio::select! {
         f = io.read_frame() => f,
-        _ = tokio::time::sleep(idle.min(HANDSHAKE_TIMEOUT)) => return "no connection request in time",
+        _ = tokio::time::sleep(idle.min(HANDSHAKE_TIMEOUT)) => {
+            return end(CloseCode::PolicyViolation, "no connection request in time")
+        }
     };
-    let Some(Ok(first)) = first else {
-        return "closed before the handshake";
+    let first = match first {
+        Some(Ok(first)) => first,
+        Some(Err(e)) => return end(CloseCode::PolicyViolation, e),
+        None => return end(CloseCode::Normal, "closed before the handshake"),
     };
     node.metrics.messages_in.with_label_values(&[LABEL]).inc();
     let Ok(Frame::ConnectionRequest {
@@ -104,14 +133,17 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         server_instance_id,
     }) = wire::decode(&first)
     else {
-        return "first frame is not a connection request";
+        return end(
+            CloseCode::PolicyViolation,
+            "first frame is not a connection request",
+        );
     };
     let client = match identity {
         Identity::Fixed(id) => id,
         Identity::DevInstance => format!("dev-{client_instance_id}"),
     };
     if channel::validate(&service::event_channel(&client)).is_err() {
-        return "client id not usable";
+        return end(CloseCode::PolicyViolation, "client id not usable");
     }
     let hello = Hello {
         version,
@@ -126,7 +158,12 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         .and_then(|v| service::parse_app_version(v));
     let answer = match service::handshake(&node, &client, &hello, min.as_ref()).await {
         Ok(a) => a,
-        Err(_) => return "store unavailable during the handshake",
+        Err(_) => {
+            return end(
+                CloseCode::InternalError,
+                "temporarily unavailable: store unreachable during the handshake",
+            )
+        }
     };
     let accepted = matches!(
         answer,
@@ -144,17 +181,27 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         .sink_events
         .with_label_values(&["handshake", label])
         .inc();
+    let refused = match &answer {
+        ConnectionResponse::Quarantined { .. } => Some((CloseCode::Terminated, "quarantined")),
+        _ if !accepted => Some((CloseCode::PolicyViolation, "handshake refused")),
+        _ => None,
+    };
     if write(io, state, &Frame::ConnectionResponse(answer))
         .await
         .is_err()
-        || !accepted
     {
-        return "handshake refused";
+        return end(CloseCode::Normal, "write failed");
+    }
+    if let Some((code, reason)) = refused {
+        return end(code, reason);
     }
 
     // 2. The session: one per connection, subscribed to the device's control channel.
     let Ok((handle, attachment)) = node.open(&client, Protocol::Sink, false).await else {
-        return "node draining";
+        return end(
+            CloseCode::GoingAway,
+            "node draining; reconnect to another node",
+        );
     };
     let murmur_broker::Attachment {
         epoch,
@@ -168,7 +215,10 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         .is_err()
     {
         handle.detach(epoch);
-        return "control channel unavailable";
+        return end(
+            CloseCode::InternalError,
+            "temporarily unavailable: control channel",
+        );
     }
     // Any other connection of this client, on any node, now lets go.
     service::signal(
@@ -191,24 +241,28 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
         sent_mark,
     };
     let why = if pump.fill(state, io).await.is_err() {
-        "write failed"
+        end(CloseCode::Normal, "write failed")
     } else {
         let mut deadline = Instant::now() + idle;
         loop {
             tokio::select! {
                 biased;
-                _ = &mut closed => break "closed by the broker",
+                r = &mut closed => {
+                    break End::Broker(r.unwrap_or_else(|_| CloseReason::new(CloseCode::Normal, "bye")))
+                }
                 env = outbound.recv() => {
-                    let Some(env) = env else { break "session ended" };
+                    let Some(env) = env else { break end(CloseCode::Normal, "session ended") };
                     match control_of(&env, &handle) {
-                        Control::Takeover => break "replaced by a newer connection",
+                        Control::Takeover => {
+                            break end(CloseCode::Replaced, "replaced by a newer connection")
+                        }
                         Control::Quarantine(q) => {
                             let _ = write(io, state, &Frame::ConnectionResponse(q)).await;
-                            break "quarantined";
+                            break end(CloseCode::Terminated, "quarantined");
                         }
                         Control::Wake => {
                             if pump.fill(state, io).await.is_err() {
-                                break "write failed";
+                                break end(CloseCode::Normal, "write failed");
                             }
                         }
                         Control::Ignore => {}
@@ -216,18 +270,19 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
                 }
                 frame = io.read_frame() => {
                     let bytes = match frame {
-                        None => break "device closed",
-                        Some(Err(e)) => break e,
+                        None => break end(CloseCode::Normal, "device closed"),
+                        Some(Err(e)) => break end(CloseCode::PolicyViolation, e),
                         Some(Ok(b)) => b,
                     };
                     deadline = Instant::now() + idle;
                     node.metrics.messages_in.with_label_values(&[LABEL]).inc();
                     match on_frame(state, io, &mut pump, &handle, &bytes).await {
                         Ok(()) => {}
-                        Err(e) => break e,
+                        Err(WRITE_FAILED) => break end(CloseCode::Normal, WRITE_FAILED),
+                        Err(e) => break end(CloseCode::PolicyViolation, e),
                     }
                 }
-                _ = sleep_until(deadline) => break "idle: nothing received",
+                _ = sleep_until(deadline) => break end(CloseCode::IdleTimeout, "idle: nothing received"),
             }
         }
     };
@@ -273,7 +328,7 @@ async fn on_frame(
     bytes: &[u8],
 ) -> Result<(), &'static str> {
     let node = &state.node;
-    let w = |r: Result<(), ()>| r.map_err(|()| "write failed");
+    let w = |r: Result<(), ()>| r.map_err(|()| WRITE_FAILED);
     match wire::decode(bytes) {
         Ok(Frame::Publish { id, event }) => {
             let reply = match service::accept(node, &pump.client, handle.id(), &event).await {

@@ -3,6 +3,7 @@
 //! CN is the client id. Without them it listens in plaintext only in development mode
 //! (client id `dev-<client_instance_id>`); otherwise it does not listen at all.
 
+use murmur_shared::close::CloseReason;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -70,8 +71,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo for StreamFrames<S> {
         }
     }
 
-    async fn close(mut self) {
+    async fn close(mut self, why: &CloseReason) -> CloseReason {
         let _ = self.stream.shutdown().await;
+        why.clone()
     }
 }
 

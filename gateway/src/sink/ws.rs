@@ -64,12 +64,14 @@ impl FrameIo for WsFrames {
         }
     }
 
-    async fn close(self) {
-        let reason = self
-            .close
-            .unwrap_or_else(|| CloseReason::new(CloseCode::Normal, "bye"));
+    async fn close(self, why: &CloseReason) -> CloseReason {
+        let reason = self.close.unwrap_or_else(|| match why.code {
+            CloseCode::Normal => CloseReason::new(CloseCode::Normal, "bye"),
+            _ => why.clone(),
+        });
         let slow = reason.code == CloseCode::SlowConsumer;
         self.ws.close(Some(&reason), slow);
+        reason
     }
 }
 

@@ -1,30 +1,94 @@
-//! The read side of a WebSocket: request-body chunks in, whole messages out.
+//! The read side of a WebSocket: bytes in, whole messages out. The bytes come from the
+//! socket itself once the connection has left the HTTP/1 dispatcher ([`super::handover`]),
+//! read only when the socket is readable, into a buffer that is let go whenever it is
+//! empty (an idle connection holds no read buffer); or, for a connection served inside
+//! the dispatcher, from its request-body stream.
 
+use std::sync::Arc;
+
+use actix_rt::net::TcpStream;
 use actix_web::web;
 use bytes::BytesMut;
 use futures_util::StreamExt;
 use murmur_shared::wsframe::{Decoder, FrameError, Message};
+use tokio::sync::oneshot;
 
-/// A read buffer that grew past this for one large message is let go once empty, so an
-/// idle connection keeps no large allocation.
-const KEEP_CAPACITY: usize = 16 * 1024;
+use super::handover::Socket;
+
+/// Bytes asked of the socket per read.
+const READ_CHUNK: usize = 4096;
+
+/// Where the bytes come from.
+enum Source {
+    /// The socket, once [`super::handover`] has it.
+    Pending(oneshot::Receiver<Socket>),
+    Socket(Arc<TcpStream>),
+    Body(web::Payload),
+}
 
 /// Client messages of one connection. `recv` is cancel-safe (no bytes are lost when a
 /// `select!` drops it mid-await).
 pub struct WsStream {
-    payload: web::Payload,
+    source: Source,
     buf: BytesMut,
     decoder: Decoder,
     done: bool,
 }
 
 impl WsStream {
-    pub(super) fn new(payload: web::Payload, max_message: usize) -> Self {
+    pub(super) fn from_body(payload: web::Payload, max_message: usize) -> Self {
+        Self::with(Source::Body(payload), max_message)
+    }
+
+    pub(super) fn from_socket(socket: oneshot::Receiver<Socket>, max_message: usize) -> Self {
+        Self::with(Source::Pending(socket), max_message)
+    }
+
+    fn with(source: Source, max_message: usize) -> Self {
         WsStream {
-            payload,
+            source,
             buf: BytesMut::new(),
             decoder: Decoder::new(max_message),
             done: false,
+        }
+    }
+
+    /// Reads more bytes into the buffer; false once the client is gone.
+    async fn fill(&mut self) -> bool {
+        loop {
+            match &mut self.source {
+                Source::Pending(rx) => match rx.await {
+                    Ok(Socket { io, early }) => {
+                        self.source = Source::Socket(io);
+                        if !early.is_empty() {
+                            self.buf.extend_from_slice(&early);
+                            return true;
+                        }
+                    }
+                    Err(_) => return false,
+                },
+                Source::Socket(io) => {
+                    if io.readable().await.is_err() {
+                        return false;
+                    }
+                    self.buf.reserve(READ_CHUNK);
+                    match io.try_read_buf(&mut self.buf) {
+                        Ok(0) => return false,
+                        Ok(_) => return true,
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        Err(_) => return false,
+                    }
+                }
+                Source::Body(payload) => {
+                    return match payload.next().await {
+                        Some(Ok(chunk)) => {
+                            self.buf.extend_from_slice(&chunk);
+                            true
+                        }
+                        Some(Err(_)) | None => false,
+                    }
+                }
+            }
         }
     }
 
@@ -42,7 +106,7 @@ impl WsStream {
             }
             match self.decoder.decode(&mut self.buf) {
                 Ok(Some(msg)) => {
-                    if self.buf.is_empty() && self.buf.capacity() > KEEP_CAPACITY {
+                    if self.buf.is_empty() {
                         self.buf = BytesMut::new();
                     }
                     return Some(Ok(msg));
@@ -54,12 +118,9 @@ impl WsStream {
                 }
                 Ok(None) => {}
             }
-            match self.payload.next().await {
-                Some(Ok(chunk)) => self.buf.extend_from_slice(&chunk),
-                Some(Err(_)) | None => {
-                    self.done = true;
-                    return None;
-                }
+            if !self.fill().await {
+                self.done = true;
+                return None;
             }
         }
     }

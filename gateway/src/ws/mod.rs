@@ -2,7 +2,9 @@
 //! `/sink`).
 //!
 //! * [`upgrade`] checks the handshake and returns the 101 response, a [`WsSink`] and a
-//!   [`WsStream`]. The response body *is* the connection's outbound buffer.
+//!   [`WsStream`]. On the public server the connection then leaves the HTTP/1
+//!   dispatcher ([`handover`]): the socket is read and written directly. Served inside
+//!   a dispatcher (no hand-over slot), the response body is the outbound buffer.
 //! * [`WsStream`] (`inbound`) reads client frames with the pure
 //!   `murmur_shared::wsframe` decoder: a frame or message whose declared length is
 //!   over the protocol's limit is refused when its header arrives (1009), before its
@@ -16,6 +18,7 @@
 //! all (data, ping or pong) arrived for [`CLIENT_TIMEOUT`] is closed with 4004. The
 //! timeout spans several ping intervals so one lost pong is not fatal.
 
+pub mod handover;
 mod inbound;
 mod outbound;
 
@@ -23,7 +26,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_http::body::{BodyStream, MessageBody};
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 pub use inbound::WsStream;
 pub use outbound::{OutboundBudget, OutboundLimits, SendError, WsSink};
@@ -48,10 +51,21 @@ pub fn upgrade(
 ) -> Result<(HttpResponse, WsSink, WsStream), actix_web::Error> {
     let mut response = actix_http::ws::handshake(req.head())?;
     let (sink, body) = outbound::channel(limits, budget.clone());
+    let slot = req.extensions().get::<handover::Slot>().cloned();
+    if let Some(slot) = slot {
+        let (socket, read) = tokio::sync::oneshot::channel();
+        slot.put(handover::Accepted { body, socket });
+        let response = response.finish().map_into_boxed_body();
+        return Ok((
+            HttpResponse::from(response),
+            sink,
+            WsStream::from_socket(read, max_message),
+        ));
+    }
     let response = response.message_body(BodyStream::new(body).boxed())?;
     Ok((
         HttpResponse::from(response),
         sink,
-        WsStream::new(payload, max_message),
+        WsStream::from_body(payload, max_message),
     ))
 }

@@ -9,11 +9,13 @@
 //! | [`timestick`] | TimeStick START, POST, long-poll |
 //! | [`sink`] | Sink binary frames over dev plaintext TCP |
 //! | [`socketio`] | Engine.IO v4 / Socket.IO v4 over WebSocket |
+//! | [`nats`] | the NATS client protocol over WebSocket (nats-server `websocket {}`) |
 //! | [`resp`] | a minimal Redis (RESP2) client for the PUBLISH→SUBSCRIBE probe |
 
 pub mod chat;
 pub mod helios;
 pub mod http;
+pub mod nats;
 pub mod resp;
 pub mod sink;
 pub mod socketio;

@@ -70,7 +70,9 @@ pub async fn flush(ws: &mut Ws) -> Result<(), String> {
 /// What a received WebSocket message means to a receive loop.
 pub enum Incoming {
     Text(tokio_tungstenite::tungstenite::Utf8Bytes),
-    /// Binary, ping, pong (control frames are answered by tungstenite itself).
+    /// A binary message (nats-server sends its protocol in binary frames).
+    Binary(bytes::Bytes),
+    /// Ping, pong, raw frames (control frames are answered by tungstenite itself).
     Other,
     /// Closed (with the close code and reason, if any) or failed.
     Closed(String),
@@ -80,6 +82,7 @@ pub enum Incoming {
 pub fn classify(item: Option<Result<Message, tokio_tungstenite::tungstenite::Error>>) -> Incoming {
     match item {
         Some(Ok(Message::Text(t))) => Incoming::Text(t),
+        Some(Ok(Message::Binary(b))) => Incoming::Binary(b),
         Some(Ok(Message::Close(frame))) => Incoming::Closed(match frame {
             Some(f) => format!("closed by the server: {} {}", u16::from(f.code), f.reason),
             None => "closed by the server".into(),
@@ -90,7 +93,8 @@ pub fn classify(item: Option<Result<Message, tokio_tungstenite::tungstenite::Err
     }
 }
 
-/// Reads until a text message for which `want` returns `Some`, within `limit`.
+/// Reads until a text message for which `want` returns `Some`, within `limit` (binary
+/// messages are skipped).
 pub async fn wait_for<T>(
     ws: &mut Ws,
     limit: Duration,
@@ -105,7 +109,7 @@ pub async fn wait_for<T>(
                         return r;
                     }
                 }
-                Incoming::Other => {}
+                Incoming::Binary(_) | Incoming::Other => {}
                 Incoming::Closed(why) => return Err(format!("{what}: {why}")),
             }
         }

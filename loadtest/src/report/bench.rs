@@ -4,12 +4,13 @@
 //! `machine.txt` (`key: value` lines), `commands.txt`, `notes.txt`,
 //! `redis-benchmark-publish.txt`, `redis-benchmark-publish-p16.txt` (`redis-benchmark -q`
 //! output), `wrk-healthz.txt` (wrk output), and the JSON results `redis-probe.json`,
-//! `fanout-socketio.json`, `fanout-murmuration.json`, `cross-node.json`, `rpc.json`,
-//! `rpc-local.json`, `chat.json`, `timestick-post.json`, `timestick-post-memory.json`,
-//! `timestick-poll.json`, `sink-memory.json`, `idle-murmuration.json`,
-//! `idle-socketio.json`, `wrk-healthz-cpu.txt` (`server_cpu_s: X`) and the perf
-//! summaries `profile-*.txt`. It also writes
-//! `fanout-compare.svg` next to them.
+//! `fanout-socketio.json`, `fanout-murmuration.json`, `fanout-nats.json`,
+//! `cross-node.json`, `rpc.json`, `rpc-local.json`,
+//! `group-{small,large}-{murmuration,nats,socketio}.json` (chat group fan-out),
+//! `timestick-post.json`, `timestick-post-memory.json`, `timestick-poll.json`,
+//! `sink-memory.json`, `idle-murmuration.json`, `idle-socketio.json`, `idle-nats.json`,
+//! `wrk-healthz-cpu.txt` (`server_cpu_s: X`) and the perf summaries `profile-*.txt`. It
+//! also writes `fanout-compare.svg` next to them.
 
 use std::fmt::Write as _;
 use std::path::Path;
@@ -36,16 +37,42 @@ pub struct Bench {
     pub probe: Option<RunResult>,
     pub sio: Option<RunResult>,
     pub mur: Option<RunResult>,
+    pub nats: Option<RunResult>,
     pub cross: Option<RunResult>,
     pub rpc: Option<RunResult>,
     pub rpc_local: Option<RunResult>,
-    pub chat: Option<RunResult>,
+    /// Chat group fan-out: the small and the large group, each system.
+    pub group_small: Systems,
+    pub group_large: Systems,
     pub ts_post: Option<RunResult>,
     pub ts_post_mem: Option<RunResult>,
     pub ts_poll: Option<RunResult>,
     pub sink: Option<RunResult>,
     pub idle: Option<RunResult>,
     pub idle_sio: Option<RunResult>,
+    pub idle_nats: Option<RunResult>,
+}
+
+/// One scenario's runs against each system.
+#[derive(Default)]
+pub struct Systems {
+    pub mur: Option<RunResult>,
+    pub nats: Option<RunResult>,
+    pub sio: Option<RunResult>,
+}
+
+impl Systems {
+    fn load(dir: &Path, stem: &str) -> Systems {
+        Systems {
+            mur: load(dir, &format!("{stem}-murmuration.json")),
+            nats: load(dir, &format!("{stem}-nats.json")),
+            sio: load(dir, &format!("{stem}-socketio.json")),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.mur.is_none() && self.nats.is_none() && self.sio.is_none()
+    }
 }
 
 /// One `redis-benchmark -q` line.
@@ -151,16 +178,19 @@ impl Bench {
             probe: load(dir, "redis-probe.json"),
             sio: load(dir, "fanout-socketio.json"),
             mur: load(dir, "fanout-murmuration.json"),
+            nats: load(dir, "fanout-nats.json"),
             cross: load(dir, "cross-node.json"),
             rpc: load(dir, "rpc.json"),
             rpc_local: load(dir, "rpc-local.json"),
-            chat: load(dir, "chat.json"),
+            group_small: Systems::load(dir, "group-small"),
+            group_large: Systems::load(dir, "group-large"),
             ts_post: load(dir, "timestick-post.json"),
             ts_post_mem: load(dir, "timestick-post-memory.json"),
             ts_poll: load(dir, "timestick-poll.json"),
             sink: load(dir, "sink-memory.json"),
             idle: load(dir, "idle-murmuration.json"),
             idle_sio: load(dir, "idle-socketio.json"),
+            idle_nats: load(dir, "idle-nats.json"),
         }
     }
 }
@@ -396,59 +426,272 @@ pub fn verdicts(b: &Bench) -> Vec<Verdict> {
     out
 }
 
-/// The side-by-side table of the fan-out runs, by offered rate.
-pub fn side_by_side(sio: &RunResult, mur: &RunResult) -> String {
-    let mut out = String::from(
-        "| publishes/s | deliveries/s offered | Socket.IO deliveries/s | Socket.IO p99 | Socket.IO CPU s/1M | Murmuration deliveries/s | Murmuration p99 | Murmuration CPU s/1M | CPU ratio M/S | p99 ratio M/S |\n\
-         |---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
-    );
-    let mut rates: Vec<f64> = sio
-        .steps
+/// One system's columns in a comparison table.
+pub struct Col<'a> {
+    /// Its name in headers ("Murmuration").
+    pub name: &'a str,
+    /// Its initial in ratio headers ("M").
+    pub short: &'a str,
+    pub run: &'a RunResult,
+}
+
+/// A ratio pair of a comparison table: columns `num` / `den`; with `den_sustained` the
+/// ratio is shown only at the steps the denominator sustained.
+pub struct RatioCols {
+    pub num: usize,
+    pub den: usize,
+    pub den_sustained: bool,
+}
+
+fn cpu_of(s: &StepResult) -> Option<f64> {
+    s.cpu.server_cpu_s_per_million
+}
+
+fn fmt_ratio(r: Option<f64>) -> String {
+    r.map_or("–".into(), |r| format!("{r:.3}"))
+}
+
+/// The side-by-side table of runs of one scenario, one row per offered rate (steps are
+/// matched by offered rate): per system deliveries/s, p99 and server CPU-seconds per 1M
+/// deliveries; then, per ratio pair, the CPU and p99 ratios. `unit` names the offered
+/// rate ("publishes/s", "messages/s").
+pub fn compare_table(unit: &str, cols: &[Col<'_>], ratios: &[RatioCols]) -> String {
+    let mut head = format!("| {unit} | deliveries/s offered |");
+    let mut rule = String::from("|---:|---:|");
+    for c in cols {
+        let _ = write!(
+            head,
+            " {n} deliveries/s | {n} p99 | {n} CPU s/1M |",
+            n = c.name
+        );
+        rule.push_str("---:|---:|---:|");
+    }
+    for r in ratios {
+        let (a, b) = (cols[r.num].short, cols[r.den].short);
+        let _ = write!(head, " CPU ratio {a}/{b} | p99 ratio {a}/{b} |");
+        rule.push_str("---:|---:|");
+    }
+    let mut out = format!("{head}\n{rule}\n");
+    let mut rates: Vec<f64> = cols
         .iter()
-        .chain(&mur.steps)
-        .map(|s| s.offered_rate)
+        .flat_map(|c| c.run.steps.iter().map(|s| s.offered_rate))
         .collect();
     rates.sort_by(f64::total_cmp);
     rates.dedup();
-    let cell = |s: Option<&StepResult>| -> (String, String, String) {
-        match s {
-            Some(s) => (
-                format!(
-                    "{}{}",
-                    fmt_rate(s.events_per_s),
-                    if s.sustained { "" } else { " (not sustained)" }
-                ),
-                ms(s.latency.p99_ms),
-                s.cpu
-                    .server_cpu_s_per_million
-                    .map_or("–".into(), |c| format!("{c:.2}")),
-            ),
-            None => ("–".into(), "–".into(), "–".into()),
-        }
-    };
     for r in rates {
-        let s = step_at(sio, r);
-        let m = step_at(mur, r);
-        let fan = s.or(m).map_or(0.0, |x| x.fanout);
-        let (sd, sp, sc) = cell(s);
-        let (md, mp, mc) = cell(m);
-        let cpu_r = match (
-            s.and_then(|x| x.cpu.server_cpu_s_per_million),
-            m.and_then(|x| x.cpu.server_cpu_s_per_million),
-        ) {
-            (Some(a), Some(b)) => ratio(b, a).map_or("–".into(), |r| format!("{r:.3}")),
-            _ => "–".into(),
-        };
-        let p99_r = match (s, m) {
-            (Some(a), Some(b)) => ratio(b.latency.p99_ms, a.latency.p99_ms)
-                .map_or("–".into(), |r| format!("{r:.3}")),
-            _ => "–".into(),
-        };
+        let steps: Vec<Option<&StepResult>> = cols.iter().map(|c| step_at(c.run, r)).collect();
+        let fan = steps.iter().flatten().next().map_or(0.0, |s| s.fanout);
+        let _ = write!(out, "| {} | {} |", fmt_rate(r), fmt_rate(r * fan));
+        for s in &steps {
+            match s {
+                Some(s) => {
+                    let _ = write!(
+                        out,
+                        " {}{} | {} | {} |",
+                        fmt_rate(s.events_per_s),
+                        if s.sustained { "" } else { " (not sustained)" },
+                        if s.received > 0 {
+                            ms(s.latency.p99_ms)
+                        } else {
+                            "–".into()
+                        },
+                        cpu_of(s).map_or("–".into(), |c| format!("{c:.2}"))
+                    );
+                }
+                None => out.push_str(" – | – | – |"),
+            }
+        }
+        for q in ratios {
+            let (a, b) = match (steps[q.num], steps[q.den]) {
+                (Some(a), Some(b)) if b.sustained || !q.den_sustained => (a, b),
+                _ => {
+                    out.push_str(" – | – |");
+                    continue;
+                }
+            };
+            let cpu = match (cpu_of(a), cpu_of(b)) {
+                (Some(x), Some(y)) => ratio(x, y),
+                _ => None,
+            };
+            let p99 = (a.received > 0 && b.received > 0)
+                .then(|| ratio(a.latency.p99_ms, b.latency.p99_ms))
+                .flatten();
+            let _ = write!(out, " {} | {} |", fmt_ratio(cpu), fmt_ratio(p99));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+/// Per system: the highest sustained step, and how far the ladder went.
+pub fn best_table(cols: &[Col<'_>]) -> String {
+    let mut out = String::from(
+        "| system | highest sustained step | deliveries/s there | p99 there | server CPU s/1M there | steps sustained | first unsustained step |\n\
+         |---|---|---:|---:|---:|---:|---|\n",
+    );
+    for c in cols {
+        let best = c.run.best_sustained();
+        let n_ok = c.run.steps.iter().filter(|s| s.sustained).count();
+        let first_fail = c.run.steps.iter().find(|s| !s.sustained).map_or_else(
+            || {
+                if c.run.steps.is_empty() {
+                    "no step ran".to_string()
+                } else {
+                    "none (every step sustained)".to_string()
+                }
+            },
+            |f| {
+                format!(
+                    "{} ({} offered: loss {:.1}%, p99 {}, {} errors, {} disconnects)",
+                    f.label,
+                    fmt_rate(f.offered_rate * f.fanout),
+                    f.loss_pct,
+                    if f.received > 0 {
+                        ms(f.latency.p99_ms)
+                    } else {
+                        "–".into()
+                    },
+                    f.errors,
+                    f.disconnects
+                )
+            },
+        );
         let _ = writeln!(
             out,
-            "| {} | {} | {sd} | {sp} | {sc} | {md} | {mp} | {mc} | {cpu_r} | {p99_r} |",
-            fmt_rate(r),
-            fmt_rate(r * fan)
+            "| {} | {} | {} | {} | {} | {}/{} | {} |",
+            c.name,
+            best.map_or("none".into(), |s| s.label.clone()),
+            best.map_or("–".into(), |s| fmt_rate(s.events_per_s)),
+            best.map_or("–".into(), |s| ms(s.latency.p99_ms)),
+            best.and_then(cpu_of)
+                .map_or("–".into(), |c| format!("{c:.2}")),
+            n_ok,
+            c.run.steps.len(),
+            first_fail
+        );
+    }
+    out
+}
+
+/// The columns of the systems present, in the order Murmuration, NATS, Socket.IO, and
+/// the ratio pairs: Murmuration/NATS (at the steps NATS sustains) and
+/// Murmuration/Socket.IO (at every step both ran).
+fn columns<'a>(
+    mur: Option<&'a RunResult>,
+    nats: Option<&'a RunResult>,
+    sio: Option<&'a RunResult>,
+) -> (Vec<Col<'a>>, Vec<RatioCols>) {
+    let mut cols = Vec::new();
+    let mut idx = [None; 3];
+    for (k, (run, name, short)) in [
+        (mur, "Murmuration", "M"),
+        (nats, "NATS", "N"),
+        (sio, "Socket.IO", "S"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        if let Some(run) = run {
+            idx[k] = Some(cols.len());
+            cols.push(Col { name, short, run });
+        }
+    }
+    let mut ratios = Vec::new();
+    if let (Some(m), Some(n)) = (idx[0], idx[1]) {
+        ratios.push(RatioCols {
+            num: m,
+            den: n,
+            den_sustained: true,
+        });
+    }
+    if let (Some(m), Some(s)) = (idx[0], idx[2]) {
+        ratios.push(RatioCols {
+            num: m,
+            den: s,
+            den_sustained: false,
+        });
+    }
+    (cols, ratios)
+}
+
+/// The comparison section of one scenario: the highest sustained steps, the step by
+/// step table, and each run's own summary.
+fn comparison(o: &mut String, unit: &str, set: &Systems, level: usize) {
+    let (cols, ratios) = columns(set.mur.as_ref(), set.nats.as_ref(), set.sio.as_ref());
+    if cols.is_empty() {
+        o.push_str("Not measured in this run (see the notes below).\n\n");
+        return;
+    }
+    o.push_str("Highest sustained step of each system (loss ≤ 1%, no errors, p99 ≤ 500 ms):\n\n");
+    o.push_str(&best_table(&cols));
+    o.push_str("\nStep by step (M = Murmuration, N = NATS, S = Socket.IO; ratios below 1 favour Murmuration; M/N only at the steps NATS sustains):\n\n");
+    o.push_str(&compare_table(unit, &cols, &ratios));
+    o.push('\n');
+    for c in &cols {
+        o.push_str(&render_at(c.run, level));
+        o.push('\n');
+    }
+}
+
+/// `a–b` of the values (one value: `a`), 3 decimals.
+fn span(v: &[f64]) -> String {
+    let lo = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let hi = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    if v.is_empty() {
+        "–".into()
+    } else if (hi - lo).abs() < 5e-4 {
+        format!("{lo:.3}")
+    } else {
+        format!("{lo:.3}–{hi:.3}")
+    }
+}
+
+/// One row per scenario: each system's highest sustained delivery rate, and the
+/// Murmuration/NATS ratios over the steps NATS sustains.
+pub fn overview<'a>(rows: impl IntoIterator<Item = (&'a str, &'a Systems)>) -> String {
+    let mut out = String::from(
+        "| scenario | receivers | Murmuration highest sustained | NATS highest sustained | Socket.IO highest sustained | CPU per delivery M/N | p99 M/N |\n\
+         |---|---:|---:|---:|---:|---:|---:|\n",
+    );
+    let best = |r: &Option<RunResult>| -> String {
+        match r {
+            None => "not run".into(),
+            Some(r) => r.best_sustained().map_or("none".into(), |s| {
+                format!("{} deliveries/s", fmt_rate(s.events_per_s))
+            }),
+        }
+    };
+    for (name, set) in rows {
+        if set.is_empty() {
+            continue;
+        }
+        let (mut cpu, mut p99) = (Vec::new(), Vec::new());
+        if let (Some(m), Some(n)) = (&set.mur, &set.nats) {
+            for ns in n.steps.iter().filter(|s| s.sustained) {
+                if let Some(ms_) = step_at(m, ns.offered_rate) {
+                    if let (Some(a), Some(b)) = (cpu_of(ms_), cpu_of(ns)) {
+                        cpu.extend(ratio(a, b));
+                    }
+                    if ms_.received > 0 {
+                        p99.extend(ratio(ms_.latency.p99_ms, ns.latency.p99_ms));
+                    }
+                }
+            }
+        }
+        let receivers = [&set.mur, &set.nats, &set.sio]
+            .into_iter()
+            .flatten()
+            .next()
+            .and_then(|r| r.steps.first().map(|s| format!("{:.0}", s.fanout)))
+            .unwrap_or_else(|| "–".into());
+        let _ = writeln!(
+            out,
+            "| {name} | {receivers} | {} | {} | {} | {} | {} |",
+            best(&set.mur),
+            best(&set.nats),
+            best(&set.sio),
+            span(&cpu),
+            span(&p99)
         );
     }
     out
@@ -497,24 +740,59 @@ pub fn render(b: &Bench) -> String {
     }
     o.push('\n');
 
-    o.push_str("## Room fan-out, side by side with Socket.IO\n\n");
-    match (&b.sio, &b.mur) {
-        (Some(sio), Some(mur)) => {
+    let fan = Systems {
+        mur: b.mur.clone(),
+        nats: b.nats.clone(),
+        sio: b.sio.clone(),
+    };
+    let groups = [
+        ("chat group fan-out, small group", &b.group_small),
+        ("chat group fan-out, large group", &b.group_large),
+    ];
+    if !fan.is_empty() || groups.iter().any(|(_, g)| !g.is_empty()) {
+        o.push_str("## Side by side: Murmuration, NATS, Socket.IO\n\n");
+        o.push_str(
+            "Each scenario run against each system in the same session, with the same load tool, open-loop sender, \
+             receivers and measurement; details and the step-by-step tables in the sections below. Highest sustained = \
+             the highest step with loss ≤ 1%, no errors or disconnects, p99 ≤ 500 ms. Ratios are Murmuration / NATS \
+             over the steps NATS sustains (min–max; below 1 favours Murmuration).\n\n",
+        );
+        o.push_str(&overview(
+            std::iter::once(("room / channel / subject fan-out", &fan)).chain(groups),
+        ));
+        o.push('\n');
+    }
+
+    o.push_str("## Room fan-out, side by side with Socket.IO and NATS\n\n");
+    match &b.mur {
+        Some(mur) if b.sio.is_some() || b.nats.is_some() => {
             let _ = writeln!(
                 o,
-                "Same scenario, same load tool, same machine, one after the other: {} subscribers in one room/channel \
-                 spread over 2 server processes (Socket.IO 4.8 with `@socket.io/redis-adapter`; Murmuration 2 nodes in \
-                 cluster mode), {} publishers, open-loop publish rates. Server CPU = all server processes + Redis, \
-                 from `/proc/<pid>/stat`, over each measurement window. Ratios are Murmuration / Socket.IO (lower is \
+                "Same scenario, same load tool, same machine, one after the other: {} subscribers in one room / channel / \
+                 subject spread over 2 server processes (Socket.IO 4.8 with `@socket.io/redis-adapter`; Murmuration 2 nodes \
+                 in cluster mode; NATS 2 clustered `nats-server`s, clients over WebSocket), {} publishers, open-loop publish \
+                 rates. Server CPU = all server processes (+ Redis for Murmuration and Socket.IO), from \
+                 `/proc/<pid>/stat`, over each measurement window. Ratios are Murmuration / the other system (lower is \
                  better for both).\n",
                 mur.config["subscribers"], mur.config["publishers"]
             );
-            o.push_str(&side_by_side(sio, mur));
-            o.push_str("\n![fan-out latency over time, both systems](loadtest/results/fanout-compare.svg)\n\n");
-            o.push_str(&run_md(sio));
-            o.push_str("\n![Socket.IO fan-out latency over time](loadtest/results/fanout-socketio.svg)\n\n");
-            o.push_str(&run_md(mur));
-            o.push_str("\n![Murmuration fan-out latency over time](loadtest/results/fanout-murmuration.svg)\n\n");
+            comparison(&mut o, "publishes/s", &fan, 3);
+            if b.sio.is_some() {
+                o.push_str("![fan-out latency over time, Murmuration and Socket.IO](loadtest/results/fanout-compare.svg)\n\n");
+            }
+            for (r, file) in [
+                (&b.mur, "fanout-murmuration"),
+                (&b.nats, "fanout-nats"),
+                (&b.sio, "fanout-socketio"),
+            ] {
+                if let Some(r) = r {
+                    let _ = writeln!(
+                        o,
+                        "![{} fan-out latency over time](loadtest/results/{file}.svg)\n",
+                        r.system
+                    );
+                }
+            }
         }
         _ => o.push_str("Not measured in this run (see the notes below).\n\n"),
     }
@@ -554,9 +832,30 @@ pub fn render(b: &Bench) -> String {
         o.push('\n');
     }
     o.push_str("\n## Chat group fan-out\n\n");
-    match &b.chat {
-        Some(r) => o.push_str(&run_md(r)),
-        None => o.push_str("Not measured.\n"),
+    o.push_str(
+        "One group; every member's connection (the senders' included) receives every message; 20 senders spread \
+         over the 2 servers send at open-loop rates (messages/s = deliveries/s offered ÷ receivers). Murmuration: \
+         members log in over `/chat`, the group is created by its first member (`request-mutable-session-creation`), \
+         senders send `request-sending-a-message`; a group has at most 256 participants, so the large group is \
+         participants × devices (every device of a participant receives every message). NATS: a subject every \
+         member subscribes to, senders `PUB` on it. Socket.IO: a room every member joins, senders emit `pub` → \
+         `io.to(room).emit`.\n\n",
+    );
+    for (title, set) in [
+        ("Small group", &b.group_small),
+        ("Large group", &b.group_large),
+    ] {
+        let receivers = [&set.mur, &set.nats, &set.sio]
+            .into_iter()
+            .flatten()
+            .next()
+            .and_then(|r| r.steps.first().map(|s| s.fanout));
+        let _ = writeln!(
+            o,
+            "### {title}{}\n",
+            receivers.map_or(String::new(), |n| format!(": {n:.0} receivers"))
+        );
+        comparison(&mut o, "messages/s", set, 4);
     }
     o.push_str("\n## TimeStick and the HTTP ceiling\n\n");
     match b.wrk_rps {
@@ -586,7 +885,37 @@ pub fn render(b: &Bench) -> String {
         None => o.push_str("Not measured.\n"),
     }
     o.push_str("\n## Connection ramp and memory per idle connection\n\n");
-    for r in [&b.idle, &b.idle_sio].into_iter().flatten() {
+    let idles: Vec<&RunResult> = [&b.idle, &b.idle_nats, &b.idle_sio]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !idles.is_empty() {
+        o.push_str(
+            "| system | connections held | server RSS per connection | connect rate | ramp p99 |\n|---|---:|---:|---:|---:|\n",
+        );
+        for r in &idles {
+            let per = r
+                .extra
+                .get("server_rss_per_connection_bytes")
+                .and_then(|v| v.as_f64());
+            let _ = writeln!(
+                o,
+                "| {} | {} | {} | {} /s | {} |",
+                r.system,
+                r.extra
+                    .get("connections_open")
+                    .map_or("–".into(), |v| v.to_string()),
+                per.map_or("–".into(), |x| format!("{:.1} KiB", x / 1024.0)),
+                r.extra
+                    .get("connect_rate_per_s")
+                    .and_then(|v| v.as_f64())
+                    .map_or("–".into(), fmt_rate),
+                r.steps.first().map_or("–".into(), |s| ms(s.latency.p99_ms))
+            );
+        }
+        o.push('\n');
+    }
+    for r in idles {
         o.push_str(&run_md(r));
         o.push('\n');
     }

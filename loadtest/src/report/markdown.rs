@@ -76,7 +76,7 @@ pub fn render_at(run: &RunResult, level: usize) -> String {
     let _ = writeln!(out, "{} {}\n", "#".repeat(level), run.label);
     let _ = writeln!(
         out,
-        "Scenario `{}` against {}; primary events: {}. Sustained = loss ≤ {}% and p99 ≤ {} ms.\n",
+        "Scenario `{}` against {}; primary events: {}. Sustained = loss ≤ {}%, p99 ≤ {} ms, no errors, no disconnects.\n",
         run.scenario, run.system, run.events, run.limits.max_loss_pct, run.limits.max_p99_ms
     );
     let _ = writeln!(out, "Configuration: `{}`\n", run.config);

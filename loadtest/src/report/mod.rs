@@ -51,7 +51,7 @@ pub struct StepResult {
     pub errors: u64,
     pub disconnects: u64,
     pub cpu: CpuUse,
-    /// p99 and loss within the limits of the run.
+    /// p99 and loss within the limits of the run, no errors and no disconnects.
     pub sustained: bool,
 }
 

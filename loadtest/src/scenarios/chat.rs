@@ -1,22 +1,32 @@
-//! Chat group fan-out. Members (one device each) log in over `/chat`, spread over the
-//! URLs; each group of up to `--group-size` members is created by its first member;
-//! `--senders` members (spread over the groups) send `request-sending-a-message` at the
-//! step's rate. Every participant's device gets a `message-broadcast` (the sender's
-//! own copy included), possibly packed in server `batch-mode-action` frames. Primary
-//! events: broadcasts received (expected = messages × group size). The broker also
-//! sends the sender a `message-delivered` report per recipient device; those are
-//! counted in `extra.delivery_reports`.
+//! Chat group fan-out, for three systems. Members are split into groups of
+//! `--group-size` and spread over the URLs; `--senders` members (spread over the groups,
+//! the first members of each) send at the step's rate, and every message reaches every
+//! connection of its group, the sender's own included. Primary events: deliveries
+//! (expected = messages × receiving connections of the group).
+//!
+//! * **Murmuration** (`--system murmuration`): members log in over `/chat` with
+//!   `--devices` devices each; each group (at most 256 participants, the protocol's
+//!   limit) is created by its first member; senders send `request-sending-a-message`.
+//!   Every participant's device gets a `message-broadcast` (the sending connection gets
+//!   its copy as the answer), possibly packed in server `batch-mode-action` frames. The
+//!   broker also sends the sender `message-delivered` reports; those are counted in
+//!   `extra.delivery_reports`.
+//! * **NATS** (`--system nats`): a subject per group that every member subscribes to;
+//!   senders `PUB` on it (and get their own message back: NATS echoes by default).
+//! * **Socket.IO** (`--system socketio`): a room per group that every member joins;
+//!   senders emit `pub(room, data)` → `io.to(room).emit`, the sender included.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use serde_json::json;
 
+use super::fanout::{NatsPublisher, NatsReceiver, Subscriber};
 use super::receiver::{self, RecvProto};
 use super::sender::{step_all, SendProto, Sender};
-use super::{run_steps, setup_all, Ctx};
-use crate::cli::ChatArgs;
-use crate::clients::chat;
+use super::{round2, run_steps, setup_all, Ctx};
+use crate::cli::{ChatArgs, System};
+use crate::clients::{chat, nats, socketio, ws};
 use crate::metrics::{Kind, Local};
 use crate::payload::{self, Scanner};
 use crate::report::RunResult;
@@ -72,92 +82,295 @@ impl SendProto for ChatSender {
     }
 }
 
+/// A Socket.IO member that also sends: `42["pub",room,data]`; counts the deliveries it
+/// gets back (it is in the room) and answers Engine.IO pings.
+struct SioMember {
+    room: String,
+    pad: usize,
+    recv: Subscriber,
+}
+
+impl SendProto for SioMember {
+    fn message(&mut self, due_us: u64, seq: u64) -> String {
+        socketio::event(
+            "pub",
+            &[
+                &serde_json::Value::from(self.room.as_str()).to_string(),
+                &payload::json(due_us, seq, self.pad),
+            ],
+        )
+    }
+
+    fn on_text(&mut self, text: &str, local: &mut Local) -> Option<String> {
+        self.recv.on_text(text, local)
+    }
+}
+
+/// How members are split into groups, and who sends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Groups {
+    pub size: usize,
+    /// The real size of each group (the last one may be smaller).
+    pub sizes: Vec<usize>,
+    /// Member indices of the senders: the first member(s) of each group, round-robin
+    /// over the groups.
+    pub senders: Vec<usize>,
+}
+
+impl Groups {
+    pub fn new(members: usize, size: usize, senders: usize) -> Groups {
+        let n = members.max(1);
+        let size = size.clamp(1, n);
+        let groups = n.div_ceil(size);
+        let sizes: Vec<usize> = (0..groups).map(|g| size.min(n - g * size)).collect();
+        let mut picked = Vec::new();
+        for k in 0..senders.clamp(1, n) {
+            let g = k % groups;
+            let i = g * size + k / groups;
+            if k / groups < sizes[g] {
+                picked.push(i);
+            }
+        }
+        Groups {
+            size,
+            sizes,
+            senders: picked,
+        }
+    }
+
+    pub fn of(&self, member: usize) -> usize {
+        member / self.size
+    }
+
+    /// The members of group `g`.
+    pub fn members(&self, g: usize) -> std::ops::Range<usize> {
+        g * self.size..g * self.size + self.sizes[g]
+    }
+}
+
 pub async fn run(ctx: &Ctx, args: &ChatArgs) -> Result<RunResult, String> {
     let n = args.members.max(1);
-    let gsize = args.group_size.clamp(1, 256).min(n);
-    let groups = n.div_ceil(gsize);
-    // Equal groups: the last one may be smaller, so use the real sizes.
-    let group_of = |i: usize| i / gsize;
-    let sizes: Vec<usize> = (0..groups)
-        .map(|g| (0..n).filter(|&i| group_of(i) == g).count())
-        .collect();
-    let senders_n = args.senders.clamp(1, n);
-    let secret = ctx.common.jwt_secret.clone();
-    let urls = args.urls.clone();
+    let max = if args.system == System::Helios {
+        murmur_shared::chat::MAX_PARTICIPANTS
+    } else {
+        n
+    };
+    if args.devices > 1 && args.system != System::Helios {
+        return Err("--devices is for --system murmuration only".into());
+    }
+    let devices = args.devices.max(1);
+    let g = Groups::new(n, args.group_size.min(max), args.senders);
     let mut run = ctx.result(
         "chat",
-        "murmuration",
+        args.system.name(),
         "deliveries",
-        json!({"members": n, "group_size": gsize, "groups": groups, "senders": senders_n,
-               "urls": urls, "rates_messages_per_s": ctx.common.rates}),
+        json!({"system": args.system, "members": n, "devices_per_member": devices,
+               "connections": n * devices, "group_size": g.size, "groups": g.sizes.len(),
+               "receivers_per_group": g.size * devices, "senders": g.senders.len(),
+               "urls": args.urls, "payload_bytes": ctx.common.payload_bytes,
+               "rates_messages_per_s": ctx.common.rates}),
     );
+    let t0 = std::time::Instant::now();
+    let (senders, reports) = match args.system {
+        System::Helios => {
+            let (s, r) = murmuration(ctx, args, &g, devices).await?;
+            (s, Some(r))
+        }
+        System::Nats | System::Socketio => (rooms(ctx, args, &g, &mut run).await?, None),
+    };
+    run.setup.insert("connections".into(), json!(n * devices));
+    run.setup.insert("groups".into(), json!(g.sizes.len()));
+    run.setup
+        .insert("setup_s".into(), json!(round2(t0.elapsed().as_secs_f64())));
+    // Each message reaches its group; with equal groups the fan-out is the group size.
+    let fanout = g.senders.iter().map(|&i| g.sizes[g.of(i)]).sum::<usize>() as f64
+        / g.senders.len().max(1) as f64
+        * devices as f64;
+    run_steps(ctx, fanout, None, &mut run, |w| step_all(&senders, w)).await;
+    if let Some(reports) = reports {
+        let reports = reports.load(Ordering::Relaxed);
+        run.extra.insert("delivery_reports".into(), json!(reports));
+        run.extra.insert(
+            "note".into(),
+            json!(format!(
+                "the broker also sends senders message-delivered reports, aggregated per message per node ({reports} report frames for {} messages sent in the whole run, warm-ups included)",
+                ctx.rec.sent_total()
+            )),
+        );
+    }
+    Ok(run)
+}
+
+/// Murmuration: log in every device, create the groups, start receivers and senders.
+async fn murmuration(
+    ctx: &Ctx,
+    args: &ChatArgs,
+    g: &Groups,
+    devices: usize,
+) -> Result<(Vec<Sender>, Arc<AtomicU64>), String> {
+    let n = args.members.max(1);
+    let secret = ctx.common.jwt_secret.clone();
+    let urls = args.urls.clone();
     let users: Vec<String> = (0..n).map(|i| format!("m{}-{i}", ctx.run_id)).collect();
-    let mut conns = setup_all(ctx, n, "chat members", |i| {
-        let url = urls[i % urls.len()].clone();
-        let user = users[i].clone();
+    // Connection c is device c % devices of member c / devices; a member's devices
+    // alternate over the URLs, starting at its own index.
+    let mut conns = setup_all(ctx, n * devices, "chat devices", |c| {
+        let (m, d) = (c / devices, c % devices);
+        let url = urls[(m + d) % urls.len()].clone();
+        let user = users[m].clone();
         let tok = token::mint(&secret, &user);
         let sources = ctx.sources.clone();
-        async move { chat::login(&url, &user, "d1", &tok, &sources).await }
+        async move { chat::login(&url, &user, &format!("d{}", d + 1), &tok, &sources).await }
     })
     .await?;
-    ctx.rec.set_status(format!("setup: {groups} chat groups"));
+    ctx.rec
+        .set_status(format!("setup: {} chat groups", g.sizes.len()));
     let mut sessions = Vec::new();
-    for g in 0..groups {
-        let first = g * gsize;
-        let members: Vec<String> = users[first..first + sizes[g]].to_vec();
+    for k in 0..g.sizes.len() {
+        let members: Vec<String> = users[g.members(k)].to_vec();
+        let first = g.members(k).start * devices;
         sessions.push(chat::create_group(&mut conns[first], &members).await?);
-    }
-    // Senders: the first member(s) of each group, round-robin over groups.
-    let mut sender_idx = Vec::new();
-    for k in 0..senders_n {
-        let g = k % groups;
-        let i = g * gsize + k / groups;
-        if i < n && group_of(i) == g {
-            sender_idx.push(i);
-        }
     }
     let reports = Arc::new(AtomicU64::new(0));
     let mut senders = Vec::new();
-    let mut sender_groups = Vec::new();
-    for (i, w) in conns.into_iter().enumerate() {
+    for (c, w) in conns.into_iter().enumerate() {
         let member = Member {
             scan: Scanner::default(),
             reports: reports.clone(),
         };
-        if sender_idx.contains(&i) {
+        let m = c / devices;
+        if c % devices == 0 && g.senders.contains(&m) {
             let proto = ChatSender {
                 member,
-                session: sessions[group_of(i)].clone(),
+                session: sessions[g.of(m)].clone(),
                 pad: ctx.common.payload_bytes,
             };
             senders.push(Sender::spawn(
                 w,
                 proto,
                 &ctx.rec,
-                format!("chat sender {i}"),
+                format!("chat sender {m}"),
             ));
-            sender_groups.push(sizes[group_of(i)]);
         } else {
-            receiver::spawn(w, member, &ctx.rec, format!("chat member {i}"));
+            receiver::spawn(
+                w,
+                member,
+                &ctx.rec,
+                format!("chat member {m} device {}", c % devices),
+            );
         }
     }
-    run.setup.insert("connections".into(), json!(n));
-    run.setup.insert("groups".into(), json!(groups));
-    // Each message reaches its group; with equal groups the fan-out is the group size.
-    let fanout = sender_groups.iter().sum::<usize>() as f64 / sender_groups.len().max(1) as f64;
-    run_steps(ctx, fanout, None, &mut run, |w| step_all(&senders, w)).await;
-    let total_sent = ctx.rec.sent_total();
-    run.extra.insert(
-        "delivery_reports".into(),
-        json!(reports.load(Ordering::Relaxed)),
-    );
-    run.extra.insert(
-        "note".into(),
-        json!(format!(
-            "each broadcast to another member's device also sends the sender a message-delivered report ({} reports for {} messages sent in the whole run, warm-ups included)",
-            reports.load(Ordering::Relaxed),
-            total_sent
-        )),
-    );
-    Ok(run)
+    Ok((senders, reports))
+}
+
+/// NATS and Socket.IO: connect every member, subscribe it to its group's subject or
+/// join it to its group's room, start receivers and senders.
+async fn rooms(
+    ctx: &Ctx,
+    args: &ChatArgs,
+    g: &Groups,
+    run: &mut RunResult,
+) -> Result<Vec<Sender>, String> {
+    let system = args.system;
+    let urls = args.urls.clone();
+    let token = ctx.common.nats_token.clone();
+    let name = |k: usize| match system {
+        System::Nats => format!("bench.{}.g{k}", ctx.run_id),
+        _ => format!("group-{}-{k}", ctx.run_id),
+    };
+    let names: Vec<String> = (0..g.sizes.len()).map(name).collect();
+    let conns = setup_all(ctx, args.members.max(1), "group members", |i| {
+        let url = urls[i % urls.len()].clone();
+        let room = names[g.of(i)].clone();
+        let token = token.clone();
+        let sources = ctx.sources.clone();
+        async move {
+            if system == System::Nats {
+                let mut c = nats::connect(&url, &token, &sources).await?;
+                nats::subscribe(&mut c, &room, 1).await?;
+                let version = c.info["version"].as_str().unwrap_or_default().to_string();
+                Ok((c.ws, Some(c.parser), version))
+            } else {
+                let mut w = socketio::connect(&url, &sources).await?;
+                socketio::join(&mut w, &room).await?;
+                Ok((w, None, String::new()))
+            }
+        }
+    })
+    .await?;
+    if system == System::Nats {
+        // Subscriptions reach the other server over the route asynchronously; the
+        // warm-up absorbs the rest, this keeps its first messages from being lost.
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    let mut senders = Vec::new();
+    for (i, (w, parser, version)) in conns.into_iter().enumerate() {
+        let w: ws::Ws = w;
+        if i == 0 && !version.is_empty() {
+            run.setup.insert("server_version".into(), json!(version));
+        }
+        let room = names[g.of(i)].clone();
+        let pad = ctx.common.payload_bytes;
+        let sending = g.senders.contains(&i);
+        match parser {
+            Some(p) if sending => senders.push(Sender::spawn(
+                w,
+                NatsPublisher {
+                    subject: room,
+                    pad,
+                    recv: NatsReceiver::new(p),
+                },
+                &ctx.rec,
+                format!("nats sender {i}"),
+            )),
+            Some(p) => receiver::spawn(
+                w,
+                NatsReceiver::new(p),
+                &ctx.rec,
+                format!("nats member {i}"),
+            ),
+            None if sending => senders.push(Sender::spawn(
+                w,
+                SioMember {
+                    room,
+                    pad,
+                    recv: Subscriber::default(),
+                },
+                &ctx.rec,
+                format!("socket.io sender {i}"),
+            )),
+            None => receiver::spawn(
+                w,
+                Subscriber::default(),
+                &ctx.rec,
+                format!("socket.io member {i}"),
+            ),
+        }
+    }
+    Ok(senders)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn groups_and_senders() {
+        let g = Groups::new(200, 200, 20);
+        assert_eq!(g.sizes, vec![200]);
+        assert_eq!(g.senders, (0..20).collect::<Vec<_>>());
+        // 2000 members in groups of 256: 8 groups, the last one smaller.
+        let g = Groups::new(2000, 256, 4);
+        assert_eq!(g.sizes.len(), 8);
+        assert_eq!(g.sizes.iter().sum::<usize>(), 2000);
+        assert_eq!(g.sizes[7], 2000 - 7 * 256);
+        assert_eq!(g.senders, vec![0, 256, 512, 768]);
+        assert_eq!(g.of(511), 1);
+        assert_eq!(g.members(7), 1792..2000);
+        // More senders than members of a small last group.
+        let g = Groups::new(5, 4, 5);
+        assert_eq!(g.sizes, vec![4, 1]);
+        assert_eq!(g.senders, vec![0, 4, 1, 2]);
+        assert_eq!(Groups::new(0, 0, 0).sizes, vec![1]);
+    }
 }

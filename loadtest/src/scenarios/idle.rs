@@ -1,7 +1,8 @@
 //! Connection ramp and memory per idle connection. Opens `--connections` connections
 //! (`--connect-concurrency` at a time, from `--source-ips`), each authenticated
 //! (Helios: token on the upgrade, then one `system:ping` answered; Socket.IO: connect
-//! to the main namespace), holds them for `--hold`, and reads the RSS of the first
+//! to the main namespace; NATS: `CONNECT` with `--nats-token`, then a `PING` answered),
+//! holds them for `--hold`, and reads the RSS of the first
 //! `--watch` process before and after. Primary events: connections ready; latency is
 //! from the start of the connect to ready.
 
@@ -10,10 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use tokio::sync::watch;
 
+use super::fanout::NatsReceiver;
 use super::receiver::{self, RecvProto};
 use super::{round1, round2, setup_all, Ctx};
 use crate::cli::{IdleArgs, System};
-use crate::clients::{helios, socketio};
+use crate::clients::{helios, nats, socketio};
 use crate::metrics::histogram::Latency;
 use crate::metrics::procstat::{open_files_limit, rss_kib, CpuSnapshot, CpuUse};
 use crate::metrics::{Kind, Local};
@@ -33,10 +35,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<RunResult, String> {
     let system = args.system;
     let mut run = ctx.result(
         "idle",
-        match system {
-            System::Helios => "murmuration",
-            System::Socketio => "socketio",
-        },
+        system.name(),
         "connections",
         json!({"system": system, "connections": n, "urls": args.urls,
                "source_ips": ctx.common.source_ips, "hold_s": args.hold.as_secs_f64(),
@@ -60,6 +59,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<RunResult, String> {
     let step = ctx.rec.begin_step(0, u64::MAX);
     let secret = ctx.common.jwt_secret.clone();
     let urls = args.urls.clone();
+    let nats_token = ctx.common.nats_token.clone();
     let t0 = Instant::now();
     let rec = ctx.rec.clone();
     let conns = setup_all(ctx, n, "idle connections", |i| {
@@ -67,8 +67,10 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<RunResult, String> {
         let tok = token::mint(&secret, &format!("idle-{}-{i}", ctx.run_id));
         let sources = ctx.sources.clone();
         let rec = rec.clone();
+        let nats_token = nats_token.clone();
         async move {
             let start = rec.now_us();
+            let mut parser = None;
             let w = match system {
                 System::Helios => {
                     let mut w = helios::connect(&url, &tok, &sources).await?;
@@ -82,17 +84,26 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<RunResult, String> {
                     w
                 }
                 System::Socketio => socketio::connect(&url, &sources).await?,
+                System::Nats => {
+                    let c = nats::connect(&url, &nats_token, &sources).await?;
+                    parser = Some(c.parser);
+                    c.ws
+                }
             };
             let mut l = Local::new(&rec);
             l.sample(Kind::Primary, start);
-            Ok(w)
+            Ok((w, parser))
         }
     })
     .await?;
     let ramp_s = t0.elapsed().as_secs_f64();
     let (_stop_tx, _stop_rx) = watch::channel(false);
-    for (i, w) in conns.into_iter().enumerate() {
-        receiver::spawn(w, Idle, &ctx.rec, format!("idle connection {i}"));
+    for (i, (w, parser)) in conns.into_iter().enumerate() {
+        let name = format!("idle connection {i}");
+        match parser {
+            Some(p) => receiver::spawn(w, NatsReceiver::new(p), &ctx.rec, name),
+            None => receiver::spawn(w, Idle, &ctx.rec, name),
+        }
     }
     ctx.rec.set_status(format!("holding {n} idle connections"));
     tokio::time::sleep(args.hold).await;

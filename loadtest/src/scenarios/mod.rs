@@ -291,8 +291,12 @@ pub async fn run_steps<F, Fut>(
             0.0
         };
         let cpu = CpuUse::between(&c.watch, &a, &b, received);
-        let sustained =
-            received > 0 && loss_pct <= c.max_loss_pct && latency.p99_ms <= c.max_p99_ms;
+        let (errors, disconnects) = (rec.errors() - errors0, rec.disconnects() - disc0);
+        let sustained = received > 0
+            && loss_pct <= c.max_loss_pct
+            && latency.p99_ms <= c.max_p99_ms
+            && errors == 0
+            && disconnects == 0;
         let result = StepResult {
             label,
             offered_rate: rate,
@@ -311,8 +315,8 @@ pub async fn run_steps<F, Fut>(
                 count: sec_count,
                 latency: sec_latency,
             }),
-            errors: rec.errors() - errors0,
-            disconnects: rec.disconnects() - disc0,
+            errors,
+            disconnects,
             cpu,
             sustained,
         };

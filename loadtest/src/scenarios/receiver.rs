@@ -13,6 +13,11 @@ use crate::metrics::{Local, Recorder};
 pub trait RecvProto: Send + 'static {
     /// Handles a text frame; may return a frame to send back.
     fn on_text(&mut self, text: &str, local: &mut Local) -> Option<String>;
+    /// Handles a binary frame (ignored unless the protocol uses them).
+    fn on_binary(&mut self, data: &[u8], local: &mut Local) -> Option<String> {
+        let _ = (data, local);
+        None
+    }
 }
 
 /// Starts the receive loop of `ws`.
@@ -37,6 +42,13 @@ async fn run(mut ws: Ws, mut proto: impl RecvProto, rec: Arc<Recorder>, name: St
             match classify(item) {
                 Incoming::Text(t) => {
                     if let Some(reply) = proto.on_text(t.as_str(), &mut local) {
+                        if let Err(e) = ws::feed_text(&mut ws, reply).await {
+                            break 'outer e;
+                        }
+                    }
+                }
+                Incoming::Binary(b) => {
+                    if let Some(reply) = proto.on_binary(&b, &mut local) {
                         if let Err(e) = ws::feed_text(&mut ws, reply).await {
                             break 'outer e;
                         }

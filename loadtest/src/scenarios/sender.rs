@@ -18,6 +18,11 @@ pub trait SendProto: Send + 'static {
     fn message(&mut self, due_us: u64, seq: u64) -> String;
     /// Handles a received text frame; may return a frame to send back (pong, answer).
     fn on_text(&mut self, text: &str, local: &mut Local) -> Option<String>;
+    /// Handles a received binary frame (ignored unless the protocol uses them).
+    fn on_binary(&mut self, data: &[u8], local: &mut Local) -> Option<String> {
+        let _ = (data, local);
+        None
+    }
 }
 
 /// Handle of a running sender task.
@@ -115,18 +120,18 @@ async fn run(
             item = ws.next() => {
                 let mut item = item;
                 loop {
-                    match classify(item) {
-                        Incoming::Text(t) => {
-                            if let Some(reply) = proto.on_text(t.as_str(), &mut local) {
-                                if let Err(e) = ws::feed_text(&mut ws, reply).await {
-                                    closed = Some(e);
-                                    break;
-                                }
-                            }
-                        }
-                        Incoming::Other => {}
+                    let reply = match classify(item) {
+                        Incoming::Text(t) => proto.on_text(t.as_str(), &mut local),
+                        Incoming::Binary(b) => proto.on_binary(&b, &mut local),
+                        Incoming::Other => None,
                         Incoming::Closed(why) => {
                             closed = Some(why);
+                            break;
+                        }
+                    };
+                    if let Some(reply) = reply {
+                        if let Err(e) = ws::feed_text(&mut ws, reply).await {
+                            closed = Some(e);
                             break;
                         }
                     }
