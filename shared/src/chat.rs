@@ -433,42 +433,50 @@ pub fn message_broadcast(
     v
 }
 
-/// `message-delivered` (extension, aggregated): the devices `devices` (`(user, device)`)
-/// were handed message `message_id`. One frame carries as many devices as fit 4096
-/// bytes, in `delivered-to`; `user-id` and `device-id` name its first device (the
-/// per-device form of earlier versions, kept for the clients that read it).
+/// One `delivered-to` entry of a `message-delivered`, as JSON text.
+pub fn delivered_entry(user_id: &str, device_id: &str) -> String {
+    json!({"user-id": user_id, "device-id": device_id}).to_string()
+}
+
+/// `message-delivered` (extension, aggregated): the devices `devices` (user id, device
+/// id and their [`delivered_entry`]) were handed message `message_id`. One frame
+/// carries as many devices as fit 4096 bytes, in `delivered-to`; `user-id` and
+/// `device-id` name its first device (the per-device form of earlier versions, kept for
+/// the clients that read it).
 pub fn message_delivered_frames(
     session_id: &str,
     message_id: &str,
-    devices: &[(String, String)],
+    devices: &[(&str, &str, &str)],
 ) -> Vec<Value> {
-    let frame = |chunk: &[(String, String)]| {
-        let to: Vec<Value> = chunk
-            .iter()
-            .map(|(u, d)| json!({"user-id": u, "device-id": d}))
-            .collect();
+    let head = |(user, device, _): (&str, &str, &str)| {
         json!({
             "type": "message-delivered",
             "session-id": session_id,
             "message-id": message_id,
-            "user-id": chunk[0].0,
-            "device-id": chunk[0].1,
-            "delivered-to": to,
+            "user-id": user,
+            "device-id": device,
         })
+        .to_string()
     };
-    let entry_len =
-        |(u, d): &(String, String)| json!({"user-id": u, "device-id": d}).to_string().len();
     let mut frames = Vec::new();
     let mut rest = devices;
     while !rest.is_empty() {
-        // A frame's length grows by a comma and the entry with each further device.
-        let mut len = frame(&rest[..1]).to_string().len();
-        let mut n = 1;
-        while n < rest.len() && len + 1 + entry_len(&rest[n]) <= MAX_FRAME_BYTES {
-            len += 1 + entry_len(&rest[n]);
+        // `{…head…,"delivered-to":[e1,e2,…]}`: the entries are already JSON text.
+        let mut text = head(rest[0]);
+        text.pop();
+        text.push_str(r#","delivered-to":["#);
+        let mut n = 0;
+        while n < rest.len() && (n == 0 || text.len() + 1 + rest[n].2.len() + 2 <= MAX_FRAME_BYTES)
+        {
+            if n > 0 {
+                text.push(',');
+            }
+            text.push_str(rest[n].2);
             n += 1;
         }
-        frames.push(frame(&rest[..n]));
+        text.push_str("]}");
+        // unwrap_or: the text is JSON built from JSON pieces; never Null in practice.
+        frames.push(serde_json::from_str(&text).unwrap_or(Value::Null));
         rest = &rest[n..];
     }
     frames
@@ -579,7 +587,13 @@ mod tests {
         let devices: Vec<(String, String)> = (0..300)
             .map(|i| (format!("user-{i:04}"), format!("device-{i:04}")))
             .collect();
-        let frames = message_delivered_frames("g", "1-0", &devices);
+        let entries: Vec<String> = devices.iter().map(|(u, d)| delivered_entry(u, d)).collect();
+        let refs: Vec<(&str, &str, &str)> = devices
+            .iter()
+            .zip(&entries)
+            .map(|((u, d), e)| (u.as_str(), d.as_str(), e.as_str()))
+            .collect();
+        let frames = message_delivered_frames("g", "1-0", &refs);
         assert!(frames.len() > 1);
         let mut seen = Vec::new();
         for f in &frames {
@@ -601,7 +615,7 @@ mod tests {
             first + 1 + r#"{"device-id":"device-0000","user-id":"user-0000"}"#.len()
                 > MAX_FRAME_BYTES
         );
-        let one = message_delivered_frames("g", "1-0", &devices[..1]);
+        let one = message_delivered_frames("g", "1-0", &refs[..1]);
         assert_eq!(one.len(), 1);
         assert_eq!(one[0]["user-id"], "user-0000");
     }

@@ -442,21 +442,16 @@ pub async fn history(
         .map_err(store_err)
 }
 
-/// Extension `message-delivered`: records that a broadcast from `sender` was written
-/// to a device of `h`'s user; the node reports it to the sender's devices, aggregated
-/// ([`reports`]).
+/// Extension `message-delivered`: records that broadcast `key` (its envelope id; `about`
+/// says what it is) was written to `device`; the node reports it to the sender's
+/// devices, aggregated ([`reports`]).
 pub fn delivered(
-    h: &SessionHandle,
-    device: &str,
-    sender: &str,
-    session_id: &str,
-    message_id: &str,
+    node: &Node,
+    key: uuid::Uuid,
+    about: impl FnOnce() -> reports::About,
+    device: &Arc<reports::Device>,
 ) {
-    let node = h.node();
-    if !node
-        .chat_reports
-        .delivered(sender, session_id, message_id, h.user(), device)
-    {
+    if !node.chat_reports.delivered(key, about, device) {
         node.metrics
             .delivery("chat", crate::metrics::outcome::REPORT_DROPPED);
     }

@@ -14,6 +14,7 @@ use murmur_shared::chat;
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use tokio::sync::Notify;
 use tracing::debug;
+use uuid::Uuid;
 
 use crate::node::Node;
 
@@ -21,17 +22,42 @@ use crate::node::Node;
 /// cut short; past four times this many, further reports are dropped (and counted).
 pub const PENDING_FLUSH: usize = 16_384;
 
-/// One message a report is about.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-struct Key {
-    sender: String,
-    session: String,
-    message: String,
+/// A device as reports name it: its user and device ids, and their `delivered-to`
+/// entry, serialized once per connection.
+#[derive(Debug)]
+pub struct Device {
+    pub user: String,
+    pub device: String,
+    json: String,
+}
+
+impl Device {
+    pub fn new(user: &str, device: &str) -> Arc<Device> {
+        Arc::new(Device {
+            user: user.to_string(),
+            device: device.to_string(),
+            json: chat::delivered_entry(user, device),
+        })
+    }
+}
+
+/// What a report says about its message, read once per message per window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct About {
+    pub sender: String,
+    pub session: String,
+    pub message: String,
+}
+
+struct Entry {
+    about: About,
+    devices: Vec<Arc<Device>>,
 }
 
 #[derive(Default)]
 struct Pending {
-    by_message: HashMap<Key, Vec<(String, String)>>,
+    /// Keyed by the broadcast's envelope id (the same on every device of a node).
+    by_message: HashMap<Uuid, Entry>,
     devices: usize,
 }
 
@@ -48,29 +74,27 @@ impl DeliveryReports {
         self.pending.lock().unwrap()
     }
 
-    /// Records that `user`'s `device` was handed message `message` of `session` from
-    /// `sender`. False when the report was dropped (too many pending).
+    /// Records that `device` was handed broadcast `key`; `about` is asked only for the
+    /// first device of a message in a window. False when the report was dropped (too
+    /// many pending).
     pub fn delivered(
         &self,
-        sender: &str,
-        session: &str,
-        message: &str,
-        user: &str,
-        device: &str,
+        key: Uuid,
+        about: impl FnOnce() -> About,
+        device: &Arc<Device>,
     ) -> bool {
         let mut p = self.lock();
         if p.devices >= 4 * PENDING_FLUSH {
             return false;
         }
-        let key = Key {
-            sender: sender.to_string(),
-            session: session.to_string(),
-            message: message.to_string(),
-        };
         p.by_message
             .entry(key)
-            .or_default()
-            .push((user.to_string(), device.to_string()));
+            .or_insert_with(|| Entry {
+                about: about(),
+                devices: Vec::new(),
+            })
+            .devices
+            .push(device.clone());
         p.devices += 1;
         let first = p.devices == 1;
         let full = p.devices == PENDING_FLUSH;
@@ -86,15 +110,21 @@ impl DeliveryReports {
         self.lock().devices
     }
 
-    /// Takes everything recorded: one entry per message, its frames' bodies.
+    /// Takes everything recorded: per message, its sender and its frames' bodies.
     fn take(&self) -> Vec<(String, Vec<serde_json::Value>)> {
         let taken = std::mem::take(&mut *self.lock());
         taken
             .by_message
-            .into_iter()
-            .map(|(k, devices)| {
-                let frames = chat::message_delivered_frames(&k.session, &k.message, &devices);
-                (k.sender, frames)
+            .into_values()
+            .map(|e| {
+                let devices: Vec<(&str, &str, &str)> = e
+                    .devices
+                    .iter()
+                    .map(|d| (d.user.as_str(), d.device.as_str(), d.json.as_str()))
+                    .collect();
+                let frames =
+                    chat::message_delivered_frames(&e.about.session, &e.about.message, &devices);
+                (e.about.sender, frames)
             })
             .collect()
     }
@@ -143,12 +173,22 @@ fn publish(node: &Node, reports: Vec<(String, Vec<serde_json::Value>)>) {
 mod tests {
     use super::*;
 
+    fn about(m: &str) -> impl FnOnce() -> About + '_ {
+        move || About {
+            sender: "s".into(),
+            session: "g".into(),
+            message: m.into(),
+        }
+    }
+
     #[test]
     fn reports_are_grouped_per_message() {
         let r = DeliveryReports::default();
-        assert!(r.delivered("s", "g", "1-0", "a", "d1"));
-        assert!(r.delivered("s", "g", "1-0", "b", "d2"));
-        assert!(r.delivered("s", "g", "2-0", "a", "d1"));
+        let (one, two) = (Uuid::new_v4(), Uuid::new_v4());
+        let (a, b) = (Device::new("a", "d1"), Device::new("b", "d2"));
+        assert!(r.delivered(one, about("1-0"), &a));
+        assert!(r.delivered(one, || unreachable!("asked once per message"), &b));
+        assert!(r.delivered(two, about("2-0"), &a));
         assert_eq!(r.pending(), 3);
         let mut taken = r.take();
         taken.sort_by_key(|(_, f)| f[0]["message-id"].as_str().unwrap().to_string());
@@ -161,16 +201,19 @@ mod tests {
                 {"user-id": "b", "device-id": "d2"}
             ])
         );
+        assert_eq!(taken[0].1[0]["session-id"], "g");
         assert_eq!(r.pending(), 0);
     }
 
     #[test]
     fn pending_reports_are_bounded() {
         let r = DeliveryReports::default();
-        for i in 0..4 * PENDING_FLUSH {
-            assert!(r.delivered("s", "g", "1-0", "u", &i.to_string()));
+        let d = Device::new("u", "d");
+        let key = Uuid::new_v4();
+        for _ in 0..4 * PENDING_FLUSH {
+            assert!(r.delivered(key, about("1-0"), &d));
         }
-        assert!(!r.delivered("s", "g", "1-0", "u", "one too many"));
+        assert!(!r.delivered(key, about("1-0"), &d));
         assert_eq!(r.pending(), 4 * PENDING_FLUSH);
     }
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use murmur_broker::chat::reports::{About, Device as ReportDevice};
 use murmur_broker::metrics::outcome;
 use murmur_broker::session::SessionHandle;
 use murmur_broker::store::StoredMessage;
@@ -51,9 +52,16 @@ type Replay = (String, Result<Vec<StoredMessage>, String>);
 pub struct Report {
     /// The frame's end in the connection's byte count ([`WsSink::confirmed`]).
     end: u64,
-    sender: String,
-    session: String,
-    message: String,
+    /// The broadcast's envelope id, the same on every device of this node (a replayed
+    /// message gets one of its own).
+    key: uuid::Uuid,
+    what: Reported,
+}
+
+/// Where a report's sender, session and message id are read from (once per message).
+enum Reported {
+    Live(Arc<Envelope>),
+    Replayed(About),
 }
 
 /// The socket cannot take more: it is gone, or (with `ChatConn::stop` set) full.
@@ -64,6 +72,8 @@ pub struct Device {
     pub handle: SessionHandle,
     pub device_id: String,
     epoch: u64,
+    /// This device as delivery reports name it.
+    reported_as: Arc<ReportDevice>,
 }
 
 /// One chat connection as the action handlers see it.
@@ -148,10 +158,12 @@ impl ChatConn {
     ) {
         self.outbound = Some(attachment.outbound);
         self.closed = Some(attachment.closed);
+        let reported_as = ReportDevice::new(handle.user(), &device_id);
         self.device = Some(Device {
             handle,
             device_id,
             epoch: attachment.epoch,
+            reported_as,
         });
     }
 
@@ -200,8 +212,12 @@ impl ChatConn {
                 .wire
                 .get_or_init(|| Bytes::from(action.to_string()))
                 .clone();
-            let report = if broadcast {
-                report_of(action, &user)
+            let report = if broadcast && !own_user(action, &user) {
+                Some(Report {
+                    end: 0,
+                    key: env.id,
+                    what: Reported::Live(env.clone()),
+                })
             } else {
                 None
             };
@@ -323,7 +339,17 @@ impl ChatConn {
                 m.server_timestamp,
                 m.timing.as_ref(),
             );
-            reports.extend(report_of(&action, &user));
+            if !own_user(&action, &user) {
+                reports.push(Report {
+                    end: 0,
+                    key: uuid::Uuid::new_v4(),
+                    what: Reported::Replayed(About {
+                        sender: m.sender.clone(),
+                        session: m.session.clone(),
+                        message: m.id.clone(),
+                    }),
+                });
+            }
             texts.push(Bytes::from(action.to_string()));
         }
         self.counters.delivered.inc_by(texts.len() as u64);
@@ -334,17 +360,13 @@ impl ChatConn {
     fn confirm_reports(&mut self) {
         let Some(device) = &self.device else { return };
         let out = self.ws.confirmed();
+        let node = device.handle.node();
         while self.reports.front().is_some_and(|r| r.end <= out) {
             let Some(r) = self.reports.pop_front() else {
                 break;
             };
-            murmur_broker::chat::delivered(
-                &device.handle,
-                &device.device_id,
-                &r.sender,
-                &r.session,
-                &r.message,
-            );
+            let what = r.what;
+            murmur_broker::chat::delivered(node, r.key, || about(what), &device.reported_as);
         }
     }
 }
@@ -358,21 +380,25 @@ fn is_group(env: &Envelope) -> bool {
     matches!(&env.to, Destination::Channel(c) if c.starts_with(GROUP_PREFIX))
 }
 
-/// The report a broadcast from another user calls for, its end not known yet.
-fn report_of(action: &Value, user: &str) -> Option<Report> {
-    let (Some(sender), Some(session), Some(id)) = (
-        str_of(action, "sender-id"),
-        str_of(action, "session-id"),
-        str_of(action, "message-id"),
-    ) else {
-        return None;
-    };
-    (sender != user).then(|| Report {
-        end: 0,
-        sender: sender.to_string(),
-        session: session.to_string(),
-        message: id.to_string(),
-    })
+/// Whether a broadcast is from this device's own user (not reported).
+fn own_user(action: &Value, user: &str) -> bool {
+    str_of(action, "sender-id").is_none_or(|s| s == user)
+}
+
+/// What a report is about, read from the broadcast.
+fn about(what: Reported) -> About {
+    match what {
+        Reported::Replayed(a) => a,
+        Reported::Live(env) => {
+            let body = env.json();
+            let text = |k: &str| str_of(body, k).unwrap_or_default().to_string();
+            About {
+                sender: text("sender-id"),
+                session: text("session-id"),
+                message: text("message-id"),
+            }
+        }
+    }
 }
 
 /// The wire form of an envelope from the user's inbox or a group's channel. The
