@@ -20,7 +20,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_codec::Framed;
+use actix_codec::{Framed, FramedParts};
 use actix_http::body::{BodySize, MessageBody};
 use actix_http::h1::{Codec, Message};
 use actix_http::{HttpMessage, Request, Response, StatusCode};
@@ -94,10 +94,12 @@ async fn run(
     accepted: Accepted,
 ) -> Result<(), actix_web::Error> {
     framed.send(Message::Item((head, BodySize::None))).await?;
-    let parts = framed.into_parts();
-    let io = Arc::new(parts.io);
-    let early = parts.read_buf;
-    // The dispatcher's buffers go with `parts`.
+    // The dispatcher's write buffer and codec are dropped here, its read buffer once
+    // the reader has taken what the client sent early.
+    let FramedParts {
+        io, read_buf: early, ..
+    } = framed.into_parts();
+    let io = Arc::new(io);
     let Accepted { mut body, socket } = accepted;
     // A connection refused inside the protocol (its frames and close written at once)
     // no longer reads: what it wrote still goes out.
