@@ -97,7 +97,9 @@ async fn run(
     // The dispatcher's write buffer and codec are dropped here, its read buffer once
     // the reader has taken what the client sent early.
     let FramedParts {
-        io, read_buf: early, ..
+        io,
+        read_buf: early,
+        ..
     } = framed.into_parts();
     let io = Arc::new(io);
     let Accepted { mut body, socket } = accepted;
@@ -107,13 +109,17 @@ async fn run(
         io: io.clone(),
         early,
     });
-    while let Some(Ok(chunk)) = body.next().await {
-        if write_all(&io, &chunk).await.is_err() {
-            return Ok(());
+    // The writer is a task of its own, so the dispatcher's task (sized for serving any
+    // HTTP request) ends here and its memory goes too.
+    actix_rt::spawn(async move {
+        while let Some(Ok(chunk)) = body.next().await {
+            if write_all(&io, &chunk).await.is_err() {
+                return;
+            }
         }
-    }
-    drop(body);
-    linger(&io, CLOSE_LINGER).await;
+        drop(body);
+        linger(&io, CLOSE_LINGER).await;
+    });
     Ok(())
 }
 
@@ -136,7 +142,8 @@ async fn write_all(io: &TcpStream, mut bytes: &[u8]) -> std::io::Result<()> {
 /// dropped.
 async fn linger(io: &TcpStream, limit: Duration) {
     let wait = async {
-        let mut scratch = [0u8; 512];
+        // Allocated only now: an open connection's writer holds no buffer.
+        let mut scratch = vec![0u8; 512];
         loop {
             if io.readable().await.is_err() {
                 return;
