@@ -63,7 +63,7 @@ compose-down: ## stop the compose cluster and delete its volumes
 
 .PHONY: bench bench-smoke
 
-bench: ## release build, Redis + 2 nodes + Socket.IO peers, standard scenarios -> BENCHMARKS.md (~10 min)
+bench: ## release build, Redis + 2 nodes, Socket.IO and NATS peers, standard scenarios -> BENCHMARKS.md (~15 min)
 	@scripts/bench.sh
 
 bench-smoke: ## the bench pipeline for a few seconds each -> target/bench-smoke/BENCHMARKS.md

@@ -12,7 +12,7 @@ fn duration(s: &str) -> Result<Duration, String> {
     murmur_shared::duration::parse(s)
 }
 
-/// Scenario load generator for Murmuration (and Socket.IO, for comparison).
+/// Scenario load generator for Murmuration (and Socket.IO and NATS, for comparison).
 ///
 /// Every scenario runs one step per `--rates` entry: a warm-up, then a measurement
 /// window. Senders follow a fixed timetable (open loop) and embed each message's
@@ -28,7 +28,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Pub/sub fan-out: N subscribers on one channel (Helios) or room (Socket.IO),
+    /// Pub/sub fan-out: N subscribers on one channel (Helios), room (Socket.IO) or
+    /// subject (NATS),
     /// publishers at an open-loop rate (publishes/s). Cross-node: --pub-url on one node,
     /// --sub-url on another.
     Fanout(FanoutArgs),

@@ -1,5 +1,6 @@
-//! murmur-load: scenario load generator for Murmuration, with a minimal Socket.IO
-//! client for side-by-side runs against the Socket.IO peer (`loadtest/peers/socketio`).
+//! murmur-load: scenario load generator for Murmuration, with minimal Socket.IO and
+//! NATS (over WebSocket) clients for side-by-side runs against the Socket.IO peer
+//! (`loadtest/peers/socketio`) and nats-server.
 //!
 //! Module map:
 //!
@@ -7,7 +8,7 @@
 //! |---|---|
 //! | [`cli`] | the command line: one subcommand per scenario, plus `report` |
 //! | [`scenarios`] | the step runner, open-loop timetables and every scenario |
-//! | [`clients`] | protocol clients: Helios, chat, TimeStick (HTTP), Sink, Socket.IO, RESP |
+//! | [`clients`] | protocol clients: Helios, chat, TimeStick (HTTP), Sink, Socket.IO, NATS, RESP |
 //! | [`metrics`] | the recorder (HdrHistogram per step and per second), `/proc` CPU and RSS |
 //! | [`payload`] | the payload that carries the intended send time, and its scanner |
 //! | [`report`] | JSON result, Markdown summary, SVG plot, BENCHMARKS.md |

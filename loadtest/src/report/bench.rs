@@ -717,9 +717,9 @@ pub fn render(b: &Bench) -> String {
     );
     o.push_str(
         "**Read the ratios, not the absolute numbers.** Everything — servers, Redis, the load tool — runs on one \
-         shared machine, so absolute throughput is bounded by the load generator and by neighbours. Both systems \
-         run in the same session on the same machine with the same load tool and the same scenario; the ratio \
-         between them is the figure.\n\n",
+         shared machine, so absolute throughput is bounded by the load generator and by neighbours. All systems \
+         run in the same session on the same machine with the same load tool and the same scenario; the ratios \
+         between them are the figure.\n\n",
     );
     o.push_str("## Machine\n\n| | |\n|---|---|\n");
     for (k, v) in &b.machine {
@@ -833,8 +833,8 @@ pub fn render(b: &Bench) -> String {
     }
     o.push_str("\n## Chat group fan-out\n\n");
     o.push_str(
-        "One group; every member's connection (the senders' included) receives every message; 20 senders spread \
-         over the 2 servers send at open-loop rates (messages/s = deliveries/s offered ÷ receivers). Murmuration: \
+        "One group; every member's connection (the senders' included) receives every message; the senders (the first \
+         members, spread over the 2 servers) send at open-loop rates (messages/s = deliveries/s offered ÷ receivers). Murmuration: \
          members log in over `/chat`, the group is created by its first member (`request-mutable-session-creation`), \
          senders send `request-sending-a-message`; a group has at most 256 participants, so the large group is \
          participants × devices (every device of a participant receives every message). NATS: a subject every \
@@ -845,15 +845,14 @@ pub fn render(b: &Bench) -> String {
         ("Small group", &b.group_small),
         ("Large group", &b.group_large),
     ] {
-        let receivers = [&set.mur, &set.nats, &set.sio]
-            .into_iter()
-            .flatten()
-            .next()
-            .and_then(|r| r.steps.first().map(|s| s.fanout));
+        let first = [&set.mur, &set.nats, &set.sio].into_iter().flatten().next();
+        let receivers = first.and_then(|r| r.steps.first().map(|s| s.fanout));
+        let senders = first.and_then(|r| r.config["senders"].as_u64());
         let _ = writeln!(
             o,
-            "### {title}{}\n",
-            receivers.map_or(String::new(), |n| format!(": {n:.0} receivers"))
+            "### {title}{}{}\n",
+            receivers.map_or(String::new(), |n| format!(": {n:.0} receivers")),
+            senders.map_or(String::new(), |n| format!(", {n} senders"))
         );
         comparison(&mut o, "messages/s", set, 4);
     }
@@ -994,6 +993,7 @@ mod tests {
             offered_rate: rate,
             fanout: 100.0,
             events_per_s: eps,
+            received: eps as u64,
             latency: Latency {
                 p99_ms: p99,
                 ..Latency::default()
@@ -1035,10 +1035,79 @@ mod tests {
         assert_eq!(v[0].met, Some(true), "{}", v[0].figure);
         assert_eq!(v[1].met, Some(true), "{}", v[1].figure);
         assert_eq!(v[2].met, None);
-        let table = side_by_side(&sio, &mur);
+        let (cols, ratios) = columns(b.mur.as_ref(), None, b.sio.as_ref());
+        let table = compare_table("publishes/s", &cols, &ratios);
         assert_eq!(table.lines().count(), 2 + 3, "{table}");
         let md = render(&b);
         assert!(md.contains("## Targets"));
         assert!(md.contains("**met**"));
+    }
+
+    #[test]
+    fn three_systems_side_by_side() {
+        let run = |system: &str, steps| RunResult {
+            system: system.into(),
+            steps,
+            ..RunResult::default()
+        };
+        let mur = run(
+            "murmuration",
+            vec![
+                step(100.0, 20_000.0, 2.0, 4.0, true),
+                step(200.0, 40_000.0, 3.0, 3.0, true),
+                step(400.0, 80_000.0, 4.0, 2.0, true),
+            ],
+        );
+        let nats = run(
+            "nats",
+            vec![
+                step(100.0, 20_000.0, 1.0, 2.0, true),
+                step(200.0, 40_000.0, 900.0, 1.0, false),
+            ],
+        );
+        let sio = run("socketio", vec![step(100.0, 20_000.0, 8.0, 16.0, true)]);
+        let (cols, ratios) = columns(Some(&mur), Some(&nats), Some(&sio));
+        assert_eq!(
+            cols.iter().map(|c| c.short).collect::<Vec<_>>(),
+            ["M", "N", "S"]
+        );
+        let table = compare_table("messages/s", &cols, &ratios);
+        let lines: Vec<&str> = table.lines().collect();
+        assert_eq!(lines.len(), 2 + 3, "{table}");
+        assert!(lines[0].contains("CPU ratio M/N | p99 ratio M/N | CPU ratio M/S"));
+        // 100 msg/s: NATS sustained → M/N = 4/2 and 2/1; M/S = 0.25 both.
+        assert!(
+            lines[2].ends_with("| 2.000 | 2.000 | 0.250 | 0.250 |"),
+            "{}",
+            lines[2]
+        );
+        // 200 msg/s: NATS did not sustain it → no M/N ratio; no Socket.IO step.
+        assert!(lines[3].ends_with("| – | – | – | – |"), "{}", lines[3]);
+        assert!(lines[3].contains("(not sustained)"), "{}", lines[3]);
+        let best = best_table(&cols);
+        assert!(best.contains("| Murmuration | 400 | 80k |"), "{best}");
+        assert!(best.contains("| NATS | 100 | 20k |"), "{best}");
+        assert!(best.contains("| 1/2 | 200 (20k offered"), "{best}");
+        let set = Systems {
+            mur: Some(mur),
+            nats: Some(nats),
+            sio: Some(sio),
+        };
+        let ov = overview([("group", &set)]);
+        assert!(
+            ov.contains("| group | 100 | 80k deliveries/s | 20k deliveries/s | 20k deliveries/s | 2.000 | 2.000 |"),
+            "{ov}"
+        );
+        let b = Bench {
+            group_small: set,
+            ..Bench::default()
+        };
+        let md = render(&b);
+        assert!(
+            md.contains("## Side by side: Murmuration, NATS, Socket.IO"),
+            "{md}"
+        );
+        assert!(md.contains("### Small group: 100 receivers"), "{md}");
+        assert!(md.contains("### Large group\n\nNot measured"), "{md}");
     }
 }

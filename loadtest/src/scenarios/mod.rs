@@ -7,9 +7,9 @@
 //!
 //! | module | scenario |
 //! |---|---|
-//! | [`fanout`] | Helios / Socket.IO channel fan-out, cross-node with split URLs |
+//! | [`fanout`] | Helios / Socket.IO / NATS channel fan-out, cross-node with split URLs |
 //! | [`rpc`] | Helios RPC through the broker |
-//! | [`chat`] | chat group fan-out |
+//! | [`chat`] | chat group fan-out (Murmuration chat groups, NATS subjects, Socket.IO rooms) |
 //! | [`timestick`] | TimeStick POST throughput and long-poll delivery |
 //! | [`sink`] | Sink PUBLISH/ACK throughput |
 //! | [`idle`] | connection ramp and memory per idle connection |
