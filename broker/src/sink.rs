@@ -153,11 +153,17 @@ pub fn event_json(e: &SinkEvent) -> Value {
 
 /// A device PUBLISH: durably accepted (the caller ACKs only after this returns `Ok`),
 /// then, if it is not a redelivery, published on `sink/<client>` for every protocol.
+///
+/// `resent_after_error`: the caller answered an earlier attempt of this identity with a
+/// store error (NACK `02`). A command that timed out may still have run in Redis after
+/// the node gave up on it (a stalled Redis), storing the event without its publication;
+/// so a duplicate is published too in that case.
 pub async fn accept(
     node: &Arc<Node>,
     client: &str,
     session: SessionId,
     event: &Event,
+    resent_after_error: bool,
 ) -> Result<bool, StoreError> {
     let stored = stored(event);
     let new = node.store().sink_accept(client, &stored).await?;
@@ -166,7 +172,7 @@ pub async fn accept(
         .sink_events
         .with_label_values(&["in", outcome])
         .inc();
-    if new {
+    if new || resent_after_error {
         let mut body = event_json(&stored);
         body["client"] = json!(client);
         let env = Envelope::new(

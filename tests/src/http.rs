@@ -73,7 +73,22 @@ pub async fn request(
     headers: &[(&str, &str)],
     body: Option<&Value>,
 ) -> HttpReply {
-    exchange(method, url, headers, body.map(Payload::Json)).await
+    try_request(&http(), method, url, headers, body)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// [`request`] over `client` (whose keep-alive connections it reuses) that reports a
+/// transport error (connection refused or reset, timeout) as `Err(why)` instead of
+/// panicking: for load drivers that keep going while a node fails.
+pub async fn try_request(
+    client: &awc::Client,
+    method: Method,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Option<&Value>,
+) -> Result<HttpReply, String> {
+    exchange(client, method, url, headers, body.map(Payload::Json)).await
 }
 
 /// [`request`] with an optional raw body, sent as is (no content type added).
@@ -83,7 +98,9 @@ pub async fn request_raw(
     headers: &[(&str, &str)],
     body: Option<Vec<u8>>,
 ) -> HttpReply {
-    exchange(method, url, headers, body.map(Payload::Raw)).await
+    exchange(&http(), method, url, headers, body.map(Payload::Raw))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 enum Payload<'a> {
@@ -92,12 +109,13 @@ enum Payload<'a> {
 }
 
 async fn exchange(
+    client: &awc::Client,
     method: Method,
     url: &str,
     headers: &[(&str, &str)],
     body: Option<Payload<'_>>,
-) -> HttpReply {
-    let mut req = http().request(method.clone(), url);
+) -> Result<HttpReply, String> {
+    let mut req = client.request(method.clone(), url);
     for (name, value) in headers {
         req = req.insert_header((*name, *value));
     }
@@ -106,12 +124,12 @@ async fn exchange(
         Some(Payload::Raw(bytes)) => req.send_body(bytes).await,
         None => req.send().await,
     };
-    let mut res = sent.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"));
+    let mut res = sent.map_err(|e| format!("{method} {url} failed: {e}"))?;
     let body = res
         .body()
         .limit(BODY_LIMIT)
         .await
-        .unwrap_or_else(|e| panic!("{method} {url}: reading the body failed: {e}"));
+        .map_err(|e| format!("{method} {url}: reading the body failed: {e}"))?;
     let headers = res
         .headers()
         .iter()
@@ -122,11 +140,11 @@ async fn exchange(
             )
         })
         .collect();
-    HttpReply {
+    Ok(HttpReply {
         status: res.status().as_u16(),
         headers,
         body,
-    }
+    })
 }
 
 /// `GET url` → `(status, body text)`.
@@ -174,6 +192,43 @@ pub async fn metrics(node: &Node) -> String {
         node.id()
     );
     text
+}
+
+/// Sum of the series of metric `name` with `labels` on `node`'s `/metrics` (as in
+/// [`metric_value`]); 0 when no series matches (a counter not incremented yet).
+pub async fn metric(node: &Node, name: &str, labels: &[(&str, &str)]) -> f64 {
+    metric_value(&metrics(node).await, name, labels).unwrap_or(0.0)
+}
+
+/// Sends `n` identical POSTs of the JSON text `body` to the internal API's `path` at once
+/// over `client` (e.g. one [`http()`] per flood, so connections are reused) with
+/// `Authorization: Bearer API_KEY`, and returns their statuses; panics on a transport
+/// error. For floods: the body is encoded once.
+pub async fn api_post_many(
+    client: &awc::Client,
+    node: &Node,
+    path: &str,
+    body: &Bytes,
+    n: usize,
+) -> Vec<u16> {
+    let url = format!("{}{path}", node.internal_url());
+    let auth = format!("Bearer {API_KEY}");
+    let sends = (0..n).map(|_| {
+        client
+            .post(&url)
+            .insert_header(("Authorization", auth.as_str()))
+            .insert_header(("Content-Type", "application/json"))
+            .send_body(body.clone())
+    });
+    futures_util::future::join_all(sends)
+        .await
+        .into_iter()
+        .map(|res| {
+            res.unwrap_or_else(|e| panic!("POST {url} failed: {e}"))
+                .status()
+                .as_u16()
+        })
+        .collect()
 }
 
 /// Sum of all series of metric `name` in Prometheus text `text` whose labels include all of

@@ -10,10 +10,10 @@
 //! | [`ports`] | [`free_port`], never handing out the same port twice per process |
 //! | [`proc`] | [`murmur_bin`], [`murmur_command`] (for CLI tests), log directory and tails |
 //! | [`node`] | [`Node`] / [`NodeBuilder`]: a `murmur serve` child process, ready-checked |
-//! | [`redis`] | [`RedisServer`]: throwaway `redis-server`, stop / start-again, RESP client |
+//! | [`redis`] | [`RedisServer`]: throwaway `redis-server`, stop / start-again, freeze / thaw, RESP client |
 //! | [`cluster`] | [`Cluster`]: one redis and n nodes sharing it |
 //! | [`tokens`] | client JWTs: [`token`], [`token_with`], [`token_alg_none`], decoding helpers |
-//! | [`mod@http`] | awc: [`http()`], [`get`], [`api_get`] / [`api_post`] (API key), metrics |
+//! | [`mod@http`] | awc: [`http()`], [`get`], [`request`] / [`try_request`], [`api_get`] / [`api_post`] / [`api_post_many`] (API key), [`metrics`] / [`metric`] |
 //! | [`ws`] | [`WsClient`] / [`WsEvent`]: a strict RFC 6455 client with raw-frame access |
 //! | [`helios`] | Helios-Starling message builders and the [`Starling`] client |
 //! | [`b64`] | base64url / base64 codecs (JWTs, handshake) |
@@ -46,8 +46,8 @@ pub mod wsframe;
 pub use cluster::Cluster;
 pub use helios::Starling;
 pub use http::{
-    api_delete, api_get, api_post, api_request, get, http, metric_value, metrics, request,
-    HttpReply, Method,
+    api_delete, api_get, api_post, api_post_many, api_request, get, http, metric, metric_value,
+    metrics, request, try_request, HttpReply, Method,
 };
 pub use node::{Node, NodeBuilder};
 pub use ports::free_port;

@@ -245,6 +245,32 @@ impl RedisServer {
         self.launch().await;
     }
 
+    /// Freezes redis-server with SIGSTOP: it keeps its data and its connections but
+    /// answers nothing (a stalled or partitioned Redis); commands sent meanwhile wait in
+    /// its socket buffers and may still run after [`RedisServer::thaw`]. Dropping a frozen
+    /// server still kills it.
+    pub fn freeze(&mut self) {
+        self.signal("-STOP");
+    }
+
+    /// Resumes a server frozen by [`RedisServer::freeze`] (SIGCONT).
+    pub fn thaw(&mut self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&mut self, sig: &str) {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(Child::id)
+            .unwrap_or_else(|| panic!("redis-server on port {} is not running", self.port));
+        let status = std::process::Command::new("kill")
+            .args([sig, &pid.to_string()])
+            .status()
+            .unwrap_or_else(|e| panic!("cannot run `kill {sig} {pid}`: {e}"));
+        assert!(status.success(), "`kill {sig} {pid}` failed: {status}");
+    }
+
     /// Whether redis answers PING right now.
     pub async fn ping(&self) -> bool {
         ping(self.port).await
@@ -320,6 +346,15 @@ mod tests {
             redis.cmd(&["SET", "k", "v"]).await,
             Resp::Simple("OK".into())
         );
+        assert_eq!(
+            redis.cmd(&["GET", "k"]).await.as_str().as_deref(),
+            Some("v")
+        );
+
+        redis.freeze();
+        assert!(!redis.ping().await, "a frozen redis answers nothing");
+        redis.thaw();
+        assert!(redis.ping().await, "thawed, with its data");
         assert_eq!(
             redis.cmd(&["GET", "k"]).await.as_str().as_deref(),
             Some("v")

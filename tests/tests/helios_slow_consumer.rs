@@ -9,8 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use common::{ping, subscribe, uniq};
-use futures_util::future::join_all;
-use murmur_tests::{http, metrics, Node, Starling, API_KEY};
+use murmur_tests::{api_post_many, http, metrics, Node, Starling};
 use serde_json::json;
 
 /// Messages published in the flood. The server queues at most 8192 frames per
@@ -38,19 +37,9 @@ async fn slow_consumer_is_closed_with_4001() {
     let body =
         Bytes::from(json!({ "channel": channel, "data": "x".repeat(DATA_BYTES) }).to_string());
     let client = http();
-    let url = format!("{}/api/v1/publish", node.internal_url());
-    let auth = format!("Bearer {API_KEY}");
     for batch in 0..FLOOD / PARALLEL {
-        let sends = (0..PARALLEL).map(|_| {
-            client
-                .post(&url)
-                .insert_header(("Authorization", auth.as_str()))
-                .insert_header(("Content-Type", "application/json"))
-                .send_body(body.clone())
-        });
-        for res in join_all(sends).await {
-            let res = res.unwrap_or_else(|e| panic!("publish failed: {e}"));
-            assert_eq!(res.status().as_u16(), 200, "publish in batch {batch}");
+        for status in api_post_many(&client, &node, "/api/v1/publish", &body, PARALLEL).await {
+            assert_eq!(status, 200, "publish in batch {batch}");
         }
         if batch % 50 == 0 {
             ping(&mut other).await;

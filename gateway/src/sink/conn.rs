@@ -13,7 +13,7 @@
 //! NACK machine codes sent by the server: `0x01` malformed frame, `0x02` temporarily
 //! unavailable (retry later).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::Arc;
 
@@ -39,6 +39,8 @@ pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// PUBLISHes to a device awaiting its ACK/NACK at most.
 pub const WINDOW: usize = 32;
+/// Identities of PUBLISHes answered NACK `02` a connection remembers at most.
+const NACKED_KEPT: usize = 64;
 /// The PUBLISH frame type (high nibble of byte 0).
 const PUBLISH_TYPE: u8 = 4;
 /// NACK machine code: the frame could not be decoded.
@@ -234,6 +236,7 @@ async fn run(state: &Arc<AppState>, io: &mut impl FrameIo, identity: Identity) -
 
     let sent_mark = node.store().sink_sent_mark(&client).await.unwrap_or(0);
     let mut pump = Pump {
+        nacked_unavailable: VecDeque::new(),
         client: client.clone(),
         next_id: service::random_message_id(),
         sent_upto: 0,
@@ -331,9 +334,21 @@ async fn on_frame(
     let w = |r: Result<(), ()>| r.map_err(|()| WRITE_FAILED);
     match wire::decode(bytes) {
         Ok(Frame::Publish { id, event }) => {
-            let reply = match service::accept(node, &pump.client, handle.id(), &event).await {
-                Ok(_) => Frame::Ack { id },
+            let tag = identity_tag(&event);
+            let resent = pump.nacked_unavailable.contains(&tag);
+            let accepted = service::accept(node, &pump.client, handle.id(), &event, resent).await;
+            let reply = match accepted {
+                Ok(_) => {
+                    pump.nacked_unavailable.retain(|t| *t != tag);
+                    Frame::Ack { id }
+                }
                 Err(_) => {
+                    if !resent {
+                        if pump.nacked_unavailable.len() == NACKED_KEPT {
+                            pump.nacked_unavailable.pop_front();
+                        }
+                        pump.nacked_unavailable.push_back(tag);
+                    }
                     node.metrics
                         .sink_events
                         .with_label_values(&["in", "unavailable"])
@@ -401,8 +416,21 @@ async fn on_frame(
     }
 }
 
-/// The outbox pump of one connection.
+/// A hash of an event's identity `(event_type_id, key, offset)`.
+fn identity_tag(event: &wire::Event) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (event.event_type_id, &event.key, event.offset).hash(&mut h);
+    h.finish()
+}
+
+/// The outbox pump of one connection, and what the connection remembers of the device's
+/// PUBLISHes.
 struct Pump {
+    /// Identities (hashed) of the device PUBLISHes answered NACK `02` on this connection
+    /// and not accepted since, the newest [`NACKED_KEPT`]: their resend is published even
+    /// if the store finds a duplicate ([`service::accept`]).
+    nacked_unavailable: VecDeque<u64>,
     client: String,
     next_id: u16,
     /// Highest outbox position sent on this connection.

@@ -1,14 +1,18 @@
 //! Sink over WebSocket `/sink?token=<jwt>`: one binary message per frame, no length
 //! prefix; the client id is the token's `sub`.
 
+use std::sync::Arc;
+
 use actix_web::{web, HttpRequest, HttpResponse};
+use murmur_broker::metrics::{outcome, Metrics};
 use murmur_shared::api::ApiErrorCode;
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::sink::MAX_FRAME;
 use murmur_shared::wsframe::Message;
 use serde::Deserialize;
 
-use super::conn::{serve, FrameIo, Identity};
+use super::conn::{serve, FrameIo, Identity, WRITE_TIMEOUT};
+use super::LABEL;
 use crate::api::error;
 use crate::state::{bearer, AppState};
 use crate::ws::{SendError, WsSink, WsStream};
@@ -19,6 +23,8 @@ pub struct WsFrames {
     stream: WsStream,
     /// Why the transport ends, sent in the close frame.
     close: Option<CloseReason>,
+    /// A slow-consumer close is counted as `dropped_slow`.
+    metrics: Arc<Metrics>,
 }
 
 impl FrameIo for WsFrames {
@@ -49,9 +55,11 @@ impl FrameIo for WsFrames {
     }
 
     async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ()> {
-        // The outbox pump's window bounds what is in flight; a device that leaves the
-        // window unacknowledged and its buffer full is not reading.
-        match self.ws.binary(frame) {
+        // The outbox pump's window bounds what is in flight, so a full buffer is waited
+        // on, like a TCP write (a reading device drains it, however large the burst); a
+        // device that leaves the window unacknowledged and its buffer full for the write
+        // timeout is not reading.
+        match self.ws.binary_waiting(frame, WRITE_TIMEOUT).await {
             Ok(_) => Ok(()),
             Err(SendError::Full) => {
                 self.close = Some(CloseReason::new(
@@ -70,6 +78,9 @@ impl FrameIo for WsFrames {
             _ => why.clone(),
         });
         let slow = reason.code == CloseCode::SlowConsumer;
+        if slow {
+            self.metrics.delivery(LABEL, outcome::DROPPED_SLOW);
+        }
         self.ws.close(Some(&reason), slow);
         reason
     }
@@ -113,6 +124,7 @@ pub async fn sink(
         ws,
         stream,
         close: None,
+        metrics: state.node.metrics.clone(),
     };
     actix_web::rt::spawn(serve(state.into_inner(), io, Identity::Fixed(client)));
     Ok(resp)

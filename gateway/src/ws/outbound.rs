@@ -239,6 +239,31 @@ impl WsSink {
         }
     }
 
+    /// Queues a binary frame like [`binary`](Self::binary), but while the buffer is
+    /// full waits (at most `timeout`) for the HTTP layer to take bytes, for writers
+    /// whose own window bounds what they queue (the Sink outbox pump): a reading client
+    /// is not a slow consumer because a burst passed the bound. `Full` once `timeout`
+    /// has passed with the buffer still full.
+    pub async fn binary_waiting(
+        &self,
+        payload: &[u8],
+        timeout: std::time::Duration,
+    ) -> Result<u64, SendError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let notified = self.shared.drained.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            match self.binary(payload) {
+                Err(SendError::Full) => {}
+                done => return done,
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                return Err(SendError::Full);
+            }
+        }
+    }
+
     /// Waits until at most half the byte bound is buffered (or the connection is gone),
     /// for writers that produce faster than a reading client takes (recovery replay).
     pub async fn writable(&self) {
@@ -407,6 +432,29 @@ mod tests {
         assert_eq!(b.used(), 22);
         assert_eq!(s1.text(b"x"), Err(SendError::Closed));
         s2.binary(&[0; 1]).unwrap();
+    }
+
+    #[actix_rt::test]
+    async fn binary_waiting_waits_for_room_and_gives_up_after_its_timeout() {
+        use std::time::Duration;
+        let b = budget(1 << 20);
+        let (sink, mut body) = channel(limits(100, 100), b.clone());
+        sink.binary(&[0; 60]).unwrap();
+        assert_eq!(sink.binary(&[0; 60]), Err(SendError::Full));
+        // Nobody takes the bytes: full after the timeout.
+        assert_eq!(
+            sink.binary_waiting(&[0; 60], Duration::from_millis(50))
+                .await,
+            Err(SendError::Full)
+        );
+        // The HTTP layer takes the first chunk, then asks for more: room again.
+        let waiting = sink.binary_waiting(&[0; 60], Duration::from_secs(5));
+        let drain = async {
+            let _ = body.next().await.unwrap().unwrap();
+            let _ = body.next().await.unwrap().unwrap();
+        };
+        let (queued, ()) = tokio::join!(waiting, drain);
+        assert_eq!(queued, Ok(124));
     }
 
     #[test]

@@ -17,8 +17,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use murmur_tests::wsframe::OP_BINARY;
 use murmur_tests::{
-    api_get, api_post, api_request, metric_value, metrics, token, Method, Node, NodeBuilder,
-    Starling, WsClient, WsEvent,
+    api_get, api_post, api_request, token, Method, Node, NodeBuilder, Starling, WsClient, WsEvent,
 };
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -777,9 +776,7 @@ pub async fn expect_no_event(s: &mut Starling) {
 // Metrics
 
 /// A metric's value (summed over matching series); 0 if absent.
-pub async fn metric(node: &Node, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_value(&metrics(node).await, name, labels).unwrap_or(0.0)
-}
+pub use murmur_tests::metric;
 
 /// `murmur_sink_events_total{direction, outcome}`.
 pub async fn sink_events(node: &Node, direction: &str, outcome: &str) -> f64 {

@@ -22,14 +22,12 @@ mod fault_common;
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::time::Duration;
 
+use fault_common::timestick_common::Session;
 use fault_common::*;
 use murmur_tests::{eventually, Cluster, Node};
 use serde_json::json;
 
-/// Backend publications per second on the Helios channel.
-const FEED_RATE: u64 = 50;
 /// Duplicates a recovering Starling may see: what 2 s of the feed produce.
 const DUP_BOUND: usize = 2 * FEED_RATE as usize;
 /// Held publications accepted through node 0 just before the kill.
@@ -37,8 +35,6 @@ const HELD: usize = 30;
 /// The first held publication is due this long after it was accepted; the others
 /// follow 30 ms apart. Node 0 is killed well before.
 const FIRST_DUE_MS: i64 = 2500;
-/// Device events and TimeStick requests: one per this period, per device / session.
-const PERIOD: Duration = Duration::from_millis(50);
 /// Publications of the feed (and ACKs per device) to see before the kill, and again
 /// after it, before the load stops.
 const FEED_PHASE: usize = 150;
@@ -77,11 +73,8 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
     let clients: Vec<String> = instances.iter().map(|i| format!("dev-{i}")).collect();
     let sink_channels: Vec<String> = clients.iter().map(|c| format!("sink/{c}")).collect();
     let sink_refs: Vec<&str> = sink_channels.iter().map(String::as_str).collect();
-    let watcher = Collector::start(
-        "sink watcher on node 2",
-        subscribed(cluster.node(2), "watcher", &sink_refs).await,
-        None,
-    );
+    let watcher =
+        Collector::subscribed("sink watcher on node 2", cluster.node(2), "w", &sink_refs).await;
 
     // Helios: one subscriber on the node that dies, one on node 2 (also of the held
     // channel), one on node 1 of the held channel.
@@ -95,38 +88,31 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
         doomed,
         Some((token, ws_bases[1].clone())),
     );
-    let steady = Collector::start(
+    let steady = Collector::subscribed(
         "subscriber on node 2",
-        subscribed(cluster.node(2), "steady", &[&feed_ch, &held_ch]).await,
-        None,
-    );
-    let held_on_1 = Collector::start(
+        cluster.node(2),
+        "steady",
+        &[&feed_ch, &held_ch],
+    )
+    .await;
+    let held_on_1 = Collector::subscribed(
         "held subscriber on node 1",
-        subscribed(cluster.node(1), "held", &[&held_ch]).await,
-        None,
-    );
+        cluster.node(1),
+        "held",
+        &[&held_ch],
+    )
+    .await;
 
     // TimeStick: a sender and a receiver on one target.
     let target = uniq("fault-room-");
-    let (ts_sender, ts_receiver) = (uniq("ts-s-"), uniq("ts-r-"));
-    let a = stick_start(&publics[0], &ts_sender, &target).await;
-    let b = stick_start(&publics[0], &ts_receiver, &target).await;
+    let a = Session::open_at(&publics[0], &uniq("ts-s-"), &target).await;
+    let b = Session::open_at(&publics[0], &uniq("ts-r-"), &target).await;
 
     // The load starts.
     let feed = Feed::start(&feed_ch, &cluster.node(1).internal_url(), FEED_RATE);
-    let devices: Vec<SinkDevice> = instances
-        .iter()
-        .enumerate()
-        .map(|(k, &inst)| SinkDevice::start(inst, sinks.clone(), usize::from(k == 3), PERIOD))
-        .collect();
-    let sender = StickSender::start(&a, &ts_sender, publics.clone(), 0, PERIOD);
-    let receiver = StickReceiver::start(
-        &b,
-        &ts_receiver,
-        &a,
-        vec![publics[0].clone(), publics[2].clone()],
-        0,
-    );
+    let devices = SinkDevice::start_all(&instances, &sinks, |k| usize::from(k == 3));
+    let sender = StickSender::start(&a, publics.clone(), 0, PERIOD);
+    let receiver = StickReceiver::start(&b, &a.id, vec![publics[0].clone(), publics[2].clone()], 0);
 
     eventually("the load to run before the kill", CROSS, || async {
         let ok = feed.accepted() >= FEED_PHASE
@@ -138,17 +124,11 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
     .await;
 
     // Held publications through node 0, all due after the kill.
-    let c = client();
     let node0 = cluster.node(0).internal_url();
     let first_held_at = now();
     for h in 0..HELD {
         let due = first_held_at + FIRST_DUE_MS + 30 * h as i64;
-        let timing = json!({ "delay_milli": due - now() });
-        let (status, body) = try_publish(&c, &node0, &held_ch, json!({ "h": h }), Some(timing))
-            .await
-            .unwrap_or_else(|e| panic!("hold {h}: {e}"));
-        assert_eq!(status, 200, "hold {h}: {body}");
-        assert!(body["deliverAt"].is_string(), "hold {h} is held: {body}");
+        hold(&node0, &held_ch, json!({ "h": h }), due - now()).await;
     }
 
     let feed_at_kill = feed.accepted();
@@ -168,72 +148,36 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
     // The load carries on through the survivors.
     eventually("the load to run after the kill", CROSS * 2, || async {
         let ok = feed.accepted() >= feed_at_kill + FEED_PHASE
-            && devices.iter().all(|d| {
-                let log = d.log.borrow();
-                log.events
-                    .iter()
-                    .filter(|e| e.acked.is_some_and(|(_, at)| at > killed_at))
-                    .count()
-                    >= ACKS_PHASE
-            })
+            && devices
+                .iter()
+                .all(|d| d.log.borrow().acked_since(killed_at) >= ACKS_PHASE)
             && doomed.recoveries() == 1;
         ok.then_some(())
     })
     .await;
     let published = feed.stop().await;
     let sent = sender.stop().await;
-    let mut logs = Vec::new();
-    for d in devices {
-        logs.push(d.stop(CROSS).await);
-    }
+    let logs = stop_devices(devices).await;
     let survivors = [cluster.node(1), cluster.node(2)];
-    let released = eventually(
-        "the survivors to release every held message",
-        CROSS * 2,
-        || async {
-            let mut sum = 0.0;
-            for n in survivors {
-                sum += metric(
-                    n,
-                    "murmur_timing_total",
-                    &[("protocol", "api"), ("event", "released")],
-                )
-                .await;
-            }
-            (sum >= HELD as f64).then_some(sum)
-        },
-    )
-    .await;
+    let released = await_api_releases(&survivors, HELD, CROSS * 2).await;
 
     // The barrier: one marker per channel, published after everything else.
-    let marker = uniq("end-");
-    for col in [&watcher, &doomed, &steady, &held_on_1] {
-        col.expect_markers(vec![marker.clone()]);
-    }
-    let node2 = cluster.node(2);
-    publish_marker(node2, &feed_ch, &marker).await;
-    publish_marker(node2, &held_ch, &marker).await;
-    for ch in &sink_channels {
-        publish_marker(node2, ch, &marker).await;
-    }
-    let watcher = watcher.finish(CROSS).await;
-    let doomed = doomed.finish(CROSS).await;
-    let steady = steady.finish(CROSS).await;
-    let held_on_1 = held_on_1.finish(CROSS).await;
+    let mut channels = vec![feed_ch.as_str(), held_ch.as_str()];
+    channels.extend(sink_refs.iter().copied());
+    let [watcher, doomed, steady, held_on_1]: [Collected; 4] = barrier(
+        cluster.node(2),
+        &channels,
+        vec![watcher, doomed, steady, held_on_1],
+    )
+    .await
+    .try_into()
+    .expect("four collectors");
     let got = receiver.finish(CROSS).await;
 
     // ---- Sink: every ACKed event stored once and published (bar the kill's own) ---------
     for log in &logs {
         let client = &log.client;
-        let all: Vec<u64> = log.events.iter().map(|e| e.offset).collect();
-        assert!(
-            log.events.iter().all(|e| e.acked.is_some()),
-            "{client}: every event ends up ACKed: {:?}",
-            log.events
-                .iter()
-                .filter(|e| e.acked.is_none())
-                .collect::<Vec<_>>()
-        );
+        log.assert_all_acked();
         assert!(
             log.events.iter().all(|e| e.nacks.is_empty()),
             "{client}: no NACK while Redis is up: {:?}",
@@ -242,34 +186,10 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
                 .filter(|e| !e.nacks.is_empty())
                 .collect::<Vec<_>>()
         );
-        let stored = stored_offsets(cluster.redis(), client).await;
-        let (missing, duplicated) =
-            missing_and_duplicated(all.iter().copied(), stored.iter().copied());
-        assert!(
-            missing.is_empty() && duplicated.is_empty(),
-            "{client}: every ACKed event is stored exactly once in murmur:sink:in: missing {}, \
-             duplicated {}",
-            first(&missing, 10),
-            first(&duplicated, 10)
-        );
-        assert_eq!(
-            seen_count(cluster.redis(), client).await,
-            all.len() as i64,
-            "{client}: the seen-set holds every identity once"
-        );
-        let published = published_offsets(&watcher, client);
-        let (missing, duplicated) =
-            missing_and_duplicated(all.iter().copied(), published.iter().copied());
-        assert!(
-            duplicated.is_empty(),
-            "{client}: each event published at most once: {duplicated:?}"
-        );
+        assert_stored_once(cluster.redis(), log).await;
+        let missing = unpublished(&watcher, log);
         let cut = log.around_breaks();
-        let unexplained: Vec<u64> = missing
-            .iter()
-            .copied()
-            .filter(|o| !cut.contains(o))
-            .collect();
+        let unexplained = unexplained(&missing, |o| cut.contains(o));
         assert!(
             unexplained.is_empty(),
             "{client}: ACKed events missing on sink/{client} that no broken connection \
@@ -279,7 +199,7 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
         println!(
             "{client}: {} events ACKed (node 0: {}, node 1: {}, node 2: {}), {} connections, \
              {} resent after a break; not published live because the node died: {missing:?}",
-            all.len(),
+            log.events.len(),
             log.acked_by(0),
             log.acked_by(1),
             log.acked_by(2),
@@ -305,22 +225,15 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
         "each held message released by exactly one survivor"
     );
     for col in [&steady, &held_on_1] {
-        let hs: Vec<u64> = col
-            .on(&held_ch)
-            .iter()
-            .map(|n| {
-                n.data["h"]
-                    .as_u64()
-                    .unwrap_or_else(|| panic!("{:?}", n.data))
-            })
-            .collect();
-        let (missing, duplicated) = missing_and_duplicated(0..HELD as u64, hs.iter().copied());
-        assert!(
-            missing.is_empty() && duplicated.is_empty(),
-            "{}: each held message exactly once after the kill: missing {missing:?}, \
-             duplicated {duplicated:?}",
+        let hs = col.numbers(&held_ch, "h");
+        assert_eq!(
+            hs.len(),
+            col.on(&held_ch).len(),
+            "{}: only holds",
             col.label
         );
+        let what = format!("{}: each held message after the kill", col.label);
+        assert_each_once(&what, 0..HELD as u64, hs);
         let early: Vec<i64> = col
             .on(&held_ch)
             .iter()
@@ -333,10 +246,7 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
             col.label
         );
     }
-    for n in survivors {
-        let held = metric(n, "murmur_scheduled_messages", &[]).await;
-        assert_eq!(held, 0.0, "{}: nothing left on the schedule", n.id());
-    }
+    await_schedule_empty(&survivors).await;
 
     // ---- TimeStick: each accepted request delivered exactly once -------------------------
     let (marker_post, requests) = sent.split_last().expect("the end marker was posted");
@@ -350,19 +260,24 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
     let delivered: Vec<u64> = got
         .got
         .iter()
-        .filter(|g| g.message_id != format!("{a}.m-end"))
+        .filter(|g| g.message_id != format!("{}.m-end", a.id))
         .map(|g| {
-            assert_eq!(g.message_id, format!("{a}.m{}", g.payload["k"]), "{g:?}");
+            assert_eq!(
+                g.message_id,
+                format!("{}.m{}", a.id, g.payload["k"]),
+                "{g:?}"
+            );
             g.payload["k"].as_u64().unwrap()
         })
         .collect();
-    let (missing, duplicated) =
-        missing_and_duplicated(requests.iter().map(|p| p.k), delivered.iter().copied());
-    assert!(
-        missing.is_empty() && duplicated.is_empty(),
-        "TimeStick: every accepted request exactly once: missing {missing:?}, duplicated \
-         {duplicated:?} (poll errors {:?})",
+    let what = format!(
+        "TimeStick (poll errors {:?}): every accepted request",
         got.poll_errors
+    );
+    assert_each_once(
+        &what,
+        requests.iter().map(|p| p.k),
+        delivered.iter().copied(),
     );
     assert!(
         delivered.windows(2).all(|w| w[0] < w[1]),
@@ -388,9 +303,8 @@ async fn sigkill_of_a_node_under_mixed_load_loses_nothing_that_was_accepted() {
             .take(5)
             .collect::<Vec<_>>()
     );
-    let steady_is: Vec<u64> = steady.on(&feed_ch).iter().map(|n| n.i().unwrap()).collect();
     assert_eq!(
-        steady_is,
+        steady.feed_is(&feed_ch),
         (0..total).collect::<Vec<_>>(),
         "node 2's subscriber: every publication exactly once, in order"
     );

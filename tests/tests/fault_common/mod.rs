@@ -8,21 +8,27 @@
 //! * [`Collector`]: a Helios-Starling that records every notification it receives (topic,
 //!   data, `notification.seq`, which connection) on a background task; with a recovery
 //!   token it reconnects with `?recover=` when its connection goes away. It stops once it
-//!   has seen the markers the test arms ([`Collector::finish`]): publishing a marker after
-//!   everything else is the barrier that proves nothing more arrives.
+//!   has seen the markers of a [`barrier`]: a marker published after everything else
+//!   proves that nothing more arrives.
 //! * [`SinkDevice`]: a development-mode Sink device over TCP publishing one event at a time
 //!   (window 1), recording which node ACKed or NACKed each event, reconnecting to the next
 //!   node when its connection breaks and sending the unacknowledged event again.
 //! * [`StickSender`] / [`StickReceiver`]: a TimeStick session POSTing numbered requests and
 //!   one long-polling them with its cursor, each moving to the next node on a transport
-//!   error.
+//!   error (sessions are [`timestick_common::Session`]s).
+//! * [`RedisLoad`]: the mixed load of the two Redis fault files (feed, devices, watchers
+//!   and subscribers on a 3-node cluster), and the checks both make of what arrived.
 //!
 //! Pacing uses `tokio::time::interval` (a load rate, not a wait for something); every wait
-//! for an outcome is bounded with [`murmur_tests::within`] or [`murmur_tests::eventually`].
+//! for an outcome, reconnects included, is bounded with [`murmur_tests::within`],
+//! [`murmur_tests::eventually`] or [`murmur_tests::poll_until`].
 #![allow(dead_code, unused_imports)]
 
+#[path = "../timestick_common/mod.rs"]
+pub mod timestick_common;
+
 use std::cell::{Cell, RefCell};
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -30,9 +36,11 @@ use std::time::Duration;
 use actix_rt::task::JoinHandle;
 use murmur_shared::sink::{decode, encode, ConnectionResponse, Event, Frame, FrameReader};
 use murmur_tests::{
-    api_post, metric_value, metrics, token, within, Method, Node, Starling, WsEvent, API_KEY,
+    api_post, eventually, http, metric, poll_until, try_request, within, Cluster, Method, Node,
+    RedisServer, Resp, Starling, WsClient, WsEvent, API_KEY,
 };
 use serde_json::{json, Value};
+use timestick_common::{request_msg, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -45,6 +53,22 @@ pub const CROSS: Duration = Duration::from_secs(10);
 pub const SOON: Duration = Duration::from_secs(5);
 /// How long a background driver may run at most before it gives up.
 pub const DRIVER_DEADLINE: Duration = Duration::from_secs(90);
+/// Backend publications per second of a [`Feed`].
+pub const FEED_RATE: u64 = 50;
+/// Device events and TimeStick requests: one per this period, per device / session.
+pub const PERIOD: Duration = Duration::from_millis(50);
+/// `/readyz` must turn non-200 within this long after Redis goes away…
+pub const DETECT_BOUND: Duration = Duration::from_secs(5);
+/// …and be 200 again within this long after Redis is back.
+pub const RECONNECT_BOUND: Duration = Duration::from_secs(10);
+/// Publications and device events the bus had taken within this long before Redis went
+/// away (and until the node noticed) may have been written to a socket that Redis never
+/// read, or read only after the node had dropped the connection: they are lost at the
+/// moment of the loss, and (see the reports printed) not always counted in
+/// `murmur_bus_errors_total{kind="publish"}`.
+pub const LOSS_WINDOW_MS: i64 = 100;
+/// The NACK a device gets while the store is down (docs/sink.md).
+pub const NACK_UNAVAILABLE: (&[u8], &str) = (&[0x02], "temporarily unavailable; send again later");
 
 /// Milliseconds since the Unix epoch (signed, for differences).
 pub fn now() -> i64 {
@@ -69,52 +93,12 @@ pub fn sink_instance() -> u32 {
     u32::from_be_bytes([b[0], b[1], b[2], b[3]]).max(1)
 }
 
-// ---- HTTP that does not panic on transport errors ------------------------------------------
+// ---- the backend API, without panicking on transport errors ---------------------------------
 
-/// An awc client with a 10 s timeout (keep-alive connections are reused).
-pub fn client() -> awc::Client {
-    awc::Client::builder()
-        .timeout(Duration::from_secs(10))
-        .disable_redirects()
-        .finish()
-}
-
-/// `method url` with an optional bearer and JSON body → `Ok((status, JSON body))`
-/// (`Null` for an empty body, a JSON string for a non-JSON one), `Err(why)` on a
-/// transport error (refused, reset, timeout).
-pub async fn try_json(
-    c: &awc::Client,
-    method: Method,
-    url: &str,
-    bearer: Option<&str>,
-    body: Option<&Value>,
-) -> Result<(u16, Value), String> {
-    let mut req = c.request(method, url);
-    if let Some(b) = bearer {
-        req = req.insert_header(("Authorization", format!("Bearer {b}")));
-    }
-    let sent = match body {
-        Some(b) => req.send_json(b).await,
-        None => req.send().await,
-    };
-    let mut res = sent.map_err(|e| format!("{url}: {e}"))?;
-    let bytes = res
-        .body()
-        .limit(16 * 1024 * 1024)
-        .await
-        .map_err(|e| format!("{url}: reading the body: {e}"))?;
-    let json = if bytes.iter().all(u8::is_ascii_whitespace) {
-        Value::Null
-    } else {
-        serde_json::from_slice(&bytes)
-            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()))
-    };
-    Ok((res.status().as_u16(), json))
-}
-
-/// `POST <internal>/api/v1/publish {channel, data, ~timing?}` without panicking.
+/// `POST <internal>/api/v1/publish {channel, data, ~timing?}` over `client` →
+/// `Ok((status, body))`, or `Err(why)` on a transport error (refused, reset, timeout).
 pub async fn try_publish(
-    c: &awc::Client,
+    client: &awc::Client,
     internal_url: &str,
     channel: &str,
     data: Value,
@@ -125,7 +109,21 @@ pub async fn try_publish(
         body["~timing"] = t;
     }
     let url = format!("{internal_url}/api/v1/publish");
-    try_json(c, Method::POST, &url, Some(API_KEY), Some(&body)).await
+    let auth = format!("Bearer {API_KEY}");
+    let headers = [("Authorization", auth.as_str())];
+    let reply = try_request(client, Method::POST, &url, &headers, Some(&body)).await?;
+    Ok((reply.status, reply.json()))
+}
+
+/// Holds `data` on `channel` for `delay_ms` (`~timing.delay_milli`) through the API at
+/// `internal_url`; asserts 200 with `deliverAt` (docs/timing.md).
+pub async fn hold(internal_url: &str, channel: &str, data: Value, delay_ms: i64) {
+    let timing = json!({ "delay_milli": delay_ms });
+    let (status, body) = try_publish(&http(), internal_url, channel, data.clone(), Some(timing))
+        .await
+        .unwrap_or_else(|e| panic!("hold {data}: {e}"));
+    assert_eq!(status, 200, "hold {data}: {body}");
+    assert!(body["deliverAt"].is_string(), "hold {data} is held: {body}");
 }
 
 /// Publishes `{"marker": marker}` on `channel` through `node`; asserts 200.
@@ -139,9 +137,65 @@ pub async fn publish_marker(node: &Node, channel: &str, marker: &str) {
     assert_eq!(status, 200, "marker on {channel}: {body}");
 }
 
-/// Sum of the series of `name` with `labels` on `node` (0 when absent).
-pub async fn metric(node: &Node, name: &str, labels: &[(&str, &str)]) -> f64 {
-    metric_value(&metrics(node).await, name, labels).unwrap_or(0.0)
+// ---- cluster state -------------------------------------------------------------------------
+
+/// Waits until every node's `/readyz` is 200 (`ready`) or not 200 (`!ready`), at most
+/// `bound` after `since` (Unix ms); returns when the last node got there.
+pub async fn await_readiness(nodes: &[Node], ready: bool, since: i64, bound: Duration) -> i64 {
+    let want = if ready { "200" } else { "non-200" };
+    for node in nodes {
+        let left = bound.saturating_sub(Duration::from_millis((now() - since).max(0) as u64));
+        eventually(
+            &format!("/readyz of {} to be {want}", node.id()),
+            left,
+            || async { ((node.readyz().await == 200) == ready).then_some(()) },
+        )
+        .await;
+    }
+    let at = now();
+    assert!(
+        at - since <= bound.as_millis() as i64,
+        "every /readyz {want} {} ms after the fault (bound {bound:?})",
+        at - since
+    );
+    at
+}
+
+/// Waits (within `bound`) until `nodes` together count at least `n` held API publications
+/// released (`murmur_timing_total{protocol="api",event="released"}`); returns the count.
+pub async fn await_api_releases(nodes: &[&Node], n: usize, bound: Duration) -> f64 {
+    eventually(
+        &format!("{n} held messages to be released"),
+        bound,
+        || async {
+            let mut sum = 0.0;
+            for node in nodes {
+                sum += metric(
+                    node,
+                    "murmur_timing_total",
+                    &[("protocol", "api"), ("event", "released")],
+                )
+                .await;
+            }
+            (sum >= n as f64).then_some(sum)
+        },
+    )
+    .await
+}
+
+/// Waits until every node reports an empty schedule (`murmur_scheduled_messages`, which
+/// each node refreshes after each scheduler round, at most 100 ms apart: docs/timing.md).
+pub async fn await_schedule_empty(nodes: &[&Node]) {
+    for node in nodes {
+        eventually(
+            &format!("{}: murmur_scheduled_messages 0", node.id()),
+            SOON,
+            || async {
+                (metric(node, "murmur_scheduled_messages", &[]).await == 0.0).then_some(())
+            },
+        )
+        .await;
+    }
 }
 
 // ---- the backend feed ----------------------------------------------------------------------
@@ -155,6 +209,11 @@ pub struct Pub {
     /// When the request was sent and when its answer came (Unix ms).
     pub sent_ms: i64,
     pub done_ms: i64,
+}
+
+/// `data.i` of the publications in `published` that satisfy `pred`.
+pub fn pub_is(published: &[Pub], pred: impl Fn(&Pub) -> bool) -> Vec<u64> {
+    published.iter().filter(|p| pred(p)).map(|p| p.i).collect()
 }
 
 /// The backend publishing `{"i": n}` (n = 0, 1, …) on a channel at a steady rate.
@@ -177,13 +236,13 @@ impl Feed {
             internal_url.to_string(),
         );
         let handle = actix_rt::spawn(async move {
-            let c = client();
+            let client = http();
             let mut tick = tokio::time::interval(Duration::from_micros(1_000_000 / per_second));
             let mut i = 0u64;
             while !s.get() {
                 tick.tick().await;
                 let sent_ms = now();
-                let outcome = try_publish(&c, &url, &ch, json!({ "i": i }), None)
+                let outcome = try_publish(&client, &url, &ch, json!({ "i": i }), None)
                     .await
                     .map(|(status, _)| status);
                 l.borrow_mut().push(Pub {
@@ -205,11 +264,21 @@ impl Feed {
 
     /// Publications answered 200 so far.
     pub fn accepted(&self) -> usize {
+        self.accepted_since(i64::MIN)
+    }
+
+    /// Publications sent after `ms` (Unix ms) and answered 200 so far.
+    pub fn accepted_since(&self, ms: i64) -> usize {
         self.log
             .borrow()
             .iter()
-            .filter(|p| p.outcome == Ok(200))
+            .filter(|p| p.sent_ms > ms && p.outcome == Ok(200))
             .count()
+    }
+
+    /// Publications answered so far (any outcome).
+    pub fn answered(&self) -> usize {
+        self.log.borrow().len()
     }
 
     /// Stops after the publication in progress and returns the whole log.
@@ -271,11 +340,31 @@ impl Collected {
             .filter(|n| n.topic == topic && n.marker().is_none())
             .collect()
     }
+
+    /// `data.i` of the feed publications received on `channel`, in arrival order.
+    pub fn feed_is(&self, channel: &str) -> Vec<u64> {
+        self.on(channel)
+            .iter()
+            .map(|n| {
+                n.i().unwrap_or_else(|| {
+                    panic!("{}: not a feed publication: {:?}", self.label, n.data)
+                })
+            })
+            .collect()
+    }
+
+    /// `data[field]` of the notes on `channel` that have it (e.g. held messages).
+    pub fn numbers(&self, channel: &str, field: &str) -> Vec<u64> {
+        self.on(channel)
+            .iter()
+            .filter_map(|n| n.data[field].as_u64())
+            .collect()
+    }
 }
 
 struct Shared {
     state: RefCell<Collected>,
-    /// Markers to see before stopping; `None` until [`Collector::finish`].
+    /// Markers to see before stopping; `None` until [`Collector::expect_markers`].
     markers: RefCell<Option<Vec<String>>>,
 }
 
@@ -308,6 +397,11 @@ impl Collector {
         Collector { shared, handle }
     }
 
+    /// [`Collector::start`] with a fresh Starling `user` on `node` subscribed to `channels`.
+    pub async fn subscribed(label: &str, node: &Node, user: &str, channels: &[&str]) -> Self {
+        Self::start(label, subscribed(node, user, channels).await, None)
+    }
+
     /// How many notes so far satisfy `pred`.
     pub fn count(&self, pred: impl Fn(&Note) -> bool) -> usize {
         self.shared
@@ -317,11 +411,6 @@ impl Collector {
             .iter()
             .filter(|n| pred(n))
             .count()
-    }
-
-    /// Connections ended so far.
-    pub fn ends(&self) -> usize {
-        self.shared.state.borrow().ends.len()
     }
 
     /// Recoveries completed so far.
@@ -351,6 +440,24 @@ impl Collector {
         }
         state
     }
+}
+
+/// The barrier that ends a fault test: arms every collector with one fresh marker, publishes
+/// it on every channel through `node` (after everything else), and waits until each
+/// collector has seen it; returns what they recorded, in order.
+pub async fn barrier(node: &Node, channels: &[&str], collectors: Vec<Collector>) -> Vec<Collected> {
+    let marker = uniq("end-");
+    for c in &collectors {
+        c.expect_markers(vec![marker.clone()]);
+    }
+    for ch in channels {
+        publish_marker(node, ch, &marker).await;
+    }
+    let mut out = Vec::new();
+    for c in collectors {
+        out.push(c.finish(CROSS).await);
+    }
+    out
 }
 
 fn markers_seen(sh: &Shared) -> bool {
@@ -412,26 +519,24 @@ async fn collect(sh: Rc<Shared>, s: Starling, recover: Option<(String, String)>)
             sh.state.borrow_mut().failed = Some("connection lost (no recovery token)".into());
             return;
         };
-        // Reconnect at once, as a client would; a refusal is retried a few times.
+        // Reconnect at once, as a client would; a refusal is retried (bounded).
         let url = format!("{base}/starling?recover={token}");
-        let mut attempt = 0;
-        ws = loop {
-            match murmur_tests::WsClient::connect(&url).await {
-                Ok(ws) => break ws,
-                Err(e) if attempt < 20 => {
-                    attempt += 1;
-                    sh.state
-                        .borrow_mut()
-                        .ends
-                        .push(format!("recovery refused: {e:?}"));
-                    tokio::time::sleep(Duration::from_millis(200)).await;
-                }
+        let recovered = poll_until(CROSS, || async {
+            match WsClient::connect(&url).await {
+                Ok(ws) => Some(ws),
                 Err(e) => {
-                    sh.state.borrow_mut().failed = Some(format!("cannot recover: {e:?}"));
-                    return;
+                    let why = format!("recovery refused: {e:?}");
+                    sh.state.borrow_mut().ends.push(why);
+                    None
                 }
             }
+        })
+        .await;
+        let Some(next) = recovered else {
+            sh.state.borrow_mut().failed = Some(format!("cannot recover within {CROSS:?}"));
+            return;
         };
+        ws = next;
         conn += 1;
     }
 }
@@ -472,20 +577,84 @@ pub struct DeviceLog {
 impl DeviceLog {
     /// Events ACKed so far.
     pub fn acked(&self) -> usize {
-        self.events.iter().filter(|e| e.acked.is_some()).count()
+        self.acked_since(i64::MIN)
+    }
+
+    /// Events ACKed after `ms` (Unix ms).
+    pub fn acked_since(&self, ms: i64) -> usize {
+        self.offsets_acked(|_, at| at > ms).len()
     }
 
     /// Events ACKed by `node`.
     pub fn acked_by(&self, node: usize) -> usize {
+        self.offsets_acked(|n, _| n == node).len()
+    }
+
+    /// Offsets of the events whose ACK (node, Unix ms) satisfies `pred`.
+    pub fn offsets_acked(&self, pred: impl Fn(usize, i64) -> bool) -> Vec<u64> {
         self.events
             .iter()
-            .filter(|e| e.acked.is_some_and(|(n, _)| n == node))
-            .count()
+            .filter(|e| e.acked.is_some_and(|(n, at)| pred(n, at)))
+            .map(|e| e.offset)
+            .collect()
+    }
+
+    /// Offsets of the events ACKed in `(from, to]` (Unix ms) by a node other than `node`:
+    /// with `from` the fault and `to` the moment every node was ready again, those that
+    /// `node` may have missed on `sink/<client>` while its bus had not subscribed again
+    /// (channels are not durable: docs/cluster.md, "When Redis goes away").
+    pub fn acked_elsewhere_between(&self, node: usize, from: i64, to: i64) -> Vec<u64> {
+        self.offsets_acked(|n, at| n != node && at > from && at <= to)
+    }
+
+    /// Offsets of every event sent.
+    pub fn offsets(&self) -> Vec<u64> {
+        self.events.iter().map(|e| e.offset).collect()
+    }
+
+    /// The event ACKed last before the first NACK, if it was ACKed at most
+    /// [`LOSS_WINDOW_MS`] before `fault_at` (or after it): the only event of the device
+    /// whose publication may have gone down with Redis (see [`LOSS_WINDOW_MS`]).
+    pub fn at_loss(&self, fault_at: i64) -> Option<u64> {
+        let first_nacked = self.events.iter().position(|e| !e.nacks.is_empty())?;
+        let e = &self.events[first_nacked.checked_sub(1)?];
+        e.acked
+            .is_some_and(|(_, at)| at >= fault_at - LOSS_WINDOW_MS)
+            .then_some(e.offset)
     }
 
     /// NACKs received so far.
     pub fn nacks(&self) -> usize {
         self.events.iter().map(|e| e.nacks.len()).sum()
+    }
+
+    /// Asserts every event ended up ACKed.
+    pub fn assert_all_acked(&self) {
+        let open: Vec<&Sent> = self.events.iter().filter(|e| e.acked.is_none()).collect();
+        assert!(
+            open.is_empty(),
+            "{}: every event ends up ACKed: {open:?}",
+            self.client
+        );
+    }
+
+    /// Asserts every NACK is `02` "temporarily unavailable" (the store was away) and
+    /// returns the offsets of the events NACKed.
+    pub fn assert_nacks_unavailable(&self) -> BTreeSet<u64> {
+        let mut nacked = BTreeSet::new();
+        for e in &self.events {
+            for (machine, human, _) in &e.nacks {
+                assert_eq!(
+                    (machine.as_slice(), human.as_str()),
+                    NACK_UNAVAILABLE,
+                    "{}: the NACK while the store is away (event {})",
+                    self.client,
+                    e.offset
+                );
+                nacked.insert(e.offset);
+            }
+        }
+        nacked
     }
 
     /// The events whose live publication a broken connection may have cut off: for each
@@ -499,19 +668,15 @@ impl DeviceLog {
             let opened = c.opened_ms;
             let closed_before = self.connections.get(k + 1).map(|n| n.opened_ms);
             for e in &self.events {
-                if !e.lost_in_flight.is_empty() && e.lost_in_flight.contains(&c.node) {
+                if e.lost_in_flight.contains(&c.node) {
                     out.insert(e.offset);
                 }
             }
             let last = self
-                .events
-                .iter()
-                .filter(|e| {
-                    e.acked.is_some_and(|(n, at)| {
-                        n == c.node && at >= opened && closed_before.is_none_or(|b| at <= b)
-                    })
+                .offsets_acked(|n, at| {
+                    n == c.node && at >= opened && closed_before.is_none_or(|b| at <= b)
                 })
-                .map(|e| e.offset)
+                .into_iter()
                 .max();
             out.extend(last);
         }
@@ -641,6 +806,17 @@ impl SinkDevice {
         SinkDevice { log, stop, handle }
     }
 
+    /// Starts a device per instance, device `k` first connecting to `addrs[home(k)]`,
+    /// each publishing one event per [`PERIOD`].
+    pub fn start_all(
+        instances: &[u32],
+        addrs: &[SocketAddr],
+        home: impl Fn(usize) -> usize,
+    ) -> Vec<SinkDevice> {
+        let start = |(k, &inst)| SinkDevice::start(inst, addrs.to_vec(), home(k), PERIOD);
+        instances.iter().enumerate().map(start).collect()
+    }
+
     /// The client id.
     pub fn client(&self) -> String {
         self.log.borrow().client.clone()
@@ -663,6 +839,15 @@ impl SinkDevice {
     }
 }
 
+/// Stops every device (see [`SinkDevice::stop`]) and returns their logs, in order.
+pub async fn stop_devices(devices: Vec<SinkDevice>) -> Vec<DeviceLog> {
+    let mut logs = Vec::new();
+    for d in devices {
+        logs.push(d.stop(CROSS).await);
+    }
+    logs
+}
+
 async fn drive_device(
     log: Rc<RefCell<DeviceLog>>,
     stop: Rc<Cell<bool>>,
@@ -680,16 +865,29 @@ async fn drive_device(
     let mut id: u16 = 0;
     let mut tick = tokio::time::interval(period);
     loop {
-        let (mut link, s) = match sink_connect(addrs[cur], instance, server).await {
-            Ok(ok) => ok,
-            Err(why) => {
-                log.borrow_mut().refused.push((cur, why));
-                cur = (cur + 1) % addrs.len();
-                // A device's reconnect backoff.
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
+        // Connect to the current node, or else the next ones in turn (bounded).
+        let next = Cell::new(cur);
+        let connected = poll_until(DRIVER_DEADLINE, || {
+            let k = next.get();
+            next.set((k + 1) % addrs.len());
+            let (log, addr) = (&log, addrs[k]);
+            async move {
+                match sink_connect(addr, instance, server).await {
+                    Ok((link, s)) => Some((k, link, s)),
+                    Err(why) => {
+                        log.borrow_mut().refused.push((k, why));
+                        None
+                    }
+                }
             }
+        })
+        .await;
+        let Some((k, mut link, s)) = connected else {
+            let why = format!("no node took the device within {DRIVER_DEADLINE:?}");
+            log.borrow_mut().refused.push((usize::MAX, why));
+            return;
         };
+        cur = k;
         server = Some(s);
         log.borrow_mut().connections.push(Connection {
             node: cur,
@@ -766,8 +964,7 @@ async fn drive_device(
 
 /// Offsets of the events stored for `client` in the inbound stream `murmur:sink:in:<client>`
 /// (docs/sink.md, "Where the state lives"), in stream order.
-pub async fn stored_offsets(redis: &murmur_tests::RedisServer, client: &str) -> Vec<u64> {
-    use murmur_tests::Resp;
+pub async fn stored_offsets(redis: &RedisServer, client: &str) -> Vec<u64> {
     let key = format!("murmur:sink:in:{client}");
     let reply = redis.cmd(&["XRANGE", &key, "-", "+"]).await;
     let Resp::Array(Some(entries)) = reply else {
@@ -792,54 +989,47 @@ pub async fn stored_offsets(redis: &murmur_tests::RedisServer, client: &str) -> 
         .collect()
 }
 
-/// `SCARD murmur:sink:seen:<client>`: identities the store remembers for `client`.
-pub async fn seen_count(redis: &murmur_tests::RedisServer, client: &str) -> i64 {
+/// Asserts the store holds every event of `log` exactly once: in the inbound stream and in
+/// the seen-set (`SCARD murmur:sink:seen:<client>`).
+pub async fn assert_stored_once(redis: &RedisServer, log: &DeviceLog) {
+    let client = &log.client;
+    let all = log.offsets();
+    let stored = stored_offsets(redis, client).await;
+    let what = format!("{client}: every ACKed event stored in murmur:sink:in");
+    assert_each_once(&what, all.iter().copied(), stored);
     let key = format!("murmur:sink:seen:{client}");
-    redis
+    let seen = redis
         .cmd(&["SCARD", &key])
         .await
         .as_int()
-        .unwrap_or_else(|| panic!("SCARD {key} is not an integer"))
+        .unwrap_or_else(|| panic!("SCARD {key} is not an integer"));
+    assert_eq!(
+        seen,
+        all.len() as i64,
+        "{client}: the seen-set holds every identity once"
+    );
 }
 
-/// Offsets of the `sink/<client>` publications a collector received, in order.
-pub fn published_offsets(c: &Collected, client: &str) -> Vec<u64> {
-    c.on(&format!("sink/{client}"))
-        .iter()
-        .map(|n| {
-            assert_eq!(n.data["client"], client, "{:?}", n.data);
-            n.data["offset"]
-                .as_u64()
-                .unwrap_or_else(|| panic!("a sink publication without offset: {:?}", n.data))
-        })
-        .collect()
+/// The events of `log` that `c` did not receive on `sink/<client>`; asserts none arrived
+/// twice (docs/sink.md: a duplicate is not published again).
+pub fn unpublished(c: &Collected, log: &DeviceLog) -> Vec<u64> {
+    let client = &log.client;
+    let published = c.on(&format!("sink/{client}")).into_iter().map(|n| {
+        assert_eq!(n.data["client"], client.as_str(), "{:?}", n.data);
+        n.data["offset"]
+            .as_u64()
+            .unwrap_or_else(|| panic!("a sink publication without offset: {:?}", n.data))
+    });
+    let (missing, duplicated) = missing_and_duplicated(log.offsets(), published);
+    assert!(
+        duplicated.is_empty(),
+        "{}: each event of {client} published at most once: {duplicated:?}",
+        c.label
+    );
+    missing
 }
 
 // ---- TimeStick -----------------------------------------------------------------------------
-
-/// STARTs a TimeStick session of `user` on `target` at `public_url`; its id.
-pub async fn stick_start(public_url: &str, user: &str, target: &str) -> String {
-    let body = json!({"action": "START", "protocol": "TimeStick", "version": "0.1",
-        "caller_id": user, "requested_uri": format!("timestick://localhost/{target}")});
-    let (status, answer) = try_json(
-        &client(),
-        Method::POST,
-        &format!("{public_url}/timestick/start"),
-        Some(&token(user)),
-        Some(&body),
-    )
-    .await
-    .unwrap_or_else(|e| panic!("TimeStick START: {e}"));
-    assert_eq!(status, 200, "START: {answer}");
-    assert_eq!(answer["action"], "START-OK", "{answer}");
-    answer["session_id"].as_str().unwrap().to_string()
-}
-
-/// A TimeStick request body.
-pub fn stick_request(session: &str, message_id: &str, payload: Value) -> Value {
-    json!({"type": "request", "session_id": session, "message_id": message_id,
-           "correlation_id": null, "payload": payload})
-}
 
 /// What happened to one POST of a [`StickSender`].
 #[derive(Debug, Clone)]
@@ -861,59 +1051,43 @@ impl Posted {
 
 /// A TimeStick session POSTing `request`s `m<k>` with payload `{"k": k}`.
 pub struct StickSender {
-    pub session: String,
-    pub user: String,
     pub log: Rc<RefCell<Vec<Posted>>>,
     stop: Rc<Cell<bool>>,
     handle: JoinHandle<()>,
 }
 
 impl StickSender {
-    /// Starts posting to `bases[first]` (public URLs), moving to the next base on a
-    /// transport error (the same `message_id` is posted again there).
-    pub fn start(
-        session: &str,
-        user: &str,
-        bases: Vec<String>,
-        first: usize,
-        period: Duration,
-    ) -> StickSender {
+    /// Starts posting as `session` to `bases[first]` (public URLs), moving to the next base
+    /// on a transport error (the same `message_id` is posted again there).
+    pub fn start(session: &Session, bases: Vec<String>, first: usize, period: Duration) -> Self {
         let log = Rc::new(RefCell::new(Vec::new()));
         let stop = Rc::new(Cell::new(false));
-        let (l, s, sid, u) = (
-            log.clone(),
-            stop.clone(),
-            session.to_string(),
-            user.to_string(),
-        );
+        let (l, s, session) = (log.clone(), stop.clone(), session.clone());
         let handle = actix_rt::spawn(async move {
-            let c = client();
-            let tok = token(&u);
+            let (client, auth) = (http(), format!("Bearer {}", session.token));
+            let headers = [("Authorization", auth.as_str())];
             let mut cur = first;
             let mut tick = tokio::time::interval(period);
             let mut k = 0u64;
-            // The last message is the end marker `m-end`.
-            let mut last = false;
             loop {
-                if s.get() {
-                    last = true;
-                }
+                // The last message is the end marker `m-end`.
+                let last = s.get();
                 tick.tick().await;
                 let message_id = if last {
                     "m-end".to_string()
                 } else {
                     format!("m{k}")
                 };
-                let body = stick_request(&sid, &message_id, json!({ "k": k }));
+                let body = request_msg(&session.id, &message_id, json!({ "k": k }));
                 let mut posted = Posted {
                     k,
                     attempts: Vec::new(),
                 };
                 for _ in 0..(4 * bases.len()) {
-                    let url = format!("{}/timestick/session/{sid}", bases[cur]);
-                    let r = try_json(&c, Method::POST, &url, Some(&tok), Some(&body))
+                    let url = format!("{}/timestick/session/{}", bases[cur], session.id);
+                    let r = try_request(&client, Method::POST, &url, &headers, Some(&body))
                         .await
-                        .map(|(status, _)| status);
+                        .map(|reply| reply.status);
                     let transport = r.is_err();
                     posted.attempts.push((cur, r));
                     if !transport {
@@ -921,26 +1095,14 @@ impl StickSender {
                     }
                     cur = (cur + 1) % bases.len();
                 }
+                l.borrow_mut().push(posted);
                 if last {
-                    l.borrow_mut().push(posted);
                     return;
                 }
-                l.borrow_mut().push(posted);
                 k += 1;
             }
         });
-        StickSender {
-            session: session.to_string(),
-            user: user.to_string(),
-            log,
-            stop,
-            handle,
-        }
-    }
-
-    /// Requests accepted so far (the end marker not counted).
-    pub fn accepted(&self) -> usize {
-        self.log.borrow().iter().filter(|p| p.accepted()).count()
+        StickSender { log, stop, handle }
     }
 
     /// Posts the end marker `m-end` and stops; returns the log (marker last).
@@ -977,63 +1139,56 @@ pub struct StickReceiver {
 }
 
 impl StickReceiver {
-    /// Starts polling `bases[first]`, moving to the next base on a transport error (with
-    /// the last cursor it received), until the message `<sender>.m-end` arrives.
-    pub fn start(
-        session: &str,
-        user: &str,
-        sender: &str,
-        bases: Vec<String>,
-        first: usize,
-    ) -> StickReceiver {
+    /// Starts polling as `session` at `bases[first]`, moving to the next base on a
+    /// transport error (with the last cursor it received), until the message
+    /// `<sender>.m-end` arrives.
+    pub fn start(session: &Session, sender: &str, bases: Vec<String>, first: usize) -> Self {
         let log = Rc::new(RefCell::new(ReceiverLog::default()));
-        let (l, sid, u) = (log.clone(), session.to_string(), user.to_string());
+        let (l, session) = (log.clone(), session.clone());
         let end = format!("{sender}.m-end");
         let handle = actix_rt::spawn(async move {
-            let c = client();
-            let tok = token(&u);
-            let mut cur = first;
-            let mut cursor: Option<String> = None;
-            let run = async {
-                loop {
-                    let mut url = format!("{}/timestick/session/{sid}?wait=1", bases[cur]);
-                    if let Some(a) = &cursor {
-                        url.push_str(&format!("&after={a}"));
-                    }
-                    match try_json(&c, Method::GET, &url, Some(&tok), None).await {
-                        Ok((200, body)) => {
-                            let msgs = body["messages"].as_array().cloned().unwrap_or_default();
-                            let mut done = false;
-                            for m in msgs {
-                                let id = m["message_id"].as_str().unwrap_or_default().to_string();
-                                done |= id == end;
-                                l.borrow_mut().got.push(Got {
-                                    message_id: id,
-                                    payload: m["payload"].clone(),
-                                    node: cur,
-                                });
-                            }
-                            if let Some(next) = body["cursor"].as_str() {
-                                cursor = Some(next.to_string());
-                            }
-                            if done {
-                                return;
-                            }
-                        }
-                        Ok((status, body)) => {
-                            l.borrow_mut()
-                                .poll_errors
-                                .push((cur, format!("{status}: {body}")));
-                            tokio::time::sleep(Duration::from_millis(100)).await;
-                        }
-                        Err(e) => {
-                            l.borrow_mut().poll_errors.push((cur, e));
-                            cur = (cur + 1) % bases.len();
-                        }
-                    }
+            let (client, auth) = (http(), format!("Bearer {}", session.token));
+            let headers = [("Authorization", auth.as_str())];
+            let cur = Cell::new(first);
+            let cursor: RefCell<Option<String>> = RefCell::new(None);
+            // One long-poll per attempt, until the end marker came.
+            let done = poll_until(DRIVER_DEADLINE, || async {
+                let k = cur.get();
+                let mut url = format!("{}/timestick/session/{}?wait=1", bases[k], session.id);
+                if let Some(a) = cursor.borrow().as_ref() {
+                    url.push_str(&format!("&after={a}"));
                 }
-            };
-            if tokio::time::timeout(DRIVER_DEADLINE, run).await.is_err() {
+                let reply = try_request(&client, Method::GET, &url, &headers, None).await;
+                let body = match reply {
+                    Ok(r) if r.status == 200 => r.json(),
+                    Ok(r) => {
+                        let why = format!("{}: {}", r.status, r.text());
+                        l.borrow_mut().poll_errors.push((k, why));
+                        return None;
+                    }
+                    Err(e) => {
+                        l.borrow_mut().poll_errors.push((k, e));
+                        cur.set((k + 1) % bases.len());
+                        return None;
+                    }
+                };
+                let mut done = false;
+                for m in body["messages"].as_array().into_iter().flatten() {
+                    let id = m["message_id"].as_str().unwrap_or_default().to_string();
+                    done |= id == end;
+                    l.borrow_mut().got.push(Got {
+                        message_id: id,
+                        payload: m["payload"].clone(),
+                        node: k,
+                    });
+                }
+                if let Some(next) = body["cursor"].as_str() {
+                    *cursor.borrow_mut() = Some(next.to_string());
+                }
+                done.then_some(())
+            })
+            .await;
+            if done.is_none() {
                 l.borrow_mut()
                     .poll_errors
                     .push((usize::MAX, format!("gave up after {DRIVER_DEADLINE:?}")));
@@ -1057,6 +1212,154 @@ impl StickReceiver {
     }
 }
 
+// ---- the mixed load of the Redis fault tests -----------------------------------------------
+
+/// The load of `fault_redis_outage.rs` and `fault_redis_freeze.rs` on a 3-node cluster:
+/// three Sink devices (two on node 0, one on node 1) publishing an event every
+/// [`PERIOD`], watched on `sink/<client>` from node 0 and node 2; the backend publishing
+/// on `feed_ch` through node 1's API at [`FEED_RATE`]; a subscriber of `feed_ch` and
+/// `held_ch` on every node.
+pub struct RedisLoad {
+    pub feed_ch: String,
+    pub held_ch: String,
+    pub sink_channels: Vec<String>,
+    /// Sink watchers on node 0 and node 2.
+    pub watchers: Vec<Collector>,
+    /// Subscribers on node 0, 1 and 2.
+    pub subs: Vec<Collector>,
+    pub feed: Feed,
+    pub devices: Vec<SinkDevice>,
+}
+
+/// What [`RedisLoad::finish`] returns: the feed's log, the devices' logs, what the
+/// watchers and what the subscribers received, and the holds released.
+pub type RedisLoadLogs = (
+    Vec<Pub>,
+    Vec<DeviceLog>,
+    Vec<Collected>,
+    Vec<Collected>,
+    f64,
+);
+
+impl RedisLoad {
+    /// The node device `k` connects to first (its home).
+    pub fn home(k: usize) -> usize {
+        usize::from(k == 2)
+    }
+
+    /// Starts the load and waits until it runs (50 publications, 5 ACKs per device).
+    pub async fn start(cluster: &Cluster) -> RedisLoad {
+        let sinks: Vec<SocketAddr> = cluster.nodes().iter().map(Node::sink_addr).collect();
+        let (feed_ch, held_ch) = (uniq("feed-"), uniq("held-"));
+        let instances: Vec<u32> = (0..3).map(|_| sink_instance()).collect();
+        let sink_channels: Vec<String> =
+            instances.iter().map(|i| format!("sink/dev-{i}")).collect();
+        let sink_refs: Vec<&str> = sink_channels.iter().map(String::as_str).collect();
+        let mut watchers = Vec::new();
+        for k in [0, 2] {
+            let label = format!("sink watcher on node {k}");
+            watchers.push(Collector::subscribed(&label, cluster.node(k), "w", &sink_refs).await);
+        }
+        let mut subs = Vec::new();
+        for k in 0..3 {
+            let label = format!("subscriber on node {k}");
+            let channels = [feed_ch.as_str(), held_ch.as_str()];
+            subs.push(Collector::subscribed(&label, cluster.node(k), "sub", &channels).await);
+        }
+        let feed = Feed::start(&feed_ch, &cluster.node(1).internal_url(), FEED_RATE);
+        let devices = SinkDevice::start_all(&instances, &sinks, Self::home);
+        let load = RedisLoad {
+            feed_ch,
+            held_ch,
+            sink_channels,
+            watchers,
+            subs,
+            feed,
+            devices,
+        };
+        load.await_running(i64::MIN, "before the fault").await;
+        load
+    }
+
+    /// Waits until, since `ms`, the feed had 50 publications accepted and every device 5
+    /// events ACKed.
+    pub async fn await_running(&self, ms: i64, when: &str) {
+        eventually(&format!("the load to run {when}"), CROSS, || async {
+            let ok = self.feed.accepted_since(ms) >= 50
+                && self
+                    .devices
+                    .iter()
+                    .all(|d| d.log.borrow().acked_since(ms) >= 5);
+            ok.then_some(())
+        })
+        .await;
+    }
+
+    /// Waits until every device got at least `n` NACKs and the feed had 25 more answers.
+    pub async fn await_nacked(&self, n: usize) {
+        let answered = self.feed.answered();
+        eventually(
+            "every device to be NACKed and the feed to go on",
+            CROSS,
+            || async {
+                let ok = self.devices.iter().all(|d| d.log.borrow().nacks() >= n)
+                    && self.feed.answered() >= answered + 25;
+                ok.then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Stops the feed and the devices, waits (within `release_bound`) for `held` released
+    /// holds over the cluster, then runs the [`barrier`] through node 2.
+    pub async fn finish(
+        self,
+        cluster: &Cluster,
+        held: usize,
+        release_bound: Duration,
+    ) -> RedisLoadLogs {
+        let published = self.feed.stop().await;
+        let logs = stop_devices(self.devices).await;
+        let nodes: Vec<&Node> = cluster.nodes().iter().collect();
+        let released = await_api_releases(&nodes, held, release_bound).await;
+        let mut channels = vec![self.feed_ch.as_str(), self.held_ch.as_str()];
+        channels.extend(self.sink_channels.iter().map(String::as_str));
+        let n = self.watchers.len();
+        let mut all = barrier(
+            cluster.node(2),
+            &channels,
+            self.watchers.into_iter().chain(self.subs).collect(),
+        )
+        .await;
+        let got = all.split_off(n);
+        (published, logs, all, got, released)
+    }
+}
+
+/// Checks the feed notifications `c` received on `channel`: none twice (asserted), the
+/// publications of `after` all there and in order (asserted). Returns what arrived, as a
+/// set.
+pub fn check_feed(c: &Collected, channel: &str, after: &[u64]) -> BTreeSet<u64> {
+    let is = c.feed_is(channel);
+    let duplicated: Vec<(u64, usize)> = tally(is.iter().copied())
+        .into_iter()
+        .filter(|(_, n)| *n > 1)
+        .collect();
+    assert!(
+        duplicated.is_empty(),
+        "{}: no publication twice: {}",
+        c.label,
+        first(&duplicated, 10)
+    );
+    let after_got: Vec<u64> = is.iter().copied().filter(|i| after.contains(i)).collect();
+    assert_eq!(
+        after_got, after,
+        "{}: receives again once every node is ready: everything, in order",
+        c.label
+    );
+    is.into_iter().collect()
+}
+
 // ---- counting --------------------------------------------------------------------------------
 
 /// Counts of each value: `value → occurrences`.
@@ -1074,14 +1377,32 @@ pub fn missing_and_duplicated<T: Ord + Copy>(
     got: impl IntoIterator<Item = T>,
 ) -> (Vec<T>, Vec<(T, usize)>) {
     let counts = tally(got);
-    let want: Vec<T> = want.into_iter().collect();
     let missing = want
-        .iter()
-        .copied()
+        .into_iter()
         .filter(|w| !counts.contains_key(w))
         .collect();
     let duplicated = counts.into_iter().filter(|(_, n)| *n > 1).collect();
     (missing, duplicated)
+}
+
+/// Asserts `got` holds each of `want` exactly once (`what` names it in the message).
+pub fn assert_each_once<T: Ord + Copy + std::fmt::Debug>(
+    what: &str,
+    want: impl IntoIterator<Item = T>,
+    got: impl IntoIterator<Item = T>,
+) {
+    let (missing, duplicated) = missing_and_duplicated(want, got);
+    assert!(
+        missing.is_empty() && duplicated.is_empty(),
+        "{what} exactly once: missing {}, duplicated {}",
+        first(&missing, 20),
+        first(&duplicated, 20)
+    );
+}
+
+/// The items of `items` that `explained` does not account for.
+pub fn unexplained<T: Copy>(items: &[T], explained: impl Fn(&T) -> bool) -> Vec<T> {
+    items.iter().copied().filter(|i| !explained(i)).collect()
 }
 
 /// The first `n` items, for messages.
