@@ -3,15 +3,17 @@
 //! follow their groups from authentication and through membership changes made on other
 //! nodes (a device added just before a message still gets it, once); a removed device
 //! stops getting them; a restarted node's devices follow their groups again; the sending
-//! connection gets its answer and no second copy. Real nodes on a real Redis.
+//! connection gets its answer and no second copy; deliveries are reported only for
+//! frames that were written. Real nodes on a real Redis.
 
 mod chat_common;
 
 use chat_common::{
-    is_broadcast_of, is_info_for, kind, message_id, modify_action, send_action, uniq, ChatClient,
-    CLUSTER_SOON, QUIET,
+    auth_action, is_broadcast_of, is_info_for, kind, message_id, modify_action, reported_devices,
+    send_action, uniq, ChatClient, CLUSTER_SOON, QUIET,
 };
-use murmur_tests::{metric_value, metrics, Cluster, Node};
+use murmur_tests::stall::Stalled;
+use murmur_tests::{metric_value, metrics, token, Cluster, Node, NodeBuilder, WsEvent};
 use serde_json::Value;
 
 async fn channel_counter(node: &Node, name: &str) -> f64 {
@@ -208,4 +210,98 @@ async fn the_sending_connection_gets_its_answer_and_no_second_copy() {
     );
     a1.assert_none("another copy", QUIET, |v| is_broadcast_of(v, &sid, "mine"))
         .await;
+}
+
+/// Deliveries are reported once their frame has left the node for the device's socket:
+/// a device that never reads is reported for what its socket actually got (each
+/// 3000-byte broadcast is a frame of its own, so its frames count them), and not for
+/// what was still queued when it was closed 4001.
+#[actix_rt::test]
+async fn reports_name_only_devices_whose_frames_were_written() {
+    let node = NodeBuilder::new()
+        .env("MURMUR_OUTBOUND_MAX_BYTES", "65536")
+        .spawn()
+        .await;
+    let (alice, bob, carol) = (uniq("alice"), uniq("bob"), uniq("carol"));
+    let mut a = ChatClient::login(&node, &alice, "a").await;
+    let mut stalled = Stalled::ws(&node.ws_url("/chat"))
+        .await
+        .unwrap_or_else(|e| panic!("upgrade refused: {e:?}"));
+    stalled
+        .send_json(&auth_action("auth", &bob, "stalled", &token(&bob)))
+        .await;
+    match stalled.recv(CLUSTER_SOON).await {
+        Some(WsEvent::Text(t)) => assert!(t.contains("succeeded"), "{t}"),
+        other => panic!("bob's authentication: {other:?}"),
+    }
+    let (sid, _) = a.create_group(&[&bob, &carol]).await;
+    match stalled.recv(CLUSTER_SOON).await {
+        Some(WsEvent::Text(t)) => assert!(t.contains(&sid), "{t}"),
+        other => panic!("bob's created info: {other:?}"),
+    }
+
+    // Bob's device reads nothing more: flood until it is closed as a slow consumer.
+    let body = "x".repeat(3000);
+    let slow_closes = || async {
+        let m = metrics(&node).await;
+        metric_value(
+            &m,
+            "murmur_disconnects_total",
+            &[("protocol", "chat"), ("reason", "slow_consumer")],
+        )
+        .unwrap_or(0.0)
+    };
+    let mut sent = 0usize;
+    loop {
+        a.say(&sid, &body).await;
+        sent += 1;
+        if sent % 100 == 0 && slow_closes().await == 1.0 {
+            break;
+        }
+        assert!(sent < 20_000, "bob's device was never closed 4001");
+    }
+
+    // Barrier: carol connects now, and her report of a last message comes after every
+    // report of bob's device (recorded before its close).
+    let mut c = ChatClient::login(&node, &carol, "c").await;
+    let marker = message_id(&a.say(&sid, "marker").await);
+    c.expect("the marker", |v| is_broadcast_of(v, &sid, "marker"))
+        .await;
+    let mut reported_for_bob = std::collections::BTreeSet::new();
+    loop {
+        let v = a
+            .expect_within("a delivery report", CLUSTER_SOON, |v| {
+                kind(v) == "message-delivered"
+            })
+            .await;
+        let devices = reported_devices(&v);
+        if devices.iter().any(|(u, _)| u == &bob) {
+            assert!(
+                devices.contains(&(bob.clone(), "stalled".to_string())),
+                "{v}"
+            );
+            reported_for_bob.insert(message_id(&v));
+        }
+        if message_id(&v) == marker && devices.iter().any(|(u, _)| u == &carol) {
+            break;
+        }
+    }
+    let drained = stalled.drain(CLUSTER_SOON).await;
+    assert_eq!(
+        drained.close.clone().flatten().map(|c| c.0),
+        Some(4001),
+        "{drained:?}"
+    );
+    assert!(!reported_for_bob.contains(&marker));
+    assert!(
+        reported_for_bob.len() <= drained.messages,
+        "{} reported for bob's device, {} frames reached its socket",
+        reported_for_bob.len(),
+        drained.messages
+    );
+    assert!(
+        drained.messages < sent,
+        "some broadcasts were still queued at the close: {} of {sent} reached it",
+        drained.messages
+    );
 }
