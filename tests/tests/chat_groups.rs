@@ -255,7 +255,7 @@ async fn reports_name_only_devices_whose_frames_were_written() {
     loop {
         a.say(&sid, &body).await;
         sent += 1;
-        if sent % 100 == 0 && slow_closes().await == 1.0 {
+        if sent.is_multiple_of(100) && slow_closes().await == 1.0 {
             break;
         }
         assert!(sent < 20_000, "bob's device was never closed 4001");
