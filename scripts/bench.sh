@@ -52,7 +52,7 @@ if [ "$MODE" = full ]; then
   # Chat group fan-out: rates in messages/s = deliveries/s (20k, 40k, 80k, 160k, 320k)
   # / receivers of the group. Murmuration caps a group at 256 participants, so its
   # large group is GROUP_LARGE/GROUP_DEVICES members with GROUP_DEVICES devices each.
-  GROUP_SMALL=200; GROUP_LARGE=2000; GROUP_DEVICES=8; GROUP_SENDERS=20
+  GROUP_SMALL=200; GROUP_LARGE=2000; GROUP_DEVICES=10; GROUP_SENDERS=20
   GROUP_SMALL_RATES=100,200,400,800,1600; GROUP_LARGE_RATES=10,20,40,80,160
   TS_SESSIONS=1000; TS_CONNS=32; TS_POLL_SESSIONS=200; TS_POLL_RATE=2000
   SINK_DEVICES=100; SINK_WINDOW=32

@@ -364,7 +364,7 @@ pub async fn deliver(
         },
     };
     let server_timestamp = now_ms();
-    let stored = StoredMessage {
+    let mut stored = StoredMessage {
         id: String::new(),
         session: session_id.to_string(),
         sender: sender.to_string(),
@@ -374,20 +374,12 @@ pub async fn deliver(
         timing,
     };
     let cfg = &node.config;
-    let id = node
+    stored.id = node
         .store()
         .append_message(stored.clone(), cfg.chat_history_len, cfg.chat_history_ttl)
         .await
         .map_err(store_err)?;
-    let body = chat::message_broadcast(
-        session_id,
-        sender,
-        &stored.message,
-        &stored.sender_timestamp,
-        &id,
-        server_timestamp,
-        stored.timing.as_ref(),
-    );
+    let body = stored.broadcast();
     let origin = Origin {
         session: from.map(|h| h.id()),
         user: Some(sender.to_string()),

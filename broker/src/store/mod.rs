@@ -123,6 +123,21 @@ pub struct StoredMessage {
     pub timing: Option<serde_json::Value>,
 }
 
+impl StoredMessage {
+    /// The `message-broadcast` action of this message (without `cdid`).
+    pub fn broadcast(&self) -> serde_json::Value {
+        murmur_shared::chat::message_broadcast(
+            &self.session,
+            &self.sender,
+            &self.message,
+            &self.sender_timestamp,
+            &self.id,
+            self.server_timestamp,
+            self.timing.as_ref(),
+        )
+    }
+}
+
 /// The state seam. See the module docs. TimeStick's part is [`TsStore`], Sink's
 /// [`SinkStore`].
 pub trait Store: TsStore + SinkStore + Send + Sync + 'static {

@@ -239,18 +239,7 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                             .filter(|m| {
                                 crate::timing::deliverable(&metrics, "chat", m.timing.as_ref())
                             })
-                            .map(|m| {
-                                let b = chat::message_broadcast(
-                                    &m.session,
-                                    &m.sender,
-                                    &m.message,
-                                    &m.sender_timestamp,
-                                    &m.id,
-                                    m.server_timestamp,
-                                    m.timing.as_ref(),
-                                );
-                                chat::history_item(b, cdid.as_deref())
-                            })
+                            .map(|m| chat::history_item(m.broadcast(), cdid.as_deref()))
                             .collect();
                         // Messages are accepted when their history form fits without a
                         // cdid; with this request's cdid one may not: then nothing is

@@ -330,15 +330,7 @@ impl ChatConn {
             if !crate::timing::deliverable(&metrics, LABEL, m.timing.as_ref()) {
                 continue;
             }
-            let action = chat::message_broadcast(
-                &m.session,
-                &m.sender,
-                &m.message,
-                &m.sender_timestamp,
-                &m.id,
-                m.server_timestamp,
-                m.timing.as_ref(),
-            );
+            let action = m.broadcast();
             if !own_user(&action, &user) {
                 reports.push(Report {
                     end: 0,

@@ -12,11 +12,7 @@ const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// `ws://…/chat` for a public base URL.
 pub fn url(base: &str) -> String {
-    let base = base.trim_end_matches('/');
-    let base = base
-        .strip_prefix("http://")
-        .map(|r| format!("ws://{r}"))
-        .unwrap_or_else(|| base.to_string());
+    let base = ws::ws_base(base);
     format!("{base}/chat")
 }
 

@@ -31,11 +31,7 @@ pub const PONG: &str = "PONG\r\n";
 
 /// `ws://host:port/` for a base URL (`http://`, `ws://`).
 pub fn url(base: &str) -> String {
-    let base = base.trim_end_matches('/');
-    let base = base
-        .strip_prefix("http://")
-        .map(|r| format!("ws://{r}"))
-        .unwrap_or_else(|| base.to_string());
+    let base = ws::ws_base(base);
     let has_path = base
         .split_once("://")
         .is_some_and(|(_, rest)| rest.contains('/'));

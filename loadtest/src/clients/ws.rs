@@ -43,6 +43,15 @@ pub async fn connect(url: &str, sources: &Sources) -> Result<Ws, String> {
         .map_err(|_| format!("connect {}: timed out", strip_query(url)))?
 }
 
+/// A base URL (`http://host:port/`, or already `ws://…`) as `ws://host:port`, without a
+/// trailing slash: where each client appends its path.
+pub fn ws_base(base: &str) -> String {
+    let base = base.trim_end_matches('/');
+    base.strip_prefix("http://")
+        .map(|r| format!("ws://{r}"))
+        .unwrap_or_else(|| base.to_string())
+}
+
 /// The URL without its query (tokens stay out of error messages).
 pub fn strip_query(url: &str) -> &str {
     url.split('?').next().unwrap_or(url)
