@@ -727,3 +727,27 @@ async fn chat_devices_that_read_are_never_closed_as_slow_consumers() {
         "nobody was a slow consumer"
     );
 }
+
+/// A Helios subscriber closed with 4001 that never reads again does not keep its buffer:
+/// once its close frame is queued the node gives it `CLOSE_LINGER` (10 s) to take what is
+/// left, then lets the socket go, and `murmur_outbound_bytes` is back at 0 while the
+/// client still holds its end open (docs/close-codes.md, 4001).
+#[actix_rt::test]
+async fn a_slow_consumer_that_never_reads_again_is_let_go_after_the_linger() {
+    let cluster = bounded_node(&[]).await;
+    let node = cluster.node(0);
+    let mut other = Starling::connect(node, &uniq("reader-")).await;
+    let channel = uniq("flood-");
+    let stalled = stalled_subscriber(node, &channel).await;
+    let kicks = slow_kicks(node, "helios").await;
+    flood_channel(node, &channel, kicks, &mut other).await;
+    eventually(
+        "murmur_outbound_bytes back to 0 with the stalled client still connected",
+        Duration::from_secs(25),
+        || async { (metric(node, "murmur_outbound_bytes", &[]).await == 0.0).then_some(()) },
+    )
+    .await;
+    let pong = other.call_ok("system:ping", json!({})).await;
+    assert_eq!(pong["pong"], true, "{pong}");
+    drop(stalled);
+}

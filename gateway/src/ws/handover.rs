@@ -111,9 +111,16 @@ async fn run(
     });
     // The writer is a task of its own, so the dispatcher's task (sized for serving any
     // HTTP request) ends here and its memory goes too.
+    // A write may take as long as the client needs while the connection is open; once
+    // its close frame is queued, the client has CLOSE_LINGER to take what is left (a slow
+    // consumer that never reads does not keep its socket and buffer for ever).
     actix_rt::spawn(async move {
         while let Some(Ok(chunk)) = body.next().await {
-            if write_all(&io, &chunk).await.is_err() {
+            let written = tokio::select! {
+                r = write_all(&io, &chunk) => r.is_ok(),
+                _ = body.closed_for(CLOSE_LINGER) => false,
+            };
+            if !written {
                 return;
             }
         }

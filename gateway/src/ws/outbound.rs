@@ -107,6 +107,8 @@ struct Shared {
     state: Mutex<State>,
     /// Woken whenever the HTTP layer takes bytes or the connection goes.
     drained: tokio::sync::Notify,
+    /// Woken when the close frame is queued.
+    closing: tokio::sync::Notify,
     limits: OutboundLimits,
     budget: Arc<OutboundBudget>,
 }
@@ -146,6 +148,7 @@ pub(super) fn channel(
             waker: None,
         }),
         drained: tokio::sync::Notify::new(),
+        closing: tokio::sync::Notify::new(),
         limits,
         budget,
     });
@@ -237,6 +240,7 @@ impl WsSink {
         if let Some(w) = st.waker.take() {
             w.wake();
         }
+        shared.closing.notify_waiters();
     }
 
     /// Queues a binary frame like [`binary`](Self::binary), but while the buffer is
@@ -341,6 +345,23 @@ impl Stream for OutboundBody {
         }
         st.waker = Some(cx.waker().clone());
         Poll::Pending
+    }
+}
+
+impl OutboundBody {
+    /// Resolves `linger` after the connection's close frame was queued: how long a
+    /// writer still waits for a client that does not read before it gives up.
+    pub async fn closed_for(&self, linger: std::time::Duration) {
+        loop {
+            let notified = self.shared.closing.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.shared.lock().closing {
+                break;
+            }
+            notified.await;
+        }
+        tokio::time::sleep(linger).await;
     }
 }
 
