@@ -301,7 +301,7 @@ pub async fn send(
     deliver_at: Option<i64>,
     cdid: Option<&str>,
 ) -> Result<Option<Value>, ChatError> {
-    participants(h, session_id).await?;
+    let users = participants(h, session_id).await?;
     // Every frame the broadcast is sent as must fit: the requester's copy with its
     // cdid (a held message has no such copy), the other devices' copies and the
     // history form. Only the message id is not known yet: counted as its longest.
@@ -339,14 +339,23 @@ pub async fn send(
         message,
         sender_timestamp,
         timing,
-        Some(h),
+        Sent::By(h, users),
     )
     .await?;
     Ok(Some(body))
 }
 
-/// Stores a chat message and broadcasts it to every participant's devices; `from` is the
-/// requesting connection (it is answered directly and skips its inbox copy).
+/// Who a message is delivered for.
+pub enum Sent<'a> {
+    /// A connection sending now, with the participants it was checked against (read
+    /// once per message).
+    By(&'a SessionHandle, Vec<String>),
+    /// A held (`~timing`) message coming due: the participants are read now.
+    Held,
+}
+
+/// Stores a chat message and broadcasts it to every participant's devices. A sending
+/// connection ([`Sent::By`]) is answered directly and gets no copy of the broadcast.
 pub async fn deliver(
     node: &Arc<Node>,
     session_id: &str,
@@ -354,14 +363,20 @@ pub async fn deliver(
     message: Value,
     sender_timestamp: Value,
     timing: Option<Value>,
-    from: Option<&SessionHandle>,
+    sent: Sent<'_>,
 ) -> Result<Value, ChatError> {
-    let users = match chat::direct_participants(session_id) {
-        Some((a, b)) => vec![a, b],
-        None => match node.store().group(session_id).await.map_err(store_err)? {
-            Some(g) => g.participants,
-            None => return Err(ChatError::NotFound),
-        },
+    let (from, users) = match sent {
+        Sent::By(h, users) => (Some(h), users),
+        Sent::Held => {
+            let users = match chat::direct_participants(session_id) {
+                Some((a, b)) => vec![a, b],
+                None => match node.store().group(session_id).await.map_err(store_err)? {
+                    Some(g) => g.participants,
+                    None => return Err(ChatError::NotFound),
+                },
+            };
+            (None, users)
+        }
     };
     let server_timestamp = now_ms();
     let mut stored = StoredMessage {

@@ -229,7 +229,7 @@ async fn execute(node: &Arc<Node>, job: Job) {
                 message,
                 sender_timestamp,
                 timing,
-                None,
+                crate::chat::Sent::Held,
             )
             .await;
             if let Err(e) = sent {
