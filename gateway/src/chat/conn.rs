@@ -5,16 +5,15 @@
 //! [`AUTH_TIMEOUT`] → close 1008. Outgoing actions that queue up while the socket is
 //! busy are packed into `batch-mode-action` frames (each ≤ 4096 bytes). A broadcast
 //! from another user is reported to its sender once its frame has been written to the
-//! socket ([`murmur_broker::chat::reports`] aggregates the reports per node).
+//! socket ([`murmur_broker::chat::reports`] aggregates the reports per node). Group
+//! broadcasts are written only for the groups the device follows ([`super::groups`]).
 
 use std::collections::VecDeque;
-
-use bytes::Bytes;
-use prometheus::{Histogram, IntCounter};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
 use murmur_broker::chat::reports::{About, Device as ReportDevice};
 use murmur_broker::metrics::outcome;
 use murmur_broker::session::SessionHandle;
@@ -26,6 +25,7 @@ use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::now_ms;
 use murmur_shared::wsframe::Message;
+use prometheus::{Histogram, IntCounter};
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
@@ -169,7 +169,7 @@ impl ChatConn {
 
     /// Encodes queued envelopes (this one and whatever else is ready), packs them into
     /// as few frames as fit, and writes them.
-    async fn deliver(&mut self, first: Arc<Envelope>) -> Result<(), Closed> {
+    fn deliver(&mut self, first: Arc<Envelope>) -> Result<(), Closed> {
         let mut envs = vec![first];
         if let Some(rx) = &mut self.outbound {
             while envs.len() < PACK_MAX {
@@ -516,7 +516,7 @@ async fn run(state: Arc<AppState>, ws: WsSink, mut stream: WsStream) {
             }
             env = next_outbound(&mut conn.outbound) => match env {
                 Some(env) => {
-                    if conn.deliver(env).await.is_err() {
+                    if conn.deliver(env).is_err() {
                         break conn.stop.take();
                     }
                 }
