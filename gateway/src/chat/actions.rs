@@ -143,20 +143,24 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     Err(e) => Err(e.to_string()),
                 },
                 Action::CreateMutable { user_ids, .. } => {
-                    changed(conn, service::create(&h, user_ids).await, &cdid).await?
+                    let done = conn.during(service::create(&h, user_ids)).await?;
+                    changed(conn, done, &cdid).await?
                 }
                 Action::ModifyMutable {
                     session_id,
                     user_ids,
                     ..
                 } => {
-                    let done = service::update(&h, &session_id, Some(user_ids)).await;
+                    let done = conn
+                        .during(service::update(&h, &session_id, Some(user_ids)))
+                        .await?;
                     changed(conn, done, &cdid).await?
                 }
                 Action::DeleteMutable { session_id, .. } => {
-                    changed(conn, service::update(&h, &session_id, None).await, &cdid).await?
+                    let done = conn.during(service::update(&h, &session_id, None)).await?;
+                    changed(conn, done, &cdid).await?
                 }
-                Action::ListMutable { .. } => match service::list(&h).await {
+                Action::ListMutable { .. } => match conn.during(service::list(&h)).await? {
                     Ok(groups) => {
                         for g in groups {
                             let info = chat::session_info(
@@ -195,16 +199,17 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     }
                     Ok(plan) => {
                         let due = plan.and_then(|p| p.deliver_at);
-                        let sent = service::send(
-                            &h,
-                            &session_id,
-                            message,
-                            sender_timestamp,
-                            timing,
-                            due,
-                            cdid.as_deref(),
-                        )
-                        .await;
+                        let sent = conn
+                            .during(service::send(
+                                &h,
+                                &session_id,
+                                message,
+                                sender_timestamp,
+                                timing,
+                                due,
+                                cdid.as_deref(),
+                            ))
+                            .await?;
                         match sent {
                             // Held: acknowledged now, broadcast to every device when due.
                             Ok(None) => {
@@ -231,7 +236,10 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
                     limit,
                     since,
                     ..
-                } => match service::history(&h, &session_id, since.as_deref(), limit).await {
+                } => match conn
+                    .during(service::history(&h, &session_id, since.as_deref(), limit))
+                    .await?
+                {
                     Ok(messages) => {
                         let metrics = conn.state.node.metrics.clone();
                         let items: Vec<Value> = messages

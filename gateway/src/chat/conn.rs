@@ -149,6 +149,32 @@ impl ChatConn {
         }
     }
 
+    /// Awaits a broker call of an action (a store round trip, most often) while writing
+    /// what arrives for this device meanwhile: the device's deliveries do not wait for
+    /// its own actions. The action's answer comes after them.
+    pub async fn during<T>(
+        &mut self,
+        call: impl std::future::Future<Output = T>,
+    ) -> Result<T, Closed> {
+        tokio::pin!(call);
+        loop {
+            let env = tokio::select! {
+                biased;
+                out = &mut call => return Ok(out),
+                env = next_outbound(&mut self.outbound) => env,
+            };
+            match env {
+                Some(env) => {
+                    if self.deliver(env).is_err() {
+                        return Err(Closed);
+                    }
+                }
+                // The session ended: the loop learns it next; finish the call first.
+                None => return Ok(call.await),
+            }
+        }
+    }
+
     /// Called by `authenticate` on success: the session is attached to this socket.
     pub fn attach(
         &mut self,
