@@ -171,7 +171,10 @@ async fn refuse(
     mut framed: Framed<TcpStream, Codec>,
     res: Response<actix_http::body::BoxBody>,
 ) -> Result<(), actix_web::Error> {
-    let (head, body) = res.into_parts();
+    let (mut head, body) = res.into_parts();
+    // Not `connection: upgrade` (the request's): this connection ends after the answer.
+    head.head_mut()
+        .set_connection_type(actix_http::ConnectionType::Close);
     let size = body.size();
     framed.send(Message::Item((head, size))).await?;
     if !matches!(size, BodySize::None) {
