@@ -157,11 +157,7 @@ impl Router {
         match queue.try_send(env) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
-                self.metrics.delivery("channel", outcome::DROPPED_SLOW);
-                addr.do_send(Kick(CloseReason::new(
-                    CloseCode::SlowConsumer,
-                    "slow consumer: outbound queue full",
-                )));
+                self.slow_consumer("channel", addr, "slow consumer: outbound queue full")
             }
             // The connection is going; its session leaves the channel next.
             Err(TrySendError::Closed(_)) => {
@@ -179,16 +175,22 @@ impl Router {
         match addr.try_send(Deliver(env)) {
             Ok(()) => {}
             Err(SendError::Full(_)) => {
-                // The session's mailbox is full: it cannot keep up. Disconnect it
-                // (the one message that jumps the bound is the Kick itself).
-                self.metrics.delivery(label, outcome::DROPPED_SLOW);
-                addr.do_send(Kick(CloseReason::new(
-                    CloseCode::SlowConsumer,
-                    "slow consumer: session mailbox full",
-                )));
+                self.slow_consumer(label, addr, "slow consumer: session mailbox full")
             }
             Err(SendError::Closed(Deliver(env))) => self.bounce(env, "the addressed session ended"),
         }
+    }
+
+    /// A member that cannot keep up: the message is dropped and the session
+    /// disconnected (the one message that jumps the bound is the Kick itself).
+    fn slow_consumer(
+        &self,
+        label: &str,
+        addr: &actix::Addr<crate::session::actor::SessionActor>,
+        reason: &str,
+    ) {
+        self.metrics.delivery(label, outcome::DROPPED_SLOW);
+        addr.do_send(Kick(CloseReason::new(CloseCode::SlowConsumer, reason)));
     }
 
     /// A request whose recipient is gone is answered at once, so the caller does not

@@ -10,9 +10,8 @@
 //! following the group replays what its node received before it subscribed. Delivery
 //! reports are aggregated per node ([`reports`]). Server actions
 //! travel as [`Kind::Message`] envelopes whose `subject` is the action type and whose
-//! body is the action without `cdid`; `correlation` carries the requester's `cdid` and
-//! `from.session` the requesting connection, so the gateway adds the `cdid` to that
-//! connection's copy only.
+//! body is the action without `cdid`; `from.session` is the requesting connection,
+//! which gets no copy: it is answered directly, with its `cdid`.
 
 pub mod reports;
 
@@ -128,21 +127,21 @@ pub struct Changed {
     pub mark: Option<String>,
 }
 
+/// The participants of a session: a direct session's two users (a pure function of its
+/// id), or a group's, read from the store.
+async fn session_participants(node: &Node, session_id: &str) -> Result<Vec<String>, ChatError> {
+    match chat::direct_participants(session_id) {
+        Some((a, b)) => Ok(vec![a, b]),
+        None => match node.store().group(session_id).await.map_err(store_err)? {
+            Some(g) => Ok(g.participants),
+            None => Err(ChatError::NotFound),
+        },
+    }
+}
+
 /// The participants of a session, checking that `user` is one of them.
 pub async fn participants(h: &SessionHandle, session_id: &str) -> Result<Vec<String>, ChatError> {
-    let users = match chat::direct_participants(session_id) {
-        Some((a, b)) => vec![a, b],
-        None => match h
-            .node()
-            .store()
-            .group(session_id)
-            .await
-            .map_err(store_err)?
-        {
-            Some(g) => g.participants,
-            None => return Err(ChatError::NotFound),
-        },
-    };
+    let users = session_participants(h.node(), session_id).await?;
     if !users.iter().any(|u| u == h.user()) {
         return Err(ChatError::NotParticipant);
     }
@@ -367,16 +366,7 @@ pub async fn deliver(
 ) -> Result<Value, ChatError> {
     let (from, users) = match sent {
         Sent::By(h, users) => (Some(h), users),
-        Sent::Held => {
-            let users = match chat::direct_participants(session_id) {
-                Some((a, b)) => vec![a, b],
-                None => match node.store().group(session_id).await.map_err(store_err)? {
-                    Some(g) => g.participants,
-                    None => return Err(ChatError::NotFound),
-                },
-            };
-            (None, users)
-        }
+        Sent::Held => (None, session_participants(node, session_id).await?),
     };
     let server_timestamp = now_ms();
     let mut stored = StoredMessage {

@@ -323,7 +323,6 @@ impl SessionActor {
         }
     }
 
-    /// Hands an envelope to the client, or buffers it while no transport is attached.
     /// This session as a channel member. A chat device's publications go straight to
     /// its connection's queue: they need nothing of the session (a chat session is not
     /// recoverable and ends with its connection).
@@ -338,6 +337,7 @@ impl SessionActor {
         }
     }
 
+    /// Hands an envelope to the client, or buffers it while no transport is attached.
     fn forward(&mut self, env: Arc<Envelope>, ctx: &mut Context<Self>) {
         let metrics = &self.node.metrics;
         if let Transport::Attached { tx, .. } = &self.transport {

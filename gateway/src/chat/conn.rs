@@ -72,7 +72,7 @@ pub struct Device {
     pub handle: SessionHandle,
     pub device_id: String,
     epoch: u64,
-    /// This device as delivery reports name it.
+    /// This device as delivery reports name it (its user and device ids).
     reported_as: Arc<ReportDevice>,
 }
 
@@ -208,7 +208,9 @@ impl ChatConn {
         let Some(device) = &self.device else {
             return Ok(());
         };
-        let user = device.handle.user().to_string();
+        // Shared, not copied: this runs once per wake-up of every connection.
+        let reported_as = device.reported_as.clone();
+        let user = reported_as.user.as_str();
         let own = device.handle.id();
         let metrics = self.state.node.metrics.clone();
         let now = now_ms();
@@ -220,10 +222,7 @@ impl ChatConn {
             };
             let broadcast = env.subject.as_deref() == Some("message-broadcast");
             if env.subject.as_deref() == Some("providing-session-info") {
-                if let Some(change) = self
-                    .groups
-                    .apply(action, &user, env.history_mark.as_deref())
-                {
+                if let Some(change) = self.groups.apply(action, user, env.history_mark.as_deref()) {
                     self.change(change);
                 }
             }
@@ -238,7 +237,7 @@ impl ChatConn {
                 .wire
                 .get_or_init(|| Bytes::from(action.to_string()))
                 .clone();
-            let report = if broadcast && !own_user(action, &user) {
+            let report = if broadcast && !own_user(action, user) {
                 Some(Report {
                     end: 0,
                     key: env.id,
@@ -342,7 +341,7 @@ impl ChatConn {
         };
         let user = device.handle.user().to_string();
         let metrics = self.state.node.metrics.clone();
-        let mut texts: Vec<Bytes> = Vec::new();
+        let mut texts: Vec<Bytes> = Vec::with_capacity(next.len());
         let mut reports = Vec::new();
         for n in next {
             let m = match n {
@@ -356,8 +355,7 @@ impl ChatConn {
             if !crate::timing::deliverable(&metrics, LABEL, m.timing.as_ref()) {
                 continue;
             }
-            let action = m.broadcast();
-            if !own_user(&action, &user) {
+            if m.sender != user {
                 reports.push(Report {
                     end: 0,
                     key: uuid::Uuid::new_v4(),
@@ -368,7 +366,7 @@ impl ChatConn {
                     }),
                 });
             }
-            texts.push(Bytes::from(action.to_string()));
+            texts.push(Bytes::from(m.broadcast().to_string()));
         }
         self.counters.delivered.inc_by(texts.len() as u64);
         self.write_packed(&texts, reports)

@@ -120,6 +120,20 @@ impl Shared {
     }
 }
 
+/// Waits on `notify` until `ready` (checked first, then after every wake-up) has an
+/// answer. The waiter is registered before each check, so no wake-up is missed.
+async fn wait_for<T>(notify: &tokio::sync::Notify, mut ready: impl FnMut() -> Option<T>) -> T {
+    loop {
+        let notified = notify.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        if let Some(answer) = ready() {
+            return answer;
+        }
+        notified.await;
+    }
+}
+
 /// The handle a connection loop writes through. Cheap to clone.
 #[derive(Clone)]
 pub struct WsSink {
@@ -253,39 +267,24 @@ impl WsSink {
         payload: &[u8],
         timeout: std::time::Duration,
     ) -> Result<u64, SendError> {
-        let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            let notified = self.shared.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            match self.binary(payload) {
-                Err(SendError::Full) => {}
-                done => return done,
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                return Err(SendError::Full);
-            }
-        }
+        let queued = wait_for(&self.shared.drained, || match self.binary(payload) {
+            Err(SendError::Full) => None,
+            done => Some(done),
+        });
+        tokio::time::timeout(timeout, queued)
+            .await
+            .unwrap_or(Err(SendError::Full))
     }
 
     /// Waits until at most half the byte bound is buffered (or the connection is gone),
     /// for writers that produce faster than a reading client takes (recovery replay).
     pub async fn writable(&self) {
-        loop {
-            let notified = self.shared.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            {
-                let st = self.shared.lock();
-                if st.gone
-                    || st.closing
-                    || st.buf.len() + st.handed <= self.shared.limits.max_bytes / 2
-                {
-                    return;
-                }
-            }
-            notified.await;
-        }
+        wait_for(&self.shared.drained, || {
+            let st = self.shared.lock();
+            (st.gone || st.closing || st.buf.len() + st.handed <= self.shared.limits.max_bytes / 2)
+                .then_some(())
+        })
+        .await
     }
 
     /// Waits until the bytes up to `end` (a frame's end as [`text`](Self::text) returned
@@ -295,21 +294,17 @@ impl WsSink {
         let Some(end) = end else {
             return std::future::pending().await;
         };
-        loop {
-            let notified = self.shared.drained.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            let gone = {
-                let st = self.shared.lock();
-                if st.confirmed >= end {
-                    return;
-                }
-                st.gone
-            };
-            if gone {
-                return std::future::pending().await;
+        let written = wait_for(&self.shared.drained, || {
+            let st = self.shared.lock();
+            match (st.confirmed >= end, st.gone) {
+                (true, _) => Some(true),
+                (false, true) => Some(false),
+                (false, false) => None,
             }
-            notified.await;
+        })
+        .await;
+        if !written {
+            std::future::pending::<()>().await;
         }
     }
 
@@ -352,15 +347,10 @@ impl OutboundBody {
     /// Resolves `linger` after the connection's close frame was queued: how long a
     /// writer still waits for a client that does not read before it gives up.
     pub async fn closed_for(&self, linger: std::time::Duration) {
-        loop {
-            let notified = self.shared.closing.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.shared.lock().closing {
-                break;
-            }
-            notified.await;
-        }
+        wait_for(&self.shared.closing, || {
+            self.shared.lock().closing.then_some(())
+        })
+        .await;
         tokio::time::sleep(linger).await;
     }
 }
