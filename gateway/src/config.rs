@@ -151,7 +151,7 @@ pub struct Settings {
     pub sink_idle: Duration,
     pub timestick_quarantine: Duration,
     /// Per-connection outbound bounds (bytes and frames).
-    pub outbound: crate::ws::OutboundLimits,
+    pub outbound: crate::edge::OutboundLimits,
     /// Node-wide ceiling of bytes buffered for client sockets.
     pub outbound_node_max_bytes: usize,
     /// Publications kept per channel.
@@ -407,7 +407,7 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
             "MURMUR_TIMESTICK_QUARANTINE",
             Duration::from_secs(300),
         )?,
-        outbound: crate::ws::OutboundLimits {
+        outbound: crate::edge::OutboundLimits {
             max_bytes: bytes(a.outbound_max_bytes, "MURMUR_OUTBOUND_MAX_BYTES", 2 << 20)?,
             max_frames: count(a.outbound_max_frames, "MURMUR_OUTBOUND_MAX_FRAMES", 8192)?,
         },

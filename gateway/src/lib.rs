@@ -13,16 +13,18 @@
 //! | [`telemetry`] | tracing subscriber (pretty or JSON) |
 //! | [`health`] | `/healthz`, `/readyz`, `/metrics` on the internal port |
 //! | [`api`] | the backend/admin API `/api/v1/*` (bearer API key) |
+//! | [`edge`] | the connection engine: the `Adapter` shape, one loop and one exit path for every connection, the byte-bounded outbound buffer |
 //! | [`chat`] | GradAgenda chat over WebSocket `/chat` |
 //! | [`helios`] | Helios-Starling over WebSocket `/starling` |
 //! | [`timestick`] | TimeStick over HTTP: START, messages, long-poll, SSE |
 //! | [`timing`] | `~timing` expiry and staleness at delivery |
-//! | [`ws`] | the WebSocket transport: upgrade and hand-over out of the HTTP/1 dispatcher, limit-checking reader, byte-bounded outbound buffer |
+//! | [`ws`] | the WebSocket transport: upgrade and hand-over out of the HTTP/1 dispatcher, limit-checking reader |
 #![forbid(unsafe_code)]
 
 pub mod api;
 pub mod chat;
 pub mod config;
+pub mod edge;
 pub mod health;
 pub mod helios;
 pub mod server;

@@ -74,7 +74,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         None => Node::embedded(config).await,
         Some(url) => Node::clustered(config, url, &settings.redis_prefix).await?,
     };
-    let outbound_budget = crate::ws::OutboundBudget::new(
+    let outbound_budget = crate::edge::OutboundBudget::new(
         settings.outbound_node_max_bytes,
         node.metrics.outbound_bytes.clone(),
     );
@@ -167,7 +167,7 @@ fn public_app(
         .route("/starling", web::get().to(helios::starling))
         .route("/chat", web::get().to(chat::chat))
         .configure(timestick::configure)
-        .route("/sink", web::get().to(sink::ws::sink))
+        .route("/sink", web::get().to(sink::connect::sink))
 }
 
 /// One public connection: HTTP/1, with WebSocket upgrades handed over to
@@ -218,7 +218,7 @@ fn public_service(
 fn sink_listener(state: &web::Data<AppState>) -> Result<Option<actix_server::Server>, String> {
     let settings = &state.settings;
     let tls = match &settings.sink_tls {
-        Some((cert, key, ca)) => Some(sink::tcp::tls_acceptor(cert, key, ca)?),
+        Some((cert, key, ca)) => Some(sink::connect::tls_acceptor(cert, key, ca)?),
         None if settings.dev => None,
         None => {
             info!("Sink over TCP disabled: set MURMUR_SINK_TLS_* (or MURMUR_DEV=1 for plaintext)");
@@ -241,7 +241,7 @@ fn sink_listener(state: &web::Data<AppState>) -> Result<Option<actix_server::Ser
                 let app = app.clone();
                 let tls = tls.clone();
                 async move {
-                    sink::tcp::accept(app, tls, stream).await;
+                    sink::connect::accept(app, tls, stream).await;
                     Ok::<_, ()>(())
                 }
             })

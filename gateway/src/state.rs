@@ -5,7 +5,12 @@ use std::sync::Arc;
 use murmur_broker::auth::{RecoveryTokens, Verifier};
 use murmur_broker::Node;
 
+use murmur_broker::session::Protocol;
+
 use crate::config::Settings;
+use crate::edge::buffer::{OutboundBudget, SendBuffer};
+use crate::edge::Out;
+use crate::ws::WsStream;
 
 /// Shared by every handler on both listeners.
 pub struct AppState {
@@ -16,31 +21,36 @@ pub struct AppState {
     pub recovery: RecoveryTokens,
     pub settings: Settings,
     /// Node-wide bytes buffered for client sockets (`MURMUR_OUTBOUND_NODE_MAX_BYTES`).
-    pub outbound_budget: Arc<crate::ws::OutboundBudget>,
+    pub outbound_budget: Arc<OutboundBudget>,
 }
 
 impl AppState {
-    /// Accepts a WebSocket upgrade with this node's outbound bounds.
+    /// Accepts a WebSocket upgrade of `protocol` with this node's outbound bounds.
     pub fn ws_upgrade(
         &self,
         req: &actix_web::HttpRequest,
         payload: actix_web::web::Payload,
         max_message: usize,
-    ) -> Result<
-        (
-            actix_web::HttpResponse,
-            crate::ws::WsSink,
-            crate::ws::WsStream,
-        ),
-        actix_web::Error,
-    > {
-        crate::ws::upgrade(
+        protocol: Protocol,
+    ) -> Result<(actix_web::HttpResponse, Out, WsStream), actix_web::Error> {
+        let (resp, buf, stream) = crate::ws::upgrade(
             req,
             payload,
             max_message,
             self.settings.outbound,
             &self.outbound_budget,
-        )
+        )?;
+        Ok((resp, self.out(buf, protocol), stream))
+    }
+
+    /// The write side of a connection of `protocol` over `buf`.
+    pub fn out(&self, buf: SendBuffer, protocol: Protocol) -> Out {
+        let messages_out = self
+            .node
+            .metrics
+            .messages_out
+            .with_label_values(&[protocol.label()]);
+        Out::new(buf, messages_out)
     }
 }
 

@@ -11,14 +11,18 @@
 //! * Neither token: 401.
 
 use actix_web::{web, HttpRequest, HttpResponse};
-use murmur_broker::session::{OpenError, Protocol};
+use std::sync::Arc;
+
+use murmur_broker::session::{Attachment, OpenError, Protocol, SessionHandle};
 use murmur_shared::api::ApiErrorCode;
 use murmur_shared::ids::SessionId;
 use serde::Deserialize;
 
-use super::conn::{self, Greeting};
+use super::session::{self, Conn, Greeting};
 use crate::api::error;
+use crate::edge::{self, Out};
 use crate::state::{bearer, AppState};
+use crate::ws::WsStream;
 
 #[derive(Deserialize)]
 pub struct StarlingQuery {
@@ -60,8 +64,12 @@ pub async fn starling(
     }
 
     // Validate the upgrade before any session exists, so a bad handshake leaks nothing.
-    let (resp, session, stream) =
-        state.ws_upgrade(&req, body, murmur_shared::helios::MAX_MESSAGE_BYTES)?;
+    let (resp, out, stream) = state.ws_upgrade(
+        &req,
+        body,
+        murmur_shared::helios::MAX_MESSAGE_BYTES,
+        Protocol::Helios,
+    )?;
     let state = state.into_inner();
     let mut failure: Option<String> = None;
     if let Some(rt) = recover {
@@ -77,9 +85,7 @@ pub async fn starling(
                     match node.recover(id, user, Protocol::Helios).await {
                         Ok((handle, attachment, detached_ms)) => {
                             let greeting = Greeting::Recovered { detached_ms };
-                            actix_web::rt::spawn(conn::run(
-                                state, handle, attachment, session, stream, greeting,
-                            ));
+                            serve(state, handle, attachment, out, stream, greeting);
                             return Ok(resp);
                         }
                         Err(OpenError::Draining) => {
@@ -95,7 +101,7 @@ pub async fn starling(
     let Some(principal) = principal else {
         // Recovery failed and there is no client token to open a fresh Starling with.
         let reason = failure.unwrap_or_default();
-        conn::refuse(session, reason);
+        session::refuse(out, reason);
         return Ok(resp);
     };
     match node.open(&principal.sub, Protocol::Helios, true).await {
@@ -104,12 +110,24 @@ pub async fn starling(
                 Some(reason) => Greeting::RecoveryFailed(reason),
                 None => Greeting::Fresh,
             };
-            actix_web::rt::spawn(conn::run(
-                state, handle, attachment, session, stream, greeting,
-            ));
+            serve(state, handle, attachment, out, stream, greeting);
             Ok(resp)
         }
         Err(OpenError::Draining) => Ok(error(ApiErrorCode::Unavailable, "node is draining")),
         Err(e) => Ok(error(ApiErrorCode::Internal, &e.to_string())),
     }
+}
+
+/// Serves an attached Starling on the edge loop.
+fn serve(
+    state: Arc<AppState>,
+    handle: SessionHandle,
+    attachment: Attachment,
+    out: Out,
+    stream: WsStream,
+    greeting: Greeting,
+) {
+    let metrics = state.node.metrics.clone();
+    let conn = Conn::new(state, handle, attachment, out, greeting);
+    actix_web::rt::spawn(edge::conn::serve(metrics, conn, stream));
 }

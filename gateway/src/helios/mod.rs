@@ -1,15 +1,16 @@
 //! Helios-Starling over WebSocket `/starling` (CONTRACT §4).
 //!
-//! * [`connect`]: authentication and recovery at the upgrade (`?token=`, `Authorization`,
-//!   `?recover=`).
-//! * [`conn`]: the connection loop: socket ⇄ session.
-//! * [`dispatch`]: what each decoded frame does (built-in methods, RPC routing).
+//! * [`connect`]: the route, authentication and recovery at the upgrade (`?token=`,
+//!   `Authorization`, `?recover=`).
+//! * [`session`]: one connection's state, the [`crate::edge::Adapter`]: decode, deliver,
+//!   the replay and greeting of a recovery.
+//! * [`apply`]: what each decoded frame does (built-in methods, RPC routing).
 //! * [`encode`]: broker envelopes → Helios JSON.
 
-pub mod conn;
+pub mod apply;
 pub mod connect;
-pub mod dispatch;
 pub mod encode;
+pub mod session;
 
 pub use connect::starling;
 

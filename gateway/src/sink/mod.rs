@@ -2,16 +2,20 @@
 //! prefix; TLS with client certificates, or plaintext in development mode) and over
 //! WebSocket `/sink?token=` (one binary message per frame).
 //!
-//! * [`conn`]: the transport-independent frame loop (handshake, ACK/NACK, outbox pump,
-//!   keepalive, takeover and quarantine).
-//! * [`tcp`]: the TCP/TLS listener and client identity from the certificate CN.
-//! * [`ws`]: the WebSocket transport.
+//! * [`connect`]: the WebSocket route, the TCP/TLS listener's accept, client identity
+//!   (token `sub`, certificate CN).
+//! * [`session`]: one connection's state, the [`crate::edge::Adapter`]: decode, the
+//!   handshake phase, the outbox pump, takeover and quarantine.
+//! * [`apply`]: what each device frame does (handshake, PUBLISH → ACK/NACK, ACK/NACK of
+//!   the pump's PUBLISHes, PING).
+//! * [`encode`]: frames → bytes.
 //! * [`api`]: `/api/v1/sink/*` (outbox events, NACK list, quarantine).
 
 pub mod api;
-pub mod conn;
-pub mod tcp;
-pub mod ws;
+pub mod apply;
+pub mod connect;
+pub mod encode;
+pub mod session;
 
 /// The metrics label.
 pub const LABEL: &str = "sink";

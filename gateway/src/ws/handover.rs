@@ -32,8 +32,8 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::io::AsyncWriteExt;
 use tokio::sync::oneshot;
 
-use super::outbound::OutboundBody;
 use super::CLOSE_LINGER;
+use crate::edge::buffer::OutboundBody;
 
 /// The socket as the read side of a connection gets it: the stream (shared with the
 /// writer, which only writes) and the bytes the client sent after its handshake.

@@ -10,10 +10,13 @@ use actix_rt::net::TcpStream;
 use actix_web::web;
 use bytes::BytesMut;
 use futures_util::StreamExt;
+use murmur_shared::close::CloseReason;
 use murmur_shared::wsframe::{Decoder, FrameError, Message};
 use tokio::sync::oneshot;
 
 use super::handover::Socket;
+use crate::edge::conn::{Incoming, Input};
+use crate::edge::Data;
 
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 4096;
@@ -123,5 +126,21 @@ impl WsStream {
                 return None;
             }
         }
+    }
+}
+
+impl Input for WsStream {
+    async fn recv(&mut self) -> Option<Result<Incoming, CloseReason>> {
+        let msg = match WsStream::recv(self).await? {
+            Ok(msg) => msg,
+            Err(e) => return Some(Err(CloseReason::new(e.close_code(), e.reason()))),
+        };
+        Some(Ok(match msg {
+            Message::Text(b) => Incoming::Data(Data::Text(b)),
+            Message::Binary(b) => Incoming::Data(Data::Binary(b)),
+            Message::Ping(p) => Incoming::Ping(p),
+            Message::Pong(_) => Incoming::Pong,
+            Message::Close(_) => Incoming::Close,
+        }))
     }
 }

@@ -1,7 +1,7 @@
 //! The WebSocket transport shared by the WebSocket protocols (`/starling`, `/chat`,
 //! `/sink`).
 //!
-//! * [`upgrade`] checks the handshake and returns the 101 response, a [`WsSink`] and a
+//! * [`upgrade`] checks the handshake and returns the 101 response, a `SendBuffer` and a
 //!   [`WsStream`]. On the public server the connection then leaves the HTTP/1
 //!   dispatcher ([`handover`]): the socket is read and written directly. Served inside
 //!   a dispatcher (no hand-over slot), the response body is the outbound buffer.
@@ -9,18 +9,12 @@
 //!   `murmur_shared::wsframe` decoder: a frame or message whose declared length is
 //!   over the protocol's limit is refused when its header arrives (1009), before its
 //!   payload is buffered; framing faults close 1008, invalid UTF-8 1007.
-//! * [`WsSink`] (`outbound`) appends encoded frames to one per-connection buffer
-//!   bounded in bytes and frames, under a node-wide ceiling ([`OutboundBudget`]).
-//!   Appending never waits: a full buffer is the slow-consumer signal (close 4001).
-//!   Whatever is pending is handed to the socket in one write.
-//!
-//! Heartbeat: the server pings every [`PING_INTERVAL`]; a client from which nothing at
-//! all (data, ping or pong) arrived for [`CLIENT_TIMEOUT`] is closed with 4004. The
-//! timeout spans several ping intervals so one lost pong is not fatal.
+//! * Frames go out through the connection's byte-bounded buffer
+//!   ([`crate::edge::buffer`], WebSocket framing); the connection itself is served by
+//!   the protocol-neutral loop in [`crate::edge`].
 
 pub mod handover;
 mod inbound;
-mod outbound;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,12 +23,8 @@ use actix_http::body::{BodyStream, MessageBody};
 use actix_web::{web, HttpMessage, HttpRequest, HttpResponse};
 
 pub use inbound::WsStream;
-pub use outbound::{OutboundBudget, OutboundLimits, SendError, WsSink};
 
-/// How often the server pings an idle connection.
-pub const PING_INTERVAL: Duration = Duration::from_secs(20);
-/// Silence after which a client is considered gone (3 ping intervals).
-pub const CLIENT_TIMEOUT: Duration = Duration::from_secs(60);
+use crate::edge::buffer::{self, Framing, OutboundBudget, OutboundLimits, SendBuffer};
 /// After the server's close frame, how long a client has to read what is still in
 /// flight before the socket is dropped (a slow consumer learns its 4001 if it reads).
 pub const CLOSE_LINGER: Duration = Duration::from_secs(10);
@@ -48,9 +38,9 @@ pub fn upgrade(
     max_message: usize,
     limits: OutboundLimits,
     budget: &Arc<OutboundBudget>,
-) -> Result<(HttpResponse, WsSink, WsStream), actix_web::Error> {
+) -> Result<(HttpResponse, SendBuffer, WsStream), actix_web::Error> {
     let mut response = actix_http::ws::handshake(req.head())?;
-    let (sink, body) = outbound::channel(limits, budget.clone());
+    let (sink, body) = buffer::channel(Framing::WebSocket, limits, budget.clone());
     let slot = req.extensions().get::<handover::Slot>().cloned();
     if let Some(slot) = slot {
         let (socket, read) = tokio::sync::oneshot::channel();

@@ -1,80 +1,78 @@
-//! The Sink TCP listener. With `MURMUR_SINK_TLS_CERT/_KEY/_CLIENT_CA` it speaks TLS and
-//! requires a client certificate chaining to the client CA; the certificate's subject
-//! CN is the client id. Without them it listens in plaintext only in development mode
-//! (client id `dev-<client_instance_id>`); otherwise it does not listen at all.
+//! The two ways a device connects; both are served by the same adapter on the edge
+//! loop.
+//!
+//! * WebSocket `/sink?token=<jwt>` (or `Authorization: Bearer`): one binary message per
+//!   frame, no length prefix; the client id is the token's `sub`.
+//! * The Sink TCP listener: the reference wire format with its 2-byte length prefix.
+//!   With `MURMUR_SINK_TLS_CERT/_KEY/_CLIENT_CA` it speaks TLS and requires a client
+//!   certificate chaining to the client CA; the certificate's subject CN is the client
+//!   id. Without them it listens in plaintext only in development mode (client id
+//!   `dev-<client_instance_id>`); otherwise it does not listen at all.
 
-use murmur_shared::close::CloseReason;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use murmur_shared::sink::{prefixed, FrameReader};
+use actix_web::{web, HttpRequest, HttpResponse};
+use murmur_broker::session::Protocol;
+use murmur_shared::api::ApiErrorCode;
+use murmur_shared::sink::MAX_FRAME;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use serde::Deserialize;
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_rustls::rustls::server::WebPkiClientVerifier;
 use tokio_rustls::rustls::{self, RootCertStore, ServerConfig};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
-use super::conn::{serve, FrameIo, Identity};
-use crate::state::AppState;
+use super::session::{Identity, SinkConn};
+use crate::api::error;
+use crate::edge;
+use crate::state::{bearer, AppState};
 
 /// A TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Frames over a byte stream with the 2-byte big-endian length prefix.
-pub struct StreamFrames<S> {
-    stream: S,
-    reader: FrameReader,
-    buf: Box<[u8]>,
+#[derive(Deserialize)]
+pub struct SinkQuery {
+    token: Option<String>,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> StreamFrames<S> {
-    pub fn new(stream: S) -> Self {
-        StreamFrames {
-            stream,
-            reader: FrameReader::new(),
-            buf: vec![0; 16 * 1024].into(),
-        }
+/// `GET /sink?token=` (WebSocket upgrade).
+pub async fn sink(
+    req: HttpRequest,
+    body: web::Payload,
+    state: web::Data<AppState>,
+    query: web::Query<SinkQuery>,
+) -> Result<HttpResponse, actix_web::Error> {
+    if state.node.is_draining() {
+        return Ok(error(
+            ApiErrorCode::Unavailable,
+            "node is draining; connect to another node",
+        ));
     }
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> FrameIo for StreamFrames<S> {
-    async fn read_frame(&mut self) -> Option<Result<Vec<u8>, &'static str>> {
-        loop {
-            if let Some(frame) = self.reader.next_frame() {
-                if frame.is_empty() {
-                    return Some(Err("zero-length frame"));
-                }
-                return Some(Ok(frame));
-            }
-            let n = self.stream.read(&mut self.buf).await.ok()?;
-            if n == 0 {
-                return None;
-            }
-            self.reader.extend(&self.buf[..n]);
-        }
-    }
-
-    async fn write_frame(&mut self, frame: &[u8]) -> Result<(), ()> {
-        let bytes = prefixed(frame).ok_or(())?;
-        let write = async {
-            self.stream.write_all(&bytes).await?;
-            self.stream.flush().await
-        };
-        // A device that stops reading does not hold the connection (and its idle,
-        // quarantine and takeover handling) forever.
-        match tokio::time::timeout(super::conn::WRITE_TIMEOUT, write).await {
-            Ok(Ok(())) => Ok(()),
-            _ => Err(()),
-        }
-    }
-
-    async fn close(mut self, why: &CloseReason) -> CloseReason {
-        let _ = self.stream.shutdown().await;
-        why.clone()
-    }
+    let token = query
+        .token
+        .as_deref()
+        .filter(|t| !t.is_empty())
+        .or_else(|| bearer(&req));
+    let Some(token) = token else {
+        return Ok(error(
+            ApiErrorCode::Unauthorized,
+            "token required (?token=)",
+        ));
+    };
+    let client = match state.verifier.verify(token) {
+        Ok(p) => p.sub,
+        Err(e) => return Ok(error(ApiErrorCode::Unauthorized, &e.to_string())),
+    };
+    let (resp, out, stream) = state.ws_upgrade(&req, body, MAX_FRAME, Protocol::Sink)?;
+    let state = state.into_inner();
+    let metrics = state.node.metrics.clone();
+    let conn = SinkConn::new(state, out, Identity::Fixed(client));
+    actix_web::rt::spawn(edge::conn::serve(metrics, conn, stream));
+    Ok(resp)
 }
 
 /// Builds the TLS acceptor from PEM files: server certificate chain and key, and the CA
@@ -118,7 +116,7 @@ pub fn common_name(der: &[u8]) -> Option<String> {
 pub async fn accept(state: Arc<AppState>, tls: Option<TlsAcceptor>, stream: tokio::net::TcpStream) {
     let _ = stream.set_nodelay(true);
     match tls {
-        None => serve(state, StreamFrames::new(stream), Identity::DevInstance).await,
+        None => serve_stream(state, stream, Identity::DevInstance).await,
         Some(acceptor) => {
             let tls =
                 match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -137,10 +135,21 @@ pub async fn accept(state: Arc<AppState>, tls: Option<TlsAcceptor>, stream: toki
                 .and_then(|c| common_name(c.as_ref()));
             match cn {
                 Some(client) if !client.is_empty() => {
-                    serve(state, StreamFrames::new(tls), Identity::Fixed(client)).await
+                    serve_stream(state, tls, Identity::Fixed(client)).await
                 }
                 _ => debug!("sink client certificate without a subject CN"),
             }
         }
     }
+}
+
+/// A length-prefixed stream on the edge loop.
+async fn serve_stream<S>(state: Arc<AppState>, stream: S, identity: Identity)
+where
+    S: AsyncRead + AsyncWrite + 'static,
+{
+    let (input, buf) = edge::stream::split(stream, state.settings.outbound, &state.outbound_budget);
+    let out = state.out(buf, Protocol::Sink);
+    let metrics = state.node.metrics.clone();
+    edge::conn::serve(metrics, SinkConn::new(state, out, identity), input).await
 }

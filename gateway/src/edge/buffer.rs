@@ -1,9 +1,10 @@
-//! The write side of a WebSocket: one bounded byte buffer per connection.
+//! The write side of a connection: one bounded byte buffer per connection.
 //!
-//! Frames are encoded straight into the buffer; the HTTP layer polls the response body
-//! ([`OutboundBody`]) and gets everything pending as one chunk, written with one
-//! syscall. The HTTP/1 dispatcher polls the body again only once its own write buffer
-//! has drained below its (small) threshold, so the bytes handed over at the previous
+//! Frames are encoded straight into the buffer (WebSocket frames, or Sink's 2-byte
+//! length prefix on TCP/TLS: [`Framing`]); the writer (the socket's writer task, or the
+//! HTTP layer for a WebSocket served inside the dispatcher) polls [`OutboundBody`] and
+//! gets everything pending as one chunk, written with one syscall. The writer polls
+//! again only once it has written that chunk, so the bytes handed over at the previous
 //! poll are counted against the bound until the next poll: a client that does not read
 //! holds at most its bound.
 //!
@@ -27,6 +28,25 @@ use prometheus::IntGauge;
 
 /// A buffer that grew past this is let go once drained (idle connections stay small).
 const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// How frames are put on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// WebSocket frames (server side: unmasked).
+    WebSocket,
+    /// Sink over TCP/TLS: a 2-byte big-endian length, then the frame. Only binary
+    /// frames exist; the close is the end of the stream.
+    LengthPrefixed,
+}
+
+impl Framing {
+    fn header_len(self, payload: usize) -> usize {
+        match self {
+            Framing::WebSocket => wsframe::header_len(payload),
+            Framing::LengthPrefixed => 2,
+        }
+    }
+}
 
 /// Per-connection bounds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,30 +107,31 @@ pub enum SendError {
 }
 
 struct State {
-    /// Encoded frames not yet handed to the HTTP layer.
+    /// Encoded frames not yet handed to the writer.
     buf: BytesMut,
     frames: usize,
     /// Bytes handed over at the last poll, still counted (see the module docs).
     handed: usize,
-    /// Bytes appended since the start, and of those the ones the HTTP layer took and
+    /// Bytes appended since the start, and of those the ones the writer took and
     /// then asked for more (written, as far as this process can tell).
     appended: u64,
     confirmed: u64,
     /// A close frame is queued: nothing more is accepted.
     closing: bool,
-    /// The HTTP layer dropped the body: the connection is gone.
+    /// The writer dropped the body: the connection is gone.
     gone: bool,
     waker: Option<Waker>,
 }
 
 struct Shared {
     state: Mutex<State>,
-    /// Woken whenever the HTTP layer takes bytes or the connection goes.
+    /// Woken whenever the writer takes bytes or the connection goes.
     drained: tokio::sync::Notify,
     /// Woken when the close frame is queued.
     closing: tokio::sync::Notify,
     limits: OutboundLimits,
     budget: Arc<OutboundBudget>,
+    framing: Framing,
 }
 
 impl Shared {
@@ -136,20 +157,21 @@ async fn wait_for<T>(notify: &tokio::sync::Notify, mut ready: impl FnMut() -> Op
 
 /// The handle a connection loop writes through. Cheap to clone.
 #[derive(Clone)]
-pub struct WsSink {
+pub struct SendBuffer {
     shared: Arc<Shared>,
 }
 
-/// The response body: hands pending bytes to the HTTP layer.
+/// The response body: hands pending bytes to the writer.
 pub struct OutboundBody {
     shared: Arc<Shared>,
 }
 
 /// A sink and the body that drains it.
-pub(super) fn channel(
+pub fn channel(
+    framing: Framing,
     limits: OutboundLimits,
     budget: Arc<OutboundBudget>,
-) -> (WsSink, OutboundBody) {
+) -> (SendBuffer, OutboundBody) {
     let shared = Arc::new(Shared {
         state: Mutex::new(State {
             buf: BytesMut::new(),
@@ -165,16 +187,17 @@ pub(super) fn channel(
         closing: tokio::sync::Notify::new(),
         limits,
         budget,
+        framing,
     });
     (
-        WsSink {
+        SendBuffer {
             shared: shared.clone(),
         },
         OutboundBody { shared },
     )
 }
 
-impl WsSink {
+impl SendBuffer {
     /// Queues a text frame (`payload` must be UTF-8). Returns the frame's end as a
     /// count of bytes appended since the start (compare with [`confirmed`](Self::confirmed)).
     pub fn text(&self, payload: &[u8]) -> Result<u64, SendError> {
@@ -199,15 +222,21 @@ impl WsSink {
         )
     }
 
-    /// Bytes the HTTP layer has written, as a count since the start: every frame that
+    /// Bytes the writer has written, as a count since the start: every frame that
     /// ended at or before it has left this process.
     pub fn confirmed(&self) -> u64 {
         self.shared.lock().confirmed
     }
 
     fn frame(&self, opcode: OpCode, payload: &[u8]) -> Result<u64, SendError> {
-        let n = wsframe::header_len(payload.len()) + payload.len();
         let shared = &*self.shared;
+        if shared.framing == Framing::LengthPrefixed
+            && (opcode != OpCode::Binary || payload.len() > usize::from(u16::MAX))
+        {
+            // Nothing else exists on a length-prefixed stream; the codec never makes it.
+            return Err(SendError::Closed);
+        }
+        let n = shared.framing.header_len(payload.len()) + payload.len();
         let mut st = shared.lock();
         if st.closing || st.gone {
             return Err(SendError::Closed);
@@ -220,7 +249,15 @@ impl WsSink {
         if !shared.budget.take(n, empty) {
             return Err(SendError::Full);
         }
-        wsframe::encode(opcode, payload, &mut st.buf);
+        match shared.framing {
+            Framing::WebSocket => wsframe::encode(opcode, payload, &mut st.buf),
+            Framing::LengthPrefixed => {
+                // Checked above: the length fits in two bytes.
+                st.buf
+                    .extend_from_slice(&(payload.len() as u16).to_be_bytes());
+                st.buf.extend_from_slice(payload);
+            }
+        }
         st.frames += 1;
         st.appended += n as u64;
         if let Some(w) = st.waker.take() {
@@ -245,9 +282,13 @@ impl WsSink {
             shared.budget.give(dropped);
         }
         let before = st.buf.len();
-        match reason {
-            Some(r) => wsframe::encode_close(r.code.code(), &r.reason, &mut st.buf),
-            None => wsframe::encode(OpCode::Close, &[], &mut st.buf),
+        match (shared.framing, reason) {
+            (Framing::WebSocket, Some(r)) => {
+                wsframe::encode_close(r.code.code(), &r.reason, &mut st.buf)
+            }
+            (Framing::WebSocket, None) => wsframe::encode(OpCode::Close, &[], &mut st.buf),
+            // The stream just ends once what is before the close is written.
+            (Framing::LengthPrefixed, _) => {}
         }
         shared.budget.take(st.buf.len() - before, true);
         st.closing = true;
@@ -258,7 +299,7 @@ impl WsSink {
     }
 
     /// Queues a binary frame like [`binary`](Self::binary), but while the buffer is
-    /// full waits (at most `timeout`) for the HTTP layer to take bytes, for writers
+    /// full waits (at most `timeout`) for the writer to take bytes, for writers
     /// whose own window bounds what they queue (the Sink outbox pump): a reading client
     /// is not a slow consumer because a burst passed the bound. `Full` once `timeout`
     /// has passed with the buffer still full.
@@ -321,7 +362,7 @@ impl Stream for OutboundBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let shared = &*self.shared;
         let mut st = shared.lock();
-        // Polled again: the HTTP layer wrote (nearly all of) what it got last time.
+        // Polled again: the writer wrote (nearly all of) what it got last time.
         let handed = std::mem::take(&mut st.handed);
         shared.budget.give(handed);
         st.confirmed += handed as u64;
@@ -387,7 +428,7 @@ mod tests {
     #[actix_rt::test]
     async fn pending_frames_leave_in_one_chunk() {
         let b = budget(1 << 20);
-        let (sink, mut body) = channel(limits(1024, 100), b.clone());
+        let (sink, mut body) = channel(Framing::WebSocket, limits(1024, 100), b.clone());
         assert_eq!(sink.text(b"one"), Ok(5));
         assert_eq!(sink.text(b"two"), Ok(10));
         assert_eq!(b.used(), 10);
@@ -396,7 +437,7 @@ mod tests {
             &chunk[..],
             &[0x81, 3, b'o', b'n', b'e', 0x81, 3, b't', b'w', b'o']
         );
-        // Still counted until the next poll: the HTTP layer may not have written it.
+        // Still counted until the next poll: the writer may not have written it.
         assert_eq!(sink.buffered(), 10);
         assert_eq!(sink.confirmed(), 0);
         sink.close(None, false);
@@ -410,7 +451,7 @@ mod tests {
     #[actix_rt::test]
     async fn the_byte_bound_covers_what_was_handed_over() {
         let b = budget(1 << 20);
-        let (sink, mut body) = channel(limits(100, 100), b.clone());
+        let (sink, mut body) = channel(Framing::WebSocket, limits(100, 100), b.clone());
         sink.binary(&[0; 60]).unwrap();
         let _in_flight = body.next().await.unwrap().unwrap();
         // 62 handed over, not yet confirmed written: 40 more would pass 100.
@@ -421,10 +462,10 @@ mod tests {
     #[test]
     fn one_large_frame_fits_an_empty_buffer_but_the_frame_count_holds() {
         let b = budget(1 << 20);
-        let (sink, _body) = channel(limits(10, 2), b.clone());
+        let (sink, _body) = channel(Framing::WebSocket, limits(10, 2), b.clone());
         sink.binary(&[0; 500]).unwrap();
         assert_eq!(sink.binary(&[0; 1]), Err(SendError::Full));
-        let (sink, _body) = channel(limits(1000, 2), b);
+        let (sink, _body) = channel(Framing::WebSocket, limits(1000, 2), b);
         sink.text(b"a").unwrap();
         sink.text(b"b").unwrap();
         assert_eq!(sink.text(b"c"), Err(SendError::Full));
@@ -433,8 +474,8 @@ mod tests {
     #[test]
     fn the_node_ceiling_refuses_backlogged_connections_and_is_given_back() {
         let b = budget(100);
-        let (s1, body1) = channel(limits(1000, 100), b.clone());
-        let (s2, _body2) = channel(limits(1000, 100), b.clone());
+        let (s1, body1) = channel(Framing::WebSocket, limits(1000, 100), b.clone());
+        let (s2, _body2) = channel(Framing::WebSocket, limits(1000, 100), b.clone());
         s1.binary(&[0; 90]).unwrap();
         s2.binary(&[0; 20]).unwrap(); // an empty buffer always takes one frame
         assert_eq!(s2.binary(&[0; 1]), Err(SendError::Full));
@@ -449,7 +490,7 @@ mod tests {
     async fn binary_waiting_waits_for_room_and_gives_up_after_its_timeout() {
         use std::time::Duration;
         let b = budget(1 << 20);
-        let (sink, mut body) = channel(limits(100, 100), b.clone());
+        let (sink, mut body) = channel(Framing::WebSocket, limits(100, 100), b.clone());
         sink.binary(&[0; 60]).unwrap();
         assert_eq!(sink.binary(&[0; 60]), Err(SendError::Full));
         // Nobody takes the bytes: full after the timeout.
@@ -458,7 +499,7 @@ mod tests {
                 .await,
             Err(SendError::Full)
         );
-        // The HTTP layer takes the first chunk, then asks for more: room again.
+        // The writer takes the first chunk, then asks for more: room again.
         let waiting = sink.binary_waiting(&[0; 60], Duration::from_secs(5));
         let drain = async {
             let _ = body.next().await.unwrap().unwrap();
@@ -471,11 +512,27 @@ mod tests {
     #[test]
     fn closing_a_slow_consumer_drops_its_backlog_first() {
         let b = budget(1 << 20);
-        let (sink, _body) = channel(limits(1000, 100), b.clone());
+        let (sink, _body) = channel(Framing::WebSocket, limits(1000, 100), b.clone());
         sink.binary(&[0; 500]).unwrap();
         let reason = CloseReason::new(murmur_shared::close::CloseCode::SlowConsumer, "slow");
         sink.close(Some(&reason), true);
         assert_eq!(sink.buffered(), 8);
         assert_eq!(b.used(), 8);
+    }
+
+    #[actix_rt::test]
+    async fn length_prefixed_frames_carry_their_length_and_close_ends_the_stream() {
+        let b = budget(1 << 20);
+        let (sink, mut body) = channel(Framing::LengthPrefixed, limits(1024, 100), b.clone());
+        assert_eq!(sink.binary(&[7, 8, 9]), Ok(5));
+        // Text and control frames do not exist on the stream.
+        assert_eq!(sink.text(b"x"), Err(SendError::Closed));
+        assert_eq!(sink.ping(b""), Err(SendError::Closed));
+        assert_eq!(sink.binary(&vec![0; 65536]), Err(SendError::Closed));
+        let reason = CloseReason::new(murmur_shared::close::CloseCode::Normal, "bye");
+        sink.close(Some(&reason), false);
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], &[0, 3, 7, 8, 9]);
+        assert!(body.next().await.is_none());
+        assert_eq!(b.used(), 0);
     }
 }

@@ -11,7 +11,8 @@ use murmur_shared::ids::now_ms;
 use murmur_shared::timing::{self, TimingError};
 use serde_json::{Map, Value};
 
-use super::conn::{ChatConn, Closed};
+use super::session::ChatConn;
+use crate::edge::{Adapter, Stop};
 
 /// The metrics label of an action.
 fn label(a: &Action) -> &'static str {
@@ -34,7 +35,7 @@ async fn answer(
     conn: &mut ChatConn,
     result: Result<Value, service::ChatError>,
     cdid: &Option<String>,
-) -> Result<Result<(), String>, Closed> {
+) -> Result<Result<(), String>, Stop> {
     match result {
         Ok(mut action) => {
             if let Some(c) = cdid {
@@ -53,7 +54,7 @@ async fn changed(
     conn: &mut ChatConn,
     result: Result<service::Changed, service::ChatError>,
     cdid: &Option<String>,
-) -> Result<Result<(), String>, Closed> {
+) -> Result<Result<(), String>, Stop> {
     let result = result.map(|c| {
         if let Some(device) = &conn.device {
             let user = device.handle.user().to_string();
@@ -66,13 +67,13 @@ async fn changed(
     answer(conn, result, cdid).await
 }
 
-async fn failed(conn: &mut ChatConn, cdid: Option<&str>, reason: &str) -> Result<(), Closed> {
+async fn failed(conn: &mut ChatConn, cdid: Option<&str>, reason: &str) -> Result<(), Stop> {
     conn.send(&chat::status_response(cdid, false, Some(reason)))
         .await
 }
 
 /// Handles one frame (a JSON object).
-pub async fn frame(conn: &mut ChatConn, obj: Map<String, Value>) -> Result<(), Closed> {
+pub async fn frame(conn: &mut ChatConn, obj: Map<String, Value>) -> Result<(), Stop> {
     match chat::decode_action(&obj) {
         Err(invalid) => {
             count(conn, "invalid", false);
@@ -110,7 +111,7 @@ fn count(conn: &ChatConn, action: &str, ok: bool) {
         .inc();
 }
 
-async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Closed> {
+async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
     let name = label(&action);
     let cdid = action.cdid().map(str::to_string);
     let result = match (&conn.device, action) {
@@ -312,7 +313,7 @@ async fn authenticate(
     device_id: String,
     token: &str,
     cdid: Option<&str>,
-) -> Result<Result<(), String>, Closed> {
+) -> Result<Result<(), String>, Stop> {
     let principal = match conn.state.verifier.verify(token) {
         Ok(p) => p,
         Err(e) => return Ok(Err(format!("authentication failed: {e}"))),

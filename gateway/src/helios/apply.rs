@@ -1,5 +1,6 @@
-//! What each Helios frame does. Parse, then apply: [`helios::decode`] gives a typed
-//! frame; this module applies it to the session and answers.
+//! What each Helios frame does: [`helios::decode`] (in the adapter's `decode`) gave a
+//! typed frame; this module applies it to the session and answers. Broker calls run
+//! through [`Adapter::during`], so deliveries keep flowing while they are awaited.
 //!
 //! Built-in methods (served by the broker): `starling:getToken` (alias `starling:state`),
 //! `system:ping`, `system:cancel`, `broker:subscribe|unsubscribe|publish`,
@@ -7,7 +8,7 @@
 
 use std::time::Duration;
 
-use murmur_broker::session::CallError;
+use murmur_broker::session::{CallError, SessionHandle};
 use murmur_shared::channel;
 use murmur_shared::envelope::ErrorBody;
 use murmur_shared::helios::{self, ErrorCode, Frame, Request, WireError};
@@ -15,35 +16,18 @@ use murmur_shared::ids::now_ms;
 use murmur_shared::timing::{self, TimingError};
 use serde_json::{json, Value};
 
-use super::conn::{Closed, Conn, LABEL};
+use super::session::{Conn, LABEL};
 use super::BUILTIN_NAMESPACES;
+use crate::edge::{Adapter, Flow, Stop};
 
 /// Error code when a caller has too many calls in flight (not a seed code).
 pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
 
-/// Handles one text frame.
-pub async fn text(conn: &mut Conn, text: &str) -> Result<(), Closed> {
-    match helios::decode(text) {
-        Err(e) => {
-            conn.state
-                .node
-                .metrics
-                .decode_errors
-                .with_label_values(&[LABEL])
-                .inc();
-            let out = match &e.request_id {
-                Some(id) => helios::encode_error(id, &e.to_wire_error(), now_ms()),
-                None => helios::encode_protocol_error(
-                    ErrorCode::InvalidMessageFormat,
-                    "message does not conform to the protocol",
-                    &e.violations,
-                    now_ms(),
-                ),
-            };
-            conn.send(out).await
-        }
-        Ok(Frame::Request(req)) => request(conn, req).await,
-        Ok(Frame::Response(resp)) => {
+/// Applies one decoded frame.
+pub async fn frame(conn: &mut Conn, frame: Frame) -> Flow {
+    match frame {
+        Frame::Request(req) => request(conn, req).await,
+        Frame::Response(resp) => {
             let outcome = match resp.outcome {
                 Ok(data) => Ok(data.unwrap_or(Value::Null)),
                 Err(e) => Err(ErrorBody {
@@ -53,15 +37,20 @@ pub async fn text(conn: &mut Conn, text: &str) -> Result<(), Closed> {
                 }),
             };
             // An answer to something no longer in flight (timed out, cancelled) is dropped.
-            conn.handle
-                .respond(&resp.request_id, outcome, resp.timing)
-                .await;
-            Ok(())
+            call(conn, |h| async move {
+                h.respond(&resp.request_id, outcome, resp.timing).await
+            })
+            .await
+            .map(|_| ())
         }
-        Ok(Frame::Notification(n)) => {
+        Frame::Notification(n) => {
             // A notification naming a request this client serves is progress for its caller.
             if let Some(id) = n.request_id {
-                conn.handle.progress(&id, n.topic, n.data).await;
+                call(
+                    conn,
+                    |h| async move { h.progress(&id, n.topic, n.data).await },
+                )
+                .await?;
             }
             Ok(())
         }
@@ -108,10 +97,19 @@ fn namespace_arg(payload: &Option<Value>) -> Result<&str, String> {
     Ok(ns)
 }
 
+/// Runs a call on the session's handle while deliveries keep being written.
+async fn call<T, F>(conn: &mut Conn, f: impl FnOnce(SessionHandle) -> F) -> Result<T, Stop>
+where
+    F: std::future::Future<Output = T>,
+{
+    let h = conn.handle.clone();
+    conn.during(f(h)).await
+}
+
 /// Error code for a request whose `~timing.expires_time` has already passed.
 pub const EXPIRED: &str = "EXPIRED";
 
-async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
+async fn request(conn: &mut Conn, req: Request) -> Flow {
     let id = req.request_id.as_str();
     // `~timing`: malformed → INVALID_MESSAGE_FORMAT, already expired → EXPIRED, a hold
     // beyond ten minutes → VALIDATION_ERROR.
@@ -129,33 +127,36 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
                 TimingError::Expired => custom_err(id, EXPIRED, &e.to_string()),
                 TimingError::TooLong(_) => err(id, ErrorCode::ValidationError, e.to_string()),
             };
-            return conn.send(out).await;
+            return conn.send(out);
         }
     };
     let out = match req.method.as_str() {
         "system:ping" => ok(id, json!({"pong": true, "timestamp": now_ms()})),
-        "starling:getToken" | "starling:state" => match conn.handle.snapshot().await {
-            Ok(snap) => {
-                let state = json!({"subscriptions": snap.subscriptions, "provides": snap.provides});
-                let token =
-                    conn.state
-                        .recovery
-                        .issue(&snap.id.to_string(), &snap.user, state.clone());
-                let mut data = json!({
-                    "token": token,
-                    "expiresIn": conn.state.recovery.ttl_secs(),
-                    "starlingId": snap.id.to_string(),
-                });
-                if req.method == "starling:state" {
-                    data["state"] = state;
+        "starling:getToken" | "starling:state" => {
+            match call(conn, |h| async move { h.snapshot().await }).await? {
+                Ok(snap) => {
+                    let state =
+                        json!({"subscriptions": snap.subscriptions, "provides": snap.provides});
+                    let token =
+                        conn.state
+                            .recovery
+                            .issue(&snap.id.to_string(), &snap.user, state.clone());
+                    let mut data = json!({
+                        "token": token,
+                        "expiresIn": conn.state.recovery.ttl_secs(),
+                        "starlingId": snap.id.to_string(),
+                    });
+                    if req.method == "starling:state" {
+                        data["state"] = state;
+                    }
+                    ok(id, data)
                 }
-                ok(id, data)
+                Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
             }
-            Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
-        },
+        }
         "broker:subscribe" => match channel_arg(&req.payload) {
             Err(e) => err(id, ErrorCode::ValidationError, e),
-            Ok(ch) => match conn.handle.subscribe(ch).await {
+            Ok(ch) => match call(conn, |h| async move { h.subscribe(ch).await }).await? {
                 Ok(added) => ok(
                     id,
                     json!({"channel": ch, "subscribed": true, "changed": added}),
@@ -165,7 +166,7 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
         },
         "broker:unsubscribe" => match channel_arg(&req.payload) {
             Err(e) => err(id, ErrorCode::ValidationError, e),
-            Ok(ch) => match conn.handle.unsubscribe(ch).await {
+            Ok(ch) => match call(conn, |h| async move { h.unsubscribe(ch).await }).await? {
                 Ok(was) => ok(
                     id,
                     json!({"channel": ch, "subscribed": false, "changed": was}),
@@ -180,15 +181,12 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
             Err(e) => err(id, ErrorCode::ValidationError, e),
             Ok(ch) => {
                 let data = req.payload.as_ref().and_then(|p| p.get("data")).cloned();
-                let published = conn
-                    .handle
-                    .publish(
-                        ch,
-                        data.unwrap_or(Value::Null),
-                        req.timing.clone(),
-                        deliver_at,
-                    )
-                    .await;
+                let timing = req.timing.clone();
+                let published = call(conn, |h| async move {
+                    h.publish(ch, data.unwrap_or(Value::Null), timing, deliver_at)
+                        .await
+                })
+                .await?;
                 match published {
                     Ok(message_id) => {
                         let mut data = json!({"channel": ch, "messageId": message_id});
@@ -203,7 +201,7 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
         },
         "broker:provide" => match namespace_arg(&req.payload) {
             Err(e) => err(id, ErrorCode::ValidationError, e),
-            Ok(ns) => match conn.handle.provide(ns).await {
+            Ok(ns) => match call(conn, |h| async move { h.provide(ns).await }).await? {
                 Ok(added) => ok(
                     id,
                     json!({"namespace": ns, "providing": true, "changed": added}),
@@ -213,7 +211,7 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
         },
         "broker:unprovide" => match namespace_arg(&req.payload) {
             Err(e) => err(id, ErrorCode::ValidationError, e),
-            Ok(ns) => match conn.handle.unprovide(ns).await {
+            Ok(ns) => match call(conn, |h| async move { h.unprovide(ns).await }).await? {
                 Ok(was) => ok(
                     id,
                     json!({"namespace": ns, "providing": false, "changed": was}),
@@ -224,7 +222,7 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
         "system:cancel" => match field(&req.payload, "requestId") {
             Err(e) => err(id, ErrorCode::ValidationError, e),
             Ok(target) => {
-                let cancelled = conn.handle.cancel(target).await;
+                let cancelled = call(conn, |h| async move { h.cancel(target).await }).await?;
                 ok(id, json!({"requestId": target, "cancelled": cancelled}))
             }
         },
@@ -241,21 +239,25 @@ async fn request(conn: &mut Conn, req: Request) -> Result<(), Closed> {
             }
         }
     };
-    conn.send(out).await
+    conn.send(out)
 }
 
 /// Routes a request to a provider; its answer arrives later through the session.
-async fn route(conn: &mut Conn, req: Request, deliver_at: Option<i64>) -> Result<(), Closed> {
+async fn route(conn: &mut Conn, req: Request, deliver_at: Option<i64>) -> Flow {
     let default = conn.state.node.config.call_timeout;
     let timeout = req
         .timeout_ms
         .map_or(default, |ms| Duration::from_millis(ms).min(default));
     let payload = req.payload.unwrap_or(Value::Null);
     let id = req.request_id;
-    let result = conn
-        .handle
-        .call(&id, &req.method, payload, timeout, req.timing, deliver_at)
-        .await;
+    let method = req.method.clone();
+    let timing = req.timing;
+    let call_id = id.clone();
+    let result = call(conn, |h| async move {
+        h.call(&call_id, &method, payload, timeout, timing, deliver_at)
+            .await
+    })
+    .await?;
     let metrics = &conn.state.node.metrics;
     let out = match result {
         Ok(()) => return Ok(()),
@@ -284,5 +286,5 @@ async fn route(conn: &mut Conn, req: Request, deliver_at: Option<i64>) -> Result
         }
         Err(CallError::Gone) => err(&id, ErrorCode::InternalError, "session ended"),
     };
-    conn.send(out).await
+    conn.send(out)
 }

@@ -1,4 +1,5 @@
-//! The chat connection loop. One task per socket, one exit path.
+//! One chat connection as the edge loop serves it: the device (once authenticated),
+//! the groups it follows, the delivery reports waiting for their bytes to be written.
 //!
 //! Frames: UTF-8 JSON text of at most 4096 bytes. Larger → close 1009, binary → 1003,
 //! invalid UTF-8 → 1007, not a JSON object → 1008. Not authenticated within
@@ -12,29 +13,26 @@ use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::Bytes;
 use murmur_broker::chat::reports::{About, Device as ReportDevice};
 use murmur_broker::metrics::outcome;
-use murmur_broker::session::SessionHandle;
+use murmur_broker::session::{Protocol, SessionHandle};
 use murmur_broker::store::StoredMessage;
-use murmur_shared::api::ApiErrorCode;
 use murmur_shared::channel::{group_channel, GROUP_PREFIX};
 use murmur_shared::chat;
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::now_ms;
-use murmur_shared::wsframe::Message;
 use prometheus::{Histogram, IntCounter};
-use serde_json::Value;
-use tokio::sync::{mpsc, oneshot};
-use tokio::time::{interval, sleep, Instant, MissedTickBehavior};
+use serde_json::{Map, Value};
+use tokio::sync::mpsc;
 
-use super::actions;
+use super::apply;
 use super::groups::{Admit, Change, Following, Next};
-use crate::api::error;
+use crate::edge::{
+    self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Link, Out, Refusal, Wake, CLIENT_TIMEOUT,
+};
 use crate::state::AppState;
-use crate::ws::{SendError, WsSink, WsStream, CLIENT_TIMEOUT, PING_INTERVAL};
 
 /// The metrics label of this protocol.
 pub const LABEL: &str = "chat";
@@ -50,7 +48,7 @@ type Replay = (String, Result<Vec<StoredMessage>, String>);
 
 /// A broadcast written to the socket, reported to its sender once the bytes are out.
 pub struct Report {
-    /// The frame's end in the connection's byte count ([`WsSink::confirmed`]).
+    /// The frame's end in the connection's byte count ([`Out::confirmed`]).
     end: u64,
     /// The broadcast's envelope id, the same on every device of this node (a replayed
     /// message gets one of its own).
@@ -64,14 +62,10 @@ enum Reported {
     Replayed(About),
 }
 
-/// The socket cannot take more: it is gone, or (with `ChatConn::stop` set) full.
-pub struct Closed;
-
 /// An authenticated device connection.
 pub struct Device {
     pub handle: SessionHandle,
     pub device_id: String,
-    epoch: u64,
     /// This device as delivery reports name it (its user and device ids).
     reported_as: Arc<ReportDevice>,
 }
@@ -80,12 +74,8 @@ pub struct Device {
 pub struct ChatConn {
     pub state: Arc<AppState>,
     pub device: Option<Device>,
-    ws: WsSink,
-    /// Why the connection must close, when a write found the buffer full.
-    stop: Option<CloseReason>,
-    /// Set once authenticated: the session's queue and close signal.
-    outbound: Option<mpsc::Receiver<Arc<Envelope>>>,
-    closed: Option<oneshot::Receiver<CloseReason>>,
+    /// The write side, and (once authenticated) the session.
+    edge: Edge,
     /// The groups this device follows.
     pub groups: Following<(Bytes, Option<Report>)>,
     replays: (mpsc::Sender<Replay>, mpsc::Receiver<Replay>),
@@ -98,7 +88,6 @@ pub struct ChatConn {
 struct Counters {
     delivered: IntCounter,
     latency: Histogram,
-    messages_out: IntCounter,
 }
 
 impl Counters {
@@ -106,73 +95,38 @@ impl Counters {
         Counters {
             delivered: m.deliveries.with_label_values(&[LABEL, outcome::DELIVERED]),
             latency: m.delivery_latency.with_label_values(&[LABEL]),
-            messages_out: m.messages_out.with_label_values(&[LABEL]),
         }
     }
 }
 
+/// What a chat connection waits on besides frames and its session.
+pub enum Event {
+    /// Bytes were written: reports whose frames are out can go.
+    Flushed,
+    /// A group followed after a change: its history after the change's mark.
+    Replay(Replay),
+}
+
 impl ChatConn {
+    pub fn new(state: Arc<AppState>, out: Out) -> ChatConn {
+        let counters = Counters::new(&state.node.metrics);
+        ChatConn {
+            state,
+            device: None,
+            edge: Edge::new(out),
+            groups: Following::default(),
+            replays: mpsc::channel(16),
+            reports: VecDeque::new(),
+            counters,
+        }
+    }
+
     /// Writes one server action.
-    pub async fn send(&mut self, action: &Value) -> Result<(), Closed> {
-        self.send_text(action.to_string()).await
-    }
-
-    async fn send_text(&mut self, text: String) -> Result<(), Closed> {
-        self.write(text.as_bytes()).map(|_| ())
-    }
-
-    /// Writes one text frame; returns its end in the connection's byte count.
-    fn write(&mut self, text: &[u8]) -> Result<u64, Closed> {
-        let end = match self.ws.text(text) {
-            Ok(end) => end,
-            Err(e) => {
-                self.check(Err(e))?;
-                return Err(Closed);
-            }
-        };
-        self.counters.messages_out.inc();
-        Ok(end)
-    }
-
-    /// A full buffer makes this a slow consumer.
-    fn check(&mut self, res: Result<(), SendError>) -> Result<(), Closed> {
-        match res {
-            Ok(()) => Ok(()),
-            Err(SendError::Full) => {
-                self.stop = close(
-                    CloseCode::SlowConsumer,
-                    "slow consumer: outbound buffer full",
-                );
-                Err(Closed)
-            }
-            Err(SendError::Closed) => Err(Closed),
-        }
-    }
-
-    /// Awaits a broker call of an action (a store round trip, most often) while writing
-    /// what arrives for this device meanwhile: the device's deliveries do not wait for
-    /// its own actions. The action's answer comes after them.
-    pub async fn during<T>(
-        &mut self,
-        call: impl std::future::Future<Output = T>,
-    ) -> Result<T, Closed> {
-        tokio::pin!(call);
-        loop {
-            let env = tokio::select! {
-                biased;
-                out = &mut call => return Ok(out),
-                env = next_outbound(&mut self.outbound) => env,
-            };
-            match env {
-                Some(env) => {
-                    if self.deliver(env).is_err() {
-                        return Err(Closed);
-                    }
-                }
-                // The session ended: the loop learns it next; finish the call first.
-                None => return Ok(call.await),
-            }
-        }
+    pub async fn send(&mut self, action: &Value) -> Flow {
+        self.edge
+            .out
+            .text(action.to_string().as_bytes())
+            .map(|_| ())
     }
 
     /// Called by `authenticate` on success: the session is attached to this socket.
@@ -182,22 +136,21 @@ impl ChatConn {
         device_id: String,
         attachment: murmur_broker::Attachment,
     ) {
-        self.outbound = Some(attachment.outbound);
-        self.closed = Some(attachment.closed);
+        let (link, _buffered) = Link::new(handle.clone(), attachment);
+        self.edge.link = Some(link);
         let reported_as = ReportDevice::new(handle.user(), &device_id);
         self.device = Some(Device {
             handle,
             device_id,
-            epoch: attachment.epoch,
             reported_as,
         });
     }
 
     /// Encodes queued envelopes (this one and whatever else is ready), packs them into
     /// as few frames as fit, and writes them.
-    fn deliver(&mut self, first: Arc<Envelope>) -> Result<(), Closed> {
+    fn write(&mut self, first: Arc<Envelope>) -> Flow {
         let mut envs = vec![first];
-        if let Some(rx) = &mut self.outbound {
+        if let Some(rx) = self.edge.link.as_mut().map(|l| &mut l.queue) {
             while envs.len() < PACK_MAX {
                 match rx.try_recv() {
                     Ok(e) => envs.push(e),
@@ -270,11 +223,7 @@ impl ChatConn {
 
     /// Packs actions into as few frames as fit and writes them; the broadcasts among
     /// them are reported once the last frame is out.
-    fn write_packed<T: AsRef<[u8]>>(
-        &mut self,
-        texts: &[T],
-        reports: Vec<Report>,
-    ) -> Result<(), Closed> {
+    fn write_packed<T: AsRef<[u8]>>(&mut self, texts: &[T], reports: Vec<Report>) -> Flow {
         let count = texts.len();
         let frames = chat::pack_frames(texts);
         if frames.len() < count {
@@ -286,7 +235,7 @@ impl ChatConn {
         }
         let mut end = 0;
         for frame in &frames {
-            end = self.write(frame.bytes())?;
+            end = self.edge.out.text(frame.bytes())?;
         }
         self.reports
             .extend(reports.into_iter().map(|r| Report { end, ..r }));
@@ -325,7 +274,7 @@ impl ChatConn {
 
     /// A group followed after a change: writes what its node received before the
     /// subscription (the history after the change's mark) and this device lacks.
-    fn replay(&mut self, (group, missed): Replay) -> Result<(), Closed> {
+    fn replay(&mut self, (group, missed): Replay) -> Flow {
         let missed = match missed {
             Ok(m) => m,
             Err(e) => {
@@ -375,7 +324,7 @@ impl ChatConn {
     /// Hands the reports whose frames are out to the node's aggregator.
     fn confirm_reports(&mut self) {
         let Some(device) = &self.device else { return };
-        let out = self.ws.confirmed();
+        let out = self.edge.out.confirmed();
         let node = device.handle.node();
         while self.reports.front().is_some_and(|r| r.end <= out) {
             let Some(r) = self.reports.pop_front() else {
@@ -436,143 +385,79 @@ fn body_of(env: &Envelope, own: murmur_shared::ids::SessionId) -> Option<&Value>
     (!own_answer).then_some(body)
 }
 
-/// `GET /chat` (WebSocket upgrade). Authentication happens inside the protocol.
-pub async fn chat(
-    req: HttpRequest,
-    body: web::Payload,
-    state: web::Data<AppState>,
-) -> Result<HttpResponse, actix_web::Error> {
-    if state.node.is_draining() {
-        return Ok(error(
-            ApiErrorCode::Unavailable,
-            "node is draining; connect to another node",
-        ));
+impl Adapter for ChatConn {
+    type Frame = Map<String, Value>;
+    type Event = Event;
+    const PROTOCOL: Protocol = Protocol::Chat;
+
+    fn edge(&mut self) -> &mut Edge {
+        &mut self.edge
     }
-    let (resp, ws, stream) = state.ws_upgrade(&req, body, chat::MAX_FRAME_BYTES)?;
-    actix_web::rt::spawn(run(state.into_inner(), ws, stream));
-    Ok(resp)
-}
 
-async fn next_outbound(rx: &mut Option<mpsc::Receiver<Arc<Envelope>>>) -> Option<Arc<Envelope>> {
-    match rx {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+    fn decode(data: Data) -> Result<Map<String, Value>, Refusal> {
+        let Data::Text(bytes) = data else {
+            return Err(refuse(
+                CloseCode::UnsupportedData,
+                "binary frames are not accepted",
+            ));
+        };
+        let text = std::str::from_utf8(&bytes).unwrap_or_default();
+        chat::parse_frame(text).map_err(|e| refuse(CloseCode::PolicyViolation, &e.0))
     }
-}
 
-async fn next_close(rx: &mut Option<oneshot::Receiver<CloseReason>>) -> Option<CloseReason> {
-    match rx {
-        Some(rx) => rx.await.ok(),
-        None => std::future::pending().await,
+    async fn apply(&mut self, frame: Map<String, Value>) -> Flow {
+        apply::frame(self, frame).await
     }
-}
 
-fn close(code: CloseCode, reason: &str) -> Option<CloseReason> {
-    Some(CloseReason::new(code, reason))
-}
+    async fn deliver(&mut self, env: Arc<Envelope>) -> Flow {
+        self.write(env)
+    }
 
-async fn run(state: Arc<AppState>, ws: WsSink, mut stream: WsStream) {
-    let metrics = state.node.metrics.clone();
-    metrics.connections.with_label_values(&[LABEL]).inc();
-    metrics.connections_total.with_label_values(&[LABEL]).inc();
-    let mut conn = ChatConn {
-        state,
-        device: None,
-        ws,
-        stop: None,
-        outbound: None,
-        closed: None,
-        groups: Following::default(),
-        replays: mpsc::channel(16),
-        reports: VecDeque::new(),
-        counters: Counters::new(&metrics),
-    };
-    let auth_deadline = sleep(AUTH_TIMEOUT);
-    tokio::pin!(auth_deadline);
-    let mut ping = interval(PING_INTERVAL);
-    ping.set_missed_tick_behavior(MissedTickBehavior::Delay);
-    let mut last_seen = Instant::now();
-    let mut broker_closed = false;
+    fn next(&mut self) -> impl std::future::Future<Output = Wake<Event>> {
+        let (out, reports, replays) = (&self.edge.out, &self.reports, &mut self.replays.1);
+        let own = async move {
+            tokio::select! {
+                _ = out.flushed(reports.front().map(|r| r.end)) => Event::Flushed,
+                Some(replay) = replays.recv() => Event::Replay(replay),
+            }
+        };
+        edge::wake(&mut self.edge.link, own)
+    }
 
-    let reason: Option<CloseReason> = loop {
-        tokio::select! {
-            biased;
-            reason = next_close(&mut conn.closed) => {
-                // The session closed us and has counted the disconnect already.
-                broker_closed = true;
-                break reason;
+    async fn on_event(&mut self, event: Event) -> Flow {
+        match event {
+            Event::Flushed => {
+                self.confirm_reports();
+                Ok(())
             }
-            _ = &mut auth_deadline, if conn.device.is_none() => {
-                break close(CloseCode::PolicyViolation, "not authenticated in time");
-            }
-            msg = stream.recv() => {
-                last_seen = Instant::now();
-                let res = match msg {
-                    None => break None,
-                    Some(Ok(Message::Text(bytes))) => {
-                        conn.state.node.metrics.messages_in.with_label_values(&[LABEL]).inc();
-                        let text = std::str::from_utf8(&bytes).unwrap_or_default();
-                        match chat::parse_frame(text) {
-                            Ok(obj) => actions::frame(&mut conn, obj).await,
-                            Err(e) => break close(CloseCode::PolicyViolation, &e.0),
-                        }
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        break close(CloseCode::UnsupportedData, "binary frames are not accepted");
-                    }
-                    Some(Ok(Message::Ping(bytes))) => {
-                        let res = conn.ws.pong(&bytes).map(|_| ());
-                        conn.check(res)
-                    }
-                    Some(Ok(Message::Pong(_))) => Ok(()),
-                    Some(Ok(Message::Close(_))) => break close(CloseCode::Normal, "bye"),
-                    Some(Err(e)) => break Some(CloseReason::new(e.close_code(), e.reason())),
-                };
-                if res.is_err() {
-                    break conn.stop.take();
-                }
-            }
-            _ = conn.ws.flushed(conn.reports.front().map(|r| r.end)) => conn.confirm_reports(),
-            Some(replay) = conn.replays.1.recv() => {
-                if conn.replay(replay).is_err() {
-                    break conn.stop.take();
-                }
-            }
-            env = next_outbound(&mut conn.outbound) => match env {
-                Some(env) => {
-                    if conn.deliver(env).is_err() {
-                        break conn.stop.take();
-                    }
-                }
-                None => break None,
-            },
-            _ = ping.tick() => {
-                conn.groups.tick();
-                if last_seen.elapsed() > CLIENT_TIMEOUT {
-                    break close(CloseCode::IdleTimeout, "no traffic from the client");
-                }
-                let res = conn.ws.ping(b"").map(|_| ());
-                if conn.check(res).is_err() {
-                    break conn.stop.take();
-                }
-            }
-        }
-    };
-
-    if let Some(r) = reason.as_ref().filter(|_| !broker_closed) {
-        if r.code != CloseCode::Normal {
-            metrics
-                .disconnects
-                .with_label_values(&[LABEL, r.code.label()])
-                .inc();
+            Event::Replay(replay) => self.replay(replay),
         }
     }
-    if let Some(device) = &conn.device {
-        device.handle.detach(device.epoch);
+
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            ping: true,
+            silence: CLIENT_TIMEOUT,
+            reason: "no traffic from the client",
+        }
     }
-    metrics.connections.with_label_values(&[LABEL]).dec();
-    let slow = reason
-        .as_ref()
-        .is_some_and(|r| r.code == CloseCode::SlowConsumer);
-    conn.ws.close(reason.as_ref(), slow);
+
+    fn deadline(&self) -> Option<Deadline> {
+        Some(Deadline {
+            after: AUTH_TIMEOUT,
+            reason: "not authenticated in time",
+        })
+    }
+
+    fn ready(&self) -> bool {
+        self.device.is_some()
+    }
+
+    fn tick(&mut self) {
+        self.groups.tick();
+    }
+}
+
+fn refuse(code: CloseCode, reason: &str) -> Refusal {
+    Refusal::Close(CloseReason::new(code, reason))
 }

@@ -1,0 +1,320 @@
+//! One Sink device connection as the edge loop serves it, over either transport
+//! (WebSocket `/sink` or the TCP/TLS listener): the handshake phase, then the session
+//! and the outbox pump.
+//!
+//! 1. The first frame must be a CONNECTION_REQUEST (anything else closes the
+//!    connection, unanswered); the broker decides the answer (protocol version,
+//!    quarantine, application version, instance ids) and refused devices are closed.
+//! 2. Device PUBLISH → ACK once the event is durably stored (NACK with a machine code
+//!    when it is malformed or the store is unavailable); PING → PONG ([`super::apply`]).
+//! 3. The device's outbox is pumped with at most [`WINDOW`] PUBLISHes awaiting an
+//!    ACK/NACK; unacknowledged ones are redelivered after a reconnect.
+//! 4. Nothing received for the idle limit (90 s by default) → close 4004. A newer
+//!    connection of the same client (any node) → 4002; a quarantine → its connection
+//!    response, then 4005.
+//!
+//! NACK machine codes sent by the server: `0x01` malformed frame, `0x02` temporarily
+//! unavailable (retry later).
+
+use std::collections::{HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use murmur_broker::session::{Protocol, SessionHandle};
+use murmur_broker::sink::{self as service, control};
+use murmur_shared::close::{CloseCode, CloseReason};
+use murmur_shared::envelope::Envelope;
+use murmur_shared::ids::now_ms;
+use murmur_shared::sink::{self as wire, ConnectionResponse, Frame};
+
+use super::{apply, encode, LABEL};
+use crate::edge::{self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Out, Refusal, Stop, Wake};
+use crate::state::AppState;
+
+/// A frame that finds the outbound buffer full for this long closes the connection
+/// 4001 (the device stopped reading).
+pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+/// The connection request must arrive within this (or the idle limit, if shorter).
+pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+/// PUBLISHes to a device awaiting its ACK/NACK at most.
+pub const WINDOW: usize = 32;
+/// NACK machine code: the frame could not be decoded.
+pub const NACK_MALFORMED: u8 = 0x01;
+/// NACK machine code: the event could not be stored now; send it again later.
+pub const NACK_UNAVAILABLE: u8 = 0x02;
+/// The PUBLISH frame type (high nibble of byte 0).
+const PUBLISH_TYPE: u8 = 4;
+
+/// How the device's client id is known.
+pub enum Identity {
+    /// From the TLS client certificate's CN, or the WebSocket token's `sub`.
+    Fixed(String),
+    /// Development plaintext TCP: `dev-<client_instance_id>`.
+    DevInstance,
+}
+
+/// A device frame, as far as its bytes tell.
+pub enum Inbound {
+    Frame(Frame),
+    /// Undecodable. `publish_id`: the id of a PUBLISH whose body is malformed (it gets
+    /// a NACK `01`); anything else undecodable closes the connection.
+    Undecodable {
+        publish_id: Option<u16>,
+        reason: String,
+    },
+}
+
+/// One device connection.
+pub struct SinkConn {
+    pub(super) state: Arc<AppState>,
+    edge: Edge,
+    pub(super) phase: Phase,
+}
+
+/// Where the connection is.
+pub(super) enum Phase {
+    /// Waiting for the CONNECTION_REQUEST.
+    Handshake(Identity),
+    /// Between the handshake's answer and the session (a refusal closes from here).
+    Closing,
+    Open(Box<Open>),
+}
+
+/// An accepted device: its session and outbox pump.
+pub(super) struct Open {
+    pub handle: SessionHandle,
+    pub pump: Pump,
+}
+
+impl SinkConn {
+    pub fn new(state: Arc<AppState>, out: Out, identity: Identity) -> SinkConn {
+        SinkConn {
+            state,
+            edge: Edge::new(out),
+            phase: Phase::Handshake(identity),
+        }
+    }
+
+    /// Writes one frame (a reply, a control answer).
+    pub(super) fn write(&self, frame: &Frame) -> Flow {
+        self.edge.out.binary(&encode::frame(frame)).map(|_| ())
+    }
+
+    /// The session is open: the loop now serves its queue.
+    pub(super) fn opened(&mut self, link: edge::Link, handle: SessionHandle, pump: Pump) {
+        self.edge.link = Some(link);
+        self.phase = Phase::Open(Box::new(Open { handle, pump }));
+    }
+
+    /// Sends outbox entries until the window is full or the outbox is drained.
+    pub(super) async fn fill(&mut self) -> Flow {
+        let Phase::Open(open) = &mut self.phase else {
+            return Ok(());
+        };
+        open.pump.fill(&self.state, &self.edge.out).await
+    }
+}
+
+impl Adapter for SinkConn {
+    type Frame = Inbound;
+    type Event = Infallible;
+    const PROTOCOL: Protocol = Protocol::Sink;
+
+    fn edge(&mut self) -> &mut Edge {
+        &mut self.edge
+    }
+
+    fn decode(data: Data) -> Result<Inbound, Refusal> {
+        let bytes: Bytes = match data {
+            Data::Binary(b) => b,
+            Data::Text(_) => {
+                return Err(Refusal::Close(CloseReason::new(
+                    CloseCode::UnsupportedData,
+                    "binary frames only",
+                )))
+            }
+        };
+        Ok(match wire::decode(&bytes) {
+            Ok(frame) => Inbound::Frame(frame),
+            Err(e) => Inbound::Undecodable {
+                publish_id: e
+                    .id
+                    .filter(|_| bytes.first().map(|b| b >> 4) == Some(PUBLISH_TYPE)),
+                reason: e.reason.to_string(),
+            },
+        })
+    }
+
+    async fn apply(&mut self, frame: Inbound) -> Flow {
+        apply::frame(self, frame).await
+    }
+
+    /// The session carries control signals only (the events come from the outbox).
+    async fn deliver(&mut self, env: Arc<Envelope>) -> Flow {
+        let Phase::Open(open) = &self.phase else {
+            return Ok(());
+        };
+        match control_of(&env, &open.handle) {
+            Control::Takeover => Err(Stop::close(
+                CloseCode::Replaced,
+                "replaced by a newer connection",
+            )),
+            Control::Quarantine(q) => {
+                let _ = self.write(&Frame::ConnectionResponse(q));
+                Err(Stop::close(CloseCode::Terminated, "quarantined"))
+            }
+            Control::Wake => self.fill().await,
+            Control::Ignore => Ok(()),
+        }
+    }
+
+    fn next(&mut self) -> impl std::future::Future<Output = Wake<Infallible>> {
+        edge::wake(&mut self.edge.link, std::future::pending())
+    }
+
+    async fn on_event(&mut self, event: Infallible) -> Flow {
+        match event {}
+    }
+
+    fn heartbeat(&self) -> Heartbeat {
+        Heartbeat {
+            ping: false,
+            silence: self.state.settings.sink_idle,
+            reason: "idle: nothing received",
+        }
+    }
+
+    fn deadline(&self) -> Option<Deadline> {
+        Some(Deadline {
+            after: self.state.settings.sink_idle.min(HANDSHAKE_TIMEOUT),
+            reason: "no connection request in time",
+        })
+    }
+
+    fn ready(&self) -> bool {
+        !matches!(self.phase, Phase::Handshake(_))
+    }
+}
+
+enum Control {
+    Takeover,
+    Quarantine(ConnectionResponse),
+    Wake,
+    Ignore,
+}
+
+fn control_of(env: &Envelope, me: &SessionHandle) -> Control {
+    match env.subject.as_deref() {
+        Some(control::TAKEOVER) if env.from.session != Some(me.id()) => Control::Takeover,
+        Some(control::QUARANTINE) => {
+            let body = env.json();
+            let machine = body["machine_message"]
+                .as_str()
+                .and_then(|m| {
+                    base64::Engine::decode(&base64::engine::general_purpose::STANDARD, m).ok()
+                })
+                .unwrap_or_default();
+            let human = body["human_message"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
+            Control::Quarantine(ConnectionResponse::Quarantined { machine, human })
+        }
+        Some(control::WAKE) => Control::Wake,
+        _ => Control::Ignore,
+    }
+}
+
+/// The outbox pump of one connection, and what the connection remembers of the device's
+/// PUBLISHes.
+pub(super) struct Pump {
+    /// Identities (hashed) of the device PUBLISHes answered NACK `02` on this connection
+    /// and not accepted since, the newest [`apply::NACKED_KEPT`]: their resend is
+    /// published even if the store finds a duplicate ([`service::accept`]).
+    pub nacked_unavailable: VecDeque<u64>,
+    pub client: String,
+    next_id: u16,
+    /// Highest outbox position sent on this connection.
+    sent_upto: u64,
+    /// Message id → outbox position, awaiting ACK/NACK.
+    pub inflight: HashMap<u16, u64>,
+    /// Highest position ever sent to this client (any connection): at or below it, a
+    /// send is a redelivery.
+    sent_mark: u64,
+}
+
+impl Pump {
+    pub fn new(client: String, sent_mark: u64) -> Pump {
+        Pump {
+            nacked_unavailable: VecDeque::new(),
+            client,
+            next_id: service::random_message_id(),
+            sent_upto: 0,
+            inflight: HashMap::new(),
+            sent_mark,
+        }
+    }
+
+    /// Sends outbox entries until the window is full or the outbox is drained. A store
+    /// that is away is retried on the next wake or ACK.
+    async fn fill(&mut self, state: &AppState, out: &Out) -> Flow {
+        let node = &state.node;
+        while self.inflight.len() < WINDOW {
+            let room = WINDOW - self.inflight.len();
+            let Ok(batch) = node
+                .store()
+                .sink_outbox_read(&self.client, self.sent_upto, room)
+                .await
+            else {
+                return Ok(());
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for entry in batch {
+                self.sent_upto = entry.seq;
+                if !crate::timing::deliverable(&node.metrics, LABEL, entry.timing.as_ref()) {
+                    // Expired while waiting in the outbox: dropped, never delivered.
+                    let _ = node
+                        .store()
+                        .sink_outbox_remove(&self.client, entry.seq)
+                        .await;
+                    continue;
+                }
+                let id = self.next_id;
+                self.next_id = wire::next_id(id);
+                self.inflight.insert(id, entry.seq);
+                if entry.seq <= self.sent_mark {
+                    node.metrics
+                        .sink_events
+                        .with_label_values(&["out", "redelivered"])
+                        .inc();
+                }
+                node.metrics
+                    .sink_events
+                    .with_label_values(&["out", "sent"])
+                    .inc();
+                let latency = now_ms().saturating_sub(entry.queued_ms) as f64 / 1000.0;
+                node.metrics
+                    .delivery_latency
+                    .with_label_values(&[LABEL])
+                    .observe(latency);
+                // The window bounds what is in flight, so a full buffer is waited on,
+                // like a TCP write (a reading device drains it, however large the
+                // burst); a device that leaves its buffer full for WRITE_TIMEOUT is not
+                // reading: 4001.
+                out.binary_waiting(&encode::publish(id, &entry.event), WRITE_TIMEOUT)
+                    .await?;
+            }
+            if self.sent_upto > self.sent_mark {
+                self.sent_mark = self.sent_upto;
+                let _ = node
+                    .store()
+                    .sink_raise_sent_mark(&self.client, self.sent_mark)
+                    .await;
+            }
+        }
+        Ok(())
+    }
+}
