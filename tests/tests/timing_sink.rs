@@ -29,7 +29,8 @@ async fn setup() -> (Node, Device) {
     (node, device)
 }
 
-/// Queues a plain marker event and reads PUBLISHes up to it; returns those before it.
+/// Queues a plain marker event and reads (and ACKs) PUBLISHes up to it, then a PING/PONG
+/// barrier so every ACK is applied; returns the events before the marker.
 async fn up_to_marker(node: &Node, d: &mut Device) -> Vec<Event> {
     let marker = uniq("marker-");
     sink_queue(node, &d.client, sink_event(&marker, &marker, None)).await;
@@ -37,6 +38,9 @@ async fn up_to_marker(node: &Node, d: &mut Device) -> Vec<Event> {
     loop {
         let e = d.publish(SOON).await;
         if data_text(&e) == marker {
+            // Barrier: the device's ACKs are applied (their entries left the outbox)
+            // before the PONG to a later PING.
+            d.ping().await;
             return before;
         }
         before.push(e);
