@@ -64,3 +64,21 @@ pub fn bearer(req: &actix_web::HttpRequest) -> Option<&str> {
     let (scheme, token) = value.split_once(' ')?;
     scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
 }
+
+/// A client token from `?token=` (if not empty) or the `Authorization` header.
+pub fn client_token<'a>(
+    query: Option<&'a str>,
+    req: &'a actix_web::HttpRequest,
+) -> Option<&'a str> {
+    query.filter(|t| !t.is_empty()).or_else(|| bearer(req))
+}
+
+/// The answer to a new connection while the node drains (503), if it does.
+pub fn refuse_if_draining(state: &AppState) -> Option<actix_web::HttpResponse> {
+    state.node.is_draining().then(|| {
+        crate::api::error(
+            murmur_shared::api::ApiErrorCode::Unavailable,
+            "node is draining; connect to another node",
+        )
+    })
+}

@@ -3,13 +3,11 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use murmur_broker::session::Protocol;
-use murmur_shared::api::ApiErrorCode;
 use murmur_shared::chat;
 
 use super::session::ChatConn;
-use crate::api::error;
 use crate::edge;
-use crate::state::AppState;
+use crate::state::{refuse_if_draining, AppState};
 
 /// `GET /chat` (WebSocket upgrade).
 pub async fn chat(
@@ -17,11 +15,8 @@ pub async fn chat(
     body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    if state.node.is_draining() {
-        return Ok(error(
-            ApiErrorCode::Unavailable,
-            "node is draining; connect to another node",
-        ));
+    if let Some(refused) = refuse_if_draining(&state) {
+        return Ok(refused);
     }
     let (resp, out, stream) =
         state.ws_upgrade(&req, body, chat::MAX_FRAME_BYTES, Protocol::Chat)?;

@@ -29,9 +29,7 @@ use tokio::sync::mpsc;
 
 use super::apply;
 use super::groups::{Admit, Change, Following, Next};
-use crate::edge::{
-    self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Link, Out, Refusal, Wake, CLIENT_TIMEOUT,
-};
+use crate::edge::{self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Link, Out, Refusal, Wake};
 use crate::state::AppState;
 
 /// The metrics label of this protocol.
@@ -435,11 +433,7 @@ impl Adapter for ChatConn {
     }
 
     fn heartbeat(&self) -> Heartbeat {
-        Heartbeat {
-            ping: true,
-            silence: CLIENT_TIMEOUT,
-            reason: "no traffic from the client",
-        }
+        Heartbeat::WEBSOCKET
     }
 
     fn deadline(&self) -> Option<Deadline> {

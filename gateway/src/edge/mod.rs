@@ -201,6 +201,16 @@ pub struct Heartbeat {
     pub reason: &'static str,
 }
 
+impl Heartbeat {
+    /// The WebSocket protocols' heartbeat: pings every [`PING_INTERVAL`], closed after
+    /// [`CLIENT_TIMEOUT`] of silence.
+    pub const WEBSOCKET: Heartbeat = Heartbeat {
+        ping: true,
+        silence: CLIENT_TIMEOUT,
+        reason: "no traffic from the client",
+    };
+}
+
 /// A deadline the connection must meet before it is ready (authentication, handshake).
 #[derive(Debug, Clone, Copy)]
 pub struct Deadline {
@@ -233,8 +243,10 @@ pub trait Adapter: Sized {
     fn deliver(&mut self, env: Arc<Envelope>) -> impl Future<Output = Flow>;
 
     /// The next wake-up for the session or the adapter ([`wake`] with the adapter's own
-    /// events). Cancel-safe.
-    fn next(&mut self) -> impl Future<Output = Wake<Self::Event>>;
+    /// events; by default it has none). Cancel-safe.
+    fn next(&mut self) -> impl Future<Output = Wake<Self::Event>> {
+        wake(&mut self.edge().link, std::future::pending())
+    }
 
     /// Handles one of the adapter's own events.
     fn on_event(&mut self, event: Self::Event) -> impl Future<Output = Flow>;

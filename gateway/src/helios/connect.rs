@@ -21,7 +21,7 @@ use serde::Deserialize;
 use super::session::{self, Conn, Greeting};
 use crate::api::error;
 use crate::edge::{self, Out};
-use crate::state::{bearer, AppState};
+use crate::state::{client_token, refuse_if_draining, AppState};
 use crate::ws::WsStream;
 
 #[derive(Deserialize)]
@@ -38,18 +38,11 @@ pub async fn starling(
     query: web::Query<StarlingQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
     let node = state.node.clone();
-    if node.is_draining() {
-        return Ok(error(
-            ApiErrorCode::Unavailable,
-            "node is draining; connect to another node",
-        ));
+    if let Some(refused) = refuse_if_draining(&state) {
+        return Ok(refused);
     }
     let query = query.into_inner();
-    let token = query
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .or_else(|| bearer(&req));
+    let token = client_token(query.token.as_deref(), &req);
     let principal = match token.map(|t| state.verifier.verify(t)) {
         Some(Ok(p)) => Some(p),
         Some(Err(e)) => return Ok(error(ApiErrorCode::Unauthorized, &e.to_string())),

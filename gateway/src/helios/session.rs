@@ -21,9 +21,7 @@ use prometheus::{Histogram, IntCounter};
 use serde_json::json;
 
 use super::{apply, encode};
-use crate::edge::{
-    self, Adapter, Data, Edge, Flow, Heartbeat, Link, Out, Refusal, Wake, CLIENT_TIMEOUT,
-};
+use crate::edge::{Adapter, Data, Edge, Flow, Heartbeat, Link, Out, Refusal};
 use crate::state::AppState;
 
 /// The metrics label of this protocol.
@@ -186,20 +184,12 @@ impl Adapter for Conn {
         self.write(env)
     }
 
-    fn next(&mut self) -> impl std::future::Future<Output = Wake<Infallible>> {
-        edge::wake(&mut self.edge.link, std::future::pending())
-    }
-
     async fn on_event(&mut self, event: Infallible) -> Flow {
         match event {}
     }
 
     fn heartbeat(&self) -> Heartbeat {
-        Heartbeat {
-            ping: true,
-            silence: CLIENT_TIMEOUT,
-            reason: "no traffic from the client",
-        }
+        Heartbeat::WEBSOCKET
     }
 
     /// What the session kept or replayed for this client, written as fast as the client

@@ -29,7 +29,7 @@ use tracing::debug;
 use super::session::{Identity, SinkConn};
 use crate::api::error;
 use crate::edge;
-use crate::state::{bearer, AppState};
+use crate::state::{client_token, refuse_if_draining, AppState};
 
 /// A TLS handshake must finish within this.
 const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -46,17 +46,10 @@ pub async fn sink(
     state: web::Data<AppState>,
     query: web::Query<SinkQuery>,
 ) -> Result<HttpResponse, actix_web::Error> {
-    if state.node.is_draining() {
-        return Ok(error(
-            ApiErrorCode::Unavailable,
-            "node is draining; connect to another node",
-        ));
+    if let Some(refused) = refuse_if_draining(&state) {
+        return Ok(refused);
     }
-    let token = query
-        .token
-        .as_deref()
-        .filter(|t| !t.is_empty())
-        .or_else(|| bearer(&req));
+    let token = client_token(query.token.as_deref(), &req);
     let Some(token) = token else {
         return Ok(error(
             ApiErrorCode::Unauthorized,

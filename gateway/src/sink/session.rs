@@ -29,7 +29,7 @@ use murmur_shared::ids::now_ms;
 use murmur_shared::sink::{self as wire, ConnectionResponse, Frame};
 
 use super::{apply, encode, LABEL};
-use crate::edge::{self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Out, Refusal, Stop, Wake};
+use crate::edge::{self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Out, Refusal, Stop};
 use crate::state::AppState;
 
 /// A frame that finds the outbound buffer full for this long closes the connection
@@ -167,10 +167,6 @@ impl Adapter for SinkConn {
             Control::Wake => self.fill().await,
             Control::Ignore => Ok(()),
         }
-    }
-
-    fn next(&mut self) -> impl std::future::Future<Output = Wake<Infallible>> {
-        edge::wake(&mut self.edge.link, std::future::pending())
     }
 
     async fn on_event(&mut self, event: Infallible) -> Flow {
