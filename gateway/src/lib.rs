@@ -7,6 +7,7 @@
 //! | module | what it does |
 //! |---|---|
 //! | [`config`] | flags ⇄ env ⇄ TOML ⇄ dev defaults → `Settings` |
+//! | [`demo`] | development mode only: the chat demo page `/demo/` and its token endpoint |
 //! | [`server`] | builds the node, runs the public and internal listeners, drains on SIGTERM |
 //! | [`sink`] | Sink over TCP/TLS and WebSocket `/sink`, and its API |
 //! | [`state`] | what every handler shares: node, verifiers, settings |
@@ -24,6 +25,7 @@
 pub mod api;
 pub mod chat;
 pub mod config;
+pub mod demo;
 pub mod edge;
 pub mod health;
 pub mod helios;

@@ -25,7 +25,7 @@ use tracing::{error, info, warn};
 
 use crate::config::{JwtKey, Settings};
 use crate::state::AppState;
-use crate::{api, chat, health, helios, sink, telemetry, timestick};
+use crate::{api, chat, demo, health, helios, sink, telemetry, timestick};
 
 /// Runs until drained; the process exit code.
 pub fn run(settings: Settings) -> ExitCode {
@@ -162,8 +162,10 @@ fn public_app(
         InitError = (),
     >,
 > {
+    let dev = state.settings.dev;
     App::new()
         .app_data(state)
+        .configure(demo::routes(dev))
         .route("/starling", web::get().to(helios::starling))
         .route("/chat", web::get().to(chat::chat))
         .configure(timestick::configure)

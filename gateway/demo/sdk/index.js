@@ -1,0 +1,19 @@
+/**
+ * `@murmuration/client`: TypeScript clients of Murmuration.
+ *
+ * * {@link HeliosClient}: Helios-Starling over WebSocket `/starling`;
+ * * {@link ChatClient}: GradAgenda chat over WebSocket `/chat`;
+ * * {@link TimeStickClient}: TimeStick over HTTP `/timestick/…`.
+ *
+ * No runtime dependency: browsers and React Native have `WebSocket` and `fetch`; on Node 20
+ * pass a WebSocket implementation (`import { WebSocket } from "ws"`) as the `WebSocket` option.
+ *
+ * @module
+ */
+export * from "./errors.js";
+export { Emitter } from "./events.js";
+export { FATAL_CLOSE_CODES, } from "./connection.js";
+export { backoffDelay, uuid } from "./util.js";
+export * from "./helios.js";
+export * from "./chat.js";
+export * from "./timestick.js";
