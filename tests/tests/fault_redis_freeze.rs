@@ -17,10 +17,14 @@ use fault_common::*;
 use murmur_tests::{metric, metrics, Cluster, Node};
 use serde_json::json;
 
-/// Held publications accepted just before the freeze: `HELD` due 1 s later (during the
-/// freeze), `HELD` more due [`LATE_DUE_MS`] later (after it).
+/// Held publications accepted just before the freeze: `HELD` due [`EARLY_DUE_MS`] later
+/// (during the freeze: Redis stays frozen at least until they are due), `HELD` more due
+/// [`LATE_DUE_MS`] later (after it). Holding 20 takes well under 100 ms on a quiet
+/// machine, but a second or more on two loaded cores: the early ones are due late enough
+/// that the freeze still comes first.
 const HELD: usize = 10;
-const LATE_DUE_MS: i64 = 8000;
+const EARLY_DUE_MS: i64 = 3000;
+const LATE_DUE_MS: i64 = 12_000;
 /// A held job claimed by a command that timed out waits for its 10 s lease to run out
 /// (docs/timing.md, "Crash window"): so held messages may come this long after Redis
 /// resumes.
@@ -59,7 +63,7 @@ async fn redis_frozen_under_mixed_load_keeps_held_messages_and_acked_events() {
     let node0 = cluster.node(0).internal_url();
     let held_at = now();
     for h in 0..2 * HELD {
-        let delay = if h < HELD { 1000 } else { LATE_DUE_MS };
+        let delay = if h < HELD { EARLY_DUE_MS } else { LATE_DUE_MS };
         hold(&node0, &held_ch, json!({ "h": h }), delay).await;
     }
 
@@ -67,11 +71,17 @@ async fn redis_frozen_under_mixed_load_keeps_held_messages_and_acked_events() {
     let freezing_at = now();
     cluster.redis_mut().freeze();
     assert!(
-        freezing_at < held_at + 1000,
+        freezing_at < held_at + EARLY_DUE_MS,
         "precondition: Redis freezes before the held messages are due"
     );
     let detected_at = await_readiness(cluster.nodes(), false, freezing_at, DETECT_BOUND).await;
     load.await_nacked(1).await;
+    // The scenario, not a synchronisation: the early held messages fall due while Redis is
+    // frozen.
+    let early_due = held_at + EARLY_DUE_MS + 200;
+    if now() < early_due {
+        actix_rt::time::sleep(Duration::from_millis((early_due - now()) as u64)).await;
+    }
 
     // ---- Redis resumes --------------------------------------------------------------------
     cluster.redis_mut().thaw();

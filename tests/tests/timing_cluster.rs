@@ -273,9 +273,10 @@ async fn bulk(
     total: usize,
     measure_claims: bool,
 ) -> Bulk {
-    /// Time allowed for holding all messages before they are due (about 3 s are needed
-    /// on a 2-CPU machine with a debug build).
-    const PUBLISH_BUDGET_MS: i64 = 10_000;
+    /// Time allowed for holding all messages before they are due: about 3 s on a quiet
+    /// 2-CPU machine with a debug build, more than 10 s when the rest of the suite runs
+    /// beside it (CI).
+    const PUBLISH_BUDGET_MS: i64 = 25_000;
     let k = channels.len();
     let c = client();
     let urls: Vec<String> = cluster.nodes().iter().map(Node::internal_url).collect();
