@@ -3,9 +3,11 @@
 //! `POST /demo/token {"user":"alice"}` → `{"token":"<client JWT>","user":"alice","expiresIn":3600}`,
 //! a client token signed with the HS256 secret this node verifies with.
 //!
-//! The files are embedded in the binary from `gateway/demo/` (built by
-//! `npm run demo` in `clients/typescript` and committed, so cargo needs no npm). Outside
-//! development mode none of these routes exist: every `/demo/…` path is a plain 404.
+//! The files are embedded in the binary: the page itself from `clients/typescript/demo/`
+//! (its one home), the SDK it imports from `gateway/demo/sdk/`, the JavaScript that `tsc`
+//! makes of `clients/typescript/src/` (written by `npm run demo` there and committed, so
+//! that cargo needs no npm; the SDK tests fail when it is stale). Outside development mode
+//! none of these routes exist: every `/demo/…` path is a plain 404.
 
 use std::time::Duration;
 
@@ -29,10 +31,10 @@ const MAX_TOKEN_BODY: usize = 1024;
 
 /// `(path under /demo/, content type, bytes)` of every embedded file.
 const FILES: &[(&str, &str, &[u8])] = &[
-    ("", HTML, include_bytes!("../demo/index.html")),
-    ("index.html", HTML, include_bytes!("../demo/index.html")),
-    ("demo.css", CSS, include_bytes!("../demo/demo.css")),
-    ("demo.js", JS, include_bytes!("../demo/demo.js")),
+    ("", HTML, include_bytes!("../../clients/typescript/demo/index.html")),
+    ("index.html", HTML, include_bytes!("../../clients/typescript/demo/index.html")),
+    ("demo.css", CSS, include_bytes!("../../clients/typescript/demo/demo.css")),
+    ("demo.js", JS, include_bytes!("../../clients/typescript/demo/demo.js")),
     ("sdk/index.js", JS, include_bytes!("../demo/sdk/index.js")),
     ("sdk/errors.js", JS, include_bytes!("../demo/sdk/errors.js")),
     ("sdk/events.js", JS, include_bytes!("../demo/sdk/events.js")),

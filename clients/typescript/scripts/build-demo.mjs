@@ -1,5 +1,6 @@
-// Copies the compiled SDK (dist/src/*.js) and the demo page (demo/) into gateway/demo/,
-// which the murmur binary embeds (gateway/src/demo.rs). Run after `npm run build`.
+// Copies the compiled SDK (dist/src/*.js) into gateway/demo/sdk/, which the murmur binary
+// embeds beside the demo page of demo/ (gateway/src/demo.rs). Run after `npm run build`;
+// the output is committed so that cargo needs no npm.
 import { cpSync, mkdirSync, readdirSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -9,5 +10,4 @@ mkdirSync(join(out, "sdk"), { recursive: true });
 for (const f of readdirSync(join(here, "..", "dist", "src")).filter((f) => f.endsWith(".js"))) {
   cpSync(join(here, "..", "dist", "src", f), join(out, "sdk", f));
 }
-for (const f of ["index.html", "demo.js", "demo.css"]) cpSync(join(here, "..", "demo", f), join(out, f));
-console.log(`demo written to ${out}`);
+console.log(`SDK for the demo written to ${join(out, "sdk")}`);
