@@ -37,7 +37,10 @@ pub async fn serve<A: Adapter>(metrics: Arc<Metrics>, mut adapter: A, mut input:
     let label = A::PROTOCOL.label();
     metrics.connections.with_label_values(&[label]).inc();
     metrics.connections_total.with_label_values(&[label]).inc();
-    let end = match adapter.start().await {
+    // The adapter's own futures (start, apply, on_event: broker calls, store round
+    // trips) are boxed while they run, so the task an idle connection keeps is the loop's
+    // state alone, not the largest future an adapter could await.
+    let end = match Box::pin(adapter.start()).await {
         Ok(()) => run(&metrics, &mut adapter, &mut input).await,
         Err(stop) => End::of(stop),
     };
@@ -80,7 +83,7 @@ async fn run<A: Adapter>(metrics: &Metrics, a: &mut A, input: &mut impl Input) -
                     Some(Ok(Incoming::Data(data))) => {
                         messages_in.inc();
                         match A::decode(data) {
-                            Ok(frame) => a.apply(frame).await,
+                            Ok(frame) => Box::pin(a.apply(frame)).await,
                             Err(Refusal::Answer(answer)) => {
                                 decode_errors.inc();
                                 let out = &a.edge().out;
@@ -104,7 +107,7 @@ async fn run<A: Adapter>(metrics: &Metrics, a: &mut A, input: &mut impl Input) -
                 Wake::Closed(reason) => return End { reason, by_broker: true },
                 Wake::Envelope(Some(env)) => a.deliver(env).await,
                 Wake::Envelope(None) => return End::here(None),
-                Wake::Event(event) => a.on_event(event).await,
+                Wake::Event(event) => Box::pin(a.on_event(event)).await,
             },
             _ = &mut ready_by, if deadline.is_some() && !a.ready() => {
                 let reason = deadline.map_or("", |d| d.reason);

@@ -78,7 +78,13 @@ impl WsStream {
                     match io.try_read_buf(&mut self.buf) {
                         Ok(0) => return false,
                         Ok(_) => return true,
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                        // A readiness that was not (the first one after the hand-over
+                        // is): an idle connection waits without a read buffer.
+                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                            if self.buf.is_empty() {
+                                self.buf = BytesMut::new();
+                            }
+                        }
                         Err(_) => return false,
                     }
                 }
