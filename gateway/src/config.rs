@@ -98,6 +98,12 @@ pub struct ServeArgs {
     /// Frames buffered for one client socket before it is closed with 4001 [default: 8192].
     #[arg(long, env = "MURMUR_OUTBOUND_MAX_FRAMES")]
     pub outbound_max_frames: Option<String>,
+    /// How long a client socket's writer waits, once bytes are pending, before it
+    /// writes, so that what comes meanwhile goes out in the same write (`0`, `1ms`, at
+    /// most `50ms`): fewer writes per delivery at the cost of that much latency
+    /// [default: 0, off].
+    #[arg(long, env = "MURMUR_WRITE_DELAY")]
+    pub write_delay: Option<String>,
     /// Bytes buffered for all client sockets of this node together; past it, clients
     /// with a backlog are closed with 4001 [default: 512MiB].
     #[arg(long, env = "MURMUR_OUTBOUND_NODE_MAX_BYTES")]
@@ -193,6 +199,7 @@ impl ServeArgs {
             timestick_quarantine,
             outbound_max_bytes,
             outbound_max_frames,
+            write_delay,
             outbound_node_max_bytes,
             channel_history,
             log,
@@ -218,6 +225,16 @@ fn load_file(path: &Path) -> Result<ServeArgs, String> {
 
 fn flag(value: Option<&str>) -> bool {
     matches!(value.map(str::trim), Some("1" | "true" | "yes" | "on"))
+}
+
+/// The longest accepted `MURMUR_WRITE_DELAY`.
+const MAX_WRITE_DELAY: Duration = Duration::from_millis(50);
+
+fn at_most(d: Duration, max: Duration, name: &str) -> Result<Duration, String> {
+    if d > max {
+        return Err(format!("{name}: at most {} ms", max.as_millis()));
+    }
+    Ok(d)
 }
 
 fn dur(value: Option<String>, name: &str, default: Duration) -> Result<Duration, String> {
@@ -410,6 +427,11 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
         outbound: crate::edge::OutboundLimits {
             max_bytes: bytes(a.outbound_max_bytes, "MURMUR_OUTBOUND_MAX_BYTES", 2 << 20)?,
             max_frames: count(a.outbound_max_frames, "MURMUR_OUTBOUND_MAX_FRAMES", 8192)?,
+            write_delay: at_most(
+                dur(a.write_delay, "MURMUR_WRITE_DELAY", Duration::ZERO)?,
+                MAX_WRITE_DELAY,
+                "MURMUR_WRITE_DELAY",
+            )?,
         },
         outbound_node_max_bytes: bytes(
             a.outbound_node_max_bytes,
@@ -446,8 +468,28 @@ mod tests {
         assert_eq!(s.api_key, None);
         assert_eq!(s.outbound.max_bytes, 2 << 20);
         assert_eq!(s.outbound.max_frames, 8192);
+        assert_eq!(s.outbound.write_delay, Duration::ZERO);
         assert_eq!(s.outbound_node_max_bytes, 512 << 20);
         assert!(NodeId::validate(&s.node_id.0).is_ok());
+    }
+
+    #[test]
+    fn the_write_delay_is_bounded() {
+        let with = |v: &str| {
+            ServeArgs {
+                write_delay: Some(v.into()),
+                ..args()
+            }
+            .resolve()
+        };
+        assert_eq!(
+            with("2ms").unwrap().outbound.write_delay,
+            Duration::from_millis(2)
+        );
+        assert_eq!(
+            with("51ms").unwrap_err(),
+            "MURMUR_WRITE_DELAY: at most 50 ms"
+        );
     }
 
     #[test]

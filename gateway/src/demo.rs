@@ -31,10 +31,26 @@ const MAX_TOKEN_BODY: usize = 1024;
 
 /// `(path under /demo/, content type, bytes)` of every embedded file.
 const FILES: &[(&str, &str, &[u8])] = &[
-    ("", HTML, include_bytes!("../../clients/typescript/demo/index.html")),
-    ("index.html", HTML, include_bytes!("../../clients/typescript/demo/index.html")),
-    ("demo.css", CSS, include_bytes!("../../clients/typescript/demo/demo.css")),
-    ("demo.js", JS, include_bytes!("../../clients/typescript/demo/demo.js")),
+    (
+        "",
+        HTML,
+        include_bytes!("../../clients/typescript/demo/index.html"),
+    ),
+    (
+        "index.html",
+        HTML,
+        include_bytes!("../../clients/typescript/demo/index.html"),
+    ),
+    (
+        "demo.css",
+        CSS,
+        include_bytes!("../../clients/typescript/demo/demo.css"),
+    ),
+    (
+        "demo.js",
+        JS,
+        include_bytes!("../../clients/typescript/demo/demo.js"),
+    ),
     ("sdk/index.js", JS, include_bytes!("../demo/sdk/index.js")),
     ("sdk/errors.js", JS, include_bytes!("../demo/sdk/errors.js")),
     ("sdk/events.js", JS, include_bytes!("../demo/sdk/events.js")),

@@ -55,6 +55,9 @@ pub struct OutboundLimits {
     pub max_bytes: usize,
     /// Frames buffered for the socket.
     pub max_frames: usize,
+    /// How long the writer lets pending bytes gather before it writes them (zero: it
+    /// writes as soon as it is woken).
+    pub write_delay: std::time::Duration,
 }
 
 /// Bytes buffered for client sockets across the node, with a ceiling.
@@ -385,6 +388,31 @@ impl Stream for OutboundBody {
 }
 
 impl OutboundBody {
+    /// With a write delay: waits until bytes are pending, then for the delay, so that
+    /// frames queued meanwhile go out in the same write. At once without a delay, or
+    /// once the connection is closing.
+    pub async fn gather(&self) {
+        let delay = self.shared.limits.write_delay;
+        if delay.is_zero() {
+            return;
+        }
+        let closing = std::future::poll_fn(|cx| {
+            let mut st = self.shared.lock();
+            if st.closing {
+                Poll::Ready(true)
+            } else if !st.buf.is_empty() {
+                Poll::Ready(false)
+            } else {
+                st.waker = Some(cx.waker().clone());
+                Poll::Pending
+            }
+        })
+        .await;
+        if !closing {
+            tokio::time::sleep(delay).await;
+        }
+    }
+
     /// Resolves `linger` after the connection's close frame was queued: how long a
     /// writer still waits for a client that does not read before it gives up.
     pub async fn closed_for(&self, linger: std::time::Duration) {
@@ -422,6 +450,7 @@ mod tests {
         OutboundLimits {
             max_bytes,
             max_frames,
+            write_delay: std::time::Duration::ZERO,
         }
     }
 
@@ -446,6 +475,39 @@ mod tests {
         assert!(body.next().await.is_none());
         assert_eq!(b.used(), 0);
         assert_eq!(sink.text(b"late"), Err(SendError::Closed));
+    }
+
+    /// With a write delay, frames queued while the writer waits leave in its one write;
+    /// without one, the writer takes what is there when it is woken.
+    #[actix_rt::test]
+    async fn a_write_delay_gathers_what_comes_meanwhile() {
+        let b = budget(1 << 20);
+        let delayed = OutboundLimits {
+            write_delay: std::time::Duration::from_millis(30),
+            ..limits(1024, 100)
+        };
+        let (sink, mut body) = channel(Framing::WebSocket, delayed, b.clone());
+        let writer = actix_rt::spawn(async move {
+            body.gather().await;
+            body.next().await.unwrap().unwrap()
+        });
+        sink.text(b"a").unwrap();
+        // The writer is waiting out its delay: it has not taken the first frame yet.
+        tokio::task::yield_now().await;
+        sink.text(b"b").unwrap();
+        let chunk = writer.await.unwrap();
+        assert_eq!(&chunk[..], &[0x81, 1, b'a', 0x81, 1, b'b']);
+
+        let (sink, mut body) = channel(Framing::WebSocket, limits(1024, 100), b.clone());
+        sink.text(b"a").unwrap();
+        body.gather().await;
+        assert_eq!(&body.next().await.unwrap().unwrap()[..], &[0x81, 1, b'a']);
+        // Closing: no delay for the close frame.
+        let (sink, body) = channel(Framing::WebSocket, delayed, b);
+        sink.close(None, false);
+        tokio::time::timeout(std::time::Duration::from_millis(5), body.gather())
+            .await
+            .expect("no delay once closing");
     }
 
     #[actix_rt::test]

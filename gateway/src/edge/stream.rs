@@ -81,7 +81,11 @@ where
 }
 
 async fn write_out<W: AsyncWrite + Unpin>(mut body: OutboundBody, mut write: W) {
-    while let Some(Ok(chunk)) = body.next().await {
+    loop {
+        body.gather().await;
+        let Some(Ok(chunk)) = body.next().await else {
+            break;
+        };
         let written = tokio::select! {
             r = async {
                 write.write_all(&chunk).await?;

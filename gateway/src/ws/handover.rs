@@ -115,7 +115,11 @@ async fn run(
     // its close frame is queued, the client has CLOSE_LINGER to take what is left (a slow
     // consumer that never reads does not keep its socket and buffer for ever).
     actix_rt::spawn(async move {
-        while let Some(Ok(chunk)) = body.next().await {
+        loop {
+            body.gather().await;
+            let Some(Ok(chunk)) = body.next().await else {
+                break;
+            };
             let written = tokio::select! {
                 r = write_all(&io, &chunk) => r.is_ok(),
                 _ = body.closed_for(CLOSE_LINGER) => false,
