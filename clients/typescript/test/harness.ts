@@ -344,6 +344,16 @@ export class MurmurNode {
     this.#child = null;
   }
 
+  /** SIGSTOP: the process is frozen, its sockets stay open (a hung node, a partition). */
+  pause(): void {
+    this.#child?.kill("SIGSTOP");
+  }
+
+  /** SIGCONT after {@link pause}. */
+  resume(): void {
+    this.#child?.kill("SIGCONT");
+  }
+
   /** Starts the process again: same id, ports and environment. */
   async restart(): Promise<void> {
     if (this.running) throw new Error(`node ${this.id} is still running`);

@@ -195,6 +195,19 @@ describe("failed recovery", () => {
     await c.provide(ns, { hello: () => "still here" });
     await node.publish(ch, "before");
     await waitFor("the first publication", () => got.length === 1);
+    // A call in flight: the old Starling's answer can never come.
+    const other = helios(node.wsUrl("/starling"), new Gate());
+    const hangs = uniq("hang");
+    let asked = 0;
+    await other.provide(hangs, {
+      wait: () => {
+        asked++;
+        return new Promise(() => {});
+      },
+    });
+    const call = c.request(`${hangs}:wait`);
+    call.catch(() => undefined);
+    await waitFor("the provider to have the call", () => asked === 1);
 
     const recovered = record(c, "recovered");
     const failed = next(c, "recoveryFailed", 30_000);
@@ -207,6 +220,7 @@ describe("failed recovery", () => {
 
     const f = await failed;
     assert.equal(f.reason, "session not found or recovery window passed");
+    await assert.rejects(call, { code: "RECOVERY_FAILED", message: "recovery failed: session not found or recovery window passed" });
     assert.equal(typeof f.timestamp, "number");
     const { starlingId } = await fresh;
     assert.notEqual(starlingId, oldId);
@@ -223,5 +237,38 @@ describe("failed recovery", () => {
     // Providing again: another client's call reaches the handler.
     const caller = helios(node.wsUrl("/starling"), new Gate());
     assert.equal(await caller.request(`${ns}:hello`), "still here");
+  });
+});
+
+describe("a node that hangs", () => {
+  test("the heartbeat finds the dead connection; the client resumes on the other node with everything", async () => {
+    const [a, b] = cluster.nodes as [MurmurNode, MurmurNode];
+    const gate = new Gate();
+    const c = helios([a.wsUrl("/starling"), b.wsUrl("/starling")], gate, { heartbeatMs: 300, connectTimeoutMs: 1000 });
+    await c.connect();
+    const id = c.starlingId;
+    const ch = uniq("hang-");
+    const got = await collect(c, ch);
+    await b.publish(ch, 1);
+    await waitFor("n=1", () => got.length === 1);
+
+    const states = record(c, "state");
+    const recovered = next(c, "recovered", 30_000);
+    a.pause();
+    try {
+      for (const n of range(2, 6)) await b.publish(ch, n);
+      const r = await recovered;
+      assert.equal(r.starlingId, id);
+      await waitFor("n=2..6", () => got.length >= 6);
+      await c.request("system:ping");
+      assert.deepEqual(
+        got.map((p) => p.data),
+        range(1, 6),
+      );
+      const lost = states.find((s) => s.state === "reconnecting");
+      assert.equal(lost?.closeReason, "heartbeat: no answer to system:ping");
+    } finally {
+      a.resume();
+    }
   });
 });
