@@ -155,10 +155,13 @@ function killAll(): void {
   children.clear();
 }
 process.on("exit", killAll);
-for (const sig of ["SIGINT", "SIGTERM"] as const) {
+for (const [sig, code] of [
+  ["SIGINT", 130],
+  ["SIGTERM", 143],
+] as const) {
   process.once(sig, () => {
     killAll();
-    process.exit(130);
+    process.exit(code);
   });
 }
 
