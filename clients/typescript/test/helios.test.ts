@@ -355,4 +355,22 @@ describe("connection", () => {
     await assert.rejects(c.request("system:ping"), { code: "CLOSED", message: "the client is closed" });
     assert.equal(c.state, "closed");
   });
+
+  test("without a WebSocket implementation (Node 20 has no global one) the error says what to pass", async () => {
+    const saved = Object.getOwnPropertyDescriptor(globalThis, "WebSocket");
+    Object.defineProperty(globalThis, "WebSocket", { value: undefined, configurable: true, writable: true });
+    try {
+      const c = new HeliosClient({ url: node.wsUrl("/starling"), token: token(uniq("u")) });
+      const errors = record(c, "error");
+      await assert.rejects(c.connect(), { code: "CLOSED" });
+      assert.equal(c.state, "closed");
+      assert.deepEqual(
+        errors.map((e) => (e as Error).message),
+        ["no WebSocket implementation: pass one as the WebSocket option"],
+      );
+    } finally {
+      if (saved) Object.defineProperty(globalThis, "WebSocket", saved);
+      else delete (globalThis as { WebSocket?: unknown }).WebSocket;
+    }
+  });
 });
