@@ -204,6 +204,28 @@ describe("messages", () => {
   });
 });
 
+describe("~timing", () => {
+  test("a held message is acknowledged as scheduled and broadcast when due; an expired one is refused", async () => {
+    const [alice, bob] = [uniq("alice-"), uniq("bob-")];
+    const a = await connected(alice);
+    const b = await connected(bob);
+    const got: { m: ChatMessage; at: number }[] = [];
+    b.on("message", (m) => got.push({ m, at: Date.now() }));
+    const dm = (await a.directSession(bob)).sessionId;
+
+    const t0 = Date.now();
+    const ack = await a.schedule(dm, "later", { delay_milli: 300 });
+    assert.equal(ack.scheduled, true);
+    assert.match(ack.note, /^scheduled for \d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    await waitFor("the held message", () => got.length === 1);
+    assert.ok(got[0]!.at - t0 >= 300, `broadcast after ${got[0]!.at - t0} ms`);
+    assert.equal(got[0]!.m.message.body, "later");
+    assert.deepEqual(got[0]!.m.timing, { delay_milli: 300 });
+
+    await assert.rejects(a.send(dm, "too late", { timing: { expires_time: "2019-01-25T18:25:00.000Z" } }), { code: "FAILED", message: "expired" });
+  });
+});
+
 describe("reconnect", () => {
   test("after the socket is cut, the catch-up delivers what was sent meanwhile, once and in order, also in a group created meanwhile", async () => {
     const [alice, bob] = [uniq("alice-"), uniq("bob-")];

@@ -315,6 +315,22 @@ describe("~timing", () => {
     assert.equal(await c.request(`${ns}:echo`, null, { timing }), null);
     assert.deepEqual(timings, [timing]);
   });
+
+  test("a held call reaches the provider when due", async () => {
+    const ns = uniq("later");
+    const provider = await connected();
+    let calledAt = 0;
+    await provider.provide(ns, {
+      now: () => {
+        calledAt = Date.now();
+        return "now";
+      },
+    });
+    const c = await connected();
+    const t0 = Date.now();
+    assert.equal(await c.request(`${ns}:now`, null, { timing: { delay_milli: 300 } }), "now");
+    assert.ok(calledAt - t0 >= 300, `the provider was called after ${calledAt - t0} ms`);
+  });
 });
 
 describe("connection", () => {
