@@ -2,13 +2,18 @@
 CARGO ?= cargo
 NEXTEST := $(shell $(CARGO) nextest --version >/dev/null 2>&1 && echo yes)
 
-.PHONY: help run cluster build build-release test test-unit lint fmt tools clean
+.PHONY: help run cluster build build-release test test-unit test-clients lint fmt tools clean
+
+# Where cargo puts its output (make run starts the binary `make build` made).
+TARGET_DIR := $(or $(CARGO_TARGET_DIR),target)
+MURMUR_BIN := $(abspath $(TARGET_DIR))/debug/murmur
+SDK := clients/typescript
 
 help: ## this list
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/' | column -t -s "$$(printf '\t')"
 
-run: ## one node, development mode, everything in memory (public :8080, internal :9090)
-	MURMUR_DEV=1 $(CARGO) run -p murmur-gateway --bin murmur -- serve
+run: build ## one node, development mode, everything in memory (public :8080, internal :9090; chat demo at /demo/)
+	MURMUR_DEV=1 exec $(MURMUR_BIN) serve
 
 cluster: ## 3 nodes on one Redis (own redis-server unless MURMUR_REDIS_URL is set); Ctrl-C stops
 	@scripts/cluster.sh
@@ -22,7 +27,7 @@ build-release: ## release build: target/release/murmur
 certs: ## development CA, Sink TLS server and client certificates in target/dev-certs (CLIENTS="id ...")
 	@scripts/dev-certs.sh $(CLIENTS)
 
-tools: ## install what the tests need (redis-server) when missing
+tools: ## install what the tests need (redis-server, chromium; checks node and npm) when missing
 	@scripts/ensure-tools.sh
 
 test: tools build ## the whole suite: unit, conformance, black-box over real processes
@@ -32,6 +37,14 @@ else
 	$(CARGO) test --workspace --no-fail-fast
 endif
 	@$(MAKE) --no-print-directory fuzz-smoke
+	@$(MAKE) --no-print-directory test-clients
+
+test-clients: build ## the TypeScript SDK's tests and the browser test of the chat demo (real nodes, redis, chromium)
+	@if [ ! -f $(SDK)/node_modules/.package-lock.json ] || [ $(SDK)/package-lock.json -nt $(SDK)/node_modules/.package-lock.json ]; then \
+	  echo "npm ci in $(SDK)"; cd $(SDK) && npm ci --no-audit --no-fund; fi
+	cd $(SDK) && npm run build
+	cd $(SDK) && MURMUR_BIN=$(MURMUR_BIN) npm test
+	cd $(SDK) && MURMUR_BIN=$(MURMUR_BIN) npm run test:browser
 
 test-unit: ## unit tests only (no processes)
 	$(CARGO) test --workspace --lib

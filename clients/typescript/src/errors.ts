@@ -17,7 +17,7 @@ export const ClientErrorCode = {
   CLOSED: "CLOSED",
   /** The bounded queue of requests waiting for a connection is full. */
   QUEUE_FULL: "QUEUE_FULL",
-  /** The caller's `AbortSignal` fired before the request was sent. */
+  /** The caller's `AbortSignal` fired before the request was sent, or while the cancel could not reach the broker. */
   ABORTED: "ABORTED",
   /** A Helios recovery failed: requests made by the old Starling will never be answered. */
   RECOVERY_FAILED: "RECOVERY_FAILED",

@@ -40,7 +40,10 @@ export interface HeliosOptions extends ConnectionOptions {
 export interface RequestOptions {
   /** Timeout (ms). Sent as the request's `timeoutMs`; the broker caps it at 30 s. */
   timeoutMs?: number;
-  /** Aborting sends `system:cancel`; the request rejects with the broker's `REQUEST_CANCELLED`. */
+  /**
+   * Aborting sends `system:cancel`; the request rejects with the broker's `REQUEST_CANCELLED`
+   * (`ABORTED` when it was not sent yet, or the cancel could not reach the broker).
+   */
   signal?: AbortSignal;
   /** `~timing` decorator (Aries RFC 0032). */
   timing?: Timing;
@@ -386,9 +389,10 @@ export class HeliosClient extends Emitter<HeliosEvents> {
       this.#settle(requestId, new HeliosError(ClientErrorCode.ABORTED, "aborted before it was sent"));
       return;
     }
-    // The broker answers the call REQUEST_CANCELLED ("cancelled by the caller").
-    this.#request("system:cancel", { requestId }, { timeoutMs: 10_000 }, true).catch(() => {
-      this.#settle(requestId, new HeliosError("REQUEST_CANCELLED", "cancelled by the caller"));
+    // The broker answers the call REQUEST_CANCELLED ("cancelled by the caller"). When the
+    // cancel cannot reach it (the connection went away), the call is abandoned here.
+    this.#request("system:cancel", { requestId }, { timeoutMs: 10_000 }, true).catch((e) => {
+      this.#settle(requestId, new HeliosError(ClientErrorCode.ABORTED, `aborted; the broker was not told: ${(e as Error)?.message ?? e}`));
     });
   }
 

@@ -247,9 +247,10 @@ export class HeliosClient extends Emitter {
             this.#settle(requestId, new HeliosError(ClientErrorCode.ABORTED, "aborted before it was sent"));
             return;
         }
-        // The broker answers the call REQUEST_CANCELLED ("cancelled by the caller").
-        this.#request("system:cancel", { requestId }, { timeoutMs: 10_000 }, true).catch(() => {
-            this.#settle(requestId, new HeliosError("REQUEST_CANCELLED", "cancelled by the caller"));
+        // The broker answers the call REQUEST_CANCELLED ("cancelled by the caller"). When the
+        // cancel cannot reach it (the connection went away), the call is abandoned here.
+        this.#request("system:cancel", { requestId }, { timeoutMs: 10_000 }, true).catch((e) => {
+            this.#settle(requestId, new HeliosError(ClientErrorCode.ABORTED, `aborted; the broker was not told: ${e?.message ?? e}`));
         });
     }
     #settle(requestId, error, data) {
