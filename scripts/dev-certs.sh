@@ -104,6 +104,6 @@ Run a node with a TLS Sink listener:
   MURMUR_SINK_TLS_CERT=$dir/server.pem \\
   MURMUR_SINK_TLS_KEY=$dir/server.key \\
   MURMUR_SINK_TLS_CLIENT_CA=$dir/ca.pem \\
-  cargo run -p murmur-gateway --bin murmur -- serve
+  make build && target/debug/murmur serve
 Devices trust $dir/ca.pem and present clients/<id>.pem with clients/<id>.key.
 EOF
