@@ -104,6 +104,6 @@ Run a node with a TLS Sink listener:
   MURMUR_SINK_TLS_CERT=$dir/server.pem \\
   MURMUR_SINK_TLS_KEY=$dir/server.key \\
   MURMUR_SINK_TLS_CLIENT_CA=$dir/ca.pem \\
-  make build && target/debug/murmur serve
+  target/debug/murmur serve    # after make build
 Devices trust $dir/ca.pem and present clients/<id>.pem with clients/<id>.key.
 EOF
