@@ -31,7 +31,7 @@ use crate::session::actor::{Attach, Kick, Replay, Restore, Resume, ResumeFrom, S
 use crate::session::{Attachment, OpenError, Protocol, SessionHandle};
 use crate::store::memory::MemoryStore;
 use crate::store::redis::RedisStore;
-use crate::store::{NodeInfo, ProviderEntry, RecoveryRecord, Store};
+use crate::store::{NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError};
 
 /// How long a remote provider lookup is reused.
 const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -423,7 +423,7 @@ impl Node {
             .store
             .get_recovery(id)
             .await
-            .map_err(|e| OpenError::Store(e.message))?;
+            .map_err(OpenError::Store)?;
         let (handle, from) = match self.registry.get(id) {
             Some(local) => {
                 if user.is_some_and(|u| u != &*local.user) {
@@ -534,7 +534,7 @@ impl Node {
                         .store_errors
                         .with_label_values(&["history"])
                         .inc();
-                    format!("channel history unavailable: {}", e.message)
+                    format!("channel history unavailable: {e}")
                 })?;
                 if first {
                     first = false;
@@ -742,8 +742,8 @@ impl Node {
     }
 
     /// Live nodes of the cluster (this one alone in embedded mode).
-    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, String> {
-        self.store.nodes().await.map_err(|e| e.message)
+    pub async fn nodes(&self) -> Result<Vec<NodeInfo>, StoreError> {
+        self.store.nodes().await
     }
 }
 

@@ -36,7 +36,8 @@ pub enum ChatError {
     NotFound,
     NotParticipant,
     Invalid(String),
-    Store(String),
+    /// The store failed: the client is told "temporarily unavailable".
+    Store(crate::store::StoreError),
 }
 
 impl fmt::Display for ChatError {
@@ -45,15 +46,22 @@ impl fmt::Display for ChatError {
             ChatError::NotFound => f.write_str("no such session"),
             ChatError::NotParticipant => f.write_str("not a participant of this session"),
             ChatError::Invalid(m) => f.write_str(m),
-            ChatError::Store(m) => write!(f, "temporarily unavailable: {m}"),
+            ChatError::Store(e) => write!(f, "temporarily unavailable: {e}"),
         }
     }
 }
 
-impl std::error::Error for ChatError {}
+impl std::error::Error for ChatError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ChatError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}
 
 fn store_err(e: crate::store::StoreError) -> ChatError {
-    ChatError::Store(e.message)
+    ChatError::Store(e)
 }
 
 /// Publishes one server action to every device of `users`. The requesting connection

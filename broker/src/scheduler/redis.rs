@@ -50,7 +50,7 @@ pub struct RedisScheduler {
 }
 
 fn err(e: redis::RedisError) -> StoreError {
-    StoreError::new(e.to_string())
+    StoreError::redis(e)
 }
 
 impl RedisScheduler {
@@ -68,7 +68,7 @@ impl RedisScheduler {
 impl Scheduler for RedisScheduler {
     fn hold(&self, held: Held) -> BoxFuture<'_, StoreResult<()>> {
         async move {
-            let json = serde_json::to_string(&held).map_err(|e| StoreError::new(e.to_string()))?;
+            let json = serde_json::to_string(&held).map_err(StoreError::corrupt)?;
             redis::pipe()
                 .atomic()
                 .hset(self.keys.scheduled_jobs(), &held.id, json)

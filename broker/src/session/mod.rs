@@ -96,7 +96,7 @@ pub enum OpenError {
     /// The node is draining and takes no new sessions.
     Draining,
     /// The store could not be read.
-    Store(String),
+    Store(crate::store::StoreError),
     /// The session existed but cannot be resumed without a gap; the reason says why
     /// (recovery buffer overflow, history no longer covering what was missed).
     Unrecoverable(String),
@@ -108,9 +108,17 @@ impl fmt::Display for OpenError {
             OpenError::NotFound => "session not found or recovery window passed",
             OpenError::WrongUser => "recovery token belongs to another user",
             OpenError::Draining => "node is draining",
-            OpenError::Store(m) | OpenError::Unrecoverable(m) => m,
+            OpenError::Store(e) => return write!(f, "temporarily unavailable: {e}"),
+            OpenError::Unrecoverable(m) => m,
         })
     }
 }
 
-impl std::error::Error for OpenError {}
+impl std::error::Error for OpenError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            OpenError::Store(e) => Some(e),
+            _ => None,
+        }
+    }
+}

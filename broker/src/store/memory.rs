@@ -232,7 +232,10 @@ impl Store for MemoryStore {
     fn create_group(&self, group: GroupRecord) -> BoxFuture<'_, StoreResult<()>> {
         let out = self.with(|s| {
             if s.groups.contains_key(&group.id) {
-                return Err(StoreError::new("group id already exists"));
+                return Err(StoreError::new(
+                    super::StoreErrorKind::Conflict,
+                    "group id already exists",
+                ));
             }
             s.groups.insert(group.id.clone(), group);
             Ok(())

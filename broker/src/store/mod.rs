@@ -18,6 +18,7 @@ pub use sink::SinkStore;
 pub use timestick::{TsSession, TsState, TsStore};
 
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -25,27 +26,96 @@ use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::{NodeId, SessionId};
 use serde::{Deserialize, Serialize};
 
-/// A failed store operation.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// What kind of failure a store operation met: what a caller may do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StoreErrorKind {
+    /// The store cannot be reached (connection refused, dropped, not yet up): try again
+    /// later.
+    Unavailable,
+    /// The store did not answer in time; the operation may or may not have happened.
+    Timeout,
+    /// The operation conflicts with what is stored (an id that exists already).
+    Conflict,
+    /// What is stored cannot be read back (undecodable record, unexpected reply).
+    Corrupt,
+}
+
+impl StoreErrorKind {
+    /// The metric label (`murmur_store_errors_total{kind}`, `murmur_store_corrupt_total`).
+    pub fn label(self) -> &'static str {
+        match self {
+            StoreErrorKind::Unavailable => "unavailable",
+            StoreErrorKind::Timeout => "timeout",
+            StoreErrorKind::Conflict => "conflict",
+            StoreErrorKind::Corrupt => "corrupt",
+        }
+    }
+}
+
+/// A failed store operation: its kind and the error underneath.
+#[derive(Debug, Clone)]
 pub struct StoreError {
-    pub message: String,
+    kind: StoreErrorKind,
+    source: Arc<dyn std::error::Error + Send + Sync>,
 }
 
 impl StoreError {
-    pub fn new(message: impl Into<String>) -> Self {
+    pub fn new(
+        kind: StoreErrorKind,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> Self {
         StoreError {
-            message: message.into(),
+            kind,
+            source: Arc::from(source.into()),
         }
+    }
+
+    /// A Redis failure: a timeout, or the store being out of reach; a reply of the
+    /// wrong type is a corrupt record.
+    pub fn redis(e: ::redis::RedisError) -> Self {
+        let kind = if e.is_timeout() {
+            StoreErrorKind::Timeout
+        } else if matches!(
+            e.kind(),
+            ::redis::ErrorKind::UnexpectedReturnType | ::redis::ErrorKind::Parse
+        ) {
+            StoreErrorKind::Corrupt
+        } else {
+            StoreErrorKind::Unavailable
+        };
+        StoreError::new(kind, e)
+    }
+
+    /// A stored record that does not decode.
+    pub fn corrupt(source: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> Self {
+        StoreError::new(StoreErrorKind::Corrupt, source)
+    }
+
+    pub fn kind(&self) -> StoreErrorKind {
+        self.kind
     }
 }
 
 impl fmt::Display for StoreError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "store: {}", self.message)
+        write!(f, "store {}: {}", self.kind.label(), self.source)
     }
 }
 
-impl std::error::Error for StoreError {}
+/// Equal when of one kind with the same message (the sources are not comparable).
+impl PartialEq for StoreError {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.source.to_string() == other.source.to_string()
+    }
+}
+
+impl Eq for StoreError {}
+
+impl std::error::Error for StoreError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.source)
+    }
+}
 
 pub type StoreResult<T> = Result<T, StoreError>;
 

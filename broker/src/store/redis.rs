@@ -89,11 +89,11 @@ pub(crate) fn lazy_connection(url: &str, what: &str) -> Result<ConnectionManager
 }
 
 pub(super) fn err(e: redis::RedisError) -> StoreError {
-    StoreError::new(e.to_string())
+    StoreError::redis(e)
 }
 
 pub(super) fn json_err(e: serde_json::Error) -> StoreError {
-    StoreError::new(format!("corrupt record: {e}"))
+    StoreError::corrupt(e)
 }
 
 fn member(p: &ProviderEntry) -> String {
@@ -339,7 +339,10 @@ impl Store for RedisStore {
                 .map_err(err)?
                 .is_some();
             if !created {
-                return Err(StoreError::new("group id already exists"));
+                return Err(StoreError::new(
+                    super::StoreErrorKind::Conflict,
+                    "group id already exists",
+                ));
             }
             let mut pipe = redis::pipe();
             for u in &group.participants {
@@ -396,7 +399,9 @@ impl Store for RedisStore {
                 [Value::Int(2), Value::BulkString(old)] => Ok(GroupUpdate::Done(
                     serde_json::from_slice(old).map_err(json_err)?,
                 )),
-                _ => Err(StoreError::new("unexpected reply from the group script")),
+                _ => Err(StoreError::corrupt(
+                    "unexpected reply from the group script",
+                )),
             }
         }
         .boxed()

@@ -161,7 +161,7 @@ impl SinkStore for RedisStore {
             entry.seq = 0;
             let json = serde_json::to_string(&entry).map_err(json_err)?;
             if !json.starts_with(SEQ_PLACEHOLDER) {
-                return Err(super::StoreError::new(
+                return Err(super::StoreError::corrupt(
                     "outbox entry JSON must start with its seq",
                 ));
             }

@@ -294,7 +294,7 @@ async fn follow_all(handle: &SessionHandle, user: &str) -> Result<Vec<String>, S
         .store()
         .groups_of(user)
         .await
-        .map_err(|e| format!("temporarily unavailable: {}", e.message))?;
+        .map_err(|e| format!("temporarily unavailable: {e}"))?;
     let ids: Vec<String> = groups.into_iter().map(|g| g.id).collect();
     let channels: Vec<String> = ids.iter().map(|id| group_channel(id)).collect();
     let subscribed =

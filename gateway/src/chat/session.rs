@@ -256,7 +256,7 @@ impl ChatConn {
                             .store()
                             .messages(&group, Some(&mark), REPLAY_MAX)
                             .await
-                            .map_err(|e| e.message),
+                            .map_err(|e| e.to_string()),
                         Err(e) => Err(e.to_string()),
                     };
                     let _ = tx.send((group, missed)).await;
