@@ -6,13 +6,14 @@
 //!
 //! | module | what it does |
 //! |---|---|
-//! | [`node`] | wires everything together: config, registry, router, bus, store, metrics |
+//! | [`node`] | the node core: registry, router, bus, store, scheduler, metrics; sessions, drain, backend calls |
+//! | [`wiring`] | builds an embedded or clustered node with the protocol services plugged in (the only core-to-service meeting point) |
 //! | [`session`] | one actix actor per logical session, its handle and its transport queue |
 //! | [`registry`] | the local truth: sessions, channel members and RPC providers on this node |
 //! | [`router`] | delivers an envelope locally or hands it to the bus for another node |
 //! | [`replies`] | one-shot reply slots for backend API calls awaiting a client's answer |
 //! | [`chat`] | GradAgenda chat: sessions, participant checks, history, one publication per group message, aggregated delivery reports |
-//! | [`scheduler`] | the `~timing` scheduler seam: held messages, claimed exactly once |
+//! | [`scheduler`] | the `~timing` scheduler seam: held envelopes and protocol jobs, claimed by one node (at least once) |
 //! | [`bus`] | the inter-node delivery seam (`Bus` trait; memory hub; Redis in cluster mode) |
 //! | [`store`] | the state-that-outlives-a-node seam (`Store` trait; memory; Redis) |
 //! | [`auth`] | client JWT verification, token minting, Helios recovery tokens |
@@ -42,6 +43,7 @@ pub mod sink;
 pub mod store;
 pub mod timestick;
 pub mod watch;
+pub mod wiring;
 
 pub use config::BrokerConfig;
 pub use node::Node;

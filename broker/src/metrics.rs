@@ -54,6 +54,8 @@ pub struct Metrics {
     pub bus_up: IntGauge,
     /// Store operation failures by operation.
     pub store_errors: IntCounterVec,
+    /// Stored records that did not decode, by kind of record (`scheduled_job`, …).
+    pub store_corrupt: IntCounterVec,
     /// Messages held by the ~timing scheduler.
     pub scheduled: IntGauge,
     /// Bytes buffered for client sockets on this node (every connection's outbound
@@ -185,6 +187,12 @@ impl Metrics {
                 "murmur_store_errors_total",
                 "Store operation failures",
                 &["op"],
+            ),
+            store_corrupt: counter_vec(
+                &registry,
+                "murmur_store_corrupt_total",
+                "Stored records that did not decode (counted and logged, never skipped silently)",
+                &["kind"],
             ),
             scheduled: {
                 let g = IntGauge::new(

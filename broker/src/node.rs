@@ -14,24 +14,28 @@ use tokio::sync::{mpsc, Notify};
 use tracing::{debug, warn};
 use uuid::Uuid;
 
-use crate::bus::memory::MemoryBus;
-use crate::bus::redis::RedisBus;
 use crate::bus::{Bus, Inbound};
 use crate::config::BrokerConfig;
 use crate::history::LocalHistory;
-use crate::keys::Keys;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::replies::Replies;
 use crate::router::Router;
-use crate::scheduler::memory::MemoryScheduler;
-use crate::scheduler::redis::RedisScheduler;
-use crate::scheduler::Scheduler;
+use crate::scheduler::{Handlers, Scheduler};
 use crate::session::actor::{Attach, Kick, Replay, Restore, Resume, ResumeFrom, SessionActor};
 use crate::session::{Attachment, OpenError, Protocol, SessionHandle};
-use crate::store::memory::MemoryStore;
-use crate::store::redis::RedisStore;
 use crate::store::{NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError};
+
+/// What the protocol services hand the core at start-up: the handlers of their held
+/// jobs, and their background tasks (started once the node runs).
+#[derive(Default)]
+pub struct Services {
+    pub due: Handlers,
+    pub background: Vec<Background>,
+}
+
+/// A service's background task, started once the node runs.
+pub type Background = Box<dyn FnOnce(&Arc<Node>)>;
 
 /// How long a remote provider lookup is reused.
 const PROVIDER_CACHE_TTL: Duration = Duration::from_secs(1);
@@ -62,6 +66,8 @@ pub struct Node {
     pub chat_reports: Arc<crate::chat::reports::DeliveryReports>,
     store: Arc<dyn Store>,
     scheduler: Arc<dyn Scheduler>,
+    /// What carries out the protocol services' held jobs.
+    due_handlers: Handlers,
     /// Wakes the scheduler runner when a job is held (it may be due sooner).
     pub(crate) scheduler_wake: Arc<Notify>,
     replies: Arc<Replies>,
@@ -75,71 +81,15 @@ pub struct Node {
 }
 
 impl Node {
-    /// The embedded single-node broker: memory bus, memory store. Must be called inside
-    /// an actix system.
-    pub async fn embedded(config: BrokerConfig) -> Arc<Node> {
-        let id = config.node_id.clone();
-        let history = LocalHistory::new(config.channel_history);
-        Self::start(
-            config,
-            move |inbound, _metrics| Arc::new(MemoryBus::standalone(id, inbound)) as Arc<dyn Bus>,
-            Arc::new(MemoryStore::with_history(history.clone())),
-            Arc::new(MemoryScheduler::default()),
-            Some(history),
-        )
-        .await
-    }
-
-    /// A cluster node: Redis bus and Redis store under `prefix`. Returns at once; the
-    /// node is ready when the bus has connected (it keeps retrying while Redis is away).
-    pub async fn clustered(
-        config: BrokerConfig,
-        redis_url: &str,
-        prefix: &str,
-    ) -> Result<Arc<Node>, String> {
-        let keys = Keys::new(prefix);
-        let store = Arc::new(RedisStore::new(redis_url, keys.clone())?);
-        let scheduler = Arc::new(RedisScheduler::new(redis_url, keys.clone())?);
-        let client_check = redis_url.to_string();
-        let node_id = config.node_id.clone();
-        let history = config.channel_history;
-        let mut failure = None;
-        let node = Self::start(
-            config,
-            |inbound, metrics| -> Arc<dyn Bus> {
-                match RedisBus::start(
-                    &client_check,
-                    keys,
-                    node_id.clone(),
-                    inbound.clone(),
-                    metrics,
-                    history,
-                ) {
-                    Ok(bus) => Arc::new(bus),
-                    Err(e) => {
-                        failure = Some(e);
-                        Arc::new(MemoryBus::standalone(node_id, inbound))
-                    }
-                }
-            },
-            store,
-            scheduler,
-            None,
-        )
-        .await;
-        match failure {
-            Some(e) => Err(e),
-            None => Ok(node),
-        }
-    }
-
-    /// A node with the given bus (built around the node's inbound queue) and store.
+    /// A node with the given bus (built around the node's inbound queue), store and
+    /// scheduler, and the protocol services' parts (see [`crate::wiring`]).
     pub async fn start(
         config: BrokerConfig,
         bus: impl FnOnce(Inbound, Arc<Metrics>) -> Arc<dyn Bus>,
         store: Arc<dyn Store>,
         scheduler: Arc<dyn Scheduler>,
         history: Option<Arc<LocalHistory>>,
+        services: Services,
     ) -> Arc<Node> {
         let (tx, mut rx) = mpsc::channel::<Arc<Envelope>>(INBOUND_QUEUE);
         let metrics = Arc::new(Metrics::new());
@@ -162,6 +112,7 @@ impl Node {
             chat_reports: Arc::default(),
             store,
             scheduler,
+            due_handlers: services.due,
             scheduler_wake: Arc::new(Notify::new()),
             replies,
             started_ms: now_ms(),
@@ -183,9 +134,10 @@ impl Node {
             }
         });
         node.heartbeat().await;
-        crate::timestick::spawn_idle_sweeper(&node);
         crate::scheduler::run(&node);
-        crate::chat::reports::spawn_flusher(&node, node.config.chat_report_window);
+        for start in services.background {
+            start(&node);
+        }
         let weak = Arc::downgrade(&node);
         let every = node.config.heartbeat_interval;
         actix::spawn(async move {
@@ -210,6 +162,10 @@ impl Node {
     }
 
     /// The `~timing` scheduler.
+    pub fn due_handlers(&self) -> &Handlers {
+        &self.due_handlers
+    }
+
     pub fn scheduler(&self) -> &Arc<dyn Scheduler> {
         &self.scheduler
     }
@@ -709,10 +665,7 @@ impl Node {
             target.to.clone(),
             Body::Json(payload),
         )
-        .from(Origin {
-            protocol: Some("api".into()),
-            ..Origin::default()
-        })
+        .from(Origin::default())
         .reply_to(reply_to.clone())
         .correlation(slot.id.to_string())
         .subject(method);

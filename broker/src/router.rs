@@ -134,7 +134,7 @@ impl Router {
         let skip = env
             .from
             .session
-            .filter(|_| env.from.protocol.as_deref() == Some("chat"));
+            .filter(|_| env.from.protocol == Some(crate::session::Protocol::Chat));
         self.registry.for_each_member(channel, |id, member| {
             if Some(id) == skip {
                 return;

@@ -17,7 +17,8 @@ use murmur_shared::sink::{ConnectionResponse, Event};
 use serde_json::{json, Value};
 
 use crate::node::Node;
-use crate::scheduler::{self, Job};
+use crate::scheduler::{self, DueHandler, Job};
+use crate::session::Protocol;
 use crate::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use crate::store::StoreError;
 
@@ -184,7 +185,7 @@ pub async fn accept(
         .from(Origin {
             session: Some(session),
             user: Some(client.to_string()),
-            protocol: Some("sink".into()),
+            protocol: Some(crate::session::Protocol::Sink),
         })
         .subject("sink.event");
         node.router.publish(env);
@@ -203,7 +204,7 @@ pub fn signal(node: &Node, client: &str, subject: &str, from: Option<SessionId>,
     .from(Origin {
         session: from,
         user: None,
-        protocol: Some("sink".into()),
+        protocol: Some(crate::session::Protocol::Sink),
     })
     .subject(subject);
     node.router.publish(env);
@@ -233,10 +234,13 @@ pub async fn enqueue(
         queued_ms: now_ms(),
     };
     if let Some(due) = deliver_at {
-        let job = Job::SinkEnqueue {
-            client: client.to_string(),
-            entry,
-        };
+        let job = Job::protocol(
+            Protocol::Sink,
+            &HeldEvent {
+                client: client.to_string(),
+                entry,
+            },
+        );
         scheduler::hold(node, due, job).await?;
         return Ok((None, offset));
     }
@@ -244,6 +248,33 @@ pub async fn enqueue(
 }
 
 /// Appends an entry to a device's outbox and wakes its connection.
+/// A Sink outbox event held by `~timing` (its offset already assigned).
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct HeldEvent {
+    client: String,
+    entry: OutboxEntry,
+}
+
+/// Sink's scheduler handler: a held event joins its device's outbox when due.
+pub struct DueEnqueue;
+
+impl DueHandler for DueEnqueue {
+    fn timing<'a>(&self, payload: &'a Value) -> Option<&'a Value> {
+        payload
+            .get("entry")
+            .and_then(|e| e.get("timing"))
+            .filter(|t| !t.is_null())
+    }
+
+    fn run(&self, node: Arc<Node>, payload: Value) -> scheduler::DueRun {
+        Box::pin(async move {
+            let h: HeldEvent = serde_json::from_value(payload)?;
+            enqueue_entry(&node, &h.client, h.entry).await?;
+            Ok(())
+        })
+    }
+}
+
 pub async fn enqueue_entry(
     node: &Arc<Node>,
     client: &str,

@@ -341,7 +341,7 @@ async fn post_inner(node: &Arc<Node>, gate: PostGate, body: &[u8]) -> Result<Val
             .from(Origin {
                 session: Some(id),
                 user: Some(s.caller.clone()),
-                protocol: Some(LABEL.into()),
+                protocol: Some(crate::session::Protocol::TimeStick),
             })
             .correlation(message_id)
             .subject("timestick.request")
@@ -440,10 +440,13 @@ async fn respond(
     }
     match deliver_at {
         Some(due) => {
-            let job = Job::TimeStickPush {
-                session: origin,
-                msg,
-            };
+            let job = Job::protocol(
+                crate::session::Protocol::TimeStick,
+                &HeldPush {
+                    session: origin,
+                    msg,
+                },
+            );
             scheduler::hold(node, due, job).await.map_err(store_fail)?;
         }
         None => {
@@ -451,6 +454,32 @@ async fn respond(
         }
     }
     Ok(())
+}
+
+/// A TimeStick response held by `~timing`, for its session's queue.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct HeldPush {
+    session: SessionId,
+    msg: Value,
+}
+
+/// TimeStick's scheduler handler: a held response joins its session's queue when due.
+pub struct DuePush;
+
+impl scheduler::DueHandler for DuePush {
+    fn timing<'a>(&self, payload: &'a Value) -> Option<&'a Value> {
+        payload.get("msg").and_then(|m| m.get("~timing"))
+    }
+
+    fn run(&self, node: Arc<Node>, payload: Value) -> scheduler::DueRun {
+        Box::pin(async move {
+            let h: HeldPush = serde_json::from_value(payload)?;
+            push_held(&node, h.session, h.msg)
+                .await
+                .map_err(|e| format!("HTTP {}: {}", e.status, e.body))?;
+            Ok(())
+        })
+    }
 }
 
 /// Queues a held response once due, unless its session has ended meanwhile.
@@ -884,7 +913,9 @@ fn deliverable(node: &Node, timing: Option<&Value>) -> bool {
 /// A channel publication as a TimeStick `request` from the receiver's point of view.
 fn delivered_request(session_id: &str, env: &Envelope) -> Value {
     let message_id = match (&env.from.protocol, &env.from.session, &env.correlation) {
-        (Some(p), Some(origin), Some(original)) if p == LABEL => format!("{origin}.{original}"),
+        (Some(crate::session::Protocol::TimeStick), Some(origin), Some(original)) => {
+            format!("{origin}.{original}")
+        }
         _ => env.id.to_string(),
     };
     let payload = match &env.body {
@@ -898,7 +929,7 @@ fn delivered_request(session_id: &str, env: &Envelope) -> Value {
         "message_id": message_id,
         "correlation_id": null,
         "payload": payload,
-        "from": {"caller": env.from.user, "protocol": env.from.protocol.as_deref().unwrap_or("api")},
+        "from": {"caller": env.from.user, "protocol": murmur_shared::protocol::origin_label(env.from.protocol)},
     });
     if let Some(t) = &env.timing {
         msg["~timing"] = t.clone();

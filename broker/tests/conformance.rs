@@ -557,20 +557,20 @@ async fn scheduler_conformance(a: Arc<dyn Scheduler>, b: Arc<dyn Scheduler>, sha
     assert_eq!(a.next_due().await.unwrap(), Some(now - 1000));
     // Two claimers racing: every due job is handed out exactly once, in due order.
     let (x, y) = futures_util::future::join(a.claim_due(now, 60), b.claim_due(now, 60)).await;
-    let (x, y) = (x.unwrap(), y.unwrap());
+    let (x, y) = (x.unwrap().jobs, y.unwrap().jobs);
     let mut ids: Vec<String> = x.iter().chain(&y).map(|h| h.id.clone()).collect();
     let claimed = ids.len();
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), claimed, "no job handed out twice");
-    let rest = a.claim_due(now, 1000).await.unwrap();
+    let rest = a.claim_due(now, 1000).await.unwrap().jobs;
     assert_eq!(claimed + rest.len(), 100, "every due job, once");
     assert!(
         x.windows(2).all(|w| w[0].due_ms <= w[1].due_ms),
         "due order"
     );
     assert!(
-        a.claim_due(now, 1000).await.unwrap().is_empty(),
+        a.claim_due(now, 1000).await.unwrap().jobs.is_empty(),
         "the future job is not due"
     );
     assert_eq!(a.depth().await.unwrap(), 1);
@@ -586,7 +586,7 @@ async fn scheduler_conformance(a: Arc<dyn Scheduler>, b: Arc<dyn Scheduler>, sha
     .unwrap();
     assert_eq!(a.reap(now + 3_600_000).await.unwrap(), 0);
     // A claimed but never acknowledged job returns when its lease runs out.
-    let later = a.claim_due(now + 60_000, 10).await.unwrap();
+    let later = a.claim_due(now + 60_000, 10).await.unwrap().jobs;
     assert_eq!(later.len(), 1);
     let Job::Publish { env } = &later[0].job else {
         panic!("not the held publication")
@@ -599,7 +599,7 @@ async fn scheduler_conformance(a: Arc<dyn Scheduler>, b: Arc<dyn Scheduler>, sha
             "lease still running"
         );
         assert_eq!(b.reap(now + 3_600_000).await.unwrap(), 1, "lease ran out");
-        let again = b.claim_due(now + 3_600_000, 10).await.unwrap();
+        let again = b.claim_due(now + 3_600_000, 10).await.unwrap().jobs;
         assert_eq!(again.len(), 1, "taken over by another node");
         assert_eq!(again[0].id, later[0].id);
         b.ack(vec![again[0].id.clone()]).await.unwrap();
@@ -620,6 +620,34 @@ async fn redis_scheduler_conforms() {
     let a: Arc<dyn Scheduler> = Arc::new(RedisScheduler::new(&redis.url(), keys.clone()).unwrap());
     let b: Arc<dyn Scheduler> = Arc::new(RedisScheduler::new(&redis.url(), keys).unwrap());
     scheduler_conformance(a, b, true).await;
+}
+
+/// A held job that does not decode is reported by the claim (counted by the runner in
+/// `murmur_store_corrupt_total`), never silently skipped; the others still come out.
+#[actix_rt::test]
+async fn an_undecodable_held_job_is_reported_not_skipped() {
+    let redis = murmur_tests::RedisServer::start().await;
+    let keys = Keys::new(unique_prefix());
+    let s = RedisScheduler::new(&redis.url(), keys.clone()).unwrap();
+    let now = now_ms() as i64;
+    let job = Job::Publish {
+        env: (*envelope(Destination::Channel("c".into()))).clone(),
+    };
+    s.hold(Held::new(now - 10, job)).await.unwrap();
+    let mut c = redis::Client::open(redis.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    redis::pipe()
+        .hset(keys.scheduled_jobs(), "bad", "{not json")
+        .zadd(keys.scheduled(), "bad", now - 5)
+        .query_async::<()>(&mut c)
+        .await
+        .unwrap();
+    let claimed = s.claim_due(now, 10).await.unwrap();
+    assert_eq!(claimed.jobs.len(), 1);
+    assert_eq!(claimed.corrupt, 1);
 }
 
 fn envelope(to: Destination) -> Arc<Envelope> {

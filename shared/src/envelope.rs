@@ -54,9 +54,13 @@ pub struct Origin {
     /// The authenticated principal (JWT `sub`) of the sender; `None` for the backend.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
-    /// The sender's protocol label (`helios`, `chat`, `timestick`, `sink`, `api`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub protocol: Option<String>,
+    /// The sender's protocol; `None` for the backend API.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        deserialize_with = "crate::protocol::deserialize_lenient"
+    )]
+    pub protocol: Option<crate::protocol::Protocol>,
 }
 
 /// An error carried by a response.

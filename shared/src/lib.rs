@@ -7,6 +7,7 @@
 //! | module | what it holds |
 //! |---|---|
 //! | [`ids`] | session ids, node ids, the clock helper |
+//! | [`protocol`] | the `Protocol` enum: the one name of each client protocol |
 //! | [`envelope`] | the protocol-neutral message that travels between sessions and nodes |
 //! | [`helios`] | the Helios-Starling JSON codec (decode, validate, encode) |
 //! | [`close`] | the catalogue of WebSocket close codes the gateway uses |
@@ -28,6 +29,7 @@ pub mod duration;
 pub mod envelope;
 pub mod helios;
 pub mod ids;
+pub mod protocol;
 pub mod sink;
 pub mod timestick;
 pub mod timing;

@@ -26,7 +26,8 @@ use serde_json::Value;
 use std::sync::Arc;
 
 use crate::node::Node;
-use crate::scheduler::{self, Job};
+use crate::scheduler::{self, DueHandler, Job};
+use crate::session::Protocol;
 use crate::session::SessionHandle;
 use crate::store::{GroupRecord, GroupUpdate, StoredMessage};
 
@@ -71,7 +72,7 @@ fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, ma
     let origin = Origin {
         session: Some(h.id()),
         user: Some(h.user().to_string()),
-        protocol: Some("chat".into()),
+        protocol: Some(crate::session::Protocol::Chat),
     };
     node_publish(h.node(), origin, users, action, body, mark);
 }
@@ -329,13 +330,16 @@ pub async fn send(
     }
     let node = h.node();
     if let Some(due) = deliver_at {
-        let job = Job::ChatSend {
-            session: session_id.to_string(),
-            sender: h.user().to_string(),
-            message,
-            sender_timestamp,
-            timing,
-        };
+        let job = Job::protocol(
+            Protocol::Chat,
+            &HeldSend {
+                session: session_id.to_string(),
+                sender: h.user().to_string(),
+                message,
+                sender_timestamp,
+                timing,
+            },
+        );
         scheduler::hold(node, due, job).await.map_err(store_err)?;
         return Ok(None);
     }
@@ -359,6 +363,43 @@ pub enum Sent<'a> {
     By(&'a SessionHandle, Vec<String>),
     /// A held (`~timing`) message coming due: the participants are read now.
     Held,
+}
+
+/// A chat message held by `~timing`: stored and broadcast when due.
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+struct HeldSend {
+    session: String,
+    sender: String,
+    message: Value,
+    sender_timestamp: Value,
+    timing: Option<Value>,
+}
+
+/// Chat's scheduler handler: a held message is stored and broadcast when due, to the
+/// participants of that moment.
+pub struct DueSend;
+
+impl DueHandler for DueSend {
+    fn timing<'a>(&self, payload: &'a Value) -> Option<&'a Value> {
+        payload.get("timing").filter(|t| !t.is_null())
+    }
+
+    fn run(&self, node: Arc<Node>, payload: Value) -> scheduler::DueRun {
+        Box::pin(async move {
+            let h: HeldSend = serde_json::from_value(payload)?;
+            deliver(
+                &node,
+                &h.session,
+                &h.sender,
+                h.message,
+                h.sender_timestamp,
+                h.timing,
+                Sent::Held,
+            )
+            .await?;
+            Ok(())
+        })
+    }
 }
 
 /// Stores a chat message and broadcasts it to every participant's devices. A sending
@@ -396,7 +437,7 @@ pub async fn deliver(
     let origin = Origin {
         session: from.map(|h| h.id()),
         user: Some(sender.to_string()),
-        protocol: Some("chat".into()),
+        protocol: Some(crate::session::Protocol::Chat),
     };
     if chat::direct_participants(session_id).is_some() {
         node_publish(

@@ -151,7 +151,7 @@ fn publish(node: &Node, reports: Vec<(String, Vec<serde_json::Value>)>) {
     let origin = Origin {
         session: None,
         user: None,
-        protocol: Some("chat".into()),
+        protocol: Some(crate::session::Protocol::Chat),
     };
     for (sender, frames) in reports {
         for body in frames {

@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use futures_util::future::{self, BoxFuture, FutureExt};
 
-use super::{Held, Scheduler};
+use super::{Claimed, Held, Scheduler};
 use crate::store::StoreResult;
 
 /// See the module docs.
@@ -32,7 +32,7 @@ impl Scheduler for MemoryScheduler {
         })
     }
 
-    fn claim_due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Held>>> {
+    fn claim_due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, StoreResult<Claimed>> {
         self.with(move |jobs| {
             let mut out = Vec::new();
             while out.len() < limit {
@@ -45,7 +45,10 @@ impl Scheduler for MemoryScheduler {
                     _ => break,
                 }
             }
-            out
+            Claimed {
+                jobs: out,
+                corrupt: 0,
+            }
         })
     }
 

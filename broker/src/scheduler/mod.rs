@@ -1,11 +1,14 @@
 //! The `~timing` scheduler seam: messages held by `delay_milli` / `wait_until_time`
-//! until they are due, then delivered exactly once by exactly one node.
+//! until they are due, then carried out by one node (at least once: a claim is a lease,
+//! see [`CLAIM_LEASE`]; a node that dies between carrying a job out and acknowledging it
+//! leaves it to run again elsewhere).
 //!
-//! A held message is a [`Job`]: what to do when it is due (publish on a channel, send
-//! to an address, queue for a TimeStick session, broadcast a chat message, queue a
-//! Sink outbox event). Implementations: [`memory::MemoryScheduler`] (ordered map) and
-//! [`redis::RedisScheduler`] (sorted set + hash; a Lua claim removes due jobs
-//! atomically, so racing nodes never both run one). Every node runs [`run`].
+//! The scheduler knows envelopes and destinations, not protocols. A held message is a
+//! [`Job`]: an envelope to publish on a channel or send to an address, or a payload of a
+//! protocol service that the service's [`DueHandler`] (registered at start-up, see
+//! [`Handlers`]) carries out when it is due. Implementations: [`memory::MemoryScheduler`]
+//! (ordered map) and [`redis::RedisScheduler`] (sorted set + hash; a Lua claim removes due
+//! jobs atomically, so racing nodes never both claim one). Every node runs [`run`].
 
 pub mod memory;
 pub mod redis;
@@ -15,61 +18,108 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use murmur_shared::envelope::{Address, Envelope};
-use murmur_shared::ids::{now_ms, SessionId};
+use murmur_shared::ids::now_ms;
+use murmur_shared::protocol::{origin_label, Protocol};
 use murmur_shared::timing;
 use serde::{Deserialize, Serialize};
-use serde_json::Value;
+use serde_json::{Map, Value};
 use tracing::{debug, warn};
 
 use crate::node::Node;
-use crate::store::sink::OutboxEntry;
 use crate::store::StoreResult;
 
 /// What to do with a held message when it is due.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(tag = "job", rename_all = "snake_case")]
+#[serde(tag = "job", rename_all = "snake_case", from = "StoredJob")]
 pub enum Job {
     /// A channel publication (Helios, API, TimeStick requests).
     Publish { env: Envelope },
     /// A directed envelope (an RPC request to a provider).
     SendTo { to: Address, env: Envelope },
-    /// A message for a TimeStick session's queue (a response).
-    TimeStickPush { session: SessionId, msg: Value },
-    /// A chat message: stored in history and broadcast when due.
-    ChatSend {
-        session: String,
-        sender: String,
-        message: Value,
-        sender_timestamp: Value,
-        timing: Option<Value>,
-    },
-    /// A Sink outbox event (its offset already assigned).
-    SinkEnqueue { client: String, entry: OutboxEntry },
+    /// A payload of a protocol service (a TimeStick response, a chat message, a Sink
+    /// event), carried out by the handler that protocol registered.
+    Protocol { protocol: Protocol, payload: Value },
+}
+
+/// How jobs are read: as written, and as older nodes wrote protocol jobs (one tag per
+/// protocol, the payload's fields beside it), so that messages held before an upgrade
+/// still come due after it.
+#[derive(Deserialize)]
+#[serde(tag = "job", rename_all = "snake_case")]
+enum StoredJob {
+    Publish { env: Envelope },
+    SendTo { to: Address, env: Envelope },
+    Protocol { protocol: Protocol, payload: Value },
+    TimeStickPush(Map<String, Value>),
+    ChatSend(Map<String, Value>),
+    SinkEnqueue(Map<String, Value>),
+}
+
+impl From<StoredJob> for Job {
+    fn from(j: StoredJob) -> Job {
+        let legacy = |protocol, fields| Job::Protocol {
+            protocol,
+            payload: Value::Object(fields),
+        };
+        match j {
+            StoredJob::Publish { env } => Job::Publish { env },
+            StoredJob::SendTo { to, env } => Job::SendTo { to, env },
+            StoredJob::Protocol { protocol, payload } => Job::Protocol { protocol, payload },
+            StoredJob::TimeStickPush(f) => legacy(Protocol::TimeStick, f),
+            StoredJob::ChatSend(f) => legacy(Protocol::Chat, f),
+            StoredJob::SinkEnqueue(f) => legacy(Protocol::Sink, f),
+        }
+    }
 }
 
 impl Job {
-    /// The protocol label for metrics.
-    pub fn protocol(&self) -> &'static str {
-        match self {
-            Job::Publish { env } | Job::SendTo { env, .. } => match env.from.protocol.as_deref() {
-                Some("helios") => "helios",
-                Some("timestick") => "timestick",
-                _ => "api",
-            },
-            Job::TimeStickPush { .. } => "timestick",
-            Job::ChatSend { .. } => "chat",
-            Job::SinkEnqueue { .. } => "sink",
+    /// A protocol service's job: `payload` is what its handler gets back.
+    pub fn protocol(protocol: Protocol, payload: &impl Serialize) -> Job {
+        Job::Protocol {
+            protocol,
+            // unwrap: payloads are plain structs of JSON values and strings.
+            payload: serde_json::to_value(payload).expect("a job payload serializes"),
         }
     }
 
-    /// The job's `~timing` decorator.
-    pub fn timing(&self) -> Option<&Value> {
+    /// The `protocol` label of the timing metrics: the envelope's origin, or the
+    /// protocol that holds the payload.
+    pub fn label(&self) -> &'static str {
         match self {
-            Job::Publish { env } | Job::SendTo { env, .. } => env.timing.as_ref(),
-            Job::TimeStickPush { msg, .. } => msg.get("~timing"),
-            Job::ChatSend { timing, .. } => timing.as_ref(),
-            Job::SinkEnqueue { entry, .. } => entry.timing.as_ref(),
+            Job::Publish { env } | Job::SendTo { env, .. } => origin_label(env.from.protocol),
+            Job::Protocol { protocol, .. } => protocol.label(),
         }
+    }
+}
+
+/// A protocol service's part in the scheduler: carries out its payloads when due.
+pub trait DueHandler: Send + Sync + 'static {
+    /// The payload's `~timing` decorator, if it has one (checked for expiry first).
+    fn timing<'a>(&self, payload: &'a Value) -> Option<&'a Value>;
+
+    /// Carries the payload out.
+    fn run(&self, node: Arc<Node>, payload: Value) -> DueRun;
+}
+
+/// What a [`DueHandler`] returns: the job carried out, or why not.
+pub type DueRun = BoxFuture<'static, Result<(), Box<dyn std::error::Error + Send + Sync>>>;
+
+/// The handlers of the protocol services, one per protocol, registered at start-up.
+#[derive(Default)]
+pub struct Handlers(Vec<(Protocol, Box<dyn DueHandler>)>);
+
+impl Handlers {
+    pub fn with(mut self, protocol: Protocol, handler: impl DueHandler) -> Self {
+        self.0.retain(|(p, _)| *p != protocol);
+        self.0.push((protocol, Box::new(handler)));
+        self
+    }
+
+    fn get(&self, protocol: Protocol) -> Option<&dyn DueHandler> {
+        self.0
+            .iter()
+            .find(|(p, _)| *p == protocol)
+            .map(|(_, h)| &**h)
     }
 }
 
@@ -92,13 +142,22 @@ impl Held {
     }
 }
 
+/// What a claim returned: the jobs, and how many claimed records did not decode (they
+/// stay leased, are counted in `murmur_store_corrupt_total{kind="scheduled_job"}` and
+/// logged).
+#[derive(Debug, Default)]
+pub struct Claimed {
+    pub jobs: Vec<Held>,
+    pub corrupt: usize,
+}
+
 /// See the module docs.
 pub trait Scheduler: Send + Sync + 'static {
     /// Keeps a job until it is due (durably in cluster mode).
     fn hold(&self, held: Held) -> BoxFuture<'_, StoreResult<()>>;
     /// Removes and returns jobs due at `now_ms`, at most `limit`; each job is returned
     /// to exactly one caller, whichever node asks.
-    fn claim_due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Held>>>;
+    fn claim_due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, StoreResult<Claimed>>;
     /// The claimed jobs were carried out: forget them. A claimed job that is never
     /// acknowledged (its node died) returns to the schedule when its lease runs out.
     fn ack(&self, ids: Vec<String>) -> BoxFuture<'_, StoreResult<()>>;
@@ -124,7 +183,7 @@ const LOOK_EVERY: Duration = Duration::from_millis(100);
 
 /// Holds a job on the node's scheduler and wakes its runner.
 pub async fn hold(node: &Arc<Node>, due_ms: i64, job: Job) -> StoreResult<()> {
-    let protocol = job.protocol();
+    let protocol = job.label();
     node.scheduler().hold(Held::new(due_ms, job)).await?;
     node.metrics
         .timing
@@ -150,8 +209,12 @@ pub fn run(node: &Arc<Node>) {
                 }
             }
             match node.scheduler().claim_due(now, CLAIM_BATCH).await {
-                Ok(jobs) if !jobs.is_empty() => {
-                    let full = jobs.len() == CLAIM_BATCH;
+                Ok(Claimed { jobs, corrupt }) if !jobs.is_empty() || corrupt > 0 => {
+                    node.metrics
+                        .store_corrupt
+                        .with_label_values(&["scheduled_job"])
+                        .inc_by(corrupt as u64);
+                    let full = jobs.len() + corrupt == CLAIM_BATCH;
                     let mut done = Vec::with_capacity(jobs.len());
                     for held in jobs {
                         execute(&node, held.job).await;
@@ -191,9 +254,23 @@ pub fn run(node: &Arc<Node>) {
 
 /// Carries out a due job, unless its message expired while held.
 async fn execute(node: &Arc<Node>, job: Job) {
-    let protocol = job.protocol();
-    let now = now_ms() as i64;
-    if timing::expired(job.timing(), now) {
+    let protocol = job.label();
+    let handler = match &job {
+        Job::Protocol { protocol: p, .. } => match node.due_handlers().get(*p) {
+            Some(h) => Some(h),
+            None => {
+                warn!(protocol, "a held message of a protocol without a handler");
+                return;
+            }
+        },
+        _ => None,
+    };
+    let timing = match (&job, handler) {
+        (Job::Publish { env } | Job::SendTo { env, .. }, _) => env.timing.as_ref(),
+        (Job::Protocol { payload, .. }, Some(h)) => h.timing(payload),
+        (Job::Protocol { .. }, None) => None,
+    };
+    if timing::expired(timing, now_ms() as i64) {
         node.metrics
             .timing
             .with_label_values(&[protocol, "expired"])
@@ -204,42 +281,47 @@ async fn execute(node: &Arc<Node>, job: Job) {
         .timing
         .with_label_values(&[protocol, "released"])
         .inc();
-    match job {
-        Job::Publish { env } => node.router.publish(env),
-        Job::SendTo { to, env } => node.router.send_to(&to, Arc::new(env)),
-        Job::TimeStickPush { session, msg } => {
-            if let Err(e) = crate::timestick::push_held(node, session, msg).await {
-                warn!(
-                    status = e.status,
-                    "held TimeStick message could not be queued"
-                );
+    match (job, handler) {
+        (Job::Publish { env }, _) => node.router.publish(env),
+        (Job::SendTo { to, env }, _) => node.router.send_to(&to, Arc::new(env)),
+        (Job::Protocol { payload, .. }, Some(h)) => {
+            if let Err(e) = h.run(node.clone(), payload).await {
+                warn!(protocol, error = %e, "a held message could not be carried out");
             }
         }
-        Job::ChatSend {
-            session,
-            sender,
-            message,
-            sender_timestamp,
-            timing,
-        } => {
-            let sent = crate::chat::deliver(
-                node,
-                &session,
-                &sender,
-                message,
-                sender_timestamp,
-                timing,
-                crate::chat::Sent::Held,
-            )
-            .await;
-            if let Err(e) = sent {
-                warn!(error = %e, "held chat message could not be delivered");
-            }
+        (Job::Protocol { .. }, None) => {}
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn protocol_jobs_round_trip_and_older_nodes_jobs_still_read() {
+        let job = Job::protocol(Protocol::Chat, &json!({"session": "g1", "timing": null}));
+        let text = serde_json::to_string(&job).unwrap();
+        assert_eq!(
+            text,
+            r#"{"job":"protocol","protocol":"chat","payload":{"session":"g1","timing":null}}"#
+        );
+        assert_eq!(serde_json::from_str::<Job>(&text).unwrap(), job);
+        for (tag, protocol) in [
+            ("time_stick_push", Protocol::TimeStick),
+            ("chat_send", Protocol::Chat),
+            ("sink_enqueue", Protocol::Sink),
+        ] {
+            let old = format!(r#"{{"job":"{tag}","a":1,"b":{{"c":"d"}}}}"#);
+            assert_eq!(
+                serde_json::from_str::<Job>(&old).unwrap(),
+                Job::Protocol {
+                    protocol,
+                    payload: json!({"a": 1, "b": {"c": "d"}})
+                },
+                "{tag}"
+            );
         }
-        Job::SinkEnqueue { client, entry } => {
-            if let Err(e) = crate::sink::enqueue_entry(node, &client, entry).await {
-                warn!(error = %e, "held Sink event could not be queued");
-            }
-        }
+        assert!(serde_json::from_str::<Job>(r#"{"job":"teleport"}"#).is_err());
     }
 }

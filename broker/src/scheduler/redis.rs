@@ -10,7 +10,7 @@ use futures_util::future::{BoxFuture, FutureExt};
 use redis::aio::ConnectionManager;
 use redis::Script;
 
-use super::{Held, Scheduler};
+use super::{Claimed, Held, Scheduler};
 use crate::keys::Keys;
 use crate::store::{StoreError, StoreResult};
 
@@ -82,7 +82,7 @@ impl Scheduler for RedisScheduler {
         .boxed()
     }
 
-    fn claim_due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<Held>>> {
+    fn claim_due(&self, now_ms: i64, limit: usize) -> BoxFuture<'_, StoreResult<Claimed>> {
         async move {
             let raw: Vec<String> = self
                 .claim
@@ -95,10 +95,19 @@ impl Scheduler for RedisScheduler {
                 .invoke_async(&mut self.conn.clone())
                 .await
                 .map_err(err)?;
-            Ok(raw
-                .iter()
-                .filter_map(|j| serde_json::from_str(j).ok())
-                .collect())
+            let mut claimed = Claimed::default();
+            for text in &raw {
+                match serde_json::from_str(text) {
+                    Ok(held) => claimed.jobs.push(held),
+                    Err(e) => {
+                        // Left leased: it comes back when the lease runs out and is
+                        // counted again, until someone repairs or removes it.
+                        tracing::warn!(error = %e, "undecodable held job");
+                        claimed.corrupt += 1;
+                    }
+                }
+            }
+            Ok(claimed)
         }
         .boxed()
     }

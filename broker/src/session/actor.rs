@@ -319,7 +319,7 @@ impl SessionActor {
         Origin {
             session: Some(self.id),
             user: Some(self.user.to_string()),
-            protocol: Some(self.label().to_string()),
+            protocol: Some(self.protocol),
         }
     }
 

@@ -49,7 +49,7 @@ impl SessionHandle {
         Origin {
             session: Some(self.id),
             user: Some(self.user.to_string()),
-            protocol: Some(self.protocol.label().to_string()),
+            protocol: Some(self.protocol),
         }
     }
 

@@ -19,25 +19,7 @@ use tokio::sync::{mpsc, oneshot};
 
 pub use handle::SessionHandle;
 
-/// The protocol a session speaks (the `protocol` label of metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Helios,
-    Chat,
-    TimeStick,
-    Sink,
-}
-
-impl Protocol {
-    pub fn label(self) -> &'static str {
-        match self {
-            Protocol::Helios => "helios",
-            Protocol::Chat => "chat",
-            Protocol::TimeStick => "timestick",
-            Protocol::Sink => "sink",
-        }
-    }
-}
+pub use murmur_shared::protocol::Protocol;
 
 /// What a transport (the gateway's connection loop) receives when it attaches.
 pub struct Attachment {

@@ -28,10 +28,8 @@ pub async fn publish(state: web::Data<AppState>, body: web::Json<PublishBody>) -
         Ok(due) => due,
         Err(resp) => return resp.into(),
     };
-    let origin = Origin {
-        protocol: Some("api".into()),
-        ..Origin::default()
-    };
+    // The backend: no session, no user, no protocol.
+    let origin = Origin::default();
     match state
         .node
         .publish_at(&body.channel, body.data, body.timing, origin, due)
