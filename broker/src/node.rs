@@ -60,8 +60,8 @@ pub enum RequestError {
 pub struct Node {
     pub config: BrokerConfig,
     pub metrics: Arc<Metrics>,
-    pub registry: Arc<Registry>,
-    pub router: Router,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) router: Router,
     /// Chat delivery reports waiting for their window.
     pub chat_reports: Arc<crate::chat::reports::DeliveryReports>,
     store: Arc<dyn Store>,
@@ -247,6 +247,16 @@ impl Node {
     }
 
     /// Ready for traffic: not draining and the bus connected.
+    /// The bus is connected (always, for the embedded node).
+    pub fn bus_up(&self) -> bool {
+        self.router.bus().is_up()
+    }
+
+    /// Whether this node is one of a cluster (a Redis bus) rather than embedded.
+    pub fn is_clustered(&self) -> bool {
+        self.router.bus().is_clustered()
+    }
+
     pub fn is_ready(&self) -> bool {
         !self.is_draining() && self.router.bus().is_up()
     }

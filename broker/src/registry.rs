@@ -181,12 +181,6 @@ impl Registry {
         read(&self.channels).keys().cloned().collect()
     }
 
-    pub fn member_count(&self, channel: &str) -> usize {
-        read(&self.channels)
-            .get(channel)
-            .map_or(0, |c| c.members.len())
-    }
-
     /// Registers a local provider of a namespace.
     pub fn provide(&self, ns: &str, id: SessionId) {
         let mut p = write(&self.providers);

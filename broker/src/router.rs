@@ -122,9 +122,6 @@ impl Router {
                     debug!(slot, "reply for a slot nobody waits for any more");
                 }
             }
-            Destination::User(_) => {
-                debug!("user destinations are routed by the chat adapter");
-            }
         }
     }
 

@@ -18,7 +18,7 @@ pub async fn readyz(state: web::Data<AppState>) -> HttpResponse {
     let body = json!({
         "ready": node.is_ready(),
         "draining": node.is_draining(),
-        "bus": node.router.bus().is_up(),
+        "bus": node.bus_up(),
         "node": node.id(),
     });
     if node.is_ready() {

@@ -275,7 +275,7 @@ async fn drain(state: Arc<AppState>) {
     node.begin_drain();
     let deadline = tokio::time::Instant::now() + settings.drain_timeout;
     tokio::time::sleep(settings.drain_delay.min(settings.drain_timeout)).await;
-    if !node.router.bus().is_clustered() {
+    if !node.is_clustered() {
         // An embedded node's TimeStick sessions end with its process: their callers get
         // a receiver STOP now, which open polls and streams deliver. (In a cluster they
         // live on, served by the other nodes.)

@@ -30,8 +30,6 @@ pub enum Kind {
 pub enum Destination {
     /// One session, wherever it lives.
     Session(SessionId),
-    /// Every connected session of a user (all devices).
-    User(String),
     /// Every subscriber of a channel on every node.
     Channel(String),
     /// A reply slot on the node named by the [`Address`] (backend API calls waiting for an answer).
@@ -159,8 +157,10 @@ pub struct Envelope {
     /// history after it, so nothing published before its node subscribed is missed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub history_mark: Option<String>,
-    /// The node that accepted the message. Channel publications echoed back by the bus
-    /// to their origin node are skipped there (that node already delivered locally).
+    /// The node that accepted the message. Read by no node of this version (every node,
+    /// the origin too, delivers what the bus hands back); still written because nodes
+    /// of earlier versions require it, so that a rolling upgrade's mixed cluster
+    /// decodes every envelope. Remove once no such node can be in a cluster.
     pub origin_node: NodeId,
     /// Position of a channel publication in its channel's history (the Redis stream id),
     /// set on receipt in cluster mode; used to replay exactly what a recovering session

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use actix::Addr;
 use murmur_shared::close::CloseReason;
-use murmur_shared::envelope::{Body, Destination, Envelope, ErrorBody, Kind, Origin};
+use murmur_shared::envelope::{Envelope, ErrorBody, Origin};
 use murmur_shared::helios;
 use murmur_shared::ids::SessionId;
 use serde_json::Value;
@@ -219,19 +219,6 @@ impl SessionHandle {
             .send(GetSnapshot)
             .await
             .map_err(|_| SessionError::Gone)
-    }
-
-    /// Queues a one-way notification for this session's own client (e.g.
-    /// `connection:recovery_failed`), behind whatever is already queued.
-    pub fn notify_self(&self, topic: &str, data: Value) {
-        let env = Envelope::new(
-            self.node.id(),
-            Kind::Notification,
-            Destination::Session(self.id),
-            Body::Json(data),
-        )
-        .subject(topic);
-        self.node.router.deliver_local(Arc::new(env));
     }
 
     /// The transport of attachment `epoch` is gone (the client disconnected).

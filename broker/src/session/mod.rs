@@ -7,7 +7,7 @@
 //! session buffers for the recovery window) → stopped. A transport that cannot keep
 //! up is disconnected with close code 4001 ("slow consumer").
 
-pub mod actor;
+pub(crate) mod actor;
 mod handle;
 
 use std::fmt;
