@@ -122,6 +122,18 @@ impl fmt::Display for ErrorCode {
     }
 }
 
+/// The broker's own codes beyond the seed's catalogue ([`ErrorCode`]), as sent on the
+/// wire (docs/errors.md).
+pub mod custom {
+    /// A caller or provider over its in-flight limit.
+    pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+    /// A request whose `~timing.expires_time` has already passed.
+    pub const EXPIRED: &str = "EXPIRED";
+    /// The cluster's store or bus could not take the call now (Redis away or slow):
+    /// nothing was done; the same call may succeed later.
+    pub const UNAVAILABLE: &str = "UNAVAILABLE";
+}
+
 /// An error object as carried in a response: code is a String because providers may send
 /// custom codes.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -147,6 +147,24 @@ async fn redis_outage_keeps_same_node_traffic_and_replays_subscriptions() {
     provide(&mut a, "calc").await;
     rpc_round_trip(&mut b, &mut a, "calc:double", 21).await;
 
+    // A held publication needs the store: with Redis away it is refused as
+    // UNAVAILABLE (nothing held), not as a validation error or a rate limit.
+    let (id, mut held) = murmur_tests::helios::request(
+        "broker:publish",
+        json!({ "channel": "local", "data": { "held": 1 } }),
+    );
+    held["~timing"] = json!({ "delay_milli": 500 });
+    b.ws().send_json(&held).await;
+    let resp = b.wait_response(&id, CROSS).await;
+    assert_eq!(resp["type"], "response", "{resp}");
+    assert_eq!(resp["success"], false, "{resp}");
+    assert_eq!(resp["error"]["code"], "UNAVAILABLE", "{resp}");
+    let message = resp["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("temporarily unavailable: store "),
+        "{resp}"
+    );
+
     // A Starling connecting during the outage subscribes and receives.
     let mut late = Starling::connect(cluster.node(0), "late").await;
     let id = late

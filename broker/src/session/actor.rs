@@ -24,8 +24,7 @@ use crate::node::Node;
 use crate::registry::LocalSession;
 use crate::store::{ProviderEntry, RecoveryRecord};
 
-/// Error code for a provider or caller over its in-flight limit (not a seed code).
-pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+use murmur_shared::helios::custom::TOO_MANY_REQUESTS;
 
 enum Transport {
     Attached {

@@ -72,7 +72,7 @@ impl SessionHandle {
             .await
             && bus.is_up()
         {
-            return Err(SessionError::Limit(
+            return Err(SessionError::Unavailable(
                 "the cluster bus did not confirm the subscription".into(),
             ));
         }
@@ -99,7 +99,7 @@ impl SessionHandle {
         self.node
             .publish_at(channel, data, timing, self.origin(), deliver_at)
             .await
-            .map_err(|e| SessionError::Limit(e.to_string()))
+            .map_err(|e| SessionError::Unavailable(e.to_string()))
     }
 
     /// Starts serving a namespace; `Ok(false)` if already served.

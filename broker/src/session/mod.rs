@@ -42,6 +42,8 @@ pub enum SessionError {
     Limit(String),
     /// The argument is not acceptable; the message says why.
     Invalid(String),
+    /// The cluster's store or bus could not take it now; nothing was done.
+    Unavailable(String),
 }
 
 impl fmt::Display for SessionError {
@@ -49,6 +51,7 @@ impl fmt::Display for SessionError {
         match self {
             SessionError::Gone => f.write_str("session ended"),
             SessionError::Limit(m) | SessionError::Invalid(m) => f.write_str(m),
+            SessionError::Unavailable(m) => write!(f, "temporarily unavailable: {m}"),
         }
     }
 }

@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use murmur_broker::session::{CallError, SessionHandle};
+use murmur_broker::session::{CallError, SessionError, SessionHandle};
 use murmur_shared::channel;
 use murmur_shared::envelope::ErrorBody;
 use murmur_shared::helios::{self, ErrorCode, Frame, Request, WireError};
@@ -20,8 +20,7 @@ use super::session::{Conn, LABEL};
 use super::BUILTIN_NAMESPACES;
 use crate::edge::{Adapter, Flow, Stop};
 
-/// Error code when a caller has too many calls in flight (not a seed code).
-pub const TOO_MANY_REQUESTS: &str = "TOO_MANY_REQUESTS";
+use murmur_shared::helios::custom::{EXPIRED, TOO_MANY_REQUESTS, UNAVAILABLE};
 
 /// Applies one decoded frame.
 pub async fn frame(conn: &mut Conn, frame: Frame) -> Flow {
@@ -65,6 +64,18 @@ fn err(id: &str, code: ErrorCode, message: impl Into<String>) -> String {
     helios::encode_error(id, &WireError::new(code, message), now_ms())
 }
 
+/// A failed session operation: the store or bus away is `UNAVAILABLE`, a session that
+/// ended meanwhile `INTERNAL_ERROR`, a refused argument or limit `VALIDATION_ERROR`.
+fn session_err(id: &str, e: SessionError) -> String {
+    match e {
+        SessionError::Unavailable(_) => custom_err(id, UNAVAILABLE, &e.to_string()),
+        SessionError::Gone => err(id, ErrorCode::InternalError, e.to_string()),
+        SessionError::Limit(_) | SessionError::Invalid(_) => {
+            err(id, ErrorCode::ValidationError, e.to_string())
+        }
+    }
+}
+
 fn custom_err(id: &str, code: &str, message: &str) -> String {
     let e = WireError {
         code: code.into(),
@@ -105,9 +116,6 @@ where
     let h = conn.handle.clone();
     conn.during(f(h)).await
 }
-
-/// Error code for a request whose `~timing.expires_time` has already passed.
-pub const EXPIRED: &str = "EXPIRED";
 
 async fn request(conn: &mut Conn, req: Request) -> Flow {
     let id = req.request_id.as_str();
@@ -161,7 +169,7 @@ async fn request(conn: &mut Conn, req: Request) -> Flow {
                     id,
                     json!({"channel": ch, "subscribed": true, "changed": added}),
                 ),
-                Err(e) => err(id, ErrorCode::ValidationError, e.to_string()),
+                Err(e) => session_err(id, e),
             },
         },
         "broker:unsubscribe" => match channel_arg(&req.payload) {
@@ -171,7 +179,7 @@ async fn request(conn: &mut Conn, req: Request) -> Flow {
                     id,
                     json!({"channel": ch, "subscribed": false, "changed": was}),
                 ),
-                Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
+                Err(e) => session_err(id, e),
             },
         },
         "broker:publish" => match channel_arg(&req.payload)
@@ -195,7 +203,7 @@ async fn request(conn: &mut Conn, req: Request) -> Flow {
                         }
                         ok(id, data)
                     }
-                    Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
+                    Err(e) => session_err(id, e),
                 }
             }
         },
@@ -206,7 +214,7 @@ async fn request(conn: &mut Conn, req: Request) -> Flow {
                     id,
                     json!({"namespace": ns, "providing": true, "changed": added}),
                 ),
-                Err(e) => err(id, ErrorCode::ValidationError, e.to_string()),
+                Err(e) => session_err(id, e),
             },
         },
         "broker:unprovide" => match namespace_arg(&req.payload) {
@@ -216,7 +224,7 @@ async fn request(conn: &mut Conn, req: Request) -> Flow {
                     id,
                     json!({"namespace": ns, "providing": false, "changed": was}),
                 ),
-                Err(e) => err(id, ErrorCode::InternalError, e.to_string()),
+                Err(e) => session_err(id, e),
             },
         },
         "system:cancel" => match field(&req.payload, "requestId") {
