@@ -39,16 +39,16 @@ fn info(id: &str) -> NodeInfo {
     }
 }
 
-/// Waits (bounded) until `f` holds; the store's TTLs are real time.
-async fn eventually(what: &str, mut f: impl AsyncFnMut() -> bool) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while tokio::time::Instant::now() < deadline {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    panic!("timed out waiting for: {what}");
+/// Waits (bounded, [`SOON`]) until `cond` holds: the store's TTLs are real time.
+async fn eventually<F: std::future::Future<Output = bool>>(
+    what: &str,
+    mut cond: impl FnMut() -> F,
+) {
+    murmur_tests::eventually(what, murmur_tests::SOON, || {
+        let holds = cond();
+        async move { holds.await.then_some(()) }
+    })
+    .await
 }
 
 async fn store_conformance(store: Arc<dyn Store>) {
@@ -81,7 +81,7 @@ async fn store_conformance(store: Arc<dyn Store>) {
         .put_recovery(rec.clone(), Duration::from_millis(150))
         .await
         .unwrap();
-    eventually("recovery record expires", async || {
+    eventually("recovery record expires", || async {
         store.get_recovery(id).await.unwrap().is_none()
     })
     .await;
@@ -125,7 +125,7 @@ async fn store_conformance(store: Arc<dyn Store>) {
         ids.contains(&"a".to_string()) && ids.contains(&"short".to_string()),
         "{ids:?}"
     );
-    eventually("dead node leaves the list", async || {
+    eventually("dead node leaves the list", || async {
         !store
             .nodes()
             .await
@@ -323,7 +323,7 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
         .ts_create(ts_session(&other), 1, Duration::from_millis(100))
         .await
         .unwrap());
-    eventually("an expired session frees its slot", async || {
+    eventually("an expired session frees its slot", || async {
         store.ts_create(ts_session(&other), 1, ttl).await.unwrap()
     })
     .await;
@@ -430,7 +430,7 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert!(store.ts_quarantined(&q_caller).await.unwrap());
-    eventually("quarantine ends", async || {
+    eventually("quarantine ends", || async {
         !store.ts_quarantined(&q_caller).await.unwrap()
     })
     .await;
@@ -682,7 +682,7 @@ async fn bus_conformance(buses: Vec<BusUnderTest>) {
     let (b, mut rb) = it.next().unwrap();
     let (c, mut rc) = it.next().unwrap();
     for bus in [&a, &b, &c] {
-        eventually("bus connects", async || bus.is_up()).await;
+        eventually("bus connects", || async { bus.is_up() }).await;
     }
     assert!(a.is_clustered());
 
@@ -818,7 +818,7 @@ async fn redis_history_replays_after_a_position() {
         murmur_broker::history::HistoryLimits::default(),
     )
     .unwrap();
-    eventually("bus connects", async || bus.is_up()).await;
+    eventually("bus connects", || async { bus.is_up() }).await;
     bus.subscribe("h");
     assert!(bus.wait_subscribed("h", Duration::from_secs(5)).await);
     let mut seqs = Vec::new();
@@ -901,18 +901,18 @@ async fn redis_bus_survives_an_outage() {
         murmur_broker::history::HistoryLimits::default(),
     )
     .unwrap();
-    eventually("bus connects", async || bus.is_up()).await;
+    eventually("bus connects", || async { bus.is_up() }).await;
     bus.subscribe("x");
     assert!(bus.wait_subscribed("x", Duration::from_secs(5)).await);
     redis.stop().await;
-    eventually("bus notices the outage", async || !bus.is_up()).await;
+    eventually("bus notices the outage", || async { !bus.is_up() }).await;
     let env = envelope(Destination::Channel("x".into()));
     assert_eq!(
         bus.publish(Topic::Channel("x".into()), env),
         Err(murmur_broker::bus::BusError::Down)
     );
     redis.start_again().await;
-    eventually("bus reconnects", async || bus.is_up()).await;
+    eventually("bus reconnects", || async { bus.is_up() }).await;
     assert!(
         bus.wait_subscribed("x", Duration::from_secs(5)).await,
         "subscription replayed"

@@ -56,7 +56,7 @@ pub use redis::{RedisServer, Resp};
 pub use tokens::{
     claims_unverified, decode_hs256, token, token_alg_none, token_with, token_with_claims,
 };
-pub use wait::{eventually, poll_until, within};
+pub use wait::{eventually, poll_until, within, CROSS, QUIET, SOON};
 pub use ws::{WsClient, WsEvent};
 
 /// HS256 key for client JWTs (`MURMUR_JWT_SECRET` of every spawned node).

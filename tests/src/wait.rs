@@ -8,6 +8,17 @@ use std::time::Duration;
 
 use tokio::time::{sleep, timeout_at, Instant};
 
+/// The timing vocabulary of every test, one meaning each:
+///
+/// How long something the node does at once may take to be seen (a frame answered, a
+/// delivery on the same node, a metric updated).
+pub const SOON: Duration = Duration::from_secs(5);
+/// The same across nodes (through Redis: a publication, a recovery elsewhere).
+pub const CROSS: Duration = Duration::from_secs(10);
+/// The quiet window of an absence check: nothing may arrive within it, and a barrier
+/// round trip after it proves nothing was on its way.
+pub const QUIET: Duration = Duration::from_millis(300);
+
 /// How often [`eventually`] re-evaluates its condition.
 pub const POLL_INTERVAL: Duration = Duration::from_millis(25);
 

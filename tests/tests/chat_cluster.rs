@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 
 use chat_common::{
     bodies, delete_action, is_info_for, kind, message_id, modify_action, participants,
-    reported_devices, send_action, sorted, uniq, ChatClient, CLUSTER_SOON, QUIET,
+    reported_devices, send_action, sorted, uniq, ChatClient, CROSS, QUIET,
 };
 use murmur_tests::{Cluster, Resp};
 use serde_json::Value;
@@ -18,7 +18,7 @@ use serde_json::Value;
 async fn expect_told(c: &mut ChatClient, sid: &str, status: &str) -> Value {
     let what = format!("{status} info for {sid}");
     let v = c
-        .expect_within(&what, CLUSTER_SOON, |v| {
+        .expect_within(&what, CROSS, |v| {
             is_info_for(v, sid) && v["status"] == status
         })
         .await;
@@ -144,7 +144,7 @@ async fn broadcasts_reports_and_history_cross_nodes() {
     let mut ids = Vec::new();
     for i in 0..want.len() {
         let v = a1
-            .expect_within("own copy", CLUSTER_SOON, |v| kind(v) == "message-broadcast")
+            .expect_within("own copy", CROSS, |v| kind(v) == "message-broadcast")
             .await;
         assert_eq!(v["cdid"], format!("s{i}"), "{v}");
         ids.push(message_id(&v));
@@ -153,9 +153,7 @@ async fn broadcasts_reports_and_history_cross_nodes() {
         let mut got = Vec::new();
         while got.len() < want.len() {
             let v = dev
-                .expect_within("a broadcast", CLUSTER_SOON, |v| {
-                    kind(v) == "message-broadcast"
-                })
+                .expect_within("a broadcast", CROSS, |v| kind(v) == "message-broadcast")
                 .await;
             assert!(v.get("cdid").is_none(), "{}: {v}", dev.label);
             assert_eq!(v["sender-id"], alice.as_str());
@@ -181,7 +179,7 @@ async fn broadcasts_reports_and_history_cross_nodes() {
     let mut got_reports = BTreeSet::new();
     while got_reports.len() < want_reports.len() {
         let v = a1
-            .expect_within("a delivery report", CLUSTER_SOON, |v| {
+            .expect_within("a delivery report", CROSS, |v| {
                 kind(v) == "message-delivered"
             })
             .await;

@@ -10,7 +10,7 @@ mod chat_common;
 
 use chat_common::{
     auth_action, is_broadcast_of, is_info_for, kind, message_id, modify_action, reported_devices,
-    send_action, uniq, ChatClient, CLUSTER_SOON, QUIET,
+    send_action, uniq, ChatClient, CROSS, QUIET,
 };
 use murmur_tests::stall::Stalled;
 use murmur_tests::{metric_value, metrics, token, Cluster, Node, NodeBuilder, WsEvent};
@@ -23,7 +23,7 @@ async fn channel_counter(node: &Node, name: &str) -> f64 {
 /// Every broadcast `c` has queued or receives within the quiet window, as bodies of
 /// `sid`, after a barrier: `marker` (sent by `from` on `sid`) is the last to arrive.
 async fn bodies_until(c: &mut ChatClient, sid: &str, marker: &str) -> Vec<String> {
-    c.expect_within(marker, CLUSTER_SOON, |v| is_broadcast_of(v, sid, marker))
+    c.expect_within(marker, CROSS, |v| is_broadcast_of(v, sid, marker))
         .await;
     let mut got: Vec<String> = c
         .queued()
@@ -47,7 +47,7 @@ async fn a_group_message_is_one_bus_publication_received_once_per_node() {
     let mut c1 = ChatClient::login(cluster.node(1), &carol, "c1").await;
     let (sid, _) = a1.create_group(&[&bob, &carol]).await;
     for c in [&mut a2, &mut b1, &mut b2, &mut c1] {
-        c.expect_within("created", CLUSTER_SOON, |v| is_info_for(v, &sid))
+        c.expect_within("created", CROSS, |v| is_info_for(v, &sid))
             .await;
     }
     let published = channel_counter(cluster.node(0), "murmur_bus_published_total").await;
@@ -62,7 +62,7 @@ async fn a_group_message_is_one_bus_publication_received_once_per_node() {
         let mut got = Vec::new();
         while got.len() < N {
             let v = c
-                .expect_within("the next broadcast", CLUSTER_SOON, |v| {
+                .expect_within("the next broadcast", CROSS, |v| {
                     kind(v) == "message-broadcast"
                 })
                 .await;
@@ -122,14 +122,14 @@ async fn members_added_on_another_node_get_the_very_next_message_once() {
     a.send(&modify_action("drop-carol", &sid, &[&alice, &bob]))
         .await;
     a.expect_info("drop-carol").await;
-    c.expect_within("removal", CLUSTER_SOON, |v| {
+    c.expect_within("removal", CROSS, |v| {
         is_info_for(v, &sid) && v["status"] == "modified"
     })
     .await;
     a.say(&sid, "fifth").await;
     let direct = a.direct_id(&carol).await;
     a.say(&direct, "barrier").await;
-    c.expect_within("the direct barrier", CLUSTER_SOON, |v| {
+    c.expect_within("the direct barrier", CROSS, |v| {
         is_broadcast_of(v, &direct, "barrier")
     })
     .await;
@@ -195,7 +195,7 @@ async fn the_sending_connection_gets_its_answer_and_no_second_copy() {
     }
     // Barrier: bob's answer reaches a1 after anything a1 could still get about "mine".
     b.send(&send_action("b-1", &sid, "yours")).await;
-    a1.expect_within("bob's message", CLUSTER_SOON, |v| {
+    a1.expect_within("bob's message", CROSS, |v| {
         is_broadcast_of(v, &sid, "yours")
     })
     .await;
@@ -230,12 +230,12 @@ async fn reports_name_only_devices_whose_frames_were_written() {
     stalled
         .send_json(&auth_action("auth", &bob, "stalled", &token(&bob)))
         .await;
-    match stalled.recv(CLUSTER_SOON).await {
+    match stalled.recv(CROSS).await {
         Some(WsEvent::Text(t)) => assert!(t.contains("succeeded"), "{t}"),
         other => panic!("bob's authentication: {other:?}"),
     }
     let (sid, _) = a.create_group(&[&bob, &carol]).await;
-    match stalled.recv(CLUSTER_SOON).await {
+    match stalled.recv(CROSS).await {
         Some(WsEvent::Text(t)) => assert!(t.contains(&sid), "{t}"),
         other => panic!("bob's created info: {other:?}"),
     }
@@ -270,7 +270,7 @@ async fn reports_name_only_devices_whose_frames_were_written() {
     let mut reported_for_bob = std::collections::BTreeSet::new();
     loop {
         let v = a
-            .expect_within("a delivery report", CLUSTER_SOON, |v| {
+            .expect_within("a delivery report", CROSS, |v| {
                 kind(v) == "message-delivered"
             })
             .await;
@@ -286,7 +286,7 @@ async fn reports_name_only_devices_whose_frames_were_written() {
             break;
         }
     }
-    let drained = stalled.drain(CLUSTER_SOON).await;
+    let drained = stalled.drain(CROSS).await;
     assert_eq!(
         drained.close.clone().flatten().map(|c| c.0),
         Some(4001),

@@ -19,13 +19,10 @@ use common::{
     recovery_token, request_with_timeout, subscribe, uniq, QUIET,
 };
 use murmur_tests::helios::is_response_to;
+use murmur_tests::CROSS;
 use murmur_tests::{api_get, api_post, eventually, Cluster, Node, Starling};
 use serde_json::{json, Value};
 use tokio::time::Instant;
-
-/// Bound for anything that crosses nodes through Redis (generous: the suite runs many
-/// processes in parallel on small machines).
-const CROSS: Duration = Duration::from_secs(10);
 
 /// `GET /api/v1/nodes` on `node`: node id → the entry's `sessions` (total).
 async fn listed_nodes(node: &Node) -> BTreeMap<String, u64> {

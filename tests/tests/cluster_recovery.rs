@@ -14,12 +14,10 @@ use common::{
     api_publish, assert_base, assert_error_response, assert_success, ping, provide, recovery_token,
     request_with_timeout, subscribe, uniq, wait_connections, QUIET,
 };
+use murmur_tests::CROSS;
 use murmur_tests::{api_get, api_post, eventually, within, Cluster, Node, Starling};
 use serde_json::{json, Value};
 use tokio::time::Instant;
-
-/// Bound for anything that crosses nodes through Redis.
-const CROSS: Duration = Duration::from_secs(10);
 
 /// How long a SIGKILLed node may stay listed with `MURMUR_HEARTBEAT_TTL=2s`.
 const DEAD_NODE_BOUND: Duration = Duration::from_secs(10);

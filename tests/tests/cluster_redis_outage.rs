@@ -22,14 +22,13 @@ use common::{
 };
 use futures_util::future::join_all;
 use murmur_tests::helios::is_response_to;
+use murmur_tests::CROSS;
 use murmur_tests::{
     api_post, eventually, get, metric_value, metrics, within, Cluster, Node, Starling,
 };
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
-/// Bound for anything that crosses nodes through Redis.
-const CROSS: Duration = Duration::from_secs(10);
 /// `/readyz` must turn non-200 within this long after Redis dies.
 const DETECT_BOUND: Duration = Duration::from_secs(5);
 /// `/readyz` must be 200 again within this long after Redis is back.

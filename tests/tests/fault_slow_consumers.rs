@@ -30,6 +30,7 @@ use murmur_shared::sink::{decode, encode, ConnectionResponse, Frame};
 use murmur_tests::b64::base64_encode;
 use murmur_tests::rss::{mib, vm_rss, RssSampler, MIB};
 use murmur_tests::stall::{Drained, Stalled};
+use murmur_tests::SOON;
 use murmur_tests::{
     api_get, api_post_many, eventually, http, metric, metric_value, metrics, token, uniq, Cluster,
     Node, Starling, WsEvent,
@@ -437,8 +438,6 @@ const SINK_WINDOW: f64 = 32.0;
 /// (`MURMUR_SINK_IDLE=4s`) once the window has left the process, or the 30 s write timeout
 /// while it cannot (docs/sink.md), with room for a slow machine.
 const SINK_END: Duration = Duration::from_secs(45);
-/// Bound for things that should happen at once on the node.
-const SOON: Duration = Duration::from_secs(5);
 
 /// An encoded CONNECTION_REQUEST of client instance `instance` (`server`: the server
 /// instance id it knows, if any).

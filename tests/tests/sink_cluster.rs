@@ -7,6 +7,7 @@
 mod sink_common;
 
 use murmur_tests::{eventually, Cluster, Node};
+use murmur_tests::{CROSS, SOON};
 use sink_common::*;
 
 async fn dev_cluster(n: usize) -> Cluster {
@@ -35,12 +36,12 @@ async fn ids_takeover_and_quarantine_hold_across_nodes() {
     // replaces the connection on node 0.
     let mut second = device_on(cluster.node(1)).await;
     second.hello_known(c, s).await;
-    first.expect_closed(CLUSTER_SOON).await;
+    first.expect_closed(CROSS).await;
     second.ping().await;
     // And again from node 2.
     let mut third = device_on(cluster.node(2)).await;
     third.hello_known(c, s).await;
-    second.expect_closed(CLUSTER_SOON).await;
+    second.expect_closed(CROSS).await;
     third.ping().await;
     // A wiped device (other instance id, same client id) is refused on any node.
     let mut wiped = Device::ws(cluster.node(0), &client).await;
@@ -59,7 +60,7 @@ async fn ids_takeover_and_quarantine_hold_across_nodes() {
         human: "meter tampered".into(),
     };
     assert_eq!(
-        third.recv_within(CLUSTER_SOON).await,
+        third.recv_within(CROSS).await,
         Frame::ConnectionResponse(expected.clone())
     );
     third.expect_closed(SOON).await;
@@ -120,12 +121,12 @@ async fn device_events_are_durable_before_the_ack_and_published_on_every_node() 
         "the seen-set after the ACK: {seen:?}"
     );
     assert_published(
-        &next_event(&mut watcher1, &client, CLUSTER_SOON).await,
+        &next_event(&mut watcher1, &client, CROSS).await,
         &client,
         &e,
     );
     assert_published(
-        &next_event(&mut watcher2, &client, CLUSTER_SOON).await,
+        &next_event(&mut watcher2, &client, CROSS).await,
         &client,
         &e,
     );
@@ -143,13 +144,13 @@ async fn device_events_are_durable_before_the_ack_and_published_on_every_node() 
     d.send(&publish(3, &next)).await;
     d.expect_ack(3).await;
     assert_published(
-        &next_event(&mut watcher1, &client, CLUSTER_SOON).await,
+        &next_event(&mut watcher1, &client, CROSS).await,
         &client,
         &next,
     );
     expect_no_event(&mut watcher1).await;
     assert_published(
-        &next_event(&mut watcher2, &client, CLUSTER_SOON).await,
+        &next_event(&mut watcher2, &client, CROSS).await,
         &client,
         &next,
     );
@@ -168,7 +169,7 @@ async fn the_outbox_survives_the_sigkill_of_the_node_that_queued_or_sent_the_eve
     cluster.node_mut(0).kill().await;
     let mut d = device_on(cluster.node(1)).await;
     let s = d.hello_new(c).await;
-    let (id, e) = d.expect_publish_within(CLUSTER_SOON).await;
+    let (id, e) = d.expect_publish_within(CROSS).await;
     assert_eq!(
         (e.key.as_slice(), e.data.as_slice(), e.offset),
         (&b"fw"[..], &b"update-1"[..], 1)
@@ -186,7 +187,7 @@ async fn the_outbox_survives_the_sigkill_of_the_node_that_queued_or_sent_the_eve
         api_event(30, 1, b"fw", b"update-2"),
     )
     .await;
-    let (_, sent) = d.expect_publish_within(CLUSTER_SOON).await;
+    let (_, sent) = d.expect_publish_within(CROSS).await;
     assert_eq!(
         (sent.data.as_slice(), sent.offset),
         (&b"update-2"[..], 2),
@@ -196,7 +197,7 @@ async fn the_outbox_survives_the_sigkill_of_the_node_that_queued_or_sent_the_eve
     d.expect_closed(SOON).await;
     let mut d = device_on(cluster.node(2)).await;
     d.hello_known(c, s).await;
-    let (id, again) = d.expect_publish_within(CLUSTER_SOON).await;
+    let (id, again) = d.expect_publish_within(CROSS).await;
     assert_eq!(again, sent, "redelivered unchanged");
     d.expect_silence().await;
 
@@ -236,7 +237,7 @@ async fn a_publish_while_redis_is_down_is_nacked_unavailable() {
     cluster.redis_mut().stop().await;
     let e2 = event(1, b"k", 2, b"v2");
     d.send(&publish(2, &e2)).await;
-    match d.recv_within(CLUSTER_SOON * 2).await {
+    match d.recv_within(CROSS * 2).await {
         Frame::Nack { id, machine, human } => {
             assert_eq!(id, 2);
             assert_eq!(
@@ -253,7 +254,7 @@ async fn a_publish_while_redis_is_down_is_nacked_unavailable() {
     // Redis back (empty): once the node is ready again, the same event is accepted.
     cluster.redis_mut().start_again().await;
     let node = cluster.node(0);
-    eventually("the node to be ready again", CLUSTER_SOON * 2, || async {
+    eventually("the node to be ready again", CROSS * 2, || async {
         (node.readyz().await == 200).then_some(())
     })
     .await;

@@ -12,6 +12,8 @@ use std::collections::VecDeque;
 use std::time::Duration;
 
 use murmur_tests::{token, Node, WsClient, WsEvent};
+/// The one timing vocabulary (murmur_tests::wait).
+pub use murmur_tests::{CROSS, QUIET, SOON};
 use serde_json::{json, Value};
 use tokio::time::Instant;
 
@@ -19,12 +21,6 @@ use tokio::time::Instant;
 pub const MAX_FRAME: usize = 4096;
 /// The documented participant limit of a mutable session.
 pub const MAX_PARTICIPANTS: usize = 256;
-/// Bound for things that should happen "at once" on a local node.
-pub const SOON: Duration = Duration::from_secs(5);
-/// Bound for things that cross the Redis bus.
-pub const CLUSTER_SOON: Duration = Duration::from_secs(10);
-/// How long a negative check ("nothing arrives") listens.
-pub const QUIET: Duration = Duration::from_millis(400);
 
 pub use murmur_tests::uniq;
 
@@ -523,7 +519,7 @@ impl ChatClient {
     /// The broadcast of `body` in `session` as received by this device.
     pub async fn expect_broadcast(&mut self, session: &str, body: &str) -> Value {
         let what = format!("broadcast {body:?} in {session}");
-        self.expect_within(&what, CLUSTER_SOON, |v| is_broadcast_of(v, session, body))
+        self.expect_within(&what, CROSS, |v| is_broadcast_of(v, session, body))
             .await
     }
 

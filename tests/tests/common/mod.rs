@@ -6,13 +6,9 @@ use std::time::Duration;
 
 use murmur_tests::helios::{kind, VERSION};
 use murmur_tests::{api_post, metric_value, metrics, Node, Starling, WsClient};
+/// The one timing vocabulary (murmur_tests::wait).
+pub use murmur_tests::{CROSS, QUIET, SOON};
 use serde_json::{json, Value};
-
-/// Bound for things that should happen "at once" on a local node.
-pub const SOON: Duration = Duration::from_secs(5);
-
-/// How long a negative check ("nothing arrives") listens.
-pub const QUIET: Duration = Duration::from_millis(300);
 
 pub use murmur_tests::uniq;
 

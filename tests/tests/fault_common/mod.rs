@@ -39,6 +39,8 @@ use murmur_tests::{
     api_post, eventually, http, metric, poll_until, try_request, within, Cluster, Method, Node,
     RedisServer, Resp, Starling, WsClient, WsEvent, API_KEY,
 };
+/// The one timing vocabulary (murmur_tests::wait).
+pub use murmur_tests::{CROSS, QUIET, SOON};
 use serde_json::{json, Value};
 use timestick_common::{request_msg, Session};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -46,11 +48,6 @@ use tokio::net::TcpStream;
 
 pub use murmur_tests::helios::now_ms;
 pub use murmur_tests::uniq;
-
-/// Bound for anything that crosses nodes through Redis.
-pub const CROSS: Duration = Duration::from_secs(10);
-/// Bound for things that should happen at once on a node.
-pub const SOON: Duration = Duration::from_secs(5);
 /// How long a background driver may run at most before it gives up.
 pub const DRIVER_DEADLINE: Duration = Duration::from_secs(90);
 /// Backend publications per second of a [`Feed`].

@@ -19,6 +19,8 @@ use murmur_tests::wsframe::OP_BINARY;
 use murmur_tests::{
     api_get, api_post, api_request, token, Method, Node, NodeBuilder, Starling, WsClient, WsEvent,
 };
+/// The one timing vocabulary (murmur_tests::wait).
+pub use murmur_tests::{CROSS, QUIET, SOON};
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
     Issuer, KeyPair, KeyUsagePurpose,
@@ -34,13 +36,6 @@ use tokio_rustls::TlsConnector;
 pub use murmur_shared::sink::{
     decode, encode, prefixed, ConnectionResponse, Event, Frame, FrameReader,
 };
-
-/// Bound for things that should happen "at once" on a local node.
-pub const SOON: Duration = Duration::from_secs(5);
-/// Bound for things that cross a cluster (Redis bus, store).
-pub const CLUSTER_SOON: Duration = Duration::from_secs(10);
-/// How long a negative check ("nothing arrives") listens before its PING.
-pub const QUIET: Duration = Duration::from_millis(300);
 /// The application version the tests' devices announce.
 pub const APP: &str = "v1.0.0";
 

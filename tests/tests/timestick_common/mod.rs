@@ -16,15 +16,12 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use murmur_tests::{request, within, HttpReply, Method, Node};
+/// The one timing vocabulary (murmur_tests::wait).
+pub use murmur_tests::{CROSS, QUIET, SOON};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-/// Bound for things that should happen "at once" on a local node.
-pub const SOON: Duration = Duration::from_secs(5);
-/// Bound for things that cross nodes through Redis.
-pub const CROSS: Duration = Duration::from_secs(10);
 /// The receiver's (and the negotiated default) `max_message_size`.
 pub const MAX_MESSAGE_SIZE: u64 = 65_535;
 /// Live sessions per caller (broker/src/config.rs).

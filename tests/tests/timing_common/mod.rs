@@ -26,15 +26,12 @@ use murmur_tests::{
     api_post, eventually, metric_value, metrics, request, token, Method, Node, NodeBuilder,
     Starling, WsClient, WsEvent,
 };
+/// The one timing vocabulary (murmur_tests::wait).
+pub use murmur_tests::{CROSS, QUIET, SOON};
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::Instant;
-
-/// Bound for things that should happen "at once" on a local node.
-pub const SOON: Duration = Duration::from_secs(5);
-/// Bound for things that cross nodes through Redis.
-pub const CROSS: Duration = Duration::from_secs(10);
 /// The tolerance around a hold: delivered within ±0.5 s of when it is due.
 pub const TOLERANCE_MS: i64 = 500;
 /// The hold most tests use.
