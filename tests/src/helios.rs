@@ -216,6 +216,31 @@ impl Starling {
             .await
     }
 
+    /// Asserts that nothing matching `pred` arrives: not within [`crate::QUIET`], and not
+    /// on its way either: a `system:ping` round trip follows the window (the connection
+    /// delivers in order, so whatever was queued for it before the pong comes first).
+    pub async fn expect_none(&mut self, what: &str, mut pred: impl FnMut(&Value) -> bool) {
+        if let Some(m) = self.try_next_matching(crate::QUIET, &mut pred).await {
+            panic!("{}: {what}: got {m}", self.ws.url());
+        }
+        let id = self
+            .send_request("system:ping", Value::Object(Default::default()))
+            .await;
+        let barrier = self
+            .try_next_matching(crate::SOON, |m| pred(m) || is_response_to(m, &id))
+            .await;
+        match barrier {
+            Some(m) if is_response_to(&m, &id) => {}
+            Some(m) => panic!("{}: {what}: got {m} (before the barrier)", self.ws.url()),
+            None => panic!("{}: no answer to the barrier ping", self.ws.url()),
+        }
+    }
+
+    /// [`expect_none`](Self::expect_none) for notifications.
+    pub async fn expect_no_notification(&mut self, what: &str) {
+        self.expect_none(what, |m| kind(m) == "notification").await
+    }
+
     /// The next server→client request (the whole message), queued or incoming, within 10 s.
     pub async fn next_request(&mut self) -> Value {
         self.next_matching("a server request", DEFAULT_TIMEOUT, |m| {

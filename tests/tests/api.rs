@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{expect_notification, ping, recovery_token, subscribe, uniq, QUIET, SOON};
+use common::{expect_notification, ping, recovery_token, subscribe, uniq, SOON};
 use murmur_tests::{api_get, api_post, eventually, http, request, Method, Node, Starling, API_KEY};
 use serde_json::{json, Value};
 
@@ -66,11 +66,7 @@ async fn api_requires_the_api_key() {
     .await;
     assert_eq!(reply.status, 401);
     assert_api_error(&reply.json(), "UNAUTHORIZED");
-    assert_eq!(
-        s.try_next_notification(QUIET).await,
-        None,
-        "nothing published"
-    );
+    s.expect_no_notification("nothing published").await;
 }
 
 /// A node started without `MURMUR_API_KEY` answers 401 to everyone.
@@ -253,8 +249,10 @@ async fn starling_request_bad_input_is_400() {
     let (status, reply) = post_raw(&node, &path, "{oops").await;
     assert_eq!(status, 400, "{reply}");
     assert_api_error(&reply, "BAD_REQUEST");
-    let stray = s.try_next_matching(QUIET, |m| m["type"] == "request").await;
-    assert_eq!(stray, None, "rejected calls must not reach the Starling");
+    s.expect_none("rejected calls must not reach the Starling", |m| {
+        m["type"] == "request"
+    })
+    .await;
 }
 
 /// `GET /api/v1/nodes` lists this node with its session count.

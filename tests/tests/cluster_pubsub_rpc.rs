@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use common::{
     api_publish, assert_error_response, assert_success, call, call_ok, ping, provide,
-    recovery_token, request_with_timeout, subscribe, uniq, QUIET,
+    recovery_token, request_with_timeout, subscribe, uniq,
 };
 use murmur_tests::helios::is_response_to;
 use murmur_tests::CROSS;
@@ -205,8 +205,9 @@ async fn pubsub_reaches_subscribers_on_every_node_in_order() {
             "{n}"
         );
     }
-    let stray = subs[2].try_next_notification(QUIET).await;
-    assert_eq!(stray, None, "node 3 unsubscribed: nothing may arrive there");
+    subs[2]
+        .expect_no_notification("node 3 unsubscribed: nothing may arrive there")
+        .await;
     ping(&mut subs[2]).await;
 }
 
@@ -289,10 +290,10 @@ async fn rpc_reaches_a_provider_on_another_node() {
     ping(&mut p).await;
 
     // Late answers (timed out, cancelled) never reach the caller.
-    let stray = c
-        .try_next_matching(QUIET, |m| m["type"] == "response")
-        .await;
-    assert_eq!(stray, None, "late answers must not be delivered");
+    c.expect_none("late answers must not be delivered", |m| {
+        m["type"] == "response"
+    })
+    .await;
 
     // The provider disconnects with a call in flight: REQUEST_CANCELLED at once.
     let (caller_id, msg) = request_with_timeout("math:work", json!({ "job": 1 }), 20_000);
@@ -314,10 +315,10 @@ async fn rpc_reaches_a_provider_on_another_node() {
         elapsed < Duration::from_secs(3),
         "REQUEST_CANCELLED only after {elapsed:?}"
     );
-    let stray = c
-        .try_next_matching(QUIET, |m| is_response_to(m, &caller_id))
-        .await;
-    assert_eq!(stray, None, "exactly one answer per request");
+    c.expect_none("exactly one answer per request", |m| {
+        is_response_to(m, &caller_id)
+    })
+    .await;
 }
 
 /// No provider anywhere is METHOD_NOT_FOUND; a provider appearing on node 2 serves a
@@ -391,11 +392,10 @@ async fn backend_requests_reach_a_starling_on_another_node() {
         assert!(body["error"]["message"].is_string(), "{body}");
     }
     ping(&mut s).await;
-    let stray = s.try_next_matching(QUIET, |m| m["type"] == "request").await;
-    assert_eq!(
-        stray, None,
-        "requests for an unknown id must not reach anybody"
-    );
+    s.expect_none("requests for an unknown id must not reach anybody", |m| {
+        m["type"] == "request"
+    })
+    .await;
 }
 
 /// Once `broker:provide` has answered, the namespace is routable from every node: a call

@@ -6,7 +6,7 @@ mod common;
 
 use common::{
     api_publish, assert_base, assert_error_response, assert_success, call, call_ok,
-    expect_notification, ping, subscribe, uniq, QUIET, SOON,
+    expect_notification, ping, subscribe, uniq, SOON,
 };
 use murmur_tests::{decode_hs256, Node, Starling, RECOVERY_SECRET};
 use serde_json::{json, Value};
@@ -120,11 +120,9 @@ async fn publish_reaches_subscribers_only() {
     assert_eq!(n["notification"]["topic"], channel.as_str());
     assert_eq!(n["notification"]["data"], payload);
 
-    assert_eq!(
-        publisher.try_next_notification(QUIET).await,
-        None,
-        "the publisher is not subscribed and must get nothing"
-    );
+    publisher
+        .expect_no_notification("the publisher is not subscribed and must get nothing")
+        .await;
 }
 
 /// Several subscribers each get every message, in publish order; other channels do not
@@ -163,7 +161,7 @@ async fn every_subscriber_gets_every_message_in_order() {
         }
     }
     for s in &mut subs {
-        assert_eq!(s.try_next_notification(QUIET).await, None);
+        s.expect_no_notification("no notification").await;
     }
 }
 
@@ -186,7 +184,7 @@ async fn unsubscribe_stops_delivery() {
     // The sentinel was published later: if "after" were delivered it would come first.
     let n = s.next_notification(SOON).await;
     assert_eq!(n["notification"]["topic"], sentinel.as_str(), "{n}");
-    assert_eq!(s.try_next_notification(QUIET).await, None);
+    s.expect_no_notification("no notification").await;
 }
 
 /// Invalid channel names (empty, whitespace, control characters, too long, not a

@@ -8,7 +8,7 @@ mod common;
 
 use common::{
     api_publish, assert_base, assert_error_response, assert_success, call, ping, provide,
-    recovery_token, subscribe, uniq, wait_connections, QUIET, SOON,
+    recovery_token, subscribe, uniq, wait_connections, SOON,
 };
 use murmur_tests::tokens::now_secs;
 use murmur_tests::{token, token_with_claims, Node, Starling, WsClient, RECOVERY_SECRET};
@@ -191,7 +191,7 @@ async fn invalid_recovery_token_with_client_token_gives_a_fresh_starling() {
         assert_ne!(fresh_id, starling_id, "a failed recovery must not resume");
         // The fresh Starling has none of the original's subscriptions.
         api_publish(&node, &channel, json!("for the original")).await;
-        assert_eq!(fresh.try_next_notification(QUIET).await, None);
+        fresh.expect_no_notification("no notification").await;
         disconnect(&node, fresh, 0.0).await;
     }
 
@@ -245,11 +245,8 @@ async fn foreign_user_cannot_recover_someone_elses_starling() {
     let (bob_token, bob_id) = recovery_token(&mut bob).await;
     assert_ne!(bob_id, alice_id);
     api_publish(&node, &channel, json!("for alice")).await;
-    assert_eq!(
-        bob.try_next_notification(QUIET).await,
-        None,
-        "bob must not get alice's subscriptions"
-    );
+    bob.expect_no_notification("bob must not get alice's subscriptions")
+        .await;
     disconnect(&node, bob, 0.0).await;
 
     // Alice's Starling was not taken: she recovers it with what she missed.

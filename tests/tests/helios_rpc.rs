@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use common::{
     assert_base, assert_error_response, assert_success, call, ping, provide, request_with_timeout,
-    uniq, QUIET, SOON,
+    uniq, SOON,
 };
 use murmur_tests::helios::is_response_to;
 use murmur_tests::{Node, Starling};
@@ -154,10 +154,10 @@ async fn request_timeout_honours_timeout_ms() {
 
     p.respond_ok(&provider_id, json!("too late")).await;
     ping(&mut p).await; // the late answer was processed
-    let stray = c
-        .try_next_matching(QUIET, |m| is_response_to(m, &caller_id))
-        .await;
-    assert_eq!(stray, None, "a late answer must not reach the caller");
+    c.expect_none("a late answer must not reach the caller", |m| {
+        is_response_to(m, &caller_id)
+    })
+    .await;
 }
 
 /// When the provider disconnects with a request in flight, the caller gets
@@ -229,13 +229,10 @@ async fn system_cancel_cancels_a_call() {
 
     p.respond_ok(&provider_id, json!("done anyway")).await;
     ping(&mut p).await; // the provider's answer was processed
-    let stray = c
-        .try_next_matching(QUIET, |m| is_response_to(m, &caller_id))
-        .await;
-    assert_eq!(
-        stray, None,
-        "the cancelled request must not be answered again"
-    );
+    c.expect_none("the cancelled request must not be answered again", |m| {
+        is_response_to(m, &caller_id)
+    })
+    .await;
 
     // The channel between them still works.
     let caller_id = c.send_request(&method, json!({ "again": true })).await;
@@ -274,8 +271,8 @@ async fn reserved_namespaces_cannot_be_provided() {
     ping(&mut c).await;
     let (id, resp) = call(&mut c, "system:nope", json!({})).await;
     assert_error_response(&resp, &id, "METHOD_NOT_FOUND");
-    let stray = p.try_next_matching(QUIET, |m| m["type"] == "request").await;
-    assert_eq!(stray, None);
+    p.expect_none("nothing more", |m| m["type"] == "request")
+        .await;
 }
 
 /// After `broker:unprovide`, calls to the namespace are METHOD_NOT_FOUND.
@@ -295,8 +292,10 @@ async fn unprovide_stops_routing() {
     common::call_ok(&mut p, "broker:unprovide", json!({ "namespace": ns })).await;
     let (id, resp) = call(&mut c, &method, json!(2)).await;
     assert_error_response(&resp, &id, "METHOD_NOT_FOUND");
-    let stray = p.try_next_matching(QUIET, |m| m["type"] == "request").await;
-    assert_eq!(stray, None, "an unprovided namespace must not be routed");
+    p.expect_none("an unprovided namespace must not be routed", |m| {
+        m["type"] == "request"
+    })
+    .await;
 }
 
 /// With two providers of a namespace, calls are served by both (spread over 10 calls).
