@@ -1,6 +1,13 @@
 //! The session actor. See [`super`] for the lifecycle. Everything here runs on the
 //! actor's arbiter thread: no blocking, no awaiting inside handlers (store writes are
 //! spawned and their failures counted).
+//!
+//! | module | part of a session |
+//! |---|---|
+//! | this one | the actor itself: lifecycle, the transport (attach, detach, kick, end), the buffer of a detached session, delivery |
+//! | [`membership`] | channel subscriptions and provided namespaces (registry and store) |
+//! | [`recovery`] | per-channel positions, the recovery record, snapshot, restore, replay, resume |
+//! | [`rpc`] | Helios RPC: calls made and served, cancel, progress (empty for other protocols) |
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::sync::Arc;
