@@ -4,10 +4,10 @@
 //! | module | job |
 //! |---|---|
 //! | this one | the node itself: its parts, start-up, accessors |
-//! | [`membership`] | heartbeats, re-announce after a bus outage, pruning dead nodes, the node list |
-//! | [`drain`] | drain and shutdown |
-//! | [`sessions`] | opening and recovering sessions |
-//! | [`routing`] | publications, provider lookup, backend calls to sessions |
+//! | `membership` | heartbeats, re-announce after a bus outage, pruning dead nodes, the node list |
+//! | `drain` | drain and shutdown |
+//! | `sessions` | opening and recovering sessions |
+//! | `routing` | publications, provider lookup, backend calls to sessions |
 //!
 //! Building a node with the protocol services plugged in is [`crate::wiring`]'s job.
 
