@@ -80,6 +80,21 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// A failed response.
     Error(ErrorBody),
+    /// A JSON value kept as its text: a server action encoded once where it was made
+    /// (an aggregated chat delivery report) and written to clients as it is, never
+    /// parsed on the way. Nodes before this variant cannot read it.
+    Text(String),
+}
+
+impl Body {
+    /// The body as a JSON value (a [`Body::Text`] parsed; bytes and errors: `None`).
+    pub fn value(&self) -> Option<std::borrow::Cow<'_, Value>> {
+        match self {
+            Body::Json(v) => Some(std::borrow::Cow::Borrowed(v)),
+            Body::Text(t) => serde_json::from_str(t).ok().map(std::borrow::Cow::Owned),
+            Body::Bytes(_) | Body::Error(_) => None,
+        }
+    }
 }
 
 /// Broker-internal control operations carried by [`Kind::Control`] envelopes.
