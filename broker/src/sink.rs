@@ -22,11 +22,39 @@ use crate::session::Protocol;
 use crate::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use crate::store::StoreError;
 
-/// Subjects on a device's control channel.
-pub mod control {
-    pub const TAKEOVER: &str = "sink.takeover";
-    pub const QUARANTINE: &str = "sink.quarantine";
-    pub const WAKE: &str = "sink.wake";
+/// The signals on a device's control channel (the envelope subject, written and read only
+/// through this enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SinkControl {
+    /// A newer connection of the device took over: older ones let go.
+    Takeover,
+    /// The device is quarantined: its connections close with the quarantine answer.
+    Quarantine,
+    /// The outbox has something new.
+    Wake,
+}
+
+impl SinkControl {
+    const ALL: [SinkControl; 3] = [
+        SinkControl::Takeover,
+        SinkControl::Quarantine,
+        SinkControl::Wake,
+    ];
+
+    /// Its envelope subject on the control channel.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SinkControl::Takeover => "sink.takeover",
+            SinkControl::Quarantine => "sink.quarantine",
+            SinkControl::Wake => "sink.wake",
+        }
+    }
+
+    /// The signal an envelope subject names, if any.
+    pub fn parse(subject: Option<&str>) -> Option<SinkControl> {
+        let subject = subject?;
+        Self::ALL.into_iter().find(|c| c.as_str() == subject)
+    }
 }
 
 /// The protocol versions the server speaks.
@@ -194,7 +222,13 @@ pub async fn accept(
 }
 
 /// Publishes a control message on a device's control channel (every node).
-pub fn signal(node: &Node, client: &str, subject: &str, from: Option<SessionId>, body: Value) {
+pub fn signal(
+    node: &Node,
+    client: &str,
+    signal: SinkControl,
+    from: Option<SessionId>,
+    body: Value,
+) {
     let env = Envelope::new(
         node.id(),
         Kind::Message,
@@ -206,7 +240,7 @@ pub fn signal(node: &Node, client: &str, subject: &str, from: Option<SessionId>,
         user: None,
         protocol: Some(crate::session::Protocol::Sink),
     })
-    .subject(subject);
+    .subject(signal.as_str());
     node.router.publish(env);
 }
 
@@ -286,7 +320,7 @@ pub async fn enqueue_entry(
         .sink_events
         .with_label_values(&["out", "queued"])
         .inc();
-    signal(node, client, control::WAKE, None, Value::Null);
+    signal(node, client, SinkControl::Wake, None, Value::Null);
     Ok(seq)
 }
 
@@ -302,7 +336,7 @@ pub async fn set_quarantine(
             "machine_message": STANDARD.encode(&q.machine_message),
             "human_message": q.human_message,
         });
-        signal(node, client, control::QUARANTINE, None, body);
+        signal(node, client, SinkControl::Quarantine, None, body);
     }
     Ok(existed)
 }

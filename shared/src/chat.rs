@@ -438,11 +438,46 @@ pub fn delivered_entry(user_id: &str, device_id: &str) -> String {
     json!({"user-id": user_id, "device-id": device_id}).to_string()
 }
 
+/// The server actions the broker publishes to devices (the envelope's subject, written
+/// and read only through this enum).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChatEvent {
+    /// A message for its session's participants.
+    MessageBroadcast,
+    /// A session was created, modified or deleted.
+    ProvidingSessionInfo,
+    /// Devices a message reached (aggregated).
+    MessageDelivered,
+}
+
+impl ChatEvent {
+    pub const ALL: [ChatEvent; 3] = [
+        ChatEvent::MessageBroadcast,
+        ChatEvent::ProvidingSessionInfo,
+        ChatEvent::MessageDelivered,
+    ];
+
+    /// Its action `type` on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChatEvent::MessageBroadcast => "message-broadcast",
+            ChatEvent::ProvidingSessionInfo => "providing-session-info",
+            ChatEvent::MessageDelivered => "message-delivered",
+        }
+    }
+
+    /// The event an envelope subject names, if any.
+    pub fn parse(subject: Option<&str>) -> Option<ChatEvent> {
+        let subject = subject?;
+        Self::ALL.into_iter().find(|e| e.as_str() == subject)
+    }
+}
+
 /// `message-delivered` (extension, aggregated): the devices `devices` (user id, device
 /// id and their [`delivered_entry`]) were handed message `message_id`. One frame
 /// carries as many devices as fit 4096 bytes, in `delivered-to`; `user-id` and
 /// `device-id` name its first device (the per-device form of earlier versions, kept for
-/// the clients that read it).
+/// the clients that read it). Built as JSON text, once per message per node.
 pub fn message_delivered_frames(
     session_id: &str,
     message_id: &str,
@@ -450,7 +485,7 @@ pub fn message_delivered_frames(
 ) -> Vec<String> {
     let head = |(user, device, _): (&str, &str, &str)| {
         json!({
-            "type": "message-delivered",
+            "type": ChatEvent::MessageDelivered.as_str(),
             "session-id": session_id,
             "message-id": message_id,
             "user-id": user,

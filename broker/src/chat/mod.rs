@@ -18,7 +18,7 @@ pub mod reports;
 use std::fmt;
 
 use murmur_shared::channel::{group_channel, user_inbox};
-use murmur_shared::chat::{self, SessionKind, SessionStatus};
+use murmur_shared::chat::{self, ChatEvent, SessionKind, SessionStatus};
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::now_ms;
 use serde_json::Value;
@@ -68,7 +68,13 @@ fn store_err(e: crate::store::StoreError) -> ChatError {
 /// Publishes one server action to every device of `users`. The requesting connection
 /// is answered directly by the gateway (in order with its other answers) and skips
 /// this copy (`from.session` is its own).
-fn publish_to(h: &SessionHandle, users: &[String], action: &str, body: Value, mark: Option<&str>) {
+fn publish_to(
+    h: &SessionHandle,
+    users: &[String],
+    action: ChatEvent,
+    body: Value,
+    mark: Option<&str>,
+) {
     let origin = Origin {
         session: Some(h.id()),
         user: Some(h.user().to_string()),
@@ -82,7 +88,7 @@ fn node_publish(
     node: &Node,
     origin: Origin,
     users: &[String],
-    action: &str,
+    action: ChatEvent,
     body: Value,
     mark: Option<&str>,
 ) {
@@ -96,7 +102,7 @@ fn publish_on(
     node: &Node,
     origin: &Origin,
     channel: String,
-    action: &str,
+    action: ChatEvent,
     body: Value,
     mark: Option<&str>,
 ) {
@@ -107,7 +113,7 @@ fn publish_on(
         Body::Json(body),
     )
     .from(origin.clone())
-    .subject(action);
+    .subject(action.as_str());
     env.history_mark = mark.map(str::to_string);
     node.router.publish(env);
 }
@@ -211,7 +217,7 @@ pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Changed
     publish_to(
         h,
         &group.participants,
-        "providing-session-info",
+        ChatEvent::ProvidingSessionInfo,
         info.clone(),
         Some(EMPTY_MARK),
     );
@@ -278,7 +284,7 @@ pub async fn update(
     publish_to(
         h,
         &told,
-        "providing-session-info",
+        ChatEvent::ProvidingSessionInfo,
         info.clone(),
         mark.as_deref(),
     );
@@ -444,7 +450,7 @@ pub async fn deliver(
             node,
             origin,
             &users,
-            "message-broadcast",
+            ChatEvent::MessageBroadcast,
             body.clone(),
             None,
         );
@@ -455,7 +461,7 @@ pub async fn deliver(
             node,
             &origin,
             channel,
-            "message-broadcast",
+            ChatEvent::MessageBroadcast,
             body.clone(),
             None,
         );

@@ -163,7 +163,7 @@ fn publish(node: &Node, reports: Vec<(String, Vec<String>)>) {
                 Body::Text(body),
             )
             .from(origin.clone())
-            .subject("message-delivered");
+            .subject(chat::ChatEvent::MessageDelivered.as_str());
             node.router.publish(env);
         }
     }

@@ -20,6 +20,7 @@ use murmur_broker::session::{Protocol, SessionHandle};
 use murmur_broker::store::StoredMessage;
 use murmur_shared::channel::{group_channel, GROUP_PREFIX};
 use murmur_shared::chat;
+use murmur_shared::chat::ChatEvent;
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::now_ms;
@@ -178,8 +179,9 @@ impl ChatConn {
             let Some(action) = body_of(env, own) else {
                 continue;
             };
-            let broadcast = env.subject.as_deref() == Some("message-broadcast");
-            if env.subject.as_deref() == Some("providing-session-info") {
+            let event = ChatEvent::parse(env.subject.as_deref());
+            let broadcast = event == Some(ChatEvent::MessageBroadcast);
+            if event == Some(ChatEvent::ProvidingSessionInfo) {
                 if let Some(change) = self.groups.apply(action, user, env.history_mark.as_deref()) {
                     self.change(change);
                 }
@@ -384,8 +386,8 @@ fn body_of(env: &Envelope, own: murmur_shared::ids::SessionId) -> Option<&Value>
     };
     let own_answer = env.from.session == Some(own)
         && matches!(
-            env.subject.as_deref(),
-            Some("providing-session-info" | "message-broadcast")
+            ChatEvent::parse(env.subject.as_deref()),
+            Some(ChatEvent::ProvidingSessionInfo | ChatEvent::MessageBroadcast)
         );
     (!own_answer).then_some(body)
 }

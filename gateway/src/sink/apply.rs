@@ -3,7 +3,7 @@
 //! outbox pump's PUBLISHes, PING → PONG.
 
 use murmur_broker::metrics::outcome;
-use murmur_broker::sink::{self as service, control, Hello};
+use murmur_broker::sink::{self as service, Hello, SinkControl};
 use murmur_shared::channel;
 use murmur_shared::close::CloseCode;
 use murmur_shared::sink::{ConnectionResponse, Event, Frame};
@@ -121,7 +121,7 @@ async fn handshake(conn: &mut SinkConn, identity: Identity, inbound: Inbound) ->
     service::signal(
         &node,
         &client,
-        control::TAKEOVER,
+        SinkControl::Takeover,
         Some(handle.id()),
         Value::Null,
     );

@@ -22,7 +22,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use murmur_broker::session::{Protocol, SessionHandle};
-use murmur_broker::sink::{self as service, control};
+use murmur_broker::sink::{self as service, SinkControl};
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::now_ms;
@@ -201,9 +201,9 @@ enum Control {
 }
 
 fn control_of(env: &Envelope, me: &SessionHandle) -> Control {
-    match env.subject.as_deref() {
-        Some(control::TAKEOVER) if env.from.session != Some(me.id()) => Control::Takeover,
-        Some(control::QUARANTINE) => {
+    match SinkControl::parse(env.subject.as_deref()) {
+        Some(SinkControl::Takeover) if env.from.session != Some(me.id()) => Control::Takeover,
+        Some(SinkControl::Quarantine) => {
             let body = env.json();
             let machine = body["machine_message"]
                 .as_str()
@@ -217,7 +217,7 @@ fn control_of(env: &Envelope, me: &SessionHandle) -> Control {
                 .to_string();
             Control::Quarantine(ConnectionResponse::Quarantined { machine, human })
         }
-        Some(control::WAKE) => Control::Wake,
+        Some(SinkControl::Wake) => Control::Wake,
         _ => Control::Ignore,
     }
 }
