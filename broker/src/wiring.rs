@@ -8,10 +8,11 @@ use std::sync::Arc;
 use crate::bus::memory::MemoryBus;
 use crate::bus::redis::RedisBus;
 use crate::bus::Bus;
+use crate::chat::reports::DeliveryReports;
 use crate::config::BrokerConfig;
 use crate::history::LocalHistory;
 use crate::keys::Keys;
-use crate::node::{Node, Services};
+use crate::node::{Extensions, Node, Services};
 use crate::scheduler::memory::MemoryScheduler;
 use crate::scheduler::redis::RedisScheduler;
 use crate::scheduler::Handlers;
@@ -26,6 +27,7 @@ pub fn services() -> Services {
             .with(Protocol::Chat, crate::chat::DueSend)
             .with(Protocol::TimeStick, crate::timestick::DuePush)
             .with(Protocol::Sink, crate::sink::DueEnqueue),
+        extensions: Extensions::default().with(DeliveryReports::default()),
         background: vec![
             Box::new(crate::timestick::spawn_idle_sweeper),
             Box::new(|node: &Arc<Node>| {

@@ -503,7 +503,10 @@ pub fn delivered(
     about: impl FnOnce() -> reports::About,
     device: &Arc<reports::Device>,
 ) {
-    if !node.chat_reports.delivered(key, about, device) {
+    let Some(reports) = node.extension::<reports::DeliveryReports>() else {
+        return;
+    };
+    if !reports.delivered(key, about, device) {
         node.metrics
             .delivery("chat", crate::metrics::outcome::REPORT_DROPPED);
     }

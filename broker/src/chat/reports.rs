@@ -134,7 +134,9 @@ impl DeliveryReports {
 /// window (cut short when [`PENDING_FLUSH`] devices wait), then publishes.
 pub fn spawn_flusher(node: &Arc<Node>, window: Duration) {
     let weak: Weak<Node> = Arc::downgrade(node);
-    let reports = node.chat_reports.clone();
+    let Some(reports) = node.extension::<DeliveryReports>().cloned() else {
+        return;
+    };
     actix::spawn(async move {
         loop {
             reports.wake.notified().await;

@@ -42,6 +42,25 @@ use crate::store::{ProviderEntry, Store};
 pub struct Services {
     pub due: Handlers,
     pub background: Vec<Background>,
+    pub extensions: Extensions,
+}
+
+/// Per-node state of the protocol services, one value per type (e.g. chat's delivery
+/// report aggregator), put in by the wiring at start-up. The core holds it without
+/// knowing what it is.
+#[derive(Default)]
+pub struct Extensions(Vec<Box<dyn std::any::Any + Send + Sync>>);
+
+impl Extensions {
+    pub fn with<T: std::any::Any + Send + Sync>(mut self, value: T) -> Self {
+        self.0.push(Box::new(Arc::new(value)));
+        self
+    }
+
+    /// Looked up per delivery on some paths: no reference count is touched.
+    fn get<T: std::any::Any + Send + Sync>(&self) -> Option<&Arc<T>> {
+        self.0.iter().find_map(|v| v.downcast_ref::<Arc<T>>())
+    }
 }
 
 /// A service's background task, started once the node runs.
@@ -61,8 +80,8 @@ pub struct Node {
     pub metrics: Arc<Metrics>,
     pub(crate) registry: Arc<Registry>,
     pub(crate) router: Router,
-    /// Chat delivery reports waiting for their window.
-    pub chat_reports: Arc<crate::chat::reports::DeliveryReports>,
+    /// The protocol services' own per-node state (see [`Extensions`]).
+    extensions: Extensions,
     store: Arc<dyn Store>,
     scheduler: Arc<dyn Scheduler>,
     /// What carries out the protocol services' held jobs.
@@ -108,7 +127,7 @@ impl Node {
             metrics,
             registry,
             router,
-            chat_reports: Arc::default(),
+            extensions: services.extensions,
             store,
             scheduler,
             due_handlers: services.due,
@@ -161,6 +180,11 @@ impl Node {
     }
 
     /// The `~timing` scheduler.
+    /// A service's per-node state, as the wiring put it in.
+    pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<&Arc<T>> {
+        self.extensions.get::<T>()
+    }
+
     pub fn due_handlers(&self) -> &Handlers {
         &self.due_handlers
     }
