@@ -48,6 +48,14 @@ pub struct WsClient {
     fragments: Option<(u8, Vec<u8>)>,
     close_sent: bool,
     ended: bool,
+    /// The payload of the ping [`WsClient::barrier`] waits for the pong of.
+    barrier: Option<Vec<u8>>,
+}
+
+/// What the stream yields next: an event, or the pong of a barrier.
+enum Item {
+    Event(WsEvent),
+    BarrierPong,
 }
 
 fn random_bytes<const N: usize>() -> [u8; N] {
@@ -131,6 +139,7 @@ impl WsClient {
             fragments: None,
             close_sent: false,
             ended: false,
+            barrier: None,
         })
     }
 
@@ -224,11 +233,47 @@ impl WsClient {
         }
     }
 
+    /// A barrier: sends a ping and returns every event that arrived before its pong.
+    /// The server answers a ping in order with everything it queued for this connection
+    /// before reading it, so nothing it had queued can come after. Panics without a pong
+    /// within `timeout`.
+    pub async fn barrier(&mut self, timeout: Duration) -> Vec<WsEvent> {
+        let token = random_bytes::<16>().to_vec();
+        self.barrier = Some(token.clone());
+        self.send_ping(&token).await;
+        let deadline = tokio::time::Instant::now() + timeout;
+        let mut before = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, self.next_item()).await {
+                Ok(Item::BarrierPong) => break,
+                Ok(Item::Event(WsEvent::Closed)) => {
+                    panic!("{}: the stream ended before the barrier", self.url)
+                }
+                Ok(Item::Event(e)) => before.push(e),
+                Err(_) => panic!(
+                    "{}: no pong to the barrier ping within {timeout:?}",
+                    self.url
+                ),
+            }
+        }
+        self.barrier = None;
+        before
+    }
+
     /// The next event, unbounded. Answers pings, echoes a Close once.
     async fn next_event(&mut self) -> WsEvent {
         loop {
+            if let Item::Event(e) = self.next_item().await {
+                return e;
+            }
+        }
+    }
+
+    /// The next event, or the pong a [`barrier`](Self::barrier) waits for.
+    async fn next_item(&mut self) -> Item {
+        loop {
             let Some(frame) = self.next_frame().await else {
-                return WsEvent::Closed;
+                return Item::Event(WsEvent::Closed);
             };
             let url = &self.url;
             assert!(
@@ -243,7 +288,11 @@ impl WsClient {
                 OP_PING => {
                     let _ = self.try_send_frame(true, OP_PONG, &frame.payload).await;
                 }
-                OP_PONG => {}
+                OP_PONG => {
+                    if self.barrier.as_deref() == Some(&frame.payload[..]) {
+                        return Item::BarrierPong;
+                    }
+                }
                 OP_CLOSE => {
                     let close = parse_close(&frame.payload)
                         .unwrap_or_else(|e| panic!("{url}: bad close frame: {e}"));
@@ -252,7 +301,7 @@ impl WsClient {
                         let echo = frame.payload.get(..2).unwrap_or_default().to_vec();
                         let _ = self.try_send_frame(true, OP_CLOSE, &echo).await;
                     }
-                    return WsEvent::Close(close);
+                    return Item::Event(WsEvent::Close(close));
                 }
                 OP_TEXT | OP_BINARY => {
                     assert!(
@@ -260,7 +309,7 @@ impl WsClient {
                         "{url}: new message inside a fragmented one"
                     );
                     if frame.fin {
-                        return self.data_event(frame.opcode, frame.payload.to_vec());
+                        return Item::Event(self.data_event(frame.opcode, frame.payload.to_vec()));
                     }
                     self.fragments = Some((frame.opcode, frame.payload.to_vec()));
                 }
@@ -270,7 +319,7 @@ impl WsClient {
                     };
                     data.extend_from_slice(&frame.payload);
                     if frame.fin {
-                        return self.data_event(opcode, data);
+                        return Item::Event(self.data_event(opcode, data));
                     }
                     self.fragments = Some((opcode, data));
                 }

@@ -247,6 +247,12 @@ impl ChatClient {
         let Some(event) = self.ws.try_recv(timeout).await else {
             return false;
         };
+        self.accept(event);
+        true
+    }
+
+    /// Queues the actions of one frame the server sent.
+    fn accept(&mut self, event: WsEvent) {
         let text = match event {
             WsEvent::Text(text) => text,
             other => panic!(
@@ -288,7 +294,6 @@ impl ChatClient {
         } else {
             self.queue.push_back(value);
         }
-        true
     }
 
     /// The next individual action within `timeout`, or `None`.
@@ -389,8 +394,8 @@ impl ChatClient {
         v
     }
 
-    /// Asserts that no action satisfying `pred` is queued or arrives within `timeout`
-    /// (others are kept queued).
+    /// Asserts that no action satisfying `pred` is queued, arrives within `timeout`, or
+    /// was on its way (a ping barrier after the window); others are kept queued.
     pub async fn assert_none(
         &mut self,
         what: &str,
@@ -405,11 +410,23 @@ impl ChatClient {
             let left = deadline.saturating_duration_since(Instant::now());
             let before = self.queue.len();
             if left.is_zero() || !self.read_frame(left).await {
-                return;
+                break;
             }
             if let Some(v) = self.queue.iter().skip(before).find(|v| pred(v)) {
                 panic!("{}: unexpected {what}: {v}", self.label);
             }
+        }
+        // The barrier: whatever the server had queued for this device comes before the
+        // pong of a ping sent now.
+        let before = self.queue.len();
+        for event in self.ws.barrier(SOON).await {
+            self.accept(event);
+        }
+        if let Some(v) = self.queue.iter().skip(before).find(|v| pred(v)) {
+            panic!(
+                "{}: unexpected {what} (before the barrier): {v}",
+                self.label
+            );
         }
     }
 
