@@ -8,7 +8,7 @@ use murmur_shared::ids::SessionId;
 use serde_json::Value;
 
 use super::memory::MemoryStore;
-use super::timestick::{TsSession, TsStore};
+use super::timestick::{PostCheck, PostRecord, TsSession, TsStore};
 use super::StoreResult;
 
 /// TimeStick state of the memory store.
@@ -32,7 +32,53 @@ impl TsState {
     }
 }
 
+impl TsState {
+    fn rate(&mut self, id: SessionId, per_second: u64) -> bool {
+        let sec = murmur_shared::ids::now_ms() / 1000;
+        let entry = self.rate.entry(id).or_insert((sec, 0));
+        if entry.0 != sec {
+            *entry = (sec, 0);
+        }
+        entry.1 += 1;
+        entry.1 <= per_second
+    }
+
+    fn touch(&mut self, id: SessionId, now_ms: u64, ttl: Duration) {
+        if let Some(v) = self.activity.get_mut(&id) {
+            *v = (*v).max(now_ms);
+        }
+        if let Some((_, deadline)) = self.sessions.get_mut(&id) {
+            *deadline = (*deadline).max(Instant::now() + ttl);
+        }
+    }
+}
+
 impl TsStore for MemoryStore {
+    fn ts_post(&self, id: SessionId, check: PostCheck) -> BoxFuture<'_, StoreResult<PostRecord>> {
+        self.with_ts(move |t| {
+            let session = t.live(&id).then(|| t.sessions[&id].0.clone());
+            let rate_ok = match (&session, check.per_second) {
+                (Some(_), Some(limit)) => t.rate(id, limit),
+                _ => true,
+            };
+            let first = match (&session, &check.message_id) {
+                (Some(s), Some(m)) if check.admits(s, rate_ok) => {
+                    let first = t.seen.entry(id).or_default().insert(m.clone());
+                    if first {
+                        t.touch(id, check.now_ms, check.ttl);
+                    }
+                    Some(first)
+                }
+                _ => None,
+            };
+            PostRecord {
+                session,
+                rate_ok,
+                first,
+            }
+        })
+    }
+
     fn ts_create(
         &self,
         s: TsSession,
@@ -102,14 +148,7 @@ impl TsStore for MemoryStore {
         now_ms: u64,
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<()>> {
-        self.with_ts(move |t| {
-            if let Some(v) = t.activity.get_mut(&id) {
-                *v = (*v).max(now_ms);
-            }
-            if let Some((_, deadline)) = t.sessions.get_mut(&id) {
-                *deadline = (*deadline).max(Instant::now() + ttl);
-            }
-        })
+        self.with_ts(move |t| t.touch(id, now_ms, ttl))
     }
 
     fn ts_confirm_channel(
@@ -227,14 +266,6 @@ impl TsStore for MemoryStore {
     }
 
     fn ts_rate(&self, id: SessionId, per_second: u64) -> BoxFuture<'_, StoreResult<bool>> {
-        self.with_ts(move |t| {
-            let sec = murmur_shared::ids::now_ms() / 1000;
-            let entry = t.rate.entry(id).or_insert((sec, 0));
-            if entry.0 != sec {
-                *entry = (sec, 0);
-            }
-            entry.1 += 1;
-            entry.1 <= per_second
-        })
+        self.with_ts(move |t| t.rate(id, per_second))
     }
 }

@@ -1,5 +1,6 @@
 //! [`TsStore`] for the Redis store. Key layout in [`crate::keys`].
 
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -8,13 +9,15 @@ use redis::{AsyncCommands, Script};
 use serde_json::Value as Json;
 
 use super::redis::{err, json_err, RedisStore};
-use super::timestick::{TsSession, TsStore};
+use super::timestick::{PostCheck, PostRecord, TsSession, TsStore};
 use super::StoreResult;
 
 /// KEYS: [1] caller set, [2] session record, [3] activity zset.
 /// ARGV: [1] limit, [2] record JSON, [3] ttl ms, [4] session id, [5] now ms, [6] record
 /// key prefix. Prunes ids whose record expired, then adds unless at the limit.
-const CREATE: &str = r#"
+static CREATE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 for _, id in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[6] .. id) == 0 then redis.call('SREM', KEYS[1], id) end
 end
@@ -23,19 +26,27 @@ redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
 redis.call('SADD', KEYS[1], ARGV[4])
 redis.call('ZADD', KEYS[3], ARGV[5], ARGV[4])
 return 1
-"#;
+"#,
+    )
+});
 
 /// KEYS: [1] position counter, [2] queue. ARGV: [1] entry JSON, [2] cap, [3] ttl ms.
-const PUSH: &str = r#"
+static PUSH: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 local seq = redis.call('INCR', KEYS[1])
 redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], seq .. '-1', 'm', ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('PEXPIRE', KEYS[2], ARGV[3])
 return seq
-"#;
+"#,
+    )
+});
 
 /// KEYS: [1] confirmed position. ARGV: [1] position `<ms>-<n>`, [2] ttl ms. Raises it.
-const CONFIRM_CHANNEL: &str = r#"
+static CONFIRM_CHANNEL: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 local function parse(s)
   local a, b = string.match(s or '0-0', '^(%d+)-(%d+)$')
   return tonumber(a or '0'), tonumber(b or '0')
@@ -45,21 +56,29 @@ local nm, nn = parse(ARGV[1])
 if nm > cm or (nm == cm and nn > cn) then redis.call('SET', KEYS[1], ARGV[1]) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return 1
-"#;
+"#,
+    )
+});
 
 /// KEYS: [1] record, [2] rate counter. ARGV: [1] per second. Returns {record or false,
 /// count}; the counter is only touched when the record exists.
-const GET_COUNTED: &str = r#"
+static GET_COUNTED: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {false, 0} end
 local n = redis.call('INCR', KEYS[2])
 redis.call('PEXPIRE', KEYS[2], 2000)
 return {rec, n}
-"#;
+"#,
+    )
+});
 
 /// KEYS: [1] seen set, [2] activity zset, [3] record, [4] queue, [5] seq.
 /// ARGV: [1] message id, [2] now ms, [3] ttl ms, [4] session id. 0 = seen before.
-const ACCEPT_MESSAGE: &str = r#"
+static ACCEPT_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
 if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[2], ARGV[4])
@@ -67,13 +86,86 @@ redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
 redis.call('PEXPIRE', KEYS[5], ARGV[3])
 return 1
-"#;
+"#,
+    )
+});
+
+/// KEYS: [1] record, [2] rate counter, [3] seen set, [4] activity zset, [5] queue,
+/// [6] seq. ARGV: [1] per second (0: already counted), [2] caller, [3] body length,
+/// [4] message id, [5] 1 to record it, [6] now ms, [7] ttl ms, [8] session id.
+/// Returns {record or false, count, seen}: seen 1 = recorded, 0 = seen before, -1 = not
+/// looked at (a check of [`PostCheck::admits`] failed, checked here on the record).
+static POST: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+local rec = redis.call('GET', KEYS[1])
+if not rec then return {false, 0, -1} end
+local n = 0
+if ARGV[1] ~= '0' then
+  n = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], 2000)
+  if n > tonumber(ARGV[1]) then return {rec, n, -1} end
+end
+if ARGV[5] ~= '1' then return {rec, n, -1} end
+local s = cjson.decode(rec)
+if s.caller ~= ARGV[2] or s.state.state ~= 'active'
+  or tonumber(ARGV[3]) > tonumber(s.max_message_size) then
+  return {rec, n, -1}
+end
+if redis.call('SADD', KEYS[3], ARGV[4]) == 0 then return {rec, n, 0} end
+redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('ZADD', KEYS[4], 'XX', 'GT', ARGV[6], ARGV[8])
+redis.call('PEXPIRE', KEYS[1], ARGV[7])
+redis.call('PEXPIRE', KEYS[5], ARGV[7])
+redis.call('PEXPIRE', KEYS[6], ARGV[7])
+return {rec, n, 1}
+"#,
+    )
+});
 
 fn ms(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
 }
 
 impl TsStore for RedisStore {
+    fn ts_post(&self, id: SessionId, check: PostCheck) -> BoxFuture<'_, StoreResult<PostRecord>> {
+        async move {
+            let keys = self.keys();
+            let sec = murmur_shared::ids::now_ms() / 1000;
+            let (rec, n, seen): (Option<String>, u64, i64) = POST
+                .key(keys.ts_session(id))
+                .key(keys.ts_rate(id, sec))
+                .key(keys.ts_seen(id))
+                .key(keys.ts_activity())
+                .key(keys.ts_queue(id))
+                .key(keys.ts_seq(id))
+                .arg(check.per_second.unwrap_or(0))
+                .arg(&check.caller)
+                .arg(check.len)
+                .arg(check.message_id.as_deref().unwrap_or(""))
+                .arg(u8::from(check.message_id.is_some()))
+                .arg(check.now_ms)
+                .arg(ms(check.ttl))
+                .arg(id.to_string())
+                .invoke_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            let session = rec
+                .map(|j| serde_json::from_str(&j).map_err(json_err))
+                .transpose()?;
+            Ok(PostRecord {
+                session,
+                rate_ok: check.per_second.is_none_or(|limit| n <= limit),
+                first: match seen {
+                    1 => Some(true),
+                    0 => Some(false),
+                    _ => None,
+                },
+            })
+        }
+        .boxed()
+    }
+
     fn ts_get_counted(
         &self,
         id: SessionId,
@@ -82,7 +174,7 @@ impl TsStore for RedisStore {
         async move {
             let keys = self.keys();
             let sec = murmur_shared::ids::now_ms() / 1000;
-            let (rec, n): (Option<String>, u64) = Script::new(GET_COUNTED)
+            let (rec, n): (Option<String>, u64) = GET_COUNTED
                 .key(keys.ts_session(id))
                 .key(keys.ts_rate(id, sec))
                 .invoke_async(&mut self.c())
@@ -106,7 +198,7 @@ impl TsStore for RedisStore {
         let message_id = message_id.to_string();
         async move {
             let keys = self.keys();
-            let added: i64 = Script::new(ACCEPT_MESSAGE)
+            let added: i64 = ACCEPT_MESSAGE
                 .key(keys.ts_seen(id))
                 .key(keys.ts_activity())
                 .key(keys.ts_session(id))
@@ -133,7 +225,7 @@ impl TsStore for RedisStore {
         async move {
             let json = serde_json::to_string(&s).map_err(json_err)?;
             let keys = self.keys();
-            let created: i64 = Script::new(CREATE)
+            let created: i64 = CREATE
                 .key(keys.ts_caller(&s.caller))
                 .key(keys.ts_session(s.id))
                 .key(keys.ts_activity())
@@ -243,7 +335,7 @@ impl TsStore for RedisStore {
     ) -> BoxFuture<'_, StoreResult<()>> {
         let position = position.to_string();
         async move {
-            Script::new(CONFIRM_CHANNEL)
+            CONFIRM_CHANNEL
                 .key(self.keys().ts_confirmed(id))
                 .arg(position)
                 .arg(ms(ttl))
@@ -326,8 +418,7 @@ impl TsStore for RedisStore {
         async move {
             let keys = self.keys();
             let json = serde_json::to_string(&msg).map_err(json_err)?;
-            Script::new(PUSH)
-                .key(keys.ts_seq(id))
+            PUSH.key(keys.ts_seq(id))
                 .key(keys.ts_queue(id))
                 .arg(json)
                 .arg(cap.max(1))

@@ -12,6 +12,46 @@ use serde_json::Value;
 
 use super::StoreResult;
 
+/// What one POST asks of the store, in its one round trip ([`TsStore::ts_post`]).
+#[derive(Debug, Clone)]
+pub struct PostCheck {
+    /// The verified principal: only its own session records the message.
+    pub caller: String,
+    /// Count the message against this per-second limit; `None`: it was counted already
+    /// ([`TsStore::ts_get_counted`], a POST whose body was read after a first look).
+    pub per_second: Option<u64>,
+    /// The body's length: over the session's `max_message_size`, nothing is recorded.
+    pub len: u64,
+    /// The `message_id` to record as seen (and the activity with it) when every check
+    /// passes; `None` (the body did not decode) records nothing.
+    pub message_id: Option<String>,
+    pub now_ms: u64,
+    pub ttl: Duration,
+}
+
+impl PostCheck {
+    /// Whether the message may be recorded in `s`: the caller's, active, within its
+    /// size and rate. (The Redis script checks the same, on the stored record.)
+    pub fn admits(&self, s: &TsSession, rate_ok: bool) -> bool {
+        s.caller == self.caller
+            && s.state == TsState::Active
+            && self.len <= s.max_message_size
+            && rate_ok
+            && self.message_id.is_some()
+    }
+}
+
+/// What the store found and did for one POST.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostRecord {
+    pub session: Option<TsSession>,
+    /// Within the rate (true when the check did not count).
+    pub rate_ok: bool,
+    /// `Some(true)`: the message id was new and is recorded, with the activity;
+    /// `Some(false)`: it was seen before; `None`: not looked at (a check failed).
+    pub first: Option<bool>,
+}
+
 /// Where a TimeStick session stands.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
@@ -135,6 +175,30 @@ pub trait TsStore: Send + Sync {
                 None => true,
             };
             Ok((s, ok))
+        })
+    }
+
+    /// The whole store work of one POST, in one round trip: the record, the rate count
+    /// and, when [`PostCheck::admits`] the message, its `message_id` and the activity
+    /// ([`ts_get_counted`](Self::ts_get_counted) + [`ts_accept_message`](Self::ts_accept_message)).
+    fn ts_post(&self, id: SessionId, check: PostCheck) -> BoxFuture<'_, StoreResult<PostRecord>> {
+        Box::pin(async move {
+            let (session, rate_ok) = match check.per_second {
+                Some(limit) => self.ts_get_counted(id, limit).await?,
+                None => (self.ts_get(id).await?, true),
+            };
+            let first = match (&session, &check.message_id) {
+                (Some(s), Some(m)) if check.admits(s, rate_ok) => Some(
+                    self.ts_accept_message(id, m, check.now_ms, check.ttl)
+                        .await?,
+                ),
+                _ => None,
+            };
+            Ok(PostRecord {
+                session,
+                rate_ok,
+                first,
+            })
         })
     }
 

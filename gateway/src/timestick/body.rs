@@ -15,6 +15,7 @@ use actix_web::body::{BodySize, BoxBody, MessageBody};
 use actix_web::http::header::CONTENT_LENGTH;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use futures_util::StreamExt;
 
 /// Why a body was not read.
@@ -43,18 +44,54 @@ pub(super) fn declared_over(req: &HttpRequest, limit: u64) -> bool {
     declared(req).is_some_and(|n| n > limit)
 }
 
-/// Reads the whole body, at most `limit` bytes: a declared length over it is refused at
-/// once (nothing read), a streamed body as soon as it passes it.
+/// What of a body had arrived when first looked at ([`arrived`]).
+#[derive(Debug)]
+pub(super) enum Arrived {
+    /// All of it (its declared length): nothing more is awaited.
+    Whole(Bytes),
+    /// Part of it (maybe none): the rest is still to come ([`read`]).
+    Partial(BytesMut),
+    /// The transfer failed, after what had arrived.
+    Broken(String),
+}
+
+/// The part of a body with a declared length (at most its limit, checked before) that
+/// has already arrived, without waiting for more: the handler steps aside once, so that
+/// the connection's dispatcher hands over what it holds (a small request's body
+/// usually comes in the same packet as its head). A streamed body (no `Content-Length`)
+/// is left unread.
+pub(super) async fn arrived(req: &HttpRequest, payload: &mut web::Payload) -> Arrived {
+    let mut buf = BytesMut::new();
+    if declared(req).is_none() {
+        return Arrived::Partial(buf);
+    }
+    actix_web::rt::task::yield_now().await;
+    loop {
+        match payload.next().now_or_never() {
+            Some(Some(Ok(chunk))) => buf.extend_from_slice(&chunk),
+            Some(Some(Err(e))) => return Arrived::Broken(e.to_string()),
+            Some(None) => return Arrived::Whole(buf.freeze()),
+            None => return Arrived::Partial(buf),
+        }
+    }
+}
+
+/// Reads the whole body, at most `limit` bytes, after the part of it already read
+/// (`buf`): a declared length over the limit is refused at once (nothing more read), a
+/// streamed body as soon as it passes it.
 pub(super) async fn read(
     req: &HttpRequest,
     payload: &mut web::Payload,
+    mut buf: BytesMut,
     limit: u64,
 ) -> Result<Bytes, BodyError> {
     if declared_over(req, limit) {
         return Err(BodyError::TooLarge);
     }
     let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    let mut buf = BytesMut::new();
+    if buf.len() > limit {
+        return Err(BodyError::TooLarge);
+    }
     while let Some(chunk) = payload.next().await {
         let chunk = chunk.map_err(|e| BodyError::Broken(e.to_string()))?;
         if buf.len() + chunk.len() > limit {

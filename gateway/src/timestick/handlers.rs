@@ -1,10 +1,16 @@
-//! START, POST and long-poll handlers, and the admin STOP/KILL endpoints.
+//! START, POST and long-poll handlers, and the admin STOP/KILL endpoints: bodies are
+//! decoded here, the broker's typed answers and refusals become HTTP statuses and JSON
+//! bodies here ([`refusal`]), and `murmur_timestick_requests_total{kind,status}` counts
+//! what the broker answered.
 
 use std::time::Duration;
 
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
-use murmur_broker::timestick::{self, TsError};
+use bytes::BytesMut;
+use murmur_broker::node::Node;
+use murmur_broker::store::TsState;
+use murmur_broker::timestick::{self, StartError, Submission, TsError};
 use murmur_shared::api::ApiErrorCode;
 use murmur_shared::ids::SessionId;
 use murmur_shared::timestick::{self as wire, Cursor};
@@ -26,8 +32,85 @@ fn json_status(status: u16, body: &Value) -> HttpResponse {
         .json(body)
 }
 
-fn ts_error(e: TsError) -> HttpResponse {
-    json_status(e.status, &e.body)
+/// Counts a request the broker answered (`kind`: start, post, poll).
+pub(super) fn count(node: &Node, kind: &str, status: u16) {
+    node.metrics
+        .timestick_requests
+        .with_label_values(&[kind, &status.to_string()])
+        .inc();
+}
+
+fn error_body(code: &str, message: &str) -> Value {
+    json!({"status": "error", "error_code": code, "error_message": message})
+}
+
+/// The HTTP status and JSON body of a refused session request (CONTRACT §3): a store
+/// failure is 503 `UNAVAILABLE`, whatever its kind.
+pub(super) fn refusal(id: SessionId, e: &TsError) -> (u16, Value) {
+    let message = e.to_string();
+    match e {
+        TsError::Unavailable(_) => (503, error_body("UNAVAILABLE", &message)),
+        TsError::NotFound => (404, error_body("SESSION_NOT_FOUND", &message)),
+        TsError::Forbidden => (403, error_body("FORBIDDEN", &message)),
+        TsError::Ended(state) => (410, gone(state)),
+        TsError::TooLarge { .. } => (413, error_body("MESSAGE_TOO_LARGE", &message)),
+        TsError::RateLimited => (429, error_body("RATE_LIMITED", &message)),
+        TsError::Duplicate => (409, error_body("DUPLICATE_MESSAGE", &message)),
+        TsError::Invalid {
+            reason,
+            correlation_id,
+            expired,
+        } => {
+            let code = if *expired {
+                "EXPIRED"
+            } else {
+                "INVALID_MESSAGE"
+            };
+            let body =
+                wire::error_response(&id.to_string(), correlation_id.as_deref(), code, reason);
+            (400, body)
+        }
+        TsError::OriginEnded => (404, error_body("ORIGIN_ENDED", &message)),
+        TsError::CursorAhead => (400, error_body("INVALID_REQUEST", &message)),
+    }
+}
+
+/// The 410 body of an ended session: how it ended.
+fn gone(state: &TsState) -> Value {
+    let mut body = error_body("SESSION_ENDED", "the session has ended");
+    match state {
+        TsState::Stopped { reason, details } => {
+            body["error_code"] = json!("SESSION_STOPPED");
+            body["action"] = json!("STOP");
+            body["reason"] = json!(reason);
+            body["details"] = json!(details);
+        }
+        TsState::Killed { level, reason } => {
+            body["error_code"] = json!("SESSION_KILLED");
+            body["action"] = json!("KILL");
+            body["kill_level"] = json!(level);
+            body["reason"] = json!(reason);
+        }
+        TsState::Active => {}
+    }
+    body
+}
+
+/// The response to a refused session request, counted as `kind`.
+pub(super) fn refused(node: &Node, kind: &str, id: SessionId, e: &TsError) -> HttpResponse {
+    let (status, body) = refusal(id, e);
+    count(node, kind, status);
+    json_status(status, &body)
+}
+
+/// The START-ERROR status of a refused START.
+fn start_status(e: &StartError) -> u16 {
+    match e {
+        StartError::Draining | StartError::Unavailable(_) => 503,
+        StartError::CallerMismatch | StartError::Quarantined => 403,
+        StartError::NoTarget => 400,
+        StartError::TooManySessions { .. } => 429,
+    }
 }
 
 /// A refusal decided before the broker is asked: status and JSON body.
@@ -100,7 +183,7 @@ pub async fn start(
         Ok(s) => s,
         Err(resp) => return body::unread(payload, resp.into()),
     };
-    let bytes = match body::read(&req, &mut payload, MAX_START_BODY).await {
+    let bytes = match body::read(&req, &mut payload, BytesMut::new(), MAX_START_BODY).await {
         Ok(b) => b,
         Err(BodyError::TooLarge) => return body::unread(payload, too_large()),
         Err(BodyError::Broken(e)) => {
@@ -123,22 +206,32 @@ pub async fn start(
     } else {
         "http"
     };
-    match timestick::start(&state.node, &sub, start, path_target, transport).await {
-        Ok(ok) => HttpResponse::Ok().json(ok),
-        Err(r) => json_status(r.status, &wire::start_error(&r.reason)),
+    match timestick::start(&state.node, &sub, start, path_target).await {
+        Ok(s) => {
+            count(&state.node, "start", 200);
+            let ok = wire::start_ok(&s.id.to_string(), transport, s.max_message_size);
+            HttpResponse::Ok().json(ok)
+        }
+        Err(e) => {
+            let status = start_status(&e);
+            count(&state.node, "start", status);
+            json_status(status, &wire::start_error(&e.to_string()))
+        }
     }
 }
 
 /// `POST /timestick/session/<id>`: one message.
 ///
 /// A declared `Content-Length` over the receiver's limit (65535) is 413 before anything
-/// else; then the token, the session and its state are checked, and only then is the
-/// body read, refused (413) as soon as it is longer than the session's
-/// `max_message_size`, declared or streamed.
+/// else; then the token. A body that has all arrived with its head (the usual case) is
+/// decoded and handed to the broker, which checks the session and records the message
+/// in one store round trip. Otherwise the session and its state are checked first, and
+/// only then is the rest of the body read, refused (413) as soon as it is longer than
+/// the session's `max_message_size`, declared or streamed.
 pub async fn post(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    raw_id: &str,
     mut payload: web::Payload,
 ) -> HttpResponse {
     if body::declared_over(&req, wire::MAX_MESSAGE_SIZE) {
@@ -146,34 +239,56 @@ pub async fn post(
             "larger than {} bytes, the receiver's max_message_size",
             wire::MAX_MESSAGE_SIZE
         );
-        let refusal = json!({"status": "error", "error_code": "MESSAGE_TOO_LARGE",
-                             "error_message": message});
+        let refusal = error_body("MESSAGE_TOO_LARGE", &message);
         return body::unread(payload, json_status(413, &refusal));
     }
-    let (sub, id) = match caller_and_session(&state, &req, &path) {
+    let (sub, id) = match caller_and_session(&state, &req, raw_id) {
         Ok(v) => v,
         Err(resp) => return body::unread(payload, resp.into()),
     };
-    let gate = match timestick::post_open(&state.node, &sub, id).await {
-        Ok(g) => g,
-        Err(e) => return body::unread(payload, ts_error(e)),
-    };
-    let bytes = match body::read(&req, &mut payload, gate.max_message_size()).await {
-        Ok(b) => b,
-        Err(BodyError::TooLarge) => {
-            let refusal = timestick::post_too_large(&state.node, &gate);
-            return body::unread(payload, ts_error(refusal));
+    let node = &state.node;
+    let (gate, bytes) = match body::arrived(&req, &mut payload).await {
+        body::Arrived::Whole(bytes) => (None, bytes),
+        body::Arrived::Partial(buf) => {
+            let gate = match timestick::post_open(node, &sub, id).await {
+                Ok(g) => g,
+                Err(e) => return body::unread(payload, refused(node, "post", id, &e)),
+            };
+            match body::read(&req, &mut payload, buf, gate.max_message_size()).await {
+                Ok(b) => (Some(gate), b),
+                Err(BodyError::TooLarge) => {
+                    return body::unread(payload, refused(node, "post", id, &gate.too_large()));
+                }
+                Err(BodyError::Broken(e)) => return broken(id, &e),
+            }
         }
-        Err(BodyError::Broken(e)) => {
-            let reason = format!("the body could not be read: {e}");
-            let refusal = wire::error_response(&id.to_string(), None, "INVALID_MESSAGE", &reason);
-            return body::unread(payload, json_status(400, &refusal));
+        body::Arrived::Broken(e) => {
+            // Reported after the checks that need no body, as if it were still read.
+            if let Err(e) = timestick::post_open(node, &sub, id).await {
+                return refused(node, "post", id, &e);
+            }
+            return broken(id, &e);
         }
     };
-    match timestick::post_body(&state.node, gate, &bytes).await {
-        Ok(accepted) => HttpResponse::Accepted().json(accepted),
-        Err(e) => ts_error(e),
+    let submission = Submission {
+        len: bytes.len() as u64,
+        message: wire::decode_message(&bytes, &id.to_string()),
+    };
+    match timestick::post(node, &sub, id, gate, submission).await {
+        Ok(accepted) => {
+            count(node, "post", 202);
+            HttpResponse::Accepted()
+                .json(json!({"status": "accepted", "message_id": accepted.message_id}))
+        }
+        Err(e) => refused(node, "post", id, &e),
     }
+}
+
+/// The 400 of a body whose transfer failed.
+fn broken(id: SessionId, e: &str) -> HttpResponse {
+    let reason = format!("the body could not be read: {e}");
+    let refusal = wire::error_response(&id.to_string(), None, "INVALID_MESSAGE", &reason);
+    json_status(400, &refusal)
 }
 
 #[derive(Deserialize)]
@@ -211,10 +326,10 @@ pub(super) fn poll_args(
 pub async fn poll(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    raw_id: &str,
     query: web::Query<PollQuery>,
 ) -> HttpResponse {
-    let (sub, id) = match caller_and_session(&state, &req, &path) {
+    let (sub, id) = match caller_and_session(&state, &req, raw_id) {
         Ok(v) => v,
         Err(resp) => return resp.into(),
     };
@@ -224,10 +339,11 @@ pub async fn poll(
     };
     match timestick::poll(&state.node, &sub, id, after, wait, true).await {
         Ok(p) => {
+            count(&state.node, "poll", 200);
             let messages: Vec<Value> = p.messages.into_iter().map(|(_, m)| m).collect();
             HttpResponse::Ok().json(json!({"messages": messages, "cursor": p.cursor}))
         }
-        Err(e) => ts_error(e),
+        Err(e) => refused(&state.node, "poll", id, &e),
     }
 }
 
@@ -250,7 +366,7 @@ pub async fn admin_stop(
     let reason = body.reason.unwrap_or_else(|| "server-initiated".into());
     match timestick::stop_by_receiver(&state.node, id, &reason, body.details.as_deref()).await {
         Ok(()) => HttpResponse::Ok().json(json!({"stopped": true, "reason": reason})),
-        Err(e) => admin_error(e),
+        Err(e) => admin_error(id, &e),
     }
 }
 
@@ -278,20 +394,18 @@ pub async fn admin_kill(
         .unwrap_or_else(|| "killed-by-receiver".into());
     match timestick::kill_by_receiver(&state.node, id, body.kill_level, &reason).await {
         Ok(()) => HttpResponse::Ok().json(json!({"killed": true, "kill_level": body.kill_level})),
-        Err(e) => admin_error(e),
+        Err(e) => admin_error(id, &e),
     }
 }
 
-fn admin_error(e: TsError) -> HttpResponse {
-    let code = match e.status {
+fn admin_error(id: SessionId, e: &TsError) -> HttpResponse {
+    let (status, body) = refusal(id, e);
+    let code = match status {
         404 => ApiErrorCode::NotFound,
         410 => ApiErrorCode::Gone,
         503 => ApiErrorCode::Unavailable,
         _ => ApiErrorCode::BadRequest,
     };
-    let msg = e.body["error_message"]
-        .as_str()
-        .unwrap_or("refused")
-        .to_string();
-    error(code, &msg)
+    let msg = body["error_message"].as_str().unwrap_or("refused");
+    error(code, msg)
 }

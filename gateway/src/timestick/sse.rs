@@ -12,7 +12,7 @@ use murmur_broker::timestick;
 use serde::Deserialize;
 use tokio::sync::mpsc;
 
-use super::handlers::{caller_and_session, poll_args};
+use super::handlers::{caller_and_session, count, poll_args, refused};
 use crate::state::AppState;
 
 /// Each internal wait of the stream loop; a keep-alive comment follows an empty one.
@@ -30,10 +30,10 @@ fn event(id: &str, data: &str) -> Bytes {
 pub async fn stream(
     req: HttpRequest,
     state: web::Data<AppState>,
-    path: web::Path<String>,
+    raw_id: &str,
     query: web::Query<StreamQuery>,
 ) -> HttpResponse {
-    let (sub, id) = match caller_and_session(&state, &req, &path) {
+    let (sub, id) = match caller_and_session(&state, &req, raw_id) {
         Ok(v) => v,
         Err(resp) => return resp.into(),
     };
@@ -51,14 +51,9 @@ pub async fn stream(
     // First read: validates the session and confirms what the client already has.
     let first = match timestick::poll(&node, &sub, id, after, Duration::ZERO, true).await {
         Ok(p) => p,
-        Err(e) => {
-            return HttpResponse::build(
-                actix_web::http::StatusCode::from_u16(e.status)
-                    .unwrap_or(actix_web::http::StatusCode::GONE),
-            )
-            .json(e.body)
-        }
+        Err(e) => return refused(&node, "poll", id, &e),
     };
+    count(&node, "poll", 200);
     node.metrics
         .connections
         .with_label_values(&["timestick"])
@@ -90,8 +85,14 @@ pub async fn stream(
             }
             let after = murmur_shared::timestick::Cursor::parse(&polled.cursor);
             polled = match timestick::poll(&node, &sub, id, after, STREAM_WAIT, false).await {
-                Ok(p) => p,
-                Err(_) => break,
+                Ok(p) => {
+                    count(&node, "poll", 200);
+                    p
+                }
+                Err(e) => {
+                    count(&node, "poll", super::handlers::refusal(id, &e).0);
+                    break;
+                }
             };
         }
         node.metrics

@@ -1,0 +1,272 @@
+//! POST of one message: the session checks, the rate, the size and duplicate detection
+//! in one store round trip ([`TsStore::ts_post`](crate::store::TsStore::ts_post)), then
+//! the message is published (a request), queued for its origin (a response) or ends
+//! the session (STOP, KILL).
+
+use std::sync::Arc;
+
+use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
+use murmur_shared::ids::{now_ms, SessionId};
+use murmur_shared::timestick::Posted;
+use murmur_shared::timing::TimingError;
+use serde_json::{json, Value};
+
+use super::control::{kill, stop};
+use super::queue::{push, HeldPush};
+use super::{owned_by, record_ttl, TsError, LABEL};
+use crate::node::Node;
+use crate::scheduler::{self, Job};
+use crate::session::Protocol;
+use crate::store::{PostCheck, StoreError, TsSession, TsState};
+
+/// A POST's body, as the edge decoded it: its length and the typed message, or why it
+/// is not one (reported only once the session checks have passed).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Submission {
+    pub len: u64,
+    pub message: Result<Posted, String>,
+}
+
+/// A message accepted (202).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accepted {
+    pub message_id: String,
+}
+
+/// A POST that passed every check that needs no body (session, owner, state), with
+/// its rate count taken: for a body that has not all arrived yet, which may now be
+/// read, up to [`max_message_size`](Self::max_message_size) bytes.
+#[derive(Debug)]
+pub struct PostGate {
+    s: TsSession,
+    rate_ok: bool,
+}
+
+impl PostGate {
+    /// The session's negotiated `max_message_size`: the longest body it accepts.
+    pub fn max_message_size(&self) -> u64 {
+        self.s.max_message_size
+    }
+
+    /// The refusal of a body longer than the session accepts.
+    pub fn too_large(&self) -> TsError {
+        TsError::TooLarge {
+            max: self.max_message_size(),
+        }
+    }
+}
+
+/// A POST whose body is still to be read, first step: loads the session (counting the
+/// message against its rate) and checks that `sub` is its caller and that it is active.
+pub async fn post_open(node: &Arc<Node>, sub: &str, id: SessionId) -> Result<PostGate, TsError> {
+    let (s, rate_ok) = node
+        .store()
+        .ts_get_counted(id, node.config.timestick_rate)
+        .await?;
+    let s = owned_by(s, sub)?;
+    if s.state != TsState::Active {
+        return Err(TsError::Ended(s.state));
+    }
+    Ok(PostGate { s, rate_ok })
+}
+
+/// POST of one message. `gate`: the first step's answer when the body was read after
+/// it; without one, the session is checked in the same store round trip that records
+/// the message. Checks in order: session (404, 403, 410), size, rate, the message
+/// itself, its `~timing`, duplicate.
+pub async fn post(
+    node: &Arc<Node>,
+    sub: &str,
+    id: SessionId,
+    gate: Option<PostGate>,
+    body: Submission,
+) -> Result<Accepted, TsError> {
+    if let Some(g) = &gate {
+        if body.len > g.max_message_size() {
+            return Err(g.too_large());
+        }
+        if !g.rate_ok {
+            return Err(TsError::RateLimited);
+        }
+    }
+    // The `~timing` plan before the store is asked, so that a refused message is not
+    // recorded; reported (and counted) only once the session checks have passed.
+    let plan = body.message.as_ref().ok().map(|posted| {
+        let timing = match posted {
+            Posted::Request { timing, .. } | Posted::Response { timing, .. } => timing.as_ref(),
+            _ => None,
+        };
+        murmur_shared::timing::plan(timing, now_ms() as i64)
+    });
+    let admitted = matches!(plan, Some(Ok(_)));
+    let check = PostCheck {
+        caller: sub.to_string(),
+        per_second: gate.is_none().then_some(node.config.timestick_rate),
+        len: body.len,
+        message_id: admitted
+            .then(|| {
+                body.message
+                    .as_ref()
+                    .ok()
+                    .map(|p| p.message_id().to_string())
+            })
+            .flatten(),
+        now_ms: now_ms(),
+        ttl: record_ttl(node),
+    };
+    let record = node.store().ts_post(id, check).await?;
+    let s = owned_by(record.session, sub)?;
+    if s.state != TsState::Active {
+        return Err(TsError::Ended(s.state));
+    }
+    if body.len > s.max_message_size {
+        return Err(TsError::TooLarge {
+            max: s.max_message_size,
+        });
+    }
+    if !record.rate_ok {
+        return Err(TsError::RateLimited);
+    }
+    let posted = body
+        .message
+        .map_err(|reason| TsError::invalid(reason, None))?;
+    // A decoded message always has its plan (`None` cannot be met here).
+    let deliver_at = match plan.unwrap_or(Ok(None)) {
+        Ok(plan) => plan.and_then(|p| p.deliver_at),
+        Err(e) => {
+            node.metrics
+                .timing
+                .with_label_values(&[LABEL, "rejected"])
+                .inc();
+            return Err(TsError::Invalid {
+                reason: e.to_string(),
+                correlation_id: None,
+                expired: matches!(e, TimingError::Expired),
+            });
+        }
+    };
+    match record.first {
+        Some(true) => {}
+        Some(false) => return Err(TsError::Duplicate),
+        None => {
+            return Err(TsError::Unavailable(StoreError::corrupt(
+                "the store did not record an admissible message",
+            )))
+        }
+    }
+    node.metrics.messages_in.with_label_values(&[LABEL]).inc();
+    let message_id = posted.message_id().to_string();
+    match posted {
+        Posted::Request {
+            message_id,
+            payload,
+            timing,
+        } => {
+            let env = Envelope::new(
+                node.id(),
+                Kind::Notification,
+                Destination::Channel(s.target.clone()),
+                Body::Json(payload),
+            )
+            .from(Origin {
+                session: Some(id),
+                user: Some(s.caller.clone()),
+                protocol: Some(Protocol::TimeStick),
+            })
+            .correlation(message_id)
+            .subject("timestick.request")
+            .timing(timing);
+            match deliver_at {
+                Some(due) => scheduler::hold(node, due, Job::Publish { env }).await?,
+                None => node.router.publish(env),
+            }
+        }
+        Posted::Response {
+            message_id,
+            correlation_id,
+            payload,
+            timing,
+        } => {
+            let reply = Reply {
+                message_id: &message_id,
+                correlation_id: &correlation_id,
+                payload,
+                timing,
+            };
+            respond(node, &s, reply, deliver_at).await?;
+        }
+        Posted::Stop { reason, .. } => {
+            let reason = reason.as_deref().unwrap_or("normal-termination");
+            stop(node, s, true, reason, None).await?;
+        }
+        Posted::Kill {
+            kill_level, reason, ..
+        } => {
+            let reason = reason.unwrap_or_else(|| "killed-by-caller".into());
+            kill(node, s, kill_level, &reason).await?;
+        }
+    }
+    Ok(Accepted { message_id })
+}
+
+/// A posted `response`.
+struct Reply<'a> {
+    message_id: &'a str,
+    correlation_id: &'a str,
+    payload: Value,
+    timing: Option<Value>,
+}
+
+/// A `response` goes to the session that sent the request named by `correlation_id`.
+async fn respond(
+    node: &Arc<Node>,
+    s: &TsSession,
+    reply: Reply<'_>,
+    deliver_at: Option<i64>,
+) -> Result<(), TsError> {
+    let correlation_id = reply.correlation_id;
+    let unknown = || {
+        TsError::invalid(
+            "correlation_id names no message this session received",
+            Some(correlation_id),
+        )
+    };
+    let (origin, original) = correlation_id
+        .split_once('.')
+        .and_then(|(o, m)| Some((SessionId::parse(o)?, m)))
+        .ok_or_else(unknown)?;
+    let origin_session = node.store().ts_get(origin).await?;
+    let Some(origin_session) = origin_session.filter(|o| o.target == s.target) else {
+        return Err(unknown());
+    };
+    if origin_session.state != TsState::Active {
+        return Err(TsError::OriginEnded);
+    }
+    let mut msg = json!({
+        "type": "response",
+        "session_id": origin.to_string(),
+        "message_id": format!("{}.{}", s.id, reply.message_id),
+        "correlation_id": original,
+        "payload": reply.payload,
+        "from": {"caller": s.caller, "protocol": LABEL},
+    });
+    if let Some(t) = reply.timing {
+        msg["~timing"] = t;
+    }
+    match deliver_at {
+        Some(due) => {
+            let job = Job::protocol(
+                Protocol::TimeStick,
+                &HeldPush {
+                    session: origin,
+                    msg,
+                },
+            );
+            scheduler::hold(node, due, job).await?;
+        }
+        None => {
+            push(node, origin, msg).await?;
+        }
+    }
+    Ok(())
+}
