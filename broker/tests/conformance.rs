@@ -17,8 +17,8 @@ use murmur_broker::store::memory::MemoryStore;
 use murmur_broker::store::redis::RedisStore;
 use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use murmur_broker::store::{
-    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoredMessage,
-    TsSession, TsState,
+    GroupRecord, GroupUpdate, NodeInfo, PostCheck, PostRecord, ProviderEntry, RecoveryRecord,
+    Store, StoredMessage, TsSession, TsState,
 };
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
@@ -397,6 +397,85 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
             .unwrap(),
         "replay"
     );
+
+    // The whole POST in one round trip: the record, the rate and, when every check
+    // passes, the message id (and the activity).
+    let owner = format!("p-{}", uuid::Uuid::new_v4());
+    let mut p_session = ts_session(&owner);
+    p_session.max_message_size = 100;
+    let p = p_session.id;
+    assert!(store.ts_create(p_session.clone(), 10, ttl).await.unwrap());
+    let check = |caller: &str, len: u64, message_id: Option<&str>| PostCheck {
+        caller: caller.to_string(),
+        per_second: Some(1000),
+        len,
+        message_id: message_id.map(str::to_string),
+        now_ms: now_ms(),
+        ttl,
+    };
+    let post = |c: PostCheck| store.ts_post(p, c);
+    let first = |r: PostRecord| (r.session.map(|s| s.id), r.rate_ok, r.first);
+    assert_eq!(
+        first(post(check(&owner, 10, Some("p1"))).await.unwrap()),
+        (Some(p), true, Some(true))
+    );
+    assert_eq!(
+        first(post(check(&owner, 10, Some("p1"))).await.unwrap()),
+        (Some(p), true, Some(false)),
+        "replay"
+    );
+    // Refused before recording: another caller, too long, no message; nothing recorded.
+    for refused in [
+        check("someone-else", 10, Some("p2")),
+        check(&owner, 101, Some("p2")),
+        check(&owner, 10, None),
+    ] {
+        assert_eq!(first(post(refused).await.unwrap()), (Some(p), true, None));
+    }
+    assert_eq!(
+        first(post(check(&owner, 100, Some("p2"))).await.unwrap()),
+        (Some(p), true, Some(true)),
+        "p2 was new"
+    );
+    let missing = store
+        .ts_post(SessionId::random(), check(&owner, 10, Some("p3")))
+        .await
+        .unwrap();
+    assert_eq!(
+        (missing.session, missing.rate_ok, missing.first),
+        (None, true, None)
+    );
+    // Already counted (`per_second: None`): no count, the same checks.
+    let counted = PostCheck {
+        per_second: None,
+        ..check(&owner, 10, Some("p4"))
+    };
+    assert_eq!(
+        first(post(counted).await.unwrap()),
+        (Some(p), true, Some(true))
+    );
+    // Over the rate: refused, nothing recorded.
+    let hot_check = PostCheck {
+        per_second: Some(0),
+        ..check(&owner, 10, Some("p5"))
+    };
+    assert_eq!(
+        first(post(hot_check).await.unwrap()),
+        (Some(p), false, None)
+    );
+    // An ended session records nothing.
+    let mut ended = p_session.clone();
+    ended.state = TsState::Stopped {
+        reason: "r".into(),
+        details: None,
+    };
+    store.ts_put(ended, ttl).await.unwrap();
+    let r = post(check(&owner, 10, Some("p6"))).await.unwrap();
+    assert!(matches!(
+        r.session.map(|s| s.state),
+        Some(TsState::Stopped { .. })
+    ));
+    assert_eq!(r.first, None);
 
     // Replay protection.
     assert!(store.ts_first_message(q, "m1", ttl).await.unwrap());

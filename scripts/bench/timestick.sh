@@ -48,20 +48,26 @@ wrk_n=$(awk '/requests in/{print $1}' "$OUT/wrk.txt")
 echo "wrk /healthz: $wrk_rps req/s, $(awk -v a="$before" -v b="$after" -v t="$tck" -v n="$wrk_n" \
   'BEGIN{printf "%.1f", (b-a)/t*1e6/n}') µs server CPU/req"
 
-post() { # name url pid
+post() { # name url pid [more --watch args]
   local name=$1 url=$2 pid=$3
+  shift 3
   "$LOAD" timestick --url "$url" --sessions "$TS_SESSIONS" --connections "$TS_CONNS" --rates 0 \
-    "${LONG[@]}" --progress never --watch "node=$pid" --json "$OUT/$name.json" >"$OUT/$name.txt" 2>&1
+    "${LONG[@]}" --progress never --watch "node=$pid" "$@" --json "$OUT/$name.json" >"$OUT/$name.txt" 2>&1
   python3 - "$OUT/$name.json" "$wrk_rps" "$name" <<'PY'
 import json, sys
 st = json.load(open(sys.argv[1]))["steps"][0]
 rate, wrk = st["events_per_s"], float(sys.argv[2])
+cpu = dict(st["cpu"]["per_process"])
+n = st["events_per_s"] * st["measure_s"]
+per = ", ".join(f"{k} {v * 1e6 / n:.1f} µs" for k, v in cpu.items())
 print(f"TimeStick POST {sys.argv[3]}: {rate:.0f} POSTs/s ({rate / wrk * 100:.0f}% of wrk), "
-      f"{st['cpu']['server_cpu_s_per_million']:.1f} µs server CPU/POST, errors {st['errors']}, "
-      f"p99 {st['latency']['p99_ms']} ms")
+      f"CPU per POST: {per}; load tool {st['cpu']['tool_cpu_s'] * 1e6 / n:.1f} µs; errors {st['errors']}, "
+      f"p50 {st['latency']['p50_ms']} ms, p99 {st['latency']['p99_ms']} ms")
 PY
 }
-post cluster "http://127.0.0.1:${PUB[n1]}" "${NODE_PID[n1]}"
+redis-cli -p "$REDIS_PORT" CONFIG RESETSTAT >/dev/null
+post cluster "http://127.0.0.1:${PUB[n1]}" "${NODE_PID[n1]}" --watch "redis=$REDIS_PID"
+redis-cli -p "$REDIS_PORT" INFO commandstats >"$OUT/redis-commandstats.txt"
 post memory "http://127.0.0.1:${PUB[mem]}" "${NODE_PID[mem]}"
 if [ "${PERF:-0}" = 1 ]; then
   for name in n1 mem; do

@@ -91,7 +91,7 @@ return 1
 });
 
 /// KEYS: [1] record, [2] rate counter, [3] seen set, [4] activity zset, [5] queue,
-/// [6] seq. ARGV: [1] per second (0: already counted), [2] caller, [3] body length,
+/// [6] seq. ARGV: [1] per second (empty: already counted), [2] caller, [3] body length,
 /// [4] message id, [5] 1 to record it, [6] now ms, [7] ttl ms, [8] session id.
 /// Returns {record or false, count, seen}: seen 1 = recorded, 0 = seen before, -1 = not
 /// looked at (a check of [`PostCheck::admits`] failed, checked here on the record).
@@ -101,9 +101,9 @@ static POST: LazyLock<Script> = LazyLock::new(|| {
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {false, 0, -1} end
 local n = 0
-if ARGV[1] ~= '0' then
+if ARGV[1] ~= '' then
   n = redis.call('INCR', KEYS[2])
-  redis.call('PEXPIRE', KEYS[2], 2000)
+  if n == 1 then redis.call('PEXPIRE', KEYS[2], 2000) end
   if n > tonumber(ARGV[1]) then return {rec, n, -1} end
 end
 if ARGV[5] ~= '1' then return {rec, n, -1} end
@@ -139,7 +139,7 @@ impl TsStore for RedisStore {
                 .key(keys.ts_activity())
                 .key(keys.ts_queue(id))
                 .key(keys.ts_seq(id))
-                .arg(check.per_second.unwrap_or(0))
+                .arg(check.per_second.map_or_else(String::new, |n| n.to_string()))
                 .arg(&check.caller)
                 .arg(check.len)
                 .arg(check.message_id.as_deref().unwrap_or(""))
