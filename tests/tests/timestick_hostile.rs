@@ -668,3 +668,73 @@ async fn upper_case_session_ids_are_404() {
     let (msgs, _) = a.collect(1, None).await;
     assert_eq!(msgs[0]["payload"], "here", "{msgs:?}");
 }
+
+/// The routes under `/timestick` are told apart by method and path alone: `POST` starts
+/// (any path but a session's), `POST`/`GET` on `/session/<id>` post and poll, `GET` on
+/// `/session/<id>/stream` streams; every other method or shape is a bare 404. A `POST`
+/// to a stream path is a START for the reserved target `session/…`; a repeated poll
+/// parameter is refused before the session is looked at.
+#[actix_rt::test]
+async fn routes_are_told_apart_by_method_and_path() {
+    let node = Node::start().await;
+    let host = node.public_addr();
+    let a = Session::open(&node, &uniq("routes-"), &uniq("routes-room-")).await;
+    let request = |method: &str, path: &str, body: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            a.token,
+            body.len()
+        )
+    };
+    let session = format!("/timestick/session/{}", a.id);
+    for (method, path) in [
+        ("PUT", session.clone()),
+        ("DELETE", session.clone()),
+        ("PATCH", session.clone()),
+        ("HEAD", session.clone()),
+        ("DELETE", format!("{session}/stream")),
+        ("GET", "/timestick/start".to_string()),
+        ("GET", "/timestick".to_string()),
+        ("POST", "/timestick".to_string()),
+        ("GET", "/timestick/session/".to_string()),
+        ("GET", format!("{session}/more")),
+    ] {
+        let (head, body) = raw_exchange(host, &request(method, &path, ""), 0, 0, SOON).await;
+        assert_eq!(head.status, 404, "{method} {path}");
+        if method != "HEAD" {
+            assert!(body.is_empty(), "{method} {path}: {body:?}");
+        }
+    }
+    let start = start_body(&a.user, None).to_string();
+    let (head, json) = raw_json(
+        &node,
+        &request("POST", &format!("{session}/stream"), &start),
+    )
+    .await;
+    assert_eq!(head.status, 400, "{json}");
+    assert_eq!(
+        json,
+        json!({"action": "START-ERROR", "protocol": "TimeStick",
+               "reason": "targets `start` and `session/…` are reserved"})
+    );
+    let (head, body) = raw_exchange(
+        host,
+        &request("GET", &format!("{session}?wait=0&wait=1"), ""),
+        0,
+        0,
+        SOON,
+    )
+    .await;
+    assert_eq!(head.status, 400, "{}", String::from_utf8_lossy(&body));
+    assert!(
+        String::from_utf8_lossy(&body).contains("duplicate field `wait`"),
+        "{}",
+        String::from_utf8_lossy(&body)
+    );
+    // The session itself was not touched by any of it.
+    let b = Session::open(&node, &uniq("routes-b-"), &a.target).await;
+    b.send("still", json!("here")).await;
+    let (msgs, _) = a.collect(1, None).await;
+    assert_eq!(msgs[0]["payload"], "here", "{msgs:?}");
+}
