@@ -72,8 +72,7 @@ pub async fn post_open(node: &Arc<Node>, sub: &str, id: SessionId) -> Result<Pos
 
 /// POST of one message. `gate`: the first step's answer when the body was read after
 /// it; without one, the session is checked in the same store round trip that records
-/// the message. Checks in order: session (404, 403, 410), size, rate, the message
-/// itself, its `~timing`, duplicate.
+/// the message ([`admit`]). Then the message takes effect ([`deliver`]).
 pub async fn post(
     node: &Arc<Node>,
     sub: &str,
@@ -81,6 +80,24 @@ pub async fn post(
     gate: Option<PostGate>,
     body: Submission,
 ) -> Result<Accepted, TsError> {
+    let (s, posted, deliver_at) = admit(node, sub, id, gate, body).await?;
+    node.metrics.messages_in.with_label_values(&[LABEL]).inc();
+    let message_id = posted.message_id().to_string();
+    deliver(node, s, posted, deliver_at).await?;
+    Ok(Accepted { message_id })
+}
+
+/// The checks of a POST, in order: session (404, 403, 410), size, rate, the message
+/// itself, its `~timing`, duplicate; around one store round trip, which records the
+/// message only when all of them pass. Returns the session, the message and when it
+/// is due (`None`: now).
+async fn admit(
+    node: &Arc<Node>,
+    sub: &str,
+    id: SessionId,
+    gate: Option<PostGate>,
+    body: Submission,
+) -> Result<(TsSession, Posted, Option<i64>), TsError> {
     if let Some(g) = &gate {
         if body.len > g.max_message_size() {
             return Err(g.too_large());
@@ -98,19 +115,15 @@ pub async fn post(
         };
         murmur_shared::timing::plan(timing, now_ms() as i64)
     });
-    let admitted = matches!(plan, Some(Ok(_)));
+    let message_id = match (&plan, &body.message) {
+        (Some(Ok(_)), Ok(posted)) => Some(posted.message_id().to_string()),
+        _ => None,
+    };
     let check = PostCheck {
         caller: sub.to_string(),
         per_second: gate.is_none().then_some(node.config.timestick_rate),
         len: body.len,
-        message_id: admitted
-            .then(|| {
-                body.message
-                    .as_ref()
-                    .ok()
-                    .map(|p| p.message_id().to_string())
-            })
-            .flatten(),
+        message_id,
         now_ms: now_ms(),
         ttl: record_ttl(node),
     };
@@ -146,16 +159,23 @@ pub async fn post(
         }
     };
     match record.first {
-        Some(true) => {}
-        Some(false) => return Err(TsError::Duplicate),
-        None => {
-            return Err(TsError::Unavailable(StoreError::corrupt(
-                "the store did not record an admissible message",
-            )))
-        }
+        Some(true) => Ok((s, posted, deliver_at)),
+        Some(false) => Err(TsError::Duplicate),
+        None => Err(TsError::Unavailable(StoreError::corrupt(
+            "the store did not record an admissible message",
+        ))),
     }
-    node.metrics.messages_in.with_label_values(&[LABEL]).inc();
-    let message_id = posted.message_id().to_string();
+}
+
+/// What an accepted message does: a request is published on the target channel (held
+/// until due), a response queued for the session that sent the request, a STOP or
+/// KILL ends the session.
+async fn deliver(
+    node: &Arc<Node>,
+    s: TsSession,
+    posted: Posted,
+    deliver_at: Option<i64>,
+) -> Result<(), TsError> {
     match posted {
         Posted::Request {
             message_id,
@@ -169,7 +189,7 @@ pub async fn post(
                 Body::Json(payload),
             )
             .from(Origin {
-                session: Some(id),
+                session: Some(s.id),
                 user: Some(s.caller.clone()),
                 protocol: Some(Protocol::TimeStick),
             })
@@ -206,7 +226,7 @@ pub async fn post(
             kill(node, s, kill_level, &reason).await?;
         }
     }
-    Ok(Accepted { message_id })
+    Ok(())
 }
 
 /// A posted `response`.
