@@ -15,7 +15,7 @@ mkdir -p "$OUT/logs"
 LOGS=$OUT/logs
 source scripts/bench/lib.sh
 trap 'stop_all' EXIT
-MURMUR=target/release/murmur
+MURMUR=${MURMUR:-target/release/murmur}
 LOAD=target/release/murmur-load
 TS_SESSIONS=1000; TS_CONNS=32; WRK_D=8s; LONG=(--warmup 2s --duration 8s --drain 3s)
 
