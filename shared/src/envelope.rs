@@ -80,18 +80,27 @@ pub enum Body {
     Bytes(Vec<u8>),
     /// A failed response.
     Error(ErrorBody),
-    /// A JSON value kept as its text: a server action encoded once where it was made
-    /// (an aggregated chat delivery report) and written to clients as it is, never
-    /// parsed on the way. Nodes before this variant cannot read it.
-    Text(String),
+    /// JSON values kept as their text, in order: server actions encoded once where they
+    /// were made (a window's aggregated chat delivery reports for one sender) and written
+    /// to clients as they are, never parsed on the way. Nodes before this variant cannot
+    /// read it.
+    Texts(Vec<String>),
 }
 
 impl Body {
-    /// The body as a JSON value (a [`Body::Text`] parsed; bytes and errors: `None`).
+    /// The body as a JSON value ([`Body::Texts`] parsed: the one value, or an array of
+    /// them; bytes and errors: `None`).
     pub fn value(&self) -> Option<std::borrow::Cow<'_, Value>> {
         match self {
             Body::Json(v) => Some(std::borrow::Cow::Borrowed(v)),
-            Body::Text(t) => serde_json::from_str(t).ok().map(std::borrow::Cow::Owned),
+            Body::Texts(ts) if ts.len() == 1 => serde_json::from_str(&ts[0])
+                .ok()
+                .map(std::borrow::Cow::Owned),
+            Body::Texts(ts) => ts
+                .iter()
+                .map(|t| serde_json::from_str(t).ok())
+                .collect::<Option<Vec<Value>>>()
+                .map(|vs| std::borrow::Cow::Owned(Value::Array(vs))),
             Body::Bytes(_) | Body::Error(_) => None,
         }
     }

@@ -155,19 +155,23 @@ fn publish(node: &Node, reports: Vec<(String, Vec<String>)>) {
         user: None,
         protocol: Some(crate::session::Protocol::Chat),
     };
+    // One envelope per sender per window, however many messages it reports: a sender of
+    // many messages gets one queue entry per window, never a burst that fills its queue.
+    let mut by_sender: HashMap<String, Vec<String>> = HashMap::new();
     for (sender, frames) in reports {
-        for body in frames {
-            let env = Envelope::new(
-                node.id(),
-                Kind::Message,
-                Destination::Channel(user_inbox(&sender)),
-                // Encoded once, here: every node and device passes the text on.
-                Body::Text(body),
-            )
-            .from(origin.clone())
-            .subject(chat::ChatEvent::MessageDelivered.as_str());
-            node.router.publish(env);
-        }
+        by_sender.entry(sender).or_default().extend(frames);
+    }
+    for (sender, frames) in by_sender {
+        let env = Envelope::new(
+            node.id(),
+            Kind::Message,
+            Destination::Channel(user_inbox(&sender)),
+            // Encoded once, here: every node and device passes the texts on.
+            Body::Texts(frames),
+        )
+        .from(origin.clone())
+        .subject(chat::ChatEvent::MessageDelivered.as_str());
+        node.router.publish(env);
     }
     debug!("delivery reports published");
 }

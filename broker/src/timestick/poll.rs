@@ -255,7 +255,7 @@ fn delivered_request(session_id: &str, env: &Envelope) -> Value {
         Body::Json(v) => v.clone(),
         Body::Bytes(b) => json!({"bytes": b}),
         Body::Error(e) => json!({"error": e}),
-        Body::Text(_) => env.body.value().map_or(Value::Null, |v| v.into_owned()),
+        Body::Texts(_) => env.body.value().map_or(Value::Null, |v| v.into_owned()),
     };
     let mut msg = json!({
         "type": "request",

@@ -63,7 +63,7 @@ pub async fn request(
             Body::Error(e) => json!({"success": false, "error": e}),
             Body::Json(v) => json!({"success": true, "data": v}),
             Body::Bytes(_) => json!({"success": true, "data": null}),
-            Body::Text(_) => json!({"success": true, "data": answer.body.value()}),
+            Body::Texts(_) => json!({"success": true, "data": answer.body.value()}),
         }),
         Err(RequestError::NotFound) => error(ApiErrorCode::NotFound, "no such starling"),
         Err(RequestError::Timeout) => error(

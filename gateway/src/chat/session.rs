@@ -169,11 +169,10 @@ impl ChatConn {
         let mut texts: Vec<Bytes> = Vec::with_capacity(envs.len());
         let mut reports = Vec::new();
         for env in &envs {
-            if let (Kind::Message, Body::Text(text)) = (env.kind, &env.body) {
-                // Encoded where it was made (an aggregated delivery report): written as
-                // it is, the same bytes for every device of the node.
-                let bytes = env.wire.get_or_init(|| Bytes::from(text.clone()));
-                texts.push(bytes.clone());
+            if let (Kind::Message, Body::Texts(ts)) = (env.kind, &env.body) {
+                // Encoded where they were made (a sender's delivery reports of a window):
+                // written as they are, packed like any other actions.
+                texts.extend(ts.iter().map(|t| Bytes::copy_from_slice(t.as_bytes())));
                 continue;
             }
             let Some(action) = body_of(env, own) else {

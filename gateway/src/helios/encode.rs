@@ -29,7 +29,7 @@ pub fn encode(env: &Envelope) -> Option<String> {
     let data = match &env.body {
         Body::Json(v) => v.clone(),
         Body::Bytes(b) => Value::Array(b.iter().map(|x| Value::from(*x)).collect()),
-        Body::Text(_) => env.body.value().map_or(Value::Null, |v| v.into_owned()),
+        Body::Texts(_) => env.body.value().map_or(Value::Null, |v| v.into_owned()),
         Body::Error(_) => Value::Null,
     };
     match env.kind {
