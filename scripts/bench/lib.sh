@@ -235,3 +235,23 @@ describe_machine() {
 cpu_ticks() {
   awk '{sub(/.*\) /, ""); print $12 + $13}' "/proc/$1/stat" 2>/dev/null || echo 0
 }
+
+# Starts a node (cluster mode when a Redis URL is given) and waits until it is ready;
+# a port taken in the meantime by someone else is retried with fresh ports. The caller
+# declares the maps: declare -A PUB INT SINKP NODE_PID; needs MURMUR and LOGS.
+start_node() { # name redis_url|""
+  local name=$1 redis=$2 attempt
+  for attempt in 1 2 3; do
+    PUB[$name]=$(free_port); INT[$name]=$(free_port); SINKP[$name]=$(free_port)
+    local envs=(MURMUR_DEV=1 MURMUR_NODE_ID="bench-$name" MURMUR_LISTEN="127.0.0.1:${PUB[$name]}"
+      MURMUR_INTERNAL_LISTEN="127.0.0.1:${INT[$name]}" MURMUR_SINK_LISTEN="127.0.0.1:${SINKP[$name]}"
+      MURMUR_LOG=warn MURMUR_DRAIN_DELAY=0s)
+    [ -n "$redis" ] && envs+=(MURMUR_REDIS_URL="$redis")
+    start_bg "$LOGS/$name.log" "${envs[@]}" -- "$MURMUR" serve
+    NODE_PID[$name]=$BG_PID
+    if wait_http "http://127.0.0.1:${INT[$name]}/readyz" 30 "$BG_PID"; then return 0; fi
+    echo "node $name did not start (attempt $attempt; log $LOGS/$name.log)" >&2
+    stop_pid "$BG_PID"
+  done
+  return 1
+}

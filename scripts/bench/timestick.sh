@@ -23,18 +23,7 @@ REDIS_PORT=$(free_port)
 start_bg "$LOGS/redis.log" -- redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
 REDIS_PID=$BG_PID
 wait_port "$REDIS_PORT"
-declare -A PUB INT NODE_PID
-start_node() { # name redis_url|""
-  local name=$1 redis=$2
-  PUB[$name]=$(free_port); INT[$name]=$(free_port)
-  local envs=(MURMUR_DEV=1 MURMUR_NODE_ID="bench-$name" MURMUR_LISTEN="127.0.0.1:${PUB[$name]}"
-    MURMUR_INTERNAL_LISTEN="127.0.0.1:${INT[$name]}" MURMUR_SINK_LISTEN="127.0.0.1:$(free_port)"
-    MURMUR_LOG=warn MURMUR_DRAIN_DELAY=0s)
-  [ -n "$redis" ] && envs+=(MURMUR_REDIS_URL="$redis")
-  start_bg "$LOGS/$name.log" "${envs[@]}" -- "$MURMUR" serve
-  NODE_PID[$name]=$BG_PID
-  wait_http "http://127.0.0.1:${INT[$name]}/readyz" 30 "$BG_PID"
-}
+declare -A PUB INT SINKP NODE_PID
 start_node n1 "redis://127.0.0.1:$REDIS_PORT/"
 start_node n2 "redis://127.0.0.1:$REDIS_PORT/"
 start_node mem ""

@@ -79,9 +79,12 @@ async fn redis_frozen_under_mixed_load_keeps_held_messages_and_acked_events() {
     // The scenario, not a synchronisation: the early held messages fall due while Redis is
     // frozen.
     let early_due = held_at + EARLY_DUE_MS + 200;
-    if now() < early_due {
-        actix_rt::time::sleep(Duration::from_millis((early_due - now()) as u64)).await;
-    }
+    murmur_tests::eventually(
+        "the early held messages to fall due while Redis is frozen",
+        Duration::from_millis(EARLY_DUE_MS as u64 + 1000),
+        || async { (now() >= early_due).then_some(()) },
+    )
+    .await;
 
     // ---- Redis resumes --------------------------------------------------------------------
     cluster.redis_mut().thaw();
