@@ -13,6 +13,8 @@
 //! body is the action without `cdid`; `from.session` is the requesting connection,
 //! which gets no copy: it is answered directly, with its `cdid`.
 
+pub mod device;
+pub mod following;
 pub mod reports;
 
 use std::fmt;
@@ -39,6 +41,10 @@ pub enum ChatError {
     Invalid(String),
     /// The store failed: the client is told "temporarily unavailable".
     Store(crate::store::StoreError),
+    /// The device session could not be opened (the node is draining).
+    Open(crate::session::OpenError),
+    /// The device session could not take a subscription (ended, or the bus is away).
+    Session(crate::session::SessionError),
 }
 
 impl fmt::Display for ChatError {
@@ -48,6 +54,8 @@ impl fmt::Display for ChatError {
             ChatError::NotParticipant => f.write_str("not a participant of this session"),
             ChatError::Invalid(m) => f.write_str(m),
             ChatError::Store(e) => write!(f, "temporarily unavailable: {e}"),
+            ChatError::Open(e) => e.fmt(f),
+            ChatError::Session(e) => e.fmt(f),
         }
     }
 }
@@ -56,6 +64,8 @@ impl std::error::Error for ChatError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             ChatError::Store(e) => Some(e),
+            ChatError::Open(e) => Some(e),
+            ChatError::Session(e) => Some(e),
             _ => None,
         }
     }

@@ -3,9 +3,7 @@
 //! connection stays open.
 
 use murmur_broker::chat as service;
-use murmur_broker::session::Protocol;
-use murmur_broker::session::SessionHandle;
-use murmur_shared::channel::{group_channel, user_inbox};
+use murmur_broker::chat::device::Device;
 use murmur_shared::chat::{self, Action, SessionKind, SessionStatus};
 use murmur_shared::ids::now_ms;
 use murmur_shared::timing::{self, TimingError};
@@ -282,29 +280,6 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
     }
 }
 
-/// Subscribes a new device session to its user's inbox, then to the channel of every
-/// group of the user; returns the groups.
-async fn follow_all(handle: &SessionHandle, user: &str) -> Result<Vec<String>, String> {
-    handle
-        .subscribe(&user_inbox(user))
-        .await
-        .map_err(|e| e.to_string())?;
-    let groups = handle
-        .node()
-        .store()
-        .groups_of(user)
-        .await
-        .map_err(|e| format!("temporarily unavailable: {e}"))?;
-    let ids: Vec<String> = groups.into_iter().map(|g| g.id).collect();
-    let channels: Vec<String> = ids.iter().map(|id| group_channel(id)).collect();
-    let subscribed =
-        futures_util::future::join_all(channels.iter().map(|c| handle.subscribe(c))).await;
-    if let Some(Err(e)) = subscribed.into_iter().find(Result::is_err) {
-        return Err(e.to_string());
-    }
-    Ok(ids)
-}
-
 /// `authenticate`: the token's `sub` must be the claimed `user-id`. On success the
 /// connection becomes a device session subscribed to the user's inbox and groups.
 async fn authenticate(
@@ -323,25 +298,12 @@ async fn authenticate(
             "authentication failed: user-id does not match the token".into(),
         ));
     }
-    let node = conn.state.node.clone();
-    let (handle, attachment) = match node.open(&user_id, Protocol::Chat, false).await {
+    let opened = match Device::open(&conn.state.node, &user_id, &device_id).await {
         Ok(opened) => opened,
         Err(e) => return Ok(Err(format!("authentication failed: {e}"))),
     };
-    // The inbox first: a change to the user's groups after the list is read arrives
-    // there.
-    let groups = match follow_all(&handle, &user_id).await {
-        Ok(groups) => groups,
-        Err(e) => {
-            handle.end(murmur_shared::close::CloseReason::new(
-                murmur_shared::close::CloseCode::InternalError,
-                "inbox unavailable",
-            ));
-            return Ok(Err(format!("authentication failed: {e}")));
-        }
-    };
-    conn.groups.start(groups);
-    conn.attach(handle, device_id, attachment);
+    conn.groups.start(opened.groups);
+    conn.attach(opened.device, opened.attachment);
     conn.send(&chat::status_response(cdid, true, None)).await?;
     Ok(Ok(()))
 }

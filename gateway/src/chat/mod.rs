@@ -5,12 +5,13 @@
 //!   10 s authentication deadline, delivery with outgoing batching and delivery reports.
 //! * [`apply`]: what each decoded action does (authentication, sessions, messages,
 //!   history, batches); answers go back on the same connection.
-//! * [`groups`]: which groups a device follows, and the replay that makes starting to
-//!   follow one exact.
+//!
+//! The device's session, its subscriptions and which groups it follows are the
+//! broker's ([`murmur_broker::chat::device`], [`murmur_broker::chat::following`]):
+//! this folder decodes, applies and writes.
 
 pub mod apply;
 pub mod connect;
-pub mod groups;
 pub mod session;
 
 pub use connect::chat;

@@ -14,11 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use murmur_broker::chat::reports::{About, Device as ReportDevice};
+use murmur_broker::chat::device::Device;
+use murmur_broker::chat::following::{Admit, Change, Following, Next};
+use murmur_broker::chat::reports::About;
+use murmur_broker::chat::ChatError;
 use murmur_broker::metrics::outcome;
-use murmur_broker::session::{Protocol, SessionHandle};
+use murmur_broker::session::Protocol;
 use murmur_broker::store::StoredMessage;
-use murmur_shared::channel::{group_channel, GROUP_PREFIX};
+use murmur_shared::channel::GROUP_PREFIX;
 use murmur_shared::chat;
 use murmur_shared::chat::ChatEvent;
 use murmur_shared::close::{CloseCode, CloseReason};
@@ -29,7 +32,6 @@ use serde_json::{Map, Value};
 use tokio::sync::mpsc;
 
 use super::apply;
-use super::groups::{Admit, Change, Following, Next};
 use crate::edge::{self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Link, Out, Refusal, Wake};
 use crate::state::AppState;
 
@@ -39,11 +41,9 @@ pub const LABEL: &str = "chat";
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outgoing actions packed into frames per wake-up at most.
 const PACK_MAX: usize = 64;
-/// Messages one replay (a group followed after a change) writes at most.
-pub const REPLAY_MAX: usize = 256;
 
 /// A group's history after its mark, read once its channel is subscribed.
-type Replay = (String, Result<Vec<StoredMessage>, String>);
+type Replay = (String, Result<Vec<StoredMessage>, ChatError>);
 
 /// A broadcast written to the socket, reported to its sender once the bytes are out.
 pub struct Report {
@@ -59,14 +59,6 @@ pub struct Report {
 enum Reported {
     Live(Arc<Envelope>),
     Replayed(About),
-}
-
-/// An authenticated device connection.
-pub struct Device {
-    pub handle: SessionHandle,
-    pub device_id: String,
-    /// This device as delivery reports name it (its user and device ids).
-    reported_as: Arc<ReportDevice>,
 }
 
 /// One chat connection as the action handlers see it.
@@ -129,20 +121,10 @@ impl ChatConn {
     }
 
     /// Called by `authenticate` on success: the session is attached to this socket.
-    pub fn attach(
-        &mut self,
-        handle: SessionHandle,
-        device_id: String,
-        attachment: murmur_broker::Attachment,
-    ) {
-        let (link, _buffered) = Link::new(handle.clone(), attachment);
+    pub fn attach(&mut self, device: Device, attachment: murmur_broker::Attachment) {
+        let (link, _buffered) = Link::new(device.handle.clone(), attachment);
         self.edge.link = Some(link);
-        let reported_as = ReportDevice::new(handle.user(), &device_id);
-        self.device = Some(Device {
-            handle,
-            device_id,
-            reported_as,
-        });
+        self.device = Some(device);
     }
 
     /// Encodes queued envelopes (this one and whatever else is ready), packs them into
@@ -256,24 +238,16 @@ impl ChatConn {
             Change::Follow { group, mark } => {
                 let tx = self.replays.0.clone();
                 actix_web::rt::spawn(async move {
-                    let subscribed = h.subscribe(&group_channel(&group)).await;
-                    let Some(mark) = mark else { return };
-                    let missed = match subscribed {
-                        Ok(_) => h
-                            .node()
-                            .store()
-                            .messages(&group, Some(&mark), REPLAY_MAX)
-                            .await
-                            .map_err(|e| e.to_string()),
-                        Err(e) => Err(e.to_string()),
-                    };
-                    let _ = tx.send((group, missed)).await;
+                    let missed = Device::follow(&h, &group, mark.as_deref()).await;
+                    // Without a mark there is nothing to replay (a subscription
+                    // failure is the next change's to repair).
+                    if mark.is_some() {
+                        let _ = tx.send((group, missed)).await;
+                    }
                 });
             }
             Change::Unfollow(group) => {
-                actix_web::rt::spawn(async move {
-                    let _ = h.unsubscribe(&group_channel(&group)).await;
-                });
+                actix_web::rt::spawn(async move { Device::unfollow(&h, &group).await });
             }
         }
     }

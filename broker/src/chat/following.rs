@@ -14,7 +14,8 @@
 //! order, each once; messages this connection sent are not replayed to it. The replayed
 //! ids are kept for two heartbeat periods, so a live copy arriving late is skipped too.
 //!
-//! Pure state: the connection does the subscriptions and the writes.
+//! Pure state: the device ([`super::device`]) makes the subscriptions and reads the
+//! replay, the connection writes.
 
 use std::collections::{HashMap, HashSet};
 
