@@ -46,6 +46,13 @@ impl fmt::Display for AuthError {
 
 impl std::error::Error for AuthError {}
 
+impl AuthError {
+    /// Every token refusal is `Unauthorized`.
+    pub fn fault(&self) -> murmur_shared::fault::Fault {
+        murmur_shared::fault::Fault::Unauthorized
+    }
+}
+
 fn classify(e: jsonwebtoken::errors::Error) -> AuthError {
     use jsonwebtoken::errors::ErrorKind as K;
     let kind = match e.kind() {

@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use actix_web::http::header;
 use actix_web::{web, HttpResponse};
-use murmur_shared::api::ApiErrorCode;
+use murmur_shared::fault::Fault;
 use serde::Deserialize;
 
 use crate::api::error;
@@ -104,7 +104,7 @@ async fn file(path: web::Path<String>) -> HttpResponse {
                 "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
             ))
             .body(*body),
-        None => error(ApiErrorCode::NotFound, "no such demo file"),
+        None => error(Fault::NotFound, "no such demo file"),
     }
 }
 
@@ -125,26 +125,26 @@ pub fn valid_user(user: &str) -> bool {
 
 async fn token(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     if body.len() > MAX_TOKEN_BODY {
-        return error(ApiErrorCode::PayloadTooLarge, "body too large");
+        return error(Fault::TooLarge, "body too large");
     }
     let req: TokenRequest = match serde_json::from_slice(&body) {
         Ok(r) => r,
         Err(e) => {
             return error(
-                ApiErrorCode::BadRequest,
+                Fault::Invalid,
                 &format!("expected {{\"user\": \"<name>\"}}: {e}"),
             )
         }
     };
     if !valid_user(&req.user) {
         return error(
-            ApiErrorCode::BadRequest,
+            Fault::Invalid,
             "user must be 1-64 ASCII letters, digits, '.', '_' or '-'",
         );
     }
     let JwtKey::Hs256(secret) = &state.settings.jwt else {
         return error(
-            ApiErrorCode::Unavailable,
+            Fault::Unavailable,
             "this node verifies RS256/ES256 tokens: the demo cannot mint one",
         );
     };

@@ -77,7 +77,7 @@ pub fn client_token<'a>(
 pub fn refuse_if_draining(state: &AppState) -> Option<actix_web::HttpResponse> {
     state.node.is_draining().then(|| {
         crate::api::error(
-            murmur_shared::api::ApiErrorCode::Unavailable,
+            murmur_shared::fault::Fault::Unavailable,
             "node is draining; connect to another node",
         )
     })

@@ -13,7 +13,8 @@
 //! | [`close`] | the catalogue of WebSocket close codes the gateway uses |
 //! | [`chat`] | the GradAgenda chat codec (actions, direct session ids, batching) |
 //! | [`channel`] | channel-name rules shared by every protocol |
-//! | [`api`] | the backend/admin API error catalogue |
+//! | [`fault`] | why a request was refused: the one catalogue, spelled per protocol at the edge |
+//! | [`api`] | the backend/admin API error body |
 //! | [`sink`] | the Sink binary codec (frames, LEB128, length prefix), reference vectors |
 //! | [`timestick`] | the TimeStick codec (START, messages, URI mapping, cursors) |
 //! | [`timing`] | the Aries `~timing` decorator and RFC 0074 timestamps |
@@ -27,6 +28,7 @@ pub mod chat;
 pub mod close;
 pub mod duration;
 pub mod envelope;
+pub mod fault;
 pub mod helios;
 pub mod ids;
 pub mod protocol;

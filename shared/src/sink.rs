@@ -13,6 +13,10 @@ use std::fmt;
 pub const MAX_FRAME: usize = 65_535;
 /// Message ids are 12 bits.
 pub const MAX_MESSAGE_ID: u16 = 0x0fff;
+/// NACK machine code: the frame could not be decoded (the broker's, docs/errors.md).
+pub const NACK_MALFORMED: u8 = 0x01;
+/// NACK machine code: the event could not be stored now; send it again later.
+pub const NACK_UNAVAILABLE: u8 = 0x02;
 
 const T_CONN_REQUEST: u8 = 0;
 const T_CONN_RESPONSE: u8 = 1;

@@ -71,6 +71,21 @@ impl std::error::Error for ChatError {
     }
 }
 
+impl ChatError {
+    /// A store or bus failure is `Unavailable` ("temporarily unavailable").
+    pub fn fault(&self) -> murmur_shared::fault::Fault {
+        use murmur_shared::fault::Fault;
+        match self {
+            ChatError::NotFound => Fault::NotFound,
+            ChatError::NotParticipant => Fault::Forbidden,
+            ChatError::Invalid(_) => Fault::Invalid,
+            ChatError::Store(_) => Fault::Unavailable,
+            ChatError::Open(e) => e.fault(),
+            ChatError::Session(e) => e.fault(),
+        }
+    }
+}
+
 fn store_err(e: crate::store::StoreError) -> ChatError {
     ChatError::Store(e)
 }

@@ -15,6 +15,7 @@ use std::sync::Arc;
 
 use murmur_shared::close::CloseReason;
 use murmur_shared::envelope::Envelope;
+use murmur_shared::fault::Fault;
 use tokio::sync::{mpsc, oneshot};
 
 pub use handle::SessionHandle;
@@ -58,6 +59,16 @@ impl fmt::Display for SessionError {
 
 impl std::error::Error for SessionError {}
 
+impl SessionError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            SessionError::Gone => Fault::Gone,
+            SessionError::Limit(_) | SessionError::Invalid(_) => Fault::Invalid,
+            SessionError::Unavailable(_) => Fault::Unavailable,
+        }
+    }
+}
+
 /// Why an RPC call could not be sent (errors after sending arrive as responses).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CallError {
@@ -69,6 +80,17 @@ pub enum CallError {
     TooMany,
     /// The session ended.
     Gone,
+}
+
+impl CallError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            CallError::NoProvider => Fault::NotFound,
+            CallError::Duplicate => Fault::Conflict,
+            CallError::TooMany => Fault::RateLimited,
+            CallError::Gone => Fault::Gone,
+        }
+    }
 }
 
 /// Why a session could not be opened or recovered.
@@ -96,6 +118,18 @@ impl fmt::Display for OpenError {
             OpenError::Store(e) => return write!(f, "temporarily unavailable: {e}"),
             OpenError::Unrecoverable(m) => m,
         })
+    }
+}
+
+impl OpenError {
+    pub fn fault(&self) -> Fault {
+        match self {
+            OpenError::NotFound => Fault::NotFound,
+            OpenError::WrongUser => Fault::Forbidden,
+            OpenError::Draining => Fault::Unavailable,
+            OpenError::Store(e) => e.fault(),
+            OpenError::Unrecoverable(_) => Fault::Gone,
+        }
     }
 }
 

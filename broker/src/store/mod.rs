@@ -23,6 +23,7 @@ use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
 use murmur_shared::envelope::Envelope;
+use murmur_shared::fault::Fault;
 use murmur_shared::ids::{NodeId, SessionId};
 use serde::{Deserialize, Serialize};
 
@@ -93,6 +94,16 @@ impl StoreError {
 
     pub fn kind(&self) -> StoreErrorKind {
         self.kind
+    }
+
+    /// How a client is answered: a store away or slow is `Unavailable` (the same call
+    /// may succeed later), a conflict a `Conflict`, an unreadable record `Internal`.
+    pub fn fault(&self) -> Fault {
+        match self.kind {
+            StoreErrorKind::Unavailable | StoreErrorKind::Timeout => Fault::Unavailable,
+            StoreErrorKind::Conflict => Fault::Conflict,
+            StoreErrorKind::Corrupt => Fault::Internal,
+        }
     }
 }
 

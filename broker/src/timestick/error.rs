@@ -3,6 +3,8 @@
 
 use std::fmt;
 
+use murmur_shared::fault::Fault;
+
 use crate::store::{StoreError, TsState};
 
 /// Why a session request (POST, poll, stream, admin STOP/KILL) was refused.
@@ -43,6 +45,24 @@ impl TsError {
             reason: reason.into(),
             correlation_id: correlation_id.map(str::to_string),
             expired: false,
+        }
+    }
+}
+
+impl TsError {
+    /// The neutral reason ([`Fault`]), whose HTTP status the gateway answers: a store
+    /// failure is `Unavailable` whatever its kind, an expired `~timing` an `Invalid`
+    /// message (400 `EXPIRED` in TimeStick's own codes).
+    pub fn fault(&self) -> Fault {
+        match self {
+            TsError::Unavailable(_) => Fault::Unavailable,
+            TsError::NotFound | TsError::OriginEnded => Fault::NotFound,
+            TsError::Forbidden => Fault::Forbidden,
+            TsError::Ended(_) => Fault::Gone,
+            TsError::TooLarge { .. } => Fault::TooLarge,
+            TsError::RateLimited => Fault::RateLimited,
+            TsError::Duplicate => Fault::Conflict,
+            TsError::Invalid { .. } | TsError::CursorAhead => Fault::Invalid,
         }
     }
 }

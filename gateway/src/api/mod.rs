@@ -1,5 +1,6 @@
 //! The backend/admin API on the internal port: `/api/v1/*`, bearer `MURMUR_API_KEY`.
-//! Every error is `{"error":{"code","message"}}` (codes in `murmur_shared::api`).
+//! Every error is `{"error":{"code","message"}}`: the code and status of a
+//! [`Fault`] (`murmur_shared::fault`, docs/errors.md).
 
 mod nodes;
 mod publish;
@@ -8,7 +9,7 @@ mod starlings;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{body::BoxBody, web, HttpResponse};
-use murmur_shared::api::ApiErrorCode;
+use murmur_shared::fault::Fault;
 
 use crate::state::{bearer, AppState};
 
@@ -16,13 +17,14 @@ use crate::state::{bearer, AppState};
 pub const MAX_BODY: usize = 1024 * 1024;
 
 /// An API error response.
-pub fn error(code: ApiErrorCode, message: &str) -> HttpResponse {
-    HttpResponse::build(actix_web::http::StatusCode::from_u16(code.status()).unwrap_or_default())
-        .json(code.body(message))
+pub fn error(fault: impl Into<Fault>, message: &str) -> HttpResponse {
+    let fault = fault.into();
+    let status = actix_web::http::StatusCode::from_u16(fault.http_status()).unwrap_or_default();
+    HttpResponse::build(status).json(murmur_shared::api::body(fault, message))
 }
 
 /// A refused `~timing`, as an API error (400 malformed or too long, 422 expired).
-pub struct TimingRefused(ApiErrorCode, String);
+pub struct TimingRefused(Fault, String);
 
 impl From<TimingRefused> for HttpResponse {
     fn from(r: TimingRefused) -> HttpResponse {
@@ -46,8 +48,8 @@ pub fn plan_timing(
                 .with_label_values(&["api", "rejected"])
                 .inc();
             let code = match e {
-                murmur_shared::timing::TimingError::Expired => ApiErrorCode::Expired,
-                _ => ApiErrorCode::BadRequest,
+                murmur_shared::timing::TimingError::Expired => Fault::Expired,
+                _ => Fault::Invalid,
             };
             Err(TimingRefused(code, e.to_string()))
         }
@@ -98,7 +100,7 @@ async fn authorize_then(
         None => false,
     };
     if !ok {
-        let resp = error(ApiErrorCode::Unauthorized, "missing or invalid API key");
+        let resp = error(Fault::Unauthorized, "missing or invalid API key");
         return Ok(req.into_response(resp));
     }
     next.call(req).await
@@ -112,9 +114,9 @@ pub fn json_config() -> web::JsonConfig {
             let (code, msg) = match &err {
                 actix_web::error::JsonPayloadError::Overflow { .. }
                 | actix_web::error::JsonPayloadError::OverflowKnownLength { .. } => {
-                    (ApiErrorCode::PayloadTooLarge, "body too large".to_string())
+                    (Fault::TooLarge, "body too large".to_string())
                 }
-                e => (ApiErrorCode::BadRequest, format!("invalid JSON body: {e}")),
+                e => (Fault::Invalid, format!("invalid JSON body: {e}")),
             };
             actix_web::error::InternalError::from_response(err, error(code, &msg)).into()
         })
@@ -127,7 +129,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .wrap(actix_web::middleware::from_fn(require_api_key))
             .app_data(json_config())
             .app_data(web::PathConfig::default().error_handler(|err, _| {
-                let resp = error(ApiErrorCode::BadRequest, &err.to_string());
+                let resp = error(Fault::Invalid, &err.to_string());
                 actix_web::error::InternalError::from_response(err, resp).into()
             }))
             .route("/publish", web::post().to(publish::publish))
@@ -165,7 +167,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::post().to(crate::timestick::admin_kill),
             )
             .default_service(web::to(|| async {
-                error(ApiErrorCode::NotFound, "no such API endpoint")
+                error(Fault::NotFound, "no such API endpoint")
             })),
     );
 }

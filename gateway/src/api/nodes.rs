@@ -1,7 +1,7 @@
 //! `GET /api/v1/nodes`: live nodes and their session counts.
 
 use actix_web::{web, HttpResponse};
-use murmur_shared::api::ApiErrorCode;
+use murmur_shared::fault::Fault;
 use serde_json::json;
 
 use super::error;
@@ -26,9 +26,6 @@ pub async fn nodes(state: web::Data<AppState>) -> HttpResponse {
                 .collect();
             HttpResponse::Ok().json(json!({"nodes": list}))
         }
-        Err(e) => error(
-            ApiErrorCode::Unavailable,
-            &format!("store unavailable: {e}"),
-        ),
+        Err(e) => error(Fault::Unavailable, &format!("store unavailable: {e}")),
     }
 }

@@ -1,9 +1,9 @@
 //! `POST /api/v1/publish {channel, data, ~timing?}`: publish on a channel from the backend.
 
 use actix_web::{web, HttpResponse};
-use murmur_shared::api::ApiErrorCode;
 use murmur_shared::channel;
 use murmur_shared::envelope::Origin;
+use murmur_shared::fault::Fault;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
@@ -22,7 +22,7 @@ pub struct PublishBody {
 pub async fn publish(state: web::Data<AppState>, body: web::Json<PublishBody>) -> HttpResponse {
     let body = body.into_inner();
     if let Err(e) = channel::validate(&body.channel) {
-        return error(ApiErrorCode::BadRequest, &e);
+        return error(Fault::Invalid, &e);
     }
     let due = match super::plan_timing(&state, body.timing.as_ref()) {
         Ok(due) => due,
@@ -42,6 +42,6 @@ pub async fn publish(state: web::Data<AppState>, body: web::Json<PublishBody>) -
             }
             HttpResponse::Ok().json(out)
         }
-        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+        Err(e) => error(Fault::Unavailable, &e.to_string()),
     }
 }

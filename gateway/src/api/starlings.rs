@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use actix_web::{web, HttpResponse};
 use murmur_broker::node::RequestError;
-use murmur_shared::api::ApiErrorCode;
 use murmur_shared::envelope::Body;
+use murmur_shared::fault::Fault;
 use murmur_shared::helios;
 use murmur_shared::ids::SessionId;
 use serde::Deserialize;
@@ -41,15 +41,15 @@ pub async fn request(
 ) -> HttpResponse {
     let body = body.into_inner();
     let Some(id) = SessionId::parse(&path) else {
-        return error(ApiErrorCode::NotFound, "no such starling (ids are UUIDs)");
+        return error(Fault::NotFound, "no such starling (ids are UUIDs)");
     };
     if let Err(e) = helios::validate_method(&body.method) {
-        return error(ApiErrorCode::BadRequest, &format!("method: {e}"));
+        return error(Fault::Invalid, &format!("method: {e}"));
     }
     let timeout_ms = body.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     if timeout_ms == 0 || timeout_ms > MAX_TIMEOUT_MS {
         return error(
-            ApiErrorCode::BadRequest,
+            Fault::Invalid,
             &format!("timeoutMs must be between 1 and {MAX_TIMEOUT_MS}"),
         );
     }
@@ -65,11 +65,8 @@ pub async fn request(
             Body::Bytes(_) => json!({"success": true, "data": null}),
             Body::Texts(_) => json!({"success": true, "data": answer.body.value()}),
         }),
-        Err(RequestError::NotFound) => error(ApiErrorCode::NotFound, "no such starling"),
-        Err(RequestError::Timeout) => error(
-            ApiErrorCode::RequestTimeout,
-            "the starling did not answer in time",
-        ),
-        Err(RequestError::Cancelled(why)) => error(ApiErrorCode::RequestCancelled, &why),
+        Err(RequestError::NotFound) => error(Fault::NotFound, "no such starling"),
+        Err(RequestError::Timeout) => error(Fault::Timeout, "the starling did not answer in time"),
+        Err(RequestError::Cancelled(why)) => error(Fault::Cancelled, &why),
     }
 }

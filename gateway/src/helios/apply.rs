@@ -20,7 +20,8 @@ use super::session::{Conn, LABEL};
 use super::BUILTIN_NAMESPACES;
 use crate::edge::{Adapter, Flow, Stop};
 
-use murmur_shared::helios::custom::{EXPIRED, TOO_MANY_REQUESTS, UNAVAILABLE};
+use murmur_shared::fault::Fault;
+use murmur_shared::helios::custom::EXPIRED;
 
 /// Applies one decoded frame.
 pub async fn frame(conn: &mut Conn, frame: Frame) -> Flow {
@@ -64,16 +65,15 @@ fn err(id: &str, code: ErrorCode, message: impl Into<String>) -> String {
     helios::encode_error(id, &WireError::new(code, message), now_ms())
 }
 
-/// A failed session operation: the store or bus away is `UNAVAILABLE`, a session that
-/// ended meanwhile `INTERNAL_ERROR`, a refused argument or limit `VALIDATION_ERROR`.
+/// A failed session operation, answered with its [`Fault`]'s Helios code: the store or
+/// bus away is `UNAVAILABLE`, a session that ended meanwhile `INTERNAL_ERROR`, a
+/// refused argument or limit `VALIDATION_ERROR`.
 fn session_err(id: &str, e: SessionError) -> String {
-    match e {
-        SessionError::Unavailable(_) => custom_err(id, UNAVAILABLE, &e.to_string()),
-        SessionError::Gone => err(id, ErrorCode::InternalError, e.to_string()),
-        SessionError::Limit(_) | SessionError::Invalid(_) => {
-            err(id, ErrorCode::ValidationError, e.to_string())
-        }
-    }
+    fault_err(id, e.fault(), &e.to_string())
+}
+
+fn fault_err(id: &str, fault: Fault, message: &str) -> String {
+    custom_err(id, fault.helios_code(), message)
 }
 
 fn custom_err(id: &str, code: &str, message: &str) -> String {
@@ -266,33 +266,29 @@ async fn route(conn: &mut Conn, req: Request, deliver_at: Option<i64>) -> Flow {
             .await
     })
     .await?;
-    let metrics = &conn.state.node.metrics;
-    let out = match result {
+    let e = match result {
         Ok(()) => return Ok(()),
-        Err(CallError::NoProvider) => {
-            metrics
-                .rpc_requests
-                .with_label_values(&[LABEL, "not_found"])
-                .inc();
-            err(
-                &id,
-                ErrorCode::MethodNotFound,
-                format!("no provider for {:?}", req.method),
-            )
-        }
-        Err(CallError::Duplicate) => err(
-            &id,
-            ErrorCode::ValidationError,
-            "a request with this requestId is in flight",
-        ),
-        Err(CallError::TooMany) => {
-            metrics
-                .rpc_requests
-                .with_label_values(&[LABEL, "rejected"])
-                .inc();
-            custom_err(&id, TOO_MANY_REQUESTS, "too many requests in flight")
-        }
-        Err(CallError::Gone) => err(&id, ErrorCode::InternalError, "session ended"),
+        Err(e) => e,
     };
+    let counted = match e {
+        CallError::NoProvider => Some("not_found"),
+        CallError::TooMany => Some("rejected"),
+        CallError::Duplicate | CallError::Gone => None,
+    };
+    if let Some(outcome) = counted {
+        conn.state
+            .node
+            .metrics
+            .rpc_requests
+            .with_label_values(&[LABEL, outcome])
+            .inc();
+    }
+    let message = match e {
+        CallError::NoProvider => format!("no provider for {:?}", req.method),
+        CallError::Duplicate => "a request with this requestId is in flight".into(),
+        CallError::TooMany => "too many requests in flight".into(),
+        CallError::Gone => "session ended".into(),
+    };
+    let out = fault_err(&id, e.fault(), &message);
     conn.send(out)
 }

@@ -14,7 +14,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use std::sync::Arc;
 
 use murmur_broker::session::{Attachment, OpenError, Protocol, SessionHandle};
-use murmur_shared::api::ApiErrorCode;
+use murmur_shared::fault::Fault;
 use murmur_shared::ids::SessionId;
 use serde::Deserialize;
 
@@ -45,13 +45,13 @@ pub async fn starling(
     let token = client_token(query.token.as_deref(), &req);
     let principal = match token.map(|t| state.verifier.verify(t)) {
         Some(Ok(p)) => Some(p),
-        Some(Err(e)) => return Ok(error(ApiErrorCode::Unauthorized, &e.to_string())),
+        Some(Err(e)) => return Ok(error(Fault::Unauthorized, &e.to_string())),
         None => None,
     };
     let recover = query.recover.filter(|t| !t.is_empty());
     if principal.is_none() && recover.is_none() {
         return Ok(error(
-            ApiErrorCode::Unauthorized,
+            Fault::Unauthorized,
             "token required (?token= or Authorization)",
         ));
     }
@@ -82,7 +82,7 @@ pub async fn starling(
                             return Ok(resp);
                         }
                         Err(OpenError::Draining) => {
-                            return Ok(error(ApiErrorCode::Unavailable, "node is draining"))
+                            return Ok(error(Fault::Unavailable, "node is draining"))
                         }
                         Err(e) => failure = Some(e.to_string()),
                     }
@@ -106,8 +106,8 @@ pub async fn starling(
             serve(state, handle, attachment, out, stream, greeting);
             Ok(resp)
         }
-        Err(OpenError::Draining) => Ok(error(ApiErrorCode::Unavailable, "node is draining")),
-        Err(e) => Ok(error(ApiErrorCode::Internal, &e.to_string())),
+        Err(OpenError::Draining) => Ok(error(Fault::Unavailable, "node is draining")),
+        Err(e) => Ok(error(Fault::Internal, &e.to_string())),
     }
 }
 

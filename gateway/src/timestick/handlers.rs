@@ -11,7 +11,7 @@ use bytes::BytesMut;
 use murmur_broker::node::Node;
 use murmur_broker::store::TsState;
 use murmur_broker::timestick::{self, StartError, Submission, TsError};
-use murmur_shared::api::ApiErrorCode;
+use murmur_shared::fault::Fault;
 use murmur_shared::ids::SessionId;
 use murmur_shared::timestick::{self as wire, Cursor};
 use serde::{Deserialize, Serialize};
@@ -44,18 +44,23 @@ fn error_body(code: &str, message: &str) -> Value {
     json!({"status": "error", "error_code": code, "error_message": message})
 }
 
-/// The HTTP status and JSON body of a refused session request (CONTRACT §3): a store
-/// failure is 503 `UNAVAILABLE`, whatever its kind.
+/// The HTTP status and JSON body of a refused session request (CONTRACT §3): the status
+/// is the error's [`Fault`](murmur_shared::fault::Fault) (a store failure is 503
+/// `UNAVAILABLE`, whatever its kind), the body TimeStick's own code.
 pub(super) fn refusal(id: SessionId, e: &TsError) -> (u16, Value) {
+    (e.fault().http_status(), refusal_body(id, e))
+}
+
+fn refusal_body(id: SessionId, e: &TsError) -> Value {
     let message = e.to_string();
     match e {
-        TsError::Unavailable(_) => (503, error_body("UNAVAILABLE", &message)),
-        TsError::NotFound => (404, error_body("SESSION_NOT_FOUND", &message)),
-        TsError::Forbidden => (403, error_body("FORBIDDEN", &message)),
-        TsError::Ended(state) => (410, gone(state)),
-        TsError::TooLarge { .. } => (413, error_body("MESSAGE_TOO_LARGE", &message)),
-        TsError::RateLimited => (429, error_body("RATE_LIMITED", &message)),
-        TsError::Duplicate => (409, error_body("DUPLICATE_MESSAGE", &message)),
+        TsError::Unavailable(_) => error_body("UNAVAILABLE", &message),
+        TsError::NotFound => error_body("SESSION_NOT_FOUND", &message),
+        TsError::Forbidden => error_body("FORBIDDEN", &message),
+        TsError::Ended(state) => gone(state),
+        TsError::TooLarge { .. } => error_body("MESSAGE_TOO_LARGE", &message),
+        TsError::RateLimited => error_body("RATE_LIMITED", &message),
+        TsError::Duplicate => error_body("DUPLICATE_MESSAGE", &message),
         TsError::Invalid {
             reason,
             correlation_id,
@@ -66,12 +71,10 @@ pub(super) fn refusal(id: SessionId, e: &TsError) -> (u16, Value) {
             } else {
                 "INVALID_MESSAGE"
             };
-            let body =
-                wire::error_response(&id.to_string(), correlation_id.as_deref(), code, reason);
-            (400, body)
+            wire::error_response(&id.to_string(), correlation_id.as_deref(), code, reason)
         }
-        TsError::OriginEnded => (404, error_body("ORIGIN_ENDED", &message)),
-        TsError::CursorAhead => (400, error_body("INVALID_REQUEST", &message)),
+        TsError::OriginEnded => error_body("ORIGIN_ENDED", &message),
+        TsError::CursorAhead => error_body("INVALID_REQUEST", &message),
     }
 }
 
@@ -370,7 +373,7 @@ pub async fn admin_stop(
     body: Option<web::Json<StopBody>>,
 ) -> HttpResponse {
     let Some(id) = SessionId::parse(&path) else {
-        return error(ApiErrorCode::NotFound, "no such session");
+        return error(Fault::NotFound, "no such session");
     };
     let body = body.map(|b| b.into_inner()).unwrap_or_default();
     let reason = body.reason.unwrap_or_else(|| "server-initiated".into());
@@ -393,10 +396,10 @@ pub async fn admin_kill(
     body: web::Json<KillBody>,
 ) -> HttpResponse {
     let Some(id) = SessionId::parse(&path) else {
-        return error(ApiErrorCode::NotFound, "no such session");
+        return error(Fault::NotFound, "no such session");
     };
     if body.kill_level > 3 {
-        return error(ApiErrorCode::BadRequest, "kill_level must be 0, 1, 2 or 3");
+        return error(Fault::Invalid, "kill_level must be 0, 1, 2 or 3");
     }
     let reason = body
         .reason
@@ -409,15 +412,9 @@ pub async fn admin_kill(
 }
 
 fn admin_error(id: SessionId, e: &TsError) -> HttpResponse {
-    let (status, body) = refusal(id, e);
-    let code = match status {
-        404 => ApiErrorCode::NotFound,
-        410 => ApiErrorCode::Gone,
-        503 => ApiErrorCode::Unavailable,
-        _ => ApiErrorCode::BadRequest,
-    };
+    let body = refusal_body(id, e);
     let msg = body["error_message"].as_str().unwrap_or("refused");
-    error(code, msg)
+    error(e.fault(), msg)
 }
 
 #[cfg(test)]
