@@ -94,14 +94,16 @@ impl Verifier {
     }
 
     /// RS256 or ES256 with a PEM public key (the key type picks the algorithm).
-    pub fn from_public_pem(pem: &[u8]) -> Result<Self, String> {
+    pub fn from_public_pem(pem: &[u8]) -> Result<Self, crate::setup::SetupError> {
         if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
             return Ok(Self::with(Some(key), Algorithm::RS256));
         }
         match DecodingKey::from_ec_pem(pem) {
             Ok(key) => Ok(Self::with(Some(key), Algorithm::ES256)),
-            Err(e) => Err(format!(
-                "public key is neither an RSA nor an EC PEM key: {e}"
+            Err(e) => Err(crate::setup::SetupError::new(
+                crate::setup::SetupErrorKind::Key,
+                "public key is neither an RSA nor an EC PEM key",
+                e,
             )),
         }
     }

@@ -23,6 +23,7 @@
 //! | [`timestick`] | TimeStick sessions: START, messages, long-poll/stream reads, STOP/KILL, idle sweep |
 //! | [`watch`] | channel watches for long-polls (no session needed) |
 //! | [`config`] | broker limits and timings |
+//! | [`setup`] | why a node could not be set up (typed, with a kind) |
 //! | [`keys`] | Redis key and channel names (cluster mode) |
 #![forbid(unsafe_code)]
 
@@ -39,6 +40,7 @@ pub mod replies;
 pub mod router;
 pub mod scheduler;
 pub mod session;
+pub mod setup;
 pub mod sink;
 pub mod store;
 pub mod timestick;
@@ -48,3 +50,4 @@ pub mod wiring;
 pub use config::BrokerConfig;
 pub use node::Node;
 pub use session::{Attachment, CallError, OpenError, Protocol, SessionHandle};
+pub use setup::{SetupError, SetupErrorKind};

@@ -60,7 +60,7 @@ impl Node {
         config: BrokerConfig,
         redis_url: &str,
         prefix: &str,
-    ) -> Result<Arc<Node>, String> {
+    ) -> Result<Arc<Node>, crate::setup::SetupError> {
         let keys = Keys::new(prefix);
         let store = Arc::new(RedisStore::new(redis_url, keys.clone())?);
         let scheduler = Arc::new(RedisScheduler::new(redis_url, keys.clone())?);

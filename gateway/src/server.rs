@@ -6,6 +6,8 @@
 //! 1001; Helios clients keep their recovery token), then the node leaves the cluster
 //! and the process exits by `MURMUR_DRAIN_TIMEOUT` at the latest.
 
+use std::fmt;
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -19,7 +21,7 @@ use actix_service::{IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, ServiceRequest, ServiceResponse};
 use actix_web::{web, App, HttpServer};
 use murmur_broker::auth::{RecoveryTokens, Verifier};
-use murmur_broker::{BrokerConfig, Node};
+use murmur_broker::{BrokerConfig, Node, SetupError};
 use tokio::signal::unix::{signal, SignalKind};
 use tracing::{error, info, warn};
 
@@ -44,19 +46,66 @@ pub fn run(settings: Settings) -> ExitCode {
     }
 }
 
-fn verifier(settings: &Settings) -> Result<Verifier, String> {
-    match &settings.jwt {
-        JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.as_bytes())),
-        JwtKey::PublicKeyPem(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                format!("cannot read MURMUR_JWT_PUBLIC_KEY {}: {e}", path.display())
-            })?;
-            Verifier::from_public_pem(&pem)
+/// Why a node could not start, or stopped with an error.
+#[derive(Debug)]
+pub enum ServeError {
+    /// `MURMUR_JWT_PUBLIC_KEY` could not be read.
+    KeyFile(PathBuf, std::io::Error),
+    /// The broker (its key, its Redis clients) could not be set up.
+    Setup(SetupError),
+    /// A listener could not be bound.
+    Listen(String, std::io::Error),
+    /// The Sink TLS listener could not be configured.
+    Tls(String),
+    /// A server failed while running.
+    Server(std::io::Error),
+}
+
+impl fmt::Display for ServeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ServeError::KeyFile(path, e) => {
+                write!(
+                    f,
+                    "cannot read MURMUR_JWT_PUBLIC_KEY {}: {e}",
+                    path.display()
+                )
+            }
+            ServeError::Setup(e) => e.fmt(f),
+            ServeError::Listen(addr, e) => write!(f, "cannot listen on {addr}: {e}"),
+            ServeError::Tls(m) => f.write_str(m),
+            ServeError::Server(e) => write!(f, "server error: {e}"),
         }
     }
 }
 
-async fn serve(settings: Settings) -> Result<(), String> {
+impl std::error::Error for ServeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ServeError::KeyFile(_, e) | ServeError::Listen(_, e) | ServeError::Server(e) => Some(e),
+            ServeError::Setup(e) => Some(e),
+            ServeError::Tls(_) => None,
+        }
+    }
+}
+
+impl From<SetupError> for ServeError {
+    fn from(e: SetupError) -> Self {
+        ServeError::Setup(e)
+    }
+}
+
+fn verifier(settings: &Settings) -> Result<Verifier, ServeError> {
+    match &settings.jwt {
+        JwtKey::Hs256(secret) => Ok(Verifier::hs256(secret.as_bytes())),
+        JwtKey::PublicKeyPem(path) => {
+            let pem = std::fs::read(path).map_err(|e| ServeError::KeyFile(path.clone(), e))?;
+            Ok(Verifier::from_public_pem(&pem)?)
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> Result<(), ServeError> {
     let verifier = verifier(&settings)?;
     let mut config = BrokerConfig::new(settings.node_id.clone());
     config.heartbeat_ttl = settings.heartbeat_ttl;
@@ -95,7 +144,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         .bind("murmur-public", &settings.listen, move || {
             public_service(public_state.clone())
         })
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.listen))?
+        .map_err(|e| ServeError::Listen(settings.listen.clone(), e))?
         .run();
 
     let internal_state = state.clone();
@@ -112,7 +161,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
     .tcp_nodelay(true)
     .shutdown_timeout(grace)
     .bind(&settings.internal_listen)
-    .map_err(|e| format!("cannot listen on {}: {e}", settings.internal_listen))?
+    .map_err(|e| ServeError::Listen(settings.internal_listen.clone(), e))?
     .run();
 
     info!(
@@ -145,7 +194,7 @@ async fn serve(settings: Settings) -> Result<(), String> {
         }
     };
     let (a, b, c) = futures_util::future::join3(public, internal, sink_run).await;
-    a.and(b).and(c).map_err(|e| format!("server error: {e}"))?;
+    a.and(b).and(c).map_err(ServeError::Server)?;
     info!("murmur node stopped");
     Ok(())
 }
@@ -217,10 +266,12 @@ fn public_service(
 
 /// The Sink TCP listener: TLS with client certificates when configured, plaintext in
 /// development mode, none otherwise.
-fn sink_listener(state: &web::Data<AppState>) -> Result<Option<actix_server::Server>, String> {
+fn sink_listener(state: &web::Data<AppState>) -> Result<Option<actix_server::Server>, ServeError> {
     let settings = &state.settings;
     let tls = match &settings.sink_tls {
-        Some((cert, key, ca)) => Some(sink::connect::tls_acceptor(cert, key, ca)?),
+        Some((cert, key, ca)) => {
+            Some(sink::connect::tls_acceptor(cert, key, ca).map_err(ServeError::Tls)?)
+        }
         None if settings.dev => None,
         None => {
             info!("Sink over TCP disabled: set MURMUR_SINK_TLS_* (or MURMUR_DEV=1 for plaintext)");
@@ -248,7 +299,7 @@ fn sink_listener(state: &web::Data<AppState>) -> Result<Option<actix_server::Ser
                 }
             })
         })
-        .map_err(|e| format!("cannot listen on {}: {e}", settings.sink_listen))?
+        .map_err(|e| ServeError::Listen(settings.sink_listen.clone(), e))?
         .run();
     info!(sink = %settings.sink_listen, mode, "sink listener");
     Ok(Some(server))

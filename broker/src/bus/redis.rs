@@ -131,8 +131,9 @@ impl RedisBus {
         inbound: Inbound,
         metrics: Arc<Metrics>,
         history: HistoryLimits,
-    ) -> Result<Self, String> {
-        let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+    ) -> Result<Self, crate::setup::SetupError> {
+        let client =
+            Client::open(url).map_err(|e| crate::setup::SetupError::redis_url("bus", e))?;
         let shared = Arc::new(Shared {
             keys,
             node,

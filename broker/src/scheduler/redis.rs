@@ -54,7 +54,7 @@ fn err(e: redis::RedisError) -> StoreError {
 }
 
 impl RedisScheduler {
-    pub fn new(url: &str, keys: Keys) -> Result<Self, String> {
+    pub fn new(url: &str, keys: Keys) -> Result<Self, crate::setup::SetupError> {
         let conn = crate::store::redis::lazy_connection(url, "scheduler")?;
         Ok(RedisScheduler {
             conn,

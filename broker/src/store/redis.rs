@@ -5,6 +5,7 @@
 //! node's leftovers expire; compare-and-delete and node cleanup are Lua scripts so they
 //! are atomic.
 
+use crate::setup::{SetupError, SetupErrorKind};
 use std::collections::HashSet;
 use std::time::Duration;
 
@@ -77,15 +78,18 @@ pub struct RedisStore {
 
 /// A connection manager that connects lazily (a node starts while Redis is away),
 /// reconnects by itself, and fails commands fast while Redis is unreachable.
-pub(crate) fn lazy_connection(url: &str, what: &str) -> Result<ConnectionManager, String> {
-    let client = Client::open(url).map_err(|e| format!("invalid Redis URL: {e}"))?;
+pub(crate) fn lazy_connection(
+    url: &str,
+    what: &'static str,
+) -> Result<ConnectionManager, SetupError> {
+    let client = Client::open(url).map_err(|e| SetupError::redis_url(what, e))?;
     let config = ConnectionManagerConfig::new()
         .set_connection_timeout(Some(IO_TIMEOUT))
         .set_response_timeout(Some(IO_TIMEOUT))
         .set_number_of_retries(1)
         .set_max_delay(Duration::from_secs(2));
     ConnectionManager::new_lazy_with_config(client, config)
-        .map_err(|e| format!("cannot set up the Redis {what}: {e}"))
+        .map_err(|e| SetupError::new(SetupErrorKind::Redis, what, e))
 }
 
 pub(super) fn err(e: redis::RedisError) -> StoreError {
@@ -110,7 +114,7 @@ fn parse_member(m: &str) -> Option<ProviderEntry> {
 
 impl RedisStore {
     /// A store on `url`; connects lazily, so a node can start while Redis is away.
-    pub fn new(url: &str, keys: Keys) -> Result<Self, String> {
+    pub fn new(url: &str, keys: Keys) -> Result<Self, SetupError> {
         let conn = lazy_connection(url, "store")?;
         Ok(RedisStore {
             conn,
