@@ -21,7 +21,7 @@ use crate::session::Protocol;
 /// What the registry knows of one local session.
 #[derive(Clone)]
 pub struct LocalSession {
-    pub addr: Addr<SessionActor>,
+    pub(crate) addr: Addr<SessionActor>,
     pub user: Arc<str>,
     pub protocol: Protocol,
 }
@@ -31,7 +31,7 @@ pub struct LocalSession {
 /// fills directly: one hop less per delivered message.
 #[derive(Clone)]
 pub struct Member {
-    pub addr: Addr<SessionActor>,
+    pub(crate) addr: Addr<SessionActor>,
     pub direct: Option<mpsc::Sender<Arc<Envelope>>>,
 }
 
