@@ -1,5 +1,6 @@
-//! `/api/v1/sink/*`: queue events for a device, read its NACK list, quarantine it.
-//! Bytes travel as base64 (standard alphabet, padded).
+//! `/api/v1/sink/*`: queue events for a device, read its NACK list and status,
+//! quarantine it. Bytes travel as base64 (standard alphabet, padded). Each handler
+//! checks its input and calls the broker's `sink` functions, which read the store.
 
 use actix_web::{web, HttpResponse};
 use base64::engine::general_purpose::STANDARD;
@@ -103,7 +104,7 @@ pub async fn nacks(state: web::Data<AppState>, path: web::Path<String>) -> HttpR
         Ok(c) => c,
         Err(r) => return r.into(),
     };
-    match state.node.store().sink_nacks(&client, 1000).await {
+    match service::nacks(&state.node, &client).await {
         Ok(list) => {
             let items: Vec<Value> = list
                 .iter()
@@ -130,17 +131,13 @@ pub async fn client(state: web::Data<AppState>, path: web::Path<String>) -> Http
         Ok(c) => c,
         Err(r) => return r.into(),
     };
-    let store = state.node.store();
-    match (
-        store.sink_outbox_depth(&client).await,
-        store.sink_quarantine(&client).await,
-    ) {
-        (Ok(depth), Ok(q)) => HttpResponse::Ok().json(json!({
+    match service::status(&state.node, &client).await {
+        Ok(status) => HttpResponse::Ok().json(json!({
             "client": client,
-            "outbox_depth": depth,
-            "quarantined": q.is_some(),
+            "outbox_depth": status.outbox_depth,
+            "quarantined": status.quarantined,
         })),
-        (Err(e), _) | (_, Err(e)) => error(ApiErrorCode::Unavailable, &e.to_string()),
+        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
     }
 }
 

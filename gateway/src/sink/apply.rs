@@ -1,20 +1,17 @@
-//! What each device frame does: the handshake (the first frame), then PUBLISH (stored,
-//! then ACK; NACK `02` when the store is away, `01` when malformed), ACK/NACK of the
-//! outbox pump's PUBLISHes, PING → PONG.
+//! What each device frame does: the handshake (the first frame), then PUBLISH (stored
+//! by the broker's [`Outbox::accept`], then ACK; NACK `02` when the store is away, `01`
+//! when malformed), ACK/NACK of the outbox pump's PUBLISHes ([`Outbox::answered`]),
+//! PING → PONG.
 
-use murmur_broker::metrics::outcome;
-use murmur_broker::sink::{self as service, Hello, SinkControl};
+use murmur_broker::sink::{self as service, Answer, Hello, Outbox, SinkControl};
 use murmur_shared::channel;
 use murmur_shared::close::CloseCode;
 use murmur_shared::sink::{ConnectionResponse, Event, Frame};
 use serde_json::Value;
 
-use super::session::{Identity, Inbound, Phase, Pump, SinkConn, NACK_MALFORMED, NACK_UNAVAILABLE};
+use super::session::{Identity, Inbound, Phase, SinkConn, NACK_MALFORMED, NACK_UNAVAILABLE};
 use super::LABEL;
 use crate::edge::{Flow, Link, Stop};
-
-/// Identities of PUBLISHes answered NACK `02` a connection remembers at most.
-pub const NACKED_KEPT: usize = 64;
 
 fn close(code: CloseCode, reason: &str) -> Flow {
     Err(Stop::close(code, reason))
@@ -125,11 +122,8 @@ async fn handshake(conn: &mut SinkConn, identity: Identity, inbound: Inbound) ->
         Some(handle.id()),
         Value::Null,
     );
-    if let Ok(depth) = node.store().sink_outbox_depth(&client).await {
-        node.metrics.sink_outbox_depth.observe(depth as f64);
-    }
-    let sent_mark = node.store().sink_sent_mark(&client).await.unwrap_or(0);
-    conn.opened(link, handle, Pump::new(client, sent_mark));
+    let outbox = Outbox::open(&node, &client, handle.id()).await;
+    conn.opened(link, handle, outbox);
     conn.fill().await
 }
 
@@ -165,11 +159,11 @@ async fn opened(conn: &mut SinkConn, inbound: Inbound) -> Flow {
             conn.write(&reply)
         }
         Frame::Ack { id } => {
-            answered(conn, id, None).await;
+            answered(conn, id, Answer::Ack).await;
             conn.fill().await
         }
         Frame::Nack { id, machine, human } => {
-            answered(conn, id, Some((machine, human))).await;
+            answered(conn, id, Answer::Nack { machine, human }).await;
             conn.fill().await
         }
         Frame::Ping => conn.write(&Frame::Pong),
@@ -182,74 +176,27 @@ async fn opened(conn: &mut SinkConn, inbound: Inbound) -> Flow {
 }
 
 /// The device answered one of the pump's PUBLISHes (ACK, or NACK with its messages):
-/// it leaves the outbox (a NACKed one is kept in the NACK list).
-async fn answered(conn: &mut SinkConn, id: u16, nack: Option<(Vec<u8>, String)>) {
-    let node = conn.state.node.clone();
-    let Phase::Open(open) = &mut conn.phase else {
-        return;
-    };
-    let Some(seq) = open.pump.inflight.remove(&id) else {
-        return;
-    };
-    let store = node.store();
-    let client = &open.pump.client;
-    let (delivery, event) = match nack {
-        None => {
-            let _ = store.sink_outbox_remove(client, seq).await;
-            (outcome::ACKED, "acked")
-        }
-        Some((machine, human)) => {
-            let _ = store.sink_outbox_nack(client, seq, machine, human).await;
-            (outcome::NACKED, "nacked")
-        }
-    };
-    node.metrics.delivery(LABEL, delivery);
-    node.metrics
-        .sink_events
-        .with_label_values(&["out", event])
-        .inc();
-}
-
-/// A device PUBLISH: stored, then ACK; NACK `02` when the store is away. The resend of
-/// a PUBLISH answered `02` is published even if its timed-out write had landed.
-async fn publish(conn: &mut SinkConn, id: u16, event: Event) -> Frame {
-    let node = conn.state.node.clone();
-    let Phase::Open(open) = &mut conn.phase else {
-        return Frame::Pong;
-    };
-    let tag = identity_tag(&event);
-    let pump = &mut open.pump;
-    let resent = pump.nacked_unavailable.contains(&tag);
-    let accepted = service::accept(&node, &pump.client, open.handle.id(), &event, resent).await;
-    match accepted {
-        Ok(_) => {
-            pump.nacked_unavailable.retain(|t| *t != tag);
-            Frame::Ack { id }
-        }
-        Err(_) => {
-            if !resent {
-                if pump.nacked_unavailable.len() == NACKED_KEPT {
-                    pump.nacked_unavailable.pop_front();
-                }
-                pump.nacked_unavailable.push_back(tag);
-            }
-            node.metrics
-                .sink_events
-                .with_label_values(&["in", "unavailable"])
-                .inc();
-            Frame::Nack {
-                id,
-                machine: vec![NACK_UNAVAILABLE],
-                human: "temporarily unavailable; send again later".into(),
-            }
-        }
+/// it leaves the outbox (a NACKed one is kept in the NACK list). A store that fails
+/// here leaves the entry in the outbox, redelivered on the next connection.
+async fn answered(conn: &mut SinkConn, id: u16, answer: Answer) {
+    if let Phase::Open(open) = &mut conn.phase {
+        let _ = open.outbox.answered(id, answer).await;
     }
 }
 
-/// A hash of an event's identity `(event_type_id, key, offset)`.
-fn identity_tag(event: &Event) -> u64 {
-    use std::hash::{Hash, Hasher};
-    let mut h = std::collections::hash_map::DefaultHasher::new();
-    (event.event_type_id, &event.key, event.offset).hash(&mut h);
-    h.finish()
+/// A device PUBLISH: stored, then ACK; NACK `02` when the store is away (the broker
+/// publishes the resend of a PUBLISH answered `02` even if its timed-out write had
+/// landed).
+async fn publish(conn: &mut SinkConn, id: u16, event: Event) -> Frame {
+    let Phase::Open(open) = &mut conn.phase else {
+        return Frame::Pong;
+    };
+    match open.outbox.accept(&event).await {
+        Ok(_) => Frame::Ack { id },
+        Err(_) => Frame::Nack {
+            id,
+            machine: vec![NACK_UNAVAILABLE],
+            human: "temporarily unavailable; send again later".into(),
+        },
+    }
 }

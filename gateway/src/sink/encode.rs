@@ -1,9 +1,7 @@
 //! Sink frames → bytes (the frame only: the transport adds its framing, a WebSocket
 //! binary message or the 2-byte length prefix).
 
-use murmur_broker::sink as service;
-use murmur_broker::store::sink::SinkEvent;
-use murmur_shared::sink::{self as wire, Frame};
+use murmur_shared::sink::{self as wire, Event, Frame};
 
 /// A frame the server sends.
 pub fn frame(frame: &Frame) -> Vec<u8> {
@@ -11,9 +9,9 @@ pub fn frame(frame: &Frame) -> Vec<u8> {
 }
 
 /// The PUBLISH of an outbox event under message id `id`.
-pub fn publish(id: u16, event: &SinkEvent) -> Vec<u8> {
+pub fn publish(id: u16, event: &Event) -> Vec<u8> {
     wire::encode(&Frame::Publish {
         id,
-        event: service::wire(event),
+        event: event.clone(),
     })
 }

@@ -1,14 +1,15 @@
 //! One Sink device connection as the edge loop serves it, over either transport
 //! (WebSocket `/sink` or the TCP/TLS listener): the handshake phase, then the session
-//! and the outbox pump.
+//! and its outbox pump, the broker's [`Outbox`] (this connection writes what it hands
+//! out; it never reads the store).
 //!
 //! 1. The first frame must be a CONNECTION_REQUEST (anything else closes the
 //!    connection, unanswered); the broker decides the answer (protocol version,
 //!    quarantine, application version, instance ids) and refused devices are closed.
 //! 2. Device PUBLISH → ACK once the event is durably stored (NACK with a machine code
 //!    when it is malformed or the store is unavailable); PING → PONG ([`super::apply`]).
-//! 3. The device's outbox is pumped with at most [`WINDOW`] PUBLISHes awaiting an
-//!    ACK/NACK; unacknowledged ones are redelivered after a reconnect.
+//! 3. The device's outbox is pumped with at most [`murmur_broker::sink::outbox::WINDOW`] PUBLISHes
+//!    awaiting an ACK/NACK; unacknowledged ones are redelivered after a reconnect.
 //! 4. Nothing received for the idle limit (90 s by default) → close 4004. A newer
 //!    connection of the same client (any node) → 4002; a quarantine → its connection
 //!    response, then 4005.
@@ -16,19 +17,17 @@
 //! NACK machine codes sent by the server: `0x01` malformed frame, `0x02` temporarily
 //! unavailable (retry later).
 
-use std::collections::{HashMap, VecDeque};
 use std::convert::Infallible;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use murmur_broker::session::{Protocol, SessionHandle};
-use murmur_broker::sink::{self as service, SinkControl};
+use murmur_broker::sink::{Outbox, SinkControl};
 use murmur_shared::close::{CloseCode, CloseReason};
 use murmur_shared::envelope::Envelope;
-use murmur_shared::ids::now_ms;
 use murmur_shared::sink::{self as wire, ConnectionResponse, Frame};
 
-use super::{apply, encode, LABEL};
+use super::{apply, encode};
 use crate::edge::{self, Adapter, Data, Deadline, Edge, Flow, Heartbeat, Out, Refusal, Stop};
 use crate::state::AppState;
 
@@ -37,8 +36,6 @@ use crate::state::AppState;
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The connection request must arrive within this (or the idle limit, if shorter).
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// PUBLISHes to a device awaiting its ACK/NACK at most.
-pub const WINDOW: usize = 32;
 /// NACK machine code: the frame could not be decoded.
 pub const NACK_MALFORMED: u8 = 0x01;
 /// NACK machine code: the event could not be stored now; send it again later.
@@ -84,7 +81,7 @@ pub(super) enum Phase {
 /// An accepted device: its session and outbox pump.
 pub(super) struct Open {
     pub handle: SessionHandle,
-    pub pump: Pump,
+    pub outbox: Outbox,
 }
 
 impl SinkConn {
@@ -102,17 +99,35 @@ impl SinkConn {
     }
 
     /// The session is open: the loop now serves its queue.
-    pub(super) fn opened(&mut self, link: edge::Link, handle: SessionHandle, pump: Pump) {
+    pub(super) fn opened(&mut self, link: edge::Link, handle: SessionHandle, outbox: Outbox) {
         self.edge.link = Some(link);
-        self.phase = Phase::Open(Box::new(Open { handle, pump }));
+        self.phase = Phase::Open(Box::new(Open { handle, outbox }));
     }
 
-    /// Sends outbox entries until the window is full or the outbox is drained.
+    /// Sends outbox entries until the window is full or the outbox is drained. A store
+    /// that is away is retried on the next wake or ACK.
     pub(super) async fn fill(&mut self) -> Flow {
         let Phase::Open(open) = &mut self.phase else {
             return Ok(());
         };
-        open.pump.fill(&self.state, &self.edge.out).await
+        loop {
+            let Ok(batch) = open.outbox.next().await else {
+                return Ok(());
+            };
+            if batch.is_empty() {
+                return Ok(());
+            }
+            for o in batch {
+                // The window bounds what is in flight, so a full buffer is waited on,
+                // like a TCP write (a reading device drains it, however large the
+                // burst); a device that leaves its buffer full for WRITE_TIMEOUT is not
+                // reading: 4001.
+                self.edge
+                    .out
+                    .binary_waiting(&encode::publish(o.id, &o.event), WRITE_TIMEOUT)
+                    .await?;
+            }
+        }
     }
 }
 
@@ -219,98 +234,5 @@ fn control_of(env: &Envelope, me: &SessionHandle) -> Control {
         }
         Some(SinkControl::Wake) => Control::Wake,
         _ => Control::Ignore,
-    }
-}
-
-/// The outbox pump of one connection, and what the connection remembers of the device's
-/// PUBLISHes.
-pub(super) struct Pump {
-    /// Identities (hashed) of the device PUBLISHes answered NACK `02` on this connection
-    /// and not accepted since, the newest [`apply::NACKED_KEPT`]: their resend is
-    /// published even if the store finds a duplicate ([`service::accept`]).
-    pub nacked_unavailable: VecDeque<u64>,
-    pub client: String,
-    next_id: u16,
-    /// Highest outbox position sent on this connection.
-    sent_upto: u64,
-    /// Message id → outbox position, awaiting ACK/NACK.
-    pub inflight: HashMap<u16, u64>,
-    /// Highest position ever sent to this client (any connection): at or below it, a
-    /// send is a redelivery.
-    sent_mark: u64,
-}
-
-impl Pump {
-    pub fn new(client: String, sent_mark: u64) -> Pump {
-        Pump {
-            nacked_unavailable: VecDeque::new(),
-            client,
-            next_id: service::random_message_id(),
-            sent_upto: 0,
-            inflight: HashMap::new(),
-            sent_mark,
-        }
-    }
-
-    /// Sends outbox entries until the window is full or the outbox is drained. A store
-    /// that is away is retried on the next wake or ACK.
-    async fn fill(&mut self, state: &AppState, out: &Out) -> Flow {
-        let node = &state.node;
-        while self.inflight.len() < WINDOW {
-            let room = WINDOW - self.inflight.len();
-            let Ok(batch) = node
-                .store()
-                .sink_outbox_read(&self.client, self.sent_upto, room)
-                .await
-            else {
-                return Ok(());
-            };
-            if batch.is_empty() {
-                return Ok(());
-            }
-            for entry in batch {
-                self.sent_upto = entry.seq;
-                if !crate::timing::deliverable(&node.metrics, LABEL, entry.timing.as_ref()) {
-                    // Expired while waiting in the outbox: dropped, never delivered.
-                    let _ = node
-                        .store()
-                        .sink_outbox_remove(&self.client, entry.seq)
-                        .await;
-                    continue;
-                }
-                let id = self.next_id;
-                self.next_id = wire::next_id(id);
-                self.inflight.insert(id, entry.seq);
-                if entry.seq <= self.sent_mark {
-                    node.metrics
-                        .sink_events
-                        .with_label_values(&["out", "redelivered"])
-                        .inc();
-                }
-                node.metrics
-                    .sink_events
-                    .with_label_values(&["out", "sent"])
-                    .inc();
-                let latency = now_ms().saturating_sub(entry.queued_ms) as f64 / 1000.0;
-                node.metrics
-                    .delivery_latency
-                    .with_label_values(&[LABEL])
-                    .observe(latency);
-                // The window bounds what is in flight, so a full buffer is waited on,
-                // like a TCP write (a reading device drains it, however large the
-                // burst); a device that leaves its buffer full for WRITE_TIMEOUT is not
-                // reading: 4001.
-                out.binary_waiting(&encode::publish(id, &entry.event), WRITE_TIMEOUT)
-                    .await?;
-            }
-            if self.sent_upto > self.sent_mark {
-                self.sent_mark = self.sent_upto;
-                let _ = node
-                    .store()
-                    .sink_raise_sent_mark(&self.client, self.sent_mark)
-                    .await;
-            }
-        }
-        Ok(())
     }
 }

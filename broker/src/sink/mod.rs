@@ -1,10 +1,17 @@
 //! Sink on the broker (CONTRACT §6): the handshake decision, durable acceptance of
-//! device events, device outboxes and quarantine. The gateway owns the sockets and the
-//! frame loop; everything that must outlive a connection or a node is in the store.
+//! device events, device outboxes (queued by the API, held by `~timing`, pumped to a
+//! connection by [`outbox`]), NACK lists and quarantine. The gateway owns the sockets,
+//! the frame codec and the frame loop, and holds one [`Outbox`] per open connection;
+//! everything that must outlive a connection or a node is in the store, and only this
+//! module reads it for Sink.
 //!
 //! Each connected device is a session subscribed to its control channel
 //! `@sink/<client id>`, which carries `sink.takeover` (a newer connection of the same
 //! client, on any node), `sink.quarantine` and `sink.wake` (its outbox has news).
+
+pub mod outbox;
+
+pub use outbox::{Answer, Outbox, Outgoing};
 
 use std::sync::Arc;
 
@@ -19,8 +26,13 @@ use serde_json::{json, Value};
 use crate::node::Node;
 use crate::scheduler::{self, DueHandler, Job};
 use crate::session::Protocol;
-use crate::store::sink::{OutboxEntry, Quarantine, SinkEvent};
+use crate::store::sink::{NackedEntry, OutboxEntry, Quarantine, SinkEvent};
 use crate::store::StoreError;
+
+/// The metrics label.
+pub const LABEL: &str = "sink";
+/// NACKed entries [`nacks`] lists at most.
+pub const NACKS_LISTED: usize = 1000;
 
 /// The signals on a device's control channel (the envelope subject, written and read only
 /// through this enum).
@@ -182,12 +194,13 @@ pub fn event_json(e: &SinkEvent) -> Value {
 
 /// A device PUBLISH: durably accepted (the caller ACKs only after this returns `Ok`),
 /// then, if it is not a redelivery, published on `sink/<client>` for every protocol.
+/// Connections call it through [`Outbox::accept`].
 ///
 /// `resent_after_error`: the caller answered an earlier attempt of this identity with a
 /// store error (NACK `02`). A command that timed out may still have run in Redis after
 /// the node gave up on it (a stalled Redis), storing the event without its publication;
 /// so a duplicate is published too in that case.
-pub async fn accept(
+async fn accept(
     node: &Arc<Node>,
     client: &str,
     session: SessionId,
@@ -281,7 +294,6 @@ pub async fn enqueue(
     Ok((Some(enqueue_entry(node, client, entry).await?), offset))
 }
 
-/// Appends an entry to a device's outbox and wakes its connection.
 /// A Sink outbox event held by `~timing` (its offset already assigned).
 #[derive(Debug, serde::Serialize, serde::Deserialize)]
 struct HeldEvent {
@@ -309,6 +321,7 @@ impl DueHandler for DueEnqueue {
     }
 }
 
+/// Appends an entry to a device's outbox and wakes its connection.
 pub async fn enqueue_entry(
     node: &Arc<Node>,
     client: &str,
@@ -339,6 +352,30 @@ pub async fn set_quarantine(
         signal(node, client, SinkControl::Quarantine, None, body);
     }
     Ok(existed)
+}
+
+/// The events a device refused (API), newest last, at most [`NACKS_LISTED`].
+pub async fn nacks(node: &Node, client: &str) -> Result<Vec<NackedEntry>, StoreError> {
+    node.store().sink_nacks(client, NACKS_LISTED).await
+}
+
+/// What the API tells of a device.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientStatus {
+    /// Entries waiting in its outbox (sent and unanswered ones included).
+    pub outbox_depth: u64,
+    pub quarantined: bool,
+}
+
+/// A device's outbox depth and whether it is quarantined (API).
+pub async fn status(node: &Node, client: &str) -> Result<ClientStatus, StoreError> {
+    let store = node.store();
+    let outbox_depth = store.sink_outbox_depth(client).await?;
+    let quarantined = store.sink_quarantine(client).await?.is_some();
+    Ok(ClientStatus {
+        outbox_depth,
+        quarantined,
+    })
 }
 
 #[cfg(test)]
