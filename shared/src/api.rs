@@ -11,29 +11,6 @@ pub fn body(fault: Fault, message: &str) -> Value {
     json!({"error": {"code": fault.api_code(), "message": message}})
 }
 
-/// The API's codes as they were named before [`Fault`] (kept for the Sink API until it
-/// moves): each is a fault.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ApiErrorCode {
-    BadRequest,
-    Unauthorized,
-    NotFound,
-    PayloadTooLarge,
-    Unavailable,
-}
-
-impl From<ApiErrorCode> for Fault {
-    fn from(c: ApiErrorCode) -> Fault {
-        match c {
-            ApiErrorCode::BadRequest => Fault::Invalid,
-            ApiErrorCode::Unauthorized => Fault::Unauthorized,
-            ApiErrorCode::NotFound => Fault::NotFound,
-            ApiErrorCode::PayloadTooLarge => Fault::TooLarge,
-            ApiErrorCode::Unavailable => Fault::Unavailable,
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

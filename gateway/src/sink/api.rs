@@ -7,8 +7,8 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use murmur_broker::sink as service;
 use murmur_broker::store::sink::{Quarantine, SinkEvent};
-use murmur_shared::api::ApiErrorCode;
 use murmur_shared::channel;
+use murmur_shared::fault::Fault;
 use murmur_shared::ids::now_ms;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -21,7 +21,7 @@ struct BadRequest(String);
 
 impl From<BadRequest> for HttpResponse {
     fn from(b: BadRequest) -> HttpResponse {
-        error(ApiErrorCode::BadRequest, &b.0)
+        error(Fault::Invalid, &b.0)
     }
 }
 
@@ -69,10 +69,7 @@ pub async fn queue_event(
         (Err(r), _) | (_, Err(r)) => return r.into(),
     };
     if key.len() + data.len() > murmur_shared::sink::MAX_FRAME - 64 {
-        return error(
-            ApiErrorCode::PayloadTooLarge,
-            "the event does not fit one Sink frame",
-        );
+        return error(Fault::TooLarge, "the event does not fit one Sink frame");
     }
     let due = match crate::api::plan_timing(&state, body.timing.as_ref()) {
         Ok(due) => due,
@@ -94,7 +91,7 @@ pub async fn queue_event(
             }
             HttpResponse::Accepted().json(out)
         }
-        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+        Err(e) => error(Fault::Unavailable, &e.to_string()),
     }
 }
 
@@ -121,7 +118,7 @@ pub async fn nacks(state: web::Data<AppState>, path: web::Path<String>) -> HttpR
                 .collect();
             HttpResponse::Ok().json(json!({"client": client, "nacks": items}))
         }
-        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+        Err(e) => error(Fault::Unavailable, &e.to_string()),
     }
 }
 
@@ -137,7 +134,7 @@ pub async fn client(state: web::Data<AppState>, path: web::Path<String>) -> Http
             "outbox_depth": status.outbox_depth,
             "quarantined": status.quarantined,
         })),
-        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+        Err(e) => error(Fault::Unavailable, &e.to_string()),
     }
 }
 
@@ -164,10 +161,7 @@ pub async fn quarantine(
         Err(r) => return r.into(),
     };
     if machine.len() + body.human_message.len() > 4096 {
-        return error(
-            ApiErrorCode::PayloadTooLarge,
-            "quarantine messages are limited to 4 KiB",
-        );
+        return error(Fault::TooLarge, "quarantine messages are limited to 4 KiB");
     }
     let q = Quarantine {
         machine_message: machine,
@@ -176,7 +170,7 @@ pub async fn quarantine(
     match service::set_quarantine(&state.node, &client, Some(q)).await {
         Ok(existed) => HttpResponse::Ok()
             .json(json!({"client": client, "quarantined": true, "replaced": existed})),
-        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+        Err(e) => error(Fault::Unavailable, &e.to_string()),
     }
 }
 
@@ -188,7 +182,7 @@ pub async fn lift(state: web::Data<AppState>, path: web::Path<String>) -> HttpRe
     };
     match service::set_quarantine(&state.node, &client, None).await {
         Ok(true) => HttpResponse::Ok().json(json!({"client": client, "quarantined": false})),
-        Ok(false) => error(ApiErrorCode::NotFound, "the client is not quarantined"),
-        Err(e) => error(ApiErrorCode::Unavailable, &e.to_string()),
+        Ok(false) => error(Fault::NotFound, "the client is not quarantined"),
+        Err(e) => error(Fault::Unavailable, &e.to_string()),
     }
 }

@@ -9,7 +9,9 @@ use murmur_shared::close::CloseCode;
 use murmur_shared::sink::{ConnectionResponse, Event, Frame};
 use serde_json::Value;
 
-use super::session::{Identity, Inbound, Phase, SinkConn, NACK_MALFORMED, NACK_UNAVAILABLE};
+use murmur_shared::fault::Fault;
+
+use super::session::{Identity, Inbound, Phase, SinkConn};
 use super::LABEL;
 use crate::edge::{Flow, Link, Stop};
 
@@ -145,7 +147,7 @@ async fn opened(conn: &mut SinkConn, inbound: Inbound) -> Flow {
                 .inc();
             return conn.write(&Frame::Nack {
                 id,
-                machine: vec![NACK_MALFORMED],
+                machine: vec![Fault::Malformed.sink_nack()],
                 human: reason,
             });
         }
@@ -195,7 +197,7 @@ async fn publish(conn: &mut SinkConn, id: u16, event: Event) -> Frame {
         Ok(_) => Frame::Ack { id },
         Err(_) => Frame::Nack {
             id,
-            machine: vec![NACK_UNAVAILABLE],
+            machine: vec![Fault::Unavailable.sink_nack()],
             human: "temporarily unavailable; send again later".into(),
         },
     }

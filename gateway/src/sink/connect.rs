@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use murmur_broker::session::Protocol;
-use murmur_shared::api::ApiErrorCode;
+use murmur_shared::fault::Fault;
 use murmur_shared::sink::MAX_FRAME;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
@@ -51,14 +51,11 @@ pub async fn sink(
     }
     let token = client_token(query.token.as_deref(), &req);
     let Some(token) = token else {
-        return Ok(error(
-            ApiErrorCode::Unauthorized,
-            "token required (?token=)",
-        ));
+        return Ok(error(Fault::Unauthorized, "token required (?token=)"));
     };
     let client = match state.verifier.verify(token) {
         Ok(p) => p.sub,
-        Err(e) => return Ok(error(ApiErrorCode::Unauthorized, &e.to_string())),
+        Err(e) => return Ok(error(Fault::Unauthorized, &e.to_string())),
     };
     let (resp, out, stream) = state.ws_upgrade(&req, body, MAX_FRAME, Protocol::Sink)?;
     let state = state.into_inner();

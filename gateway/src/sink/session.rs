@@ -36,10 +36,6 @@ use crate::state::AppState;
 pub const WRITE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 /// The connection request must arrive within this (or the idle limit, if shorter).
 pub const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-/// NACK machine code: the frame could not be decoded.
-pub const NACK_MALFORMED: u8 = 0x01;
-/// NACK machine code: the event could not be stored now; send it again later.
-pub const NACK_UNAVAILABLE: u8 = 0x02;
 /// The PUBLISH frame type (high nibble of byte 0).
 const PUBLISH_TYPE: u8 = 4;
 
