@@ -300,6 +300,24 @@ impl Metrics {
             .with_label_values(&[protocol, outcome])
             .inc();
     }
+
+    /// `~timing` at the moment of delivery: false for a message whose `expires_time`
+    /// has passed (dropped, never delivered, counted); a stale one is delivered and
+    /// counted.
+    pub fn deliverable(&self, protocol: &str, decorator: Option<&serde_json::Value>) -> bool {
+        let Some(t) = decorator else { return true };
+        let now = murmur_shared::ids::now_ms() as i64;
+        if murmur_shared::timing::expired(Some(t), now) {
+            self.timing.with_label_values(&[protocol, "expired"]).inc();
+            self.delivery(protocol, outcome::EXPIRED);
+            return false;
+        }
+        if murmur_shared::timing::stale(Some(t), now) {
+            self.timing.with_label_values(&[protocol, "stale"]).inc();
+            self.delivery(protocol, outcome::STALE);
+        }
+        true
+    }
 }
 
 impl Default for Metrics {

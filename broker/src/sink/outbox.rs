@@ -22,7 +22,6 @@ use std::sync::Arc;
 
 use murmur_shared::ids::{now_ms, SessionId};
 use murmur_shared::sink::{self as wire, Event};
-use serde_json::Value;
 
 use super::LABEL;
 use crate::metrics::outcome;
@@ -123,7 +122,7 @@ impl Outbox {
             }
             for entry in batch {
                 self.sent_upto = entry.seq;
-                if !deliverable(&self.node, entry.timing.as_ref()) {
+                if !self.node.metrics.deliverable(LABEL, entry.timing.as_ref()) {
                     // Expired while waiting in the outbox: dropped, never delivered.
                     let _ = self
                         .node
@@ -258,29 +257,6 @@ fn identity_tag(event: &Event) -> u64 {
     h.finish()
 }
 
-/// `~timing` at delivery: an expired entry is not delivered (and counted), a stale one
-/// is delivered and counted.
-fn deliverable(node: &Node, timing: Option<&Value>) -> bool {
-    let Some(t) = timing else { return true };
-    let now = now_ms() as i64;
-    if murmur_shared::timing::expired(Some(t), now) {
-        node.metrics
-            .timing
-            .with_label_values(&[LABEL, "expired"])
-            .inc();
-        node.metrics.delivery(LABEL, outcome::EXPIRED);
-        return false;
-    }
-    if murmur_shared::timing::stale(Some(t), now) {
-        node.metrics
-            .timing
-            .with_label_values(&[LABEL, "stale"])
-            .inc();
-        node.metrics.delivery(LABEL, outcome::STALE);
-    }
-    true
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -311,7 +287,12 @@ mod tests {
     }
 
     /// Queues `event(n)` (offset `n`) in the outbox; returns its position.
-    async fn queue(node: &Arc<Node>, client: &str, n: u64, timing: Option<Value>) -> u64 {
+    async fn queue(
+        node: &Arc<Node>,
+        client: &str,
+        n: u64,
+        timing: Option<serde_json::Value>,
+    ) -> u64 {
         let (seq, offset) = enqueue(node, client, event(n), Some(n), timing, None)
             .await
             .unwrap();

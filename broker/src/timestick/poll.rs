@@ -190,7 +190,7 @@ async fn read(
             if env.from.session == Some(s.id) {
                 continue; // the session's own request
             }
-            if !deliverable(node, env.timing.as_ref()) {
+            if !node.metrics.deliverable(LABEL, env.timing.as_ref()) {
                 continue;
             }
             out.push((next.render(), delivered_request(&id_text, env)));
@@ -201,7 +201,7 @@ async fn read(
             // The final control message ends the session, whether or not the record
             // says so yet (a STOP wakes readers before it records its position).
             finished |= s.final_seq == Some(*seq) || is_final(&entry["m"]);
-            if !deliverable(node, entry["m"].get("~timing")) {
+            if !node.metrics.deliverable(LABEL, entry["m"].get("~timing")) {
                 continue;
             }
             out.push((next.render(), entry["m"].clone()));
@@ -217,30 +217,6 @@ fn is_final(msg: &Value) -> bool {
             msg["payload"]["action"].as_str(),
             Some("STOP" | "STOP-OK" | "KILL")
         )
-}
-
-/// `~timing` at delivery: an expired message is dropped (and counted), a stale one is
-/// delivered and counted.
-fn deliverable(node: &Node, timing: Option<&Value>) -> bool {
-    let Some(t) = timing else { return true };
-    let now = now_ms() as i64;
-    if murmur_shared::timing::expired(Some(t), now) {
-        node.metrics
-            .timing
-            .with_label_values(&[LABEL, "expired"])
-            .inc();
-        node.metrics
-            .delivery(LABEL, crate::metrics::outcome::EXPIRED);
-        return false;
-    }
-    if murmur_shared::timing::stale(Some(t), now) {
-        node.metrics
-            .timing
-            .with_label_values(&[LABEL, "stale"])
-            .inc();
-        node.metrics.delivery(LABEL, crate::metrics::outcome::STALE);
-    }
-    true
 }
 
 /// A channel publication as a TimeStick `request` from the receiver's point of view.
