@@ -108,6 +108,12 @@ impl Keys {
         format!("{}ts:seen:{}", self.prefix, id)
     }
 
+    /// Hash: the recorded `message_id`s of a TimeStick session whose effect is not yet
+    /// durable (field deleted once it is).
+    pub fn ts_unsettled(&self, id: SessionId) -> String {
+        format!("{}ts:unsettled:{}", self.prefix, id)
+    }
+
     /// Stream: a TimeStick session's queue (entry ids `<position>-1`).
     pub fn ts_queue(&self, id: SessionId) -> String {
         format!("{}ts:q:{}", self.prefix, id)

@@ -20,7 +20,7 @@ use murmur_shared::helios::ErrorCode;
 use murmur_shared::ids::NodeId;
 use tracing::debug;
 
-use crate::bus::{Bus, Topic};
+use crate::bus::{Bus, BusError, Settle, Topic};
 use crate::history::LocalHistory;
 use crate::metrics::{outcome, Metrics};
 use crate::registry::Registry;
@@ -96,6 +96,38 @@ impl Router {
             Arc::new(env)
         };
         self.fan_out(&channel, &env);
+    }
+
+    /// Publishes on a channel like [`publish`](Self::publish), but answers only once the
+    /// publication is durable for the cluster: written to Redis (deleting `settle` in
+    /// the same pipeline; `Ok(true)`), or delivered locally on the embedded node
+    /// (`Ok(false)`: `settle` is the caller's). A bus that is down or full is an error
+    /// and nothing is delivered, so that a caller who reports the failure can have the
+    /// publication retried without a duplicate.
+    pub async fn publish_confirmed(
+        &self,
+        env: Envelope,
+        settle: Option<Settle>,
+    ) -> Result<bool, BusError> {
+        let Destination::Channel(channel) = &env.to else {
+            debug!("publish called with a non-channel destination");
+            return Ok(false);
+        };
+        let channel = channel.clone();
+        if !self.bus.is_clustered() {
+            self.publish(env);
+            return Ok(false);
+        }
+        let settled = self
+            .bus
+            .publish_confirmed(Topic::Channel(channel), Arc::new(env), settle)
+            .await;
+        match settled {
+            Ok(_) => self.metrics.bus_published.with_label_values(&["channel"]),
+            Err(_) => self.metrics.bus_errors.with_label_values(&["unconfirmed"]),
+        }
+        .inc();
+        settled
     }
 
     /// Sends to a known address.

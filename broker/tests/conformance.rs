@@ -16,9 +16,10 @@ use murmur_broker::scheduler::{Held, Job, Scheduler};
 use murmur_broker::store::memory::MemoryStore;
 use murmur_broker::store::redis::RedisStore;
 use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
+use murmur_broker::store::TsStore;
 use murmur_broker::store::{
-    GroupRecord, GroupUpdate, NodeInfo, PostCheck, PostRecord, ProviderEntry, RecoveryRecord,
-    Store, StoredMessage, TsSession, TsState,
+    GroupRecord, GroupUpdate, NodeInfo, PostCheck, PostRecord, ProviderEntry, Recorded,
+    RecoveryRecord, Store, StoredMessage, TsSession, TsState,
 };
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
@@ -386,17 +387,38 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
         }
     }
     assert!((3..10).contains(&allowed), "the rate bites: {allowed}");
-    assert!(store
-        .ts_accept_message(hot, "x1", now_ms(), ttl)
-        .await
-        .unwrap());
-    assert!(
-        !store
-            .ts_accept_message(hot, "x1", now_ms(), ttl)
-            .await
-            .unwrap(),
+    let t0 = now_ms();
+    let accept = |m: &'static str, t: u64| store.ts_accept_message(hot, m, t, ttl);
+    assert_eq!(accept("x1", t0).await.unwrap(), Recorded::New);
+    assert_eq!(
+        accept("x1", t0 + 5).await.unwrap(),
+        Recorded::Unsettled { since_ms: t0 },
+        "a copy before the first was settled: unsettled since it was recorded"
+    );
+    // The take-over: one winner, naming the time it found.
+    let take = |since: u64, now: u64| store.ts_take_over(hot, "x1", since, now);
+    assert!(!take(t0 + 1, t0 + 10).await.unwrap(), "not the time found");
+    assert!(take(t0, t0 + 10).await.unwrap());
+    assert!(!take(t0, t0 + 11).await.unwrap(), "taken already");
+    assert_eq!(
+        store.ts_message(hot, "x1").await.unwrap(),
+        Some(Recorded::Unsettled { since_ms: t0 + 10 })
+    );
+    store.ts_settle(hot, "x1").await.unwrap();
+    assert_eq!(
+        store.ts_message(hot, "x1").await.unwrap(),
+        Some(Recorded::Settled)
+    );
+    assert_eq!(
+        accept("x1", t0 + 20).await.unwrap(),
+        Recorded::Settled,
         "replay"
     );
+    assert!(
+        !take(t0 + 10, t0 + 30).await.unwrap(),
+        "a settled one is not taken"
+    );
+    assert_eq!(store.ts_message(hot, "never").await.unwrap(), None);
 
     // The whole POST in one round trip: the record, the rate and, when every check
     // passes, the message id (and the activity).
@@ -405,24 +427,38 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
     p_session.max_message_size = 100;
     let p = p_session.id;
     assert!(store.ts_create(p_session.clone(), 10, ttl).await.unwrap());
+    let t1 = now_ms();
     let check = |caller: &str, len: u64, message_id: Option<&str>| PostCheck {
         caller: caller.to_string(),
         per_second: Some(1000),
         len,
         message_id: message_id.map(str::to_string),
-        now_ms: now_ms(),
+        now_ms: t1,
         ttl,
     };
     let post = |c: PostCheck| store.ts_post(p, c);
-    let first = |r: PostRecord| (r.session.map(|s| s.id), r.rate_ok, r.first);
+    let first = |r: PostRecord| (r.session.map(|s| s.id), r.rate_ok, r.recorded);
     assert_eq!(
         first(post(check(&owner, 10, Some("p1"))).await.unwrap()),
-        (Some(p), true, Some(true))
+        (Some(p), true, Some(Recorded::New))
     );
     assert_eq!(
         first(post(check(&owner, 10, Some("p1"))).await.unwrap()),
-        (Some(p), true, Some(false)),
+        (Some(p), true, Some(Recorded::Unsettled { since_ms: t1 })),
+        "not settled yet"
+    );
+    store.ts_settle(p, "p1").await.unwrap();
+    assert_eq!(
+        first(post(check(&owner, 10, Some("p1"))).await.unwrap()),
+        (Some(p), true, Some(Recorded::Settled)),
         "replay"
+    );
+    // Settling what was never recorded, or twice, changes nothing.
+    store.ts_settle(p, "never-posted").await.unwrap();
+    store.ts_settle(p, "p1").await.unwrap();
+    assert_eq!(
+        first(post(check(&owner, 10, Some("p1"))).await.unwrap()),
+        (Some(p), true, Some(Recorded::Settled))
     );
     // Refused before recording: another caller, too long, no message; nothing recorded.
     for refused in [
@@ -434,7 +470,7 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
     }
     assert_eq!(
         first(post(check(&owner, 100, Some("p2"))).await.unwrap()),
-        (Some(p), true, Some(true)),
+        (Some(p), true, Some(Recorded::New)),
         "p2 was new"
     );
     let missing = store
@@ -442,7 +478,7 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
         .await
         .unwrap();
     assert_eq!(
-        (missing.session, missing.rate_ok, missing.first),
+        (missing.session, missing.rate_ok, missing.recorded),
         (None, true, None)
     );
     // Already counted (`per_second: None`): no count, the same checks.
@@ -452,7 +488,7 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
     };
     assert_eq!(
         first(post(counted).await.unwrap()),
-        (Some(p), true, Some(true))
+        (Some(p), true, Some(Recorded::New))
     );
     // Over the rate: refused, nothing recorded.
     let hot_check = PostCheck {
@@ -475,13 +511,16 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
         r.session.map(|s| s.state),
         Some(TsState::Stopped { .. })
     ));
-    assert_eq!(r.first, None);
+    assert_eq!(r.recorded, None);
 
     // Replay protection.
-    assert!(store.ts_first_message(q, "m1", ttl).await.unwrap());
-    assert!(!store.ts_first_message(q, "m1", ttl).await.unwrap());
-    assert!(
-        store.ts_first_message(b.id, "m1", ttl).await.unwrap(),
+    let record = |id: SessionId| store.ts_record_message(id, "m1", t1, ttl);
+    assert_eq!(record(q).await.unwrap(), Recorded::New);
+    store.ts_settle(q, "m1").await.unwrap();
+    assert_eq!(record(q).await.unwrap(), Recorded::Settled);
+    assert_eq!(
+        record(b.id).await.unwrap(),
+        Recorded::New,
         "ids are per session"
     );
 
@@ -809,6 +848,31 @@ async fn bus_conformance(buses: Vec<BusUnderTest>) {
     for i in 0..50 {
         assert_eq!(recv(&mut rb).await.unwrap().json()["i"], i);
     }
+
+    // A confirmed publication is delivered like any other once it resolves, in order
+    // after what was queued before it; a directed one is queued without confirmation.
+    a.publish(
+        Topic::Channel("news".into()),
+        envelope(Destination::Channel("news".into())),
+    )
+    .unwrap();
+    let env = envelope(Destination::Channel("news".into()));
+    let settled = a
+        .publish_confirmed(Topic::Channel("news".into()), env.clone(), None)
+        .await;
+    assert_eq!(settled, Ok(false), "nothing to settle");
+    assert_ne!(
+        recv(&mut rb).await.unwrap().id,
+        env.id,
+        "the earlier one first"
+    );
+    assert_eq!(recv(&mut rb).await.unwrap().id, env.id);
+    let direct = envelope(Destination::Session(SessionId::random()));
+    let settled = a
+        .publish_confirmed(Topic::Node(node("c")), direct.clone(), None)
+        .await;
+    assert_eq!(settled, Ok(false));
+    assert_eq!(recv(&mut rc).await.unwrap().id, direct.id);
 }
 
 #[actix_rt::test]
@@ -879,6 +943,56 @@ async fn redis_bus_conforms() {
         buses.push((Arc::new(bus) as Arc<dyn Bus>, rx));
     }
     bus_conformance(buses).await;
+}
+
+/// A TimeStick message recorded by the store stays unsettled until the Redis bus has
+/// written its publication, and the bus settles it in the same pipeline.
+#[actix_rt::test]
+async fn redis_bus_settles_the_message_it_writes() {
+    let redis = murmur_tests::RedisServer::start().await;
+    let keys = Keys::new(unique_prefix());
+    let store = RedisStore::new(&redis.url(), keys.clone()).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let bus = RedisBus::start(
+        &redis.url(),
+        keys,
+        node("a"),
+        tx,
+        Arc::new(Metrics::new()),
+        murmur_broker::history::HistoryLimits::default(),
+    )
+    .unwrap();
+    eventually("bus connects", || async { bus.is_up() }).await;
+    bus.subscribe("room");
+    assert!(bus.wait_subscribed("room", Duration::from_secs(5)).await);
+    let (id, ttl) = (SessionId::random(), Duration::from_secs(60));
+    let record = |m: &'static str| store.ts_record_message(id, m, now_ms(), ttl);
+    assert_eq!(record("m1").await.unwrap(), Recorded::New);
+    let mark = store.ts_settle_mark(id, "m1");
+    assert!(mark.is_some(), "the Redis store settles through the bus");
+    let env = envelope(Destination::Channel("room".into()));
+    let settled = bus
+        .publish_confirmed(Topic::Channel("room".into()), env.clone(), mark)
+        .await;
+    assert_eq!(settled, Ok(true));
+    assert_eq!(
+        record("m1").await.unwrap(),
+        Recorded::Settled,
+        "settled once the publication was written"
+    );
+    assert_eq!(recv(&mut rx).await.unwrap().id, env.id);
+    // Redis gone: refused at once, nothing settled.
+    assert_eq!(record("m2").await.unwrap(), Recorded::New);
+    drop(redis);
+    eventually("bus notices", || async { !bus.is_up() }).await;
+    let settled = bus
+        .publish_confirmed(
+            Topic::Channel("room".into()),
+            envelope(Destination::Channel("room".into())),
+            store.ts_settle_mark(id, "m2"),
+        )
+        .await;
+    assert_eq!(settled, Err(murmur_broker::bus::BusError::Down));
 }
 
 /// Channel publications on the Redis bus carry their history position, and the store

@@ -613,3 +613,73 @@ async fn a_confirming_poll_racing_a_kill_does_not_revive_the_session() {
         }
     }
 }
+
+/// Marks `message_id` of session `id` as recorded but never settled at `since_ms`, in
+/// the cluster's Redis: what a node leaves behind when it dies between recording a
+/// POSTed message and publishing it (docs/timestick.md, "Cluster behaviour").
+async fn leave_unsettled(cluster: &Cluster, id: &str, message_id: &str, since_ms: i64) {
+    let (seen, unsettled) = (
+        format!("murmur:ts:seen:{id}"),
+        format!("murmur:ts:unsettled:{id}"),
+    );
+    let since = since_ms.to_string();
+    let redis = cluster.redis();
+    assert_eq!(
+        redis.cmd(&["SADD", &seen, message_id]).await.as_int(),
+        Some(1)
+    );
+    assert_eq!(
+        redis
+            .cmd(&["HSET", &unsettled, message_id, &since])
+            .await
+            .as_int(),
+        Some(1)
+    );
+}
+
+#[actix_rt::test]
+async fn a_retry_carries_out_a_message_its_dead_node_recorded_but_never_published() {
+    let cluster = Cluster::start(2).await;
+    let nodes = cluster.nodes();
+    let target = uniq("unsettled-");
+    let alice = Session::open(&nodes[0], &uniq("alice-"), &target).await;
+    let bob = Session::open(&nodes[1], &uniq("bob-"), &target).await;
+    let now = murmur_shared::ids::now_ms() as i64;
+
+    // Left behind long ago (its lease has run out): the retry is accepted at once,
+    // delivered once, and from then on a duplicate.
+    leave_unsettled(&cluster, &alice.id, "lost", now - 60_000).await;
+    alice.at(&nodes[1]).send("lost", json!("again")).await;
+    // Left behind just now: the retry waits out the lease of the POST that recorded it
+    // (5 s), then carries it out.
+    leave_unsettled(&cluster, &alice.id, "fresh", now).await;
+    let started = Instant::now();
+    alice.at(&nodes[0]).send("fresh", json!("late")).await;
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(4500),
+        "the lease is waited out, not cut short: {waited:?}"
+    );
+    for n in nodes {
+        for id in ["lost", "fresh"] {
+            let reply = alice
+                .at(n)
+                .post(&request_msg(&alice.id, id, json!(3)))
+                .await;
+            assert_error(&reply, 409, "DUPLICATE_MESSAGE");
+        }
+    }
+    let (msgs, cursor) = bob.at(&nodes[0]).collect_within(2, None, CROSS).await;
+    let got: Vec<_> = msgs
+        .iter()
+        .map(|m| (m["message_id"].clone(), m["payload"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (json!(format!("{}.lost", alice.id)), json!("again")),
+            (json!(format!("{}.fresh", alice.id)), json!("late")),
+        ]
+    );
+    bob.at(&nodes[1]).expect_quiet(Some(&cursor)).await;
+}

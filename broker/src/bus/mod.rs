@@ -51,6 +51,16 @@ impl fmt::Display for BusError {
 
 impl std::error::Error for BusError {}
 
+/// A hash field the bus deletes in the same pipeline right after it writes a
+/// publication: the store's mark that a recorded message is not yet published
+/// (TimeStick's unsettled message ids, [`crate::store::TsStore::ts_settle_mark`]). Only
+/// the Redis bus carries one; it names a key of the Redis store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settle {
+    pub hash: String,
+    pub field: String,
+}
+
 /// Received from the bus, handed to the router.
 pub type Inbound = tokio::sync::mpsc::Sender<Arc<Envelope>>;
 
@@ -58,6 +68,20 @@ pub type Inbound = tokio::sync::mpsc::Sender<Arc<Envelope>>;
 pub trait Bus: Send + Sync + 'static {
     /// Queues an envelope for `topic` without waiting.
     fn publish(&self, topic: Topic, env: Arc<Envelope>) -> Result<(), BusError>;
+    /// Queues an envelope for `topic` and resolves once it is written (Redis answered
+    /// the pipeline that carried it), deleting `settle` in the same pipeline. The
+    /// default, for a bus without a remote end, queues and resolves at once; `settle`
+    /// is then the caller's to apply.
+    fn publish_confirmed(
+        &self,
+        topic: Topic,
+        env: Arc<Envelope>,
+        settle: Option<Settle>,
+    ) -> BoxFuture<'static, Result<bool, BusError>> {
+        let _ = settle;
+        let queued = self.publish(topic, env).map(|()| false);
+        Box::pin(std::future::ready(queued))
+    }
     /// Starts receiving a channel's publications (idempotent; the registry calls it when
     /// the first local member joins).
     fn subscribe(&self, channel: &str);

@@ -27,10 +27,10 @@ use murmur_shared::envelope::Envelope;
 use murmur_shared::ids::NodeId;
 use redis::aio::MultiplexedConnection;
 use redis::{AsyncConnectionConfig, Client};
-use tokio::sync::{mpsc, watch, Notify};
+use tokio::sync::{mpsc, oneshot, watch, Notify};
 use tracing::{info, warn};
 
-use super::{Bus, BusError, Inbound, Topic};
+use super::{Bus, BusError, Inbound, Settle, Topic};
 use crate::history::HistoryLimits;
 use crate::keys::Keys;
 use crate::metrics::Metrics;
@@ -78,7 +78,16 @@ enum Outgoing {
         history: Option<(String, String)>,
         key: String,
         payload: Vec<u8>,
+        /// For [`Bus::publish_confirmed`]: deleted after the publication, and told
+        /// whether the pipeline was written.
+        confirm: Option<Confirm>,
     },
+}
+
+/// A publisher waiting for its publication to be written.
+struct Confirm {
+    settle: Option<Settle>,
+    written: oneshot::Sender<bool>,
 }
 
 struct Shared {
@@ -162,8 +171,14 @@ impl RedisBus {
     }
 }
 
-impl Bus for RedisBus {
-    fn publish(&self, topic: Topic, env: Arc<Envelope>) -> Result<(), BusError> {
+impl RedisBus {
+    /// Queues `topic`'s envelope for the writer.
+    fn enqueue(
+        &self,
+        topic: Topic,
+        env: &Envelope,
+        confirm: Option<Confirm>,
+    ) -> Result<(), BusError> {
         // Either connection down means Redis is away: refuse at once, buffer nothing.
         if !self.is_up() {
             return Err(BusError::Down);
@@ -180,6 +195,7 @@ impl Bus for RedisBus {
                     .then(|| (keys.history(&ch), keys.channel_seq(&ch))),
                 key: keys.channel(&ch),
                 payload,
+                confirm,
             },
         };
         self.shared.pending.fetch_add(1, Ordering::Relaxed);
@@ -190,6 +206,38 @@ impl Bus for RedisBus {
                 mpsc::error::TrySendError::Closed(_) => BusError::Down,
             }
         })
+    }
+}
+
+impl Bus for RedisBus {
+    fn publish(&self, topic: Topic, env: Arc<Envelope>) -> Result<(), BusError> {
+        self.enqueue(topic, &env, None)
+    }
+
+    /// Directed topics are not confirmed: the envelope is queued and `Ok(false)`
+    /// answered at once.
+    fn publish_confirmed(
+        &self,
+        topic: Topic,
+        env: Arc<Envelope>,
+        settle: Option<Settle>,
+    ) -> BoxFuture<'static, Result<bool, BusError>> {
+        if matches!(topic, Topic::Node(_)) {
+            let queued = self.enqueue(topic, &env, None).map(|()| false);
+            return std::future::ready(queued).boxed();
+        }
+        let settles = settle.is_some();
+        let (written, rx) = oneshot::channel();
+        let queued = self.enqueue(topic, &env, Some(Confirm { settle, written }));
+        async move {
+            queued?;
+            match rx.await {
+                Ok(true) => Ok(settles),
+                // Not written (Redis failed the pipeline) or the writer is gone.
+                Ok(false) | Err(_) => Err(BusError::Down),
+            }
+        }
+        .boxed()
     }
 
     fn subscribe(&self, channel: &str) {
@@ -346,53 +394,61 @@ async fn write_loop(
                 Err(_) => break,
             }
         }
+        let n = batch.len();
         let mut pipe = redis::pipe();
-        for m in batch.iter() {
+        let mut confirms = Vec::new();
+        for m in batch.drain(..) {
             match m {
                 Outgoing::Direct { key, payload } => {
-                    pipe.cmd("PUBLISH")
-                        .arg(key)
-                        .arg(payload.as_slice())
-                        .ignore();
+                    pipe.cmd("PUBLISH").arg(key).arg(payload).ignore();
                 }
                 Outgoing::Channel {
-                    history: Some((history, seq)),
+                    history,
                     key,
                     payload,
+                    confirm,
                 } => {
-                    pipe.cmd("EVALSHA")
-                        .arg(script_hash)
-                        .arg(3)
-                        .arg(history)
-                        .arg(key)
-                        .arg(seq)
-                        .arg(payload.as_slice())
-                        .arg(shared.history_len)
-                        .arg(shared.history_ttl_ms)
-                        .ignore();
-                }
-                Outgoing::Channel {
-                    history: None,
-                    key,
-                    payload,
-                } => {
-                    let mut framed = Vec::with_capacity(payload.len() + 2);
-                    framed.extend_from_slice(NO_SEQ);
-                    framed.extend_from_slice(payload);
-                    pipe.cmd("PUBLISH").arg(key).arg(framed).ignore();
+                    match history {
+                        Some((history, seq)) => {
+                            pipe.cmd("EVALSHA")
+                                .arg(script_hash)
+                                .arg(3)
+                                .arg(history)
+                                .arg(key)
+                                .arg(seq)
+                                .arg(payload)
+                                .arg(shared.history_len)
+                                .arg(shared.history_ttl_ms)
+                                .ignore();
+                        }
+                        None => {
+                            let mut framed = Vec::with_capacity(payload.len() + 2);
+                            framed.extend_from_slice(NO_SEQ);
+                            framed.extend_from_slice(&payload);
+                            pipe.cmd("PUBLISH").arg(key).arg(framed).ignore();
+                        }
+                    }
+                    if let Some(c) = confirm {
+                        if let Some(Settle { hash, field }) = &c.settle {
+                            pipe.cmd("HDEL").arg(hash).arg(field).ignore();
+                        }
+                        confirms.push(c.written);
+                    }
                 }
             }
         }
-        let n = batch.len() as u64;
-        batch.clear();
         let written = pipe.query_async::<()>(conn).await;
-        shared.pending.fetch_sub(n as usize, Ordering::Relaxed);
+        shared.pending.fetch_sub(n, Ordering::Relaxed);
+        for c in confirms {
+            // A publisher that stopped waiting is no loss.
+            let _ = c.send(written.is_ok());
+        }
         if let Err(e) = written {
             shared
                 .metrics
                 .bus_errors
                 .with_label_values(&["publish"])
-                .inc_by(n);
+                .inc_by(n as u64);
             return e;
         }
     }

@@ -8,7 +8,7 @@ use murmur_shared::ids::SessionId;
 use serde_json::Value;
 
 use super::memory::MemoryStore;
-use super::timestick::{PostCheck, PostRecord, TsSession, TsStore};
+use super::timestick::{PostCheck, PostRecord, Recorded, TsSession, TsStore};
 use super::StoreResult;
 
 /// TimeStick state of the memory store.
@@ -17,7 +17,8 @@ pub(crate) struct TsState {
     sessions: HashMap<SessionId, (TsSession, Instant)>,
     by_caller: HashMap<String, HashSet<SessionId>>,
     activity: HashMap<SessionId, u64>,
-    seen: HashMap<SessionId, HashSet<String>>,
+    /// Recorded message ids of a session: `Some(since)` while unsettled.
+    seen: HashMap<SessionId, HashMap<String, Option<u64>>>,
     queues: HashMap<SessionId, (u64, BTreeMap<u64, Value>)>,
     quarantine: HashMap<String, Instant>,
     rate: HashMap<SessionId, (u64, u64)>,
@@ -43,6 +44,28 @@ impl TsState {
         entry.1 <= per_second
     }
 
+    /// Records `message_id` (unsettled since `now_ms`) if new; what was known of it.
+    fn record(&mut self, id: SessionId, message_id: &str, now_ms: u64) -> Recorded {
+        match self.message(id, message_id) {
+            Some(known) => known,
+            None => {
+                let seen = self.seen.entry(id).or_default();
+                seen.insert(message_id.to_string(), Some(now_ms));
+                Recorded::New
+            }
+        }
+    }
+
+    fn message(&self, id: SessionId, message_id: &str) -> Option<Recorded> {
+        let since = self.seen.get(&id)?.get(message_id)?;
+        Some(match since {
+            Some(since_ms) => Recorded::Unsettled {
+                since_ms: *since_ms,
+            },
+            None => Recorded::Settled,
+        })
+    }
+
     fn touch(&mut self, id: SessionId, now_ms: u64, ttl: Duration) {
         if let Some(v) = self.activity.get_mut(&id) {
             *v = (*v).max(now_ms);
@@ -61,20 +84,20 @@ impl TsStore for MemoryStore {
                 (Some(_), Some(limit)) => t.rate(id, limit),
                 _ => true,
             };
-            let first = match (&session, &check.message_id) {
+            let recorded = match (&session, &check.message_id) {
                 (Some(s), Some(m)) if check.admits(s, rate_ok) => {
-                    let first = t.seen.entry(id).or_default().insert(m.clone());
-                    if first {
+                    let recorded = t.record(id, m, check.now_ms);
+                    if recorded == Recorded::New {
                         t.touch(id, check.now_ms, check.ttl);
                     }
-                    Some(first)
+                    Some(recorded)
                 }
                 _ => None,
             };
             PostRecord {
                 session,
                 rate_ok,
-                first,
+                recorded,
             }
         })
     }
@@ -185,14 +208,52 @@ impl TsStore for MemoryStore {
         self.with_ts(move |t| t.activity.remove(&id).is_some())
     }
 
-    fn ts_first_message(
+    fn ts_record_message(
         &self,
         id: SessionId,
         message_id: &str,
+        now_ms: u64,
         _ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Recorded>> {
+        let message_id = message_id.to_string();
+        self.with_ts(move |t| t.record(id, &message_id, now_ms))
+    }
+
+    fn ts_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<Recorded>>> {
+        let message_id = message_id.to_string();
+        self.with_ts(move |t| t.message(id, &message_id))
+    }
+
+    fn ts_take_over(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        since_ms: u64,
+        now_ms: u64,
     ) -> BoxFuture<'_, StoreResult<bool>> {
         let message_id = message_id.to_string();
-        self.with_ts(move |t| t.seen.entry(id).or_default().insert(message_id))
+        self.with_ts(
+            move |t| match t.seen.get_mut(&id).and_then(|s| s.get_mut(&message_id)) {
+                Some(since) if *since == Some(since_ms) => {
+                    *since = Some(now_ms);
+                    true
+                }
+                _ => false,
+            },
+        )
+    }
+
+    fn ts_settle(&self, id: SessionId, message_id: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let message_id = message_id.to_string();
+        self.with_ts(move |t| {
+            if let Some(since) = t.seen.get_mut(&id).and_then(|s| s.get_mut(&message_id)) {
+                *since = None;
+            }
+        })
     }
 
     fn ts_push(

@@ -15,7 +15,7 @@ pub mod sink;
 pub mod timestick;
 
 pub use sink::SinkStore;
-pub use timestick::{PostCheck, PostRecord, TsSession, TsState, TsStore};
+pub use timestick::{PostCheck, PostRecord, Recorded, TsSession, TsState, TsStore};
 
 use std::fmt;
 use std::sync::Arc;

@@ -9,8 +9,9 @@ use redis::{AsyncCommands, Script};
 use serde_json::Value as Json;
 
 use super::redis::{err, json_err, RedisStore};
-use super::timestick::{PostCheck, PostRecord, TsSession, TsStore};
-use super::StoreResult;
+use super::timestick::{PostCheck, PostRecord, Recorded, TsSession, TsStore};
+use super::{StoreError, StoreResult};
+use crate::bus::Settle;
 
 /// KEYS: [1] caller set, [2] session record, [3] activity zset.
 /// ARGV: [1] limit, [2] record JSON, [3] ttl ms, [4] session id, [5] now ms, [6] record
@@ -74,54 +75,123 @@ return {rec, n}
     )
 });
 
-/// KEYS: [1] seen set, [2] activity zset, [3] record, [4] queue, [5] seq.
-/// ARGV: [1] message id, [2] now ms, [3] ttl ms, [4] session id. 0 = seen before.
-static ACCEPT_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
+/// Records a message id: `SADD` to the seen set and, when new, `HSET` of the time in
+/// the unsettled hash. KEYS: [1] seen set, [2] unsettled hash. ARGV: [1] message id,
+/// [2] now ms, [3] ttl ms. Returns {code, since}: see [`recorded`].
+static RECORD_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then return 0 end
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+  local since = redis.call('HGET', KEYS[2], ARGV[1])
+  if since then return {2, tonumber(since)} end
+  return {0, 0}
+end
+redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('PEXPIRE', KEYS[4], ARGV[3])
-redis.call('PEXPIRE', KEYS[5], ARGV[3])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+return {1, 0}
+"#,
+    )
+});
+
+/// What a record script answered ({code, since}); `None` for "not looked at" (-1).
+fn recorded(code: i64, since_ms: u64) -> Option<Recorded> {
+    match code {
+        1 => Some(Recorded::New),
+        2 => Some(Recorded::Unsettled { since_ms }),
+        0 => Some(Recorded::Settled),
+        _ => None,
+    }
+}
+
+/// Takes an unsettled message id over. KEYS: [1] unsettled hash. ARGV: [1] message id,
+/// [2] the time found, [3] now ms. 1 = taken.
+static TAKE_OVER: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= ARGV[2] then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[3])
 return 1
 "#,
     )
 });
 
+/// KEYS: [1] seen set, [2] activity zset, [3] record, [4] queue, [5] seq, [6] unsettled
+/// hash. ARGV: [1] message id, [2] now ms, [3] ttl ms, [4] session id. Returns as
+/// [`RECORD_MESSAGE`].
+static ACCEPT_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
+    Script::new(
+        r#"
+if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
+  local since = redis.call('HGET', KEYS[6], ARGV[1])
+  if since then return {2, tonumber(since)} end
+  return {0, 0}
+end
+redis.call('HSET', KEYS[6], ARGV[1], ARGV[2])
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+redis.call('PEXPIRE', KEYS[6], ARGV[3])
+redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[2], ARGV[4])
+redis.call('PEXPIRE', KEYS[3], ARGV[3])
+redis.call('PEXPIRE', KEYS[4], ARGV[3])
+redis.call('PEXPIRE', KEYS[5], ARGV[3])
+return {1, 0}
+"#,
+    )
+});
+
 /// KEYS: [1] record, [2] rate counter, [3] seen set, [4] activity zset, [5] queue,
-/// [6] seq. ARGV: [1] per second (empty: already counted), [2] caller, [3] body length,
-/// [4] message id, [5] 1 to record it, [6] now ms, [7] ttl ms, [8] session id.
-/// Returns {record or false, count, seen}: seen 1 = recorded, 0 = seen before, -1 = not
-/// looked at (a check of [`PostCheck::admits`] failed, checked here on the record).
+/// [6] seq, [7] unsettled hash. ARGV: [1] per second (empty: already counted), [2]
+/// caller, [3] body length, [4] message id, [5] 1 to record it, [6] now ms, [7] ttl ms,
+/// [8] session id. Returns {record or false, count, seen, since}: seen and since as
+/// [`RECORD_MESSAGE`], seen -1 = not looked at (a check of [`PostCheck::admits`]
+/// failed, checked here on the record).
 static POST: LazyLock<Script> = LazyLock::new(|| {
     Script::new(
         r#"
 local rec = redis.call('GET', KEYS[1])
-if not rec then return {false, 0, -1} end
+if not rec then return {false, 0, -1, 0} end
 local n = 0
 if ARGV[1] ~= '' then
   n = redis.call('INCR', KEYS[2])
   if n == 1 then redis.call('PEXPIRE', KEYS[2], 2000) end
-  if n > tonumber(ARGV[1]) then return {rec, n, -1} end
+  if n > tonumber(ARGV[1]) then return {rec, n, -1, 0} end
 end
-if ARGV[5] ~= '1' then return {rec, n, -1} end
+if ARGV[5] ~= '1' then return {rec, n, -1, 0} end
 local s = cjson.decode(rec)
 if s.caller ~= ARGV[2] or s.state.state ~= 'active'
   or tonumber(ARGV[3]) > tonumber(s.max_message_size) then
-  return {rec, n, -1}
+  return {rec, n, -1, 0}
 end
-if redis.call('SADD', KEYS[3], ARGV[4]) == 0 then return {rec, n, 0} end
+if redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
+  local since = redis.call('HGET', KEYS[7], ARGV[4])
+  if since then return {rec, n, 2, tonumber(since)} end
+  return {rec, n, 0, 0}
+end
+redis.call('HSET', KEYS[7], ARGV[4], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
+redis.call('PEXPIRE', KEYS[7], ARGV[7])
 redis.call('ZADD', KEYS[4], 'XX', 'GT', ARGV[6], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[5], ARGV[7])
 redis.call('PEXPIRE', KEYS[6], ARGV[7])
-return {rec, n, 1}
+return {rec, n, 1, 0}
 "#,
     )
 });
+
+fn unknown_answer() -> StoreError {
+    StoreError::corrupt("unknown answer of a TimeStick record script")
+}
+
+impl RedisStore {
+    /// The unsettled hash field of `message_id`.
+    fn settle_mark(&self, id: SessionId, message_id: &str) -> Settle {
+        Settle {
+            hash: self.keys().ts_unsettled(id),
+            field: message_id.to_string(),
+        }
+    }
+}
 
 fn ms(d: Duration) -> u64 {
     d.as_millis().max(1) as u64
@@ -132,13 +202,14 @@ impl TsStore for RedisStore {
         async move {
             let keys = self.keys();
             let sec = murmur_shared::ids::now_ms() / 1000;
-            let (rec, n, seen): (Option<String>, u64, i64) = POST
+            let (rec, n, seen, since): (Option<String>, u64, i64, u64) = POST
                 .key(keys.ts_session(id))
                 .key(keys.ts_rate(id, sec))
                 .key(keys.ts_seen(id))
                 .key(keys.ts_activity())
                 .key(keys.ts_queue(id))
                 .key(keys.ts_seq(id))
+                .key(keys.ts_unsettled(id))
                 .arg(check.per_second.map_or_else(String::new, |n| n.to_string()))
                 .arg(&check.caller)
                 .arg(check.len)
@@ -156,11 +227,7 @@ impl TsStore for RedisStore {
             Ok(PostRecord {
                 session,
                 rate_ok: check.per_second.is_none_or(|limit| n <= limit),
-                first: match seen {
-                    1 => Some(true),
-                    0 => Some(false),
-                    _ => None,
-                },
+                recorded: recorded(seen, since),
             })
         }
         .boxed()
@@ -194,16 +261,17 @@ impl TsStore for RedisStore {
         message_id: &str,
         now_ms: u64,
         ttl: Duration,
-    ) -> BoxFuture<'_, StoreResult<bool>> {
+    ) -> BoxFuture<'_, StoreResult<Recorded>> {
         let message_id = message_id.to_string();
         async move {
             let keys = self.keys();
-            let added: i64 = ACCEPT_MESSAGE
+            let (code, since): (i64, u64) = ACCEPT_MESSAGE
                 .key(keys.ts_seen(id))
                 .key(keys.ts_activity())
                 .key(keys.ts_session(id))
                 .key(keys.ts_queue(id))
                 .key(keys.ts_seq(id))
+                .key(keys.ts_unsettled(id))
                 .arg(message_id)
                 .arg(now_ms)
                 .arg(ms(ttl))
@@ -211,7 +279,7 @@ impl TsStore for RedisStore {
                 .invoke_async(&mut self.c())
                 .await
                 .map_err(err)?;
-            Ok(added == 1)
+            recorded(code, since).ok_or_else(unknown_answer)
         }
         .boxed()
     }
@@ -320,6 +388,8 @@ impl TsStore for RedisStore {
                 .ignore()
                 .pexpire(keys.ts_seen(id), ttl)
                 .ignore()
+                .pexpire(keys.ts_unsettled(id), ttl)
+                .ignore()
                 .query_async::<()>(&mut self.c())
                 .await
                 .map_err(err)
@@ -387,25 +457,90 @@ impl TsStore for RedisStore {
         .boxed()
     }
 
-    fn ts_first_message(
+    fn ts_record_message(
         &self,
         id: SessionId,
         message_id: &str,
+        now_ms: u64,
         ttl: Duration,
-    ) -> BoxFuture<'_, StoreResult<bool>> {
+    ) -> BoxFuture<'_, StoreResult<Recorded>> {
         let message_id = message_id.to_string();
         async move {
-            let key = self.keys().ts_seen(id);
-            let (added,): (i64,) = redis::pipe()
-                .sadd(&key, message_id)
-                .pexpire(&key, ms(ttl) as i64)
-                .ignore()
+            let keys = self.keys();
+            let (code, since): (i64, u64) = RECORD_MESSAGE
+                .key(keys.ts_seen(id))
+                .key(keys.ts_unsettled(id))
+                .arg(message_id)
+                .arg(now_ms)
+                .arg(ms(ttl))
+                .invoke_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            recorded(code, since).ok_or_else(unknown_answer)
+        }
+        .boxed()
+    }
+
+    fn ts_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<Recorded>>> {
+        let message_id = message_id.to_string();
+        async move {
+            let keys = self.keys();
+            let (seen, since): (bool, Option<u64>) = redis::pipe()
+                .sismember(keys.ts_seen(id), &message_id)
+                .hget(keys.ts_unsettled(id), &message_id)
                 .query_async(&mut self.c())
                 .await
                 .map_err(err)?;
-            Ok(added == 1)
+            Ok(match (seen, since) {
+                (false, _) => None,
+                (true, Some(since_ms)) => Some(Recorded::Unsettled { since_ms }),
+                (true, None) => Some(Recorded::Settled),
+            })
         }
         .boxed()
+    }
+
+    fn ts_take_over(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        since_ms: u64,
+        now_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let message_id = message_id.to_string();
+        async move {
+            let taken: i64 = TAKE_OVER
+                .key(self.keys().ts_unsettled(id))
+                .arg(message_id)
+                .arg(since_ms)
+                .arg(now_ms)
+                .invoke_async(&mut self.c())
+                .await
+                .map_err(err)?;
+            Ok(taken == 1)
+        }
+        .boxed()
+    }
+
+    fn ts_settle(&self, id: SessionId, message_id: &str) -> BoxFuture<'_, StoreResult<()>> {
+        let mark = self.settle_mark(id, message_id);
+        async move {
+            redis::cmd("HDEL")
+                .arg(mark.hash)
+                .arg(mark.field)
+                .query_async::<()>(&mut self.c())
+                .await
+                .map_err(err)
+        }
+        .boxed()
+    }
+
+    fn ts_settle_mark(&self, id: SessionId, message_id: &str) -> Option<Settle> {
+        Some(self.settle_mark(id, message_id))
     }
 
     fn ts_push(

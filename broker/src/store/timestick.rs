@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::StoreResult;
+use crate::bus::Settle;
 
 /// What one POST asks of the store, in its one round trip ([`TsStore::ts_post`]).
 #[derive(Debug, Clone)]
@@ -47,9 +48,26 @@ pub struct PostRecord {
     pub session: Option<TsSession>,
     /// Within the rate (true when the check did not count).
     pub rate_ok: bool,
-    /// `Some(true)`: the message id was new and is recorded, with the activity;
-    /// `Some(false)`: it was seen before; `None`: not looked at (a check failed).
-    pub first: Option<bool>,
+    /// What the store knew of the message id (a new one is now recorded, with the
+    /// activity); `None`: not looked at (a check failed).
+    pub recorded: Option<Recorded>,
+}
+
+/// What a session's store knew of a posted `message_id`. A message is recorded
+/// *unsettled* (with the time it was recorded) and settled ([`TsStore::ts_settle`])
+/// once what it does is durable (its publication written, its reply queued). A copy
+/// that finds it unsettled is a concurrent duplicate while the recording POST is still
+/// working, or the retry of one whose node died or failed in between: it waits for the
+/// settlement and takes the message over ([`TsStore::ts_take_over`]) when the
+/// recording POST's lease runs out, instead of refusing a message that never went out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// Not seen before: recorded now, unsettled.
+    New,
+    /// Recorded, not settled yet: recorded (or last taken over) at `since_ms`.
+    Unsettled { since_ms: u64 },
+    /// Recorded and settled: a duplicate.
+    Settled,
 }
 
 /// Where a TimeStick session stands.
@@ -126,13 +144,40 @@ pub trait TsStore: Send + Sync {
     fn ts_idle(&self, before_ms: u64, limit: usize) -> BoxFuture<'_, StoreResult<Vec<SessionId>>>;
     /// Claims an idle session for stopping; true for exactly one claimant.
     fn ts_claim_idle(&self, id: SessionId) -> BoxFuture<'_, StoreResult<bool>>;
-    /// True the first time a `message_id` is seen in a session.
-    fn ts_first_message(
+    /// Records a `message_id` as seen in a session (unsettled since `now_ms`), answering
+    /// what was known of it before.
+    fn ts_record_message(
         &self,
         id: SessionId,
         message_id: &str,
+        now_ms: u64,
         ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<Recorded>>;
+    /// What is known of a `message_id` now, recording nothing (`None`: never recorded).
+    fn ts_message(
+        &self,
+        id: SessionId,
+        message_id: &str,
+    ) -> BoxFuture<'_, StoreResult<Option<Recorded>>>;
+    /// Takes an unsettled `message_id` over: true for exactly one caller naming the
+    /// `since_ms` it found, which becomes `now_ms`; false when it was settled or taken
+    /// over by someone else meanwhile.
+    fn ts_take_over(
+        &self,
+        id: SessionId,
+        message_id: &str,
+        since_ms: u64,
+        now_ms: u64,
     ) -> BoxFuture<'_, StoreResult<bool>>;
+    /// Settles a recorded `message_id`: from now on it is a duplicate.
+    fn ts_settle(&self, id: SessionId, message_id: &str) -> BoxFuture<'_, StoreResult<()>>;
+    /// The bus's way of settling `message_id` in the pipeline that writes its
+    /// publication, when this store is the bus's Redis; `None`: settle with
+    /// [`ts_settle`](Self::ts_settle).
+    fn ts_settle_mark(&self, id: SessionId, message_id: &str) -> Option<Settle> {
+        let _ = (id, message_id);
+        None
+    }
     /// Appends to a session's queue (keeping the newest `cap`); returns its position.
     fn ts_push(
         &self,
@@ -187,7 +232,7 @@ pub trait TsStore: Send + Sync {
                 Some(limit) => self.ts_get_counted(id, limit).await?,
                 None => (self.ts_get(id).await?, true),
             };
-            let first = match (&session, &check.message_id) {
+            let recorded = match (&session, &check.message_id) {
                 (Some(s), Some(m)) if check.admits(s, rate_ok) => Some(
                     self.ts_accept_message(id, m, check.now_ms, check.ttl)
                         .await?,
@@ -197,16 +242,15 @@ pub trait TsStore: Send + Sync {
             Ok(PostRecord {
                 session,
                 rate_ok,
-                first,
+                recorded,
             })
         })
     }
 
-    /// The POST hot path, second step, in one round trip: records `message_id` (false if
-    /// it was seen before) and, if new, the activity ([`ts_first_message`] +
-    /// [`ts_touch`]).
+    /// The POST hot path, second step, in one round trip: records `message_id` and, if
+    /// it is new, the activity ([`ts_record_message`] + [`ts_touch`]).
     ///
-    /// [`ts_first_message`]: Self::ts_first_message
+    /// [`ts_record_message`]: Self::ts_record_message
     /// [`ts_touch`]: Self::ts_touch
     fn ts_accept_message(
         &self,
@@ -214,14 +258,14 @@ pub trait TsStore: Send + Sync {
         message_id: &str,
         now_ms: u64,
         ttl: Duration,
-    ) -> BoxFuture<'_, StoreResult<bool>> {
+    ) -> BoxFuture<'_, StoreResult<Recorded>> {
         let message_id = message_id.to_string();
         Box::pin(async move {
-            if !self.ts_first_message(id, &message_id, ttl).await? {
-                return Ok(false);
+            let recorded = self.ts_record_message(id, &message_id, now_ms, ttl).await?;
+            if recorded == Recorded::New {
+                self.ts_touch(id, now_ms, ttl).await?;
             }
-            self.ts_touch(id, now_ms, ttl).await?;
-            Ok(true)
+            Ok(recorded)
         })
     }
 }

@@ -5,6 +5,7 @@ use std::fmt;
 
 use murmur_shared::fault::Fault;
 
+use crate::bus::BusError;
 use crate::store::{StoreError, TsState};
 
 /// Why a session request (POST, poll, stream, admin STOP/KILL) was refused.
@@ -12,6 +13,10 @@ use crate::store::{StoreError, TsState};
 pub enum TsError {
     /// The session store failed (TimeStick's 503, whatever the failure's kind).
     Unavailable(StoreError),
+    /// The cluster bus did not take a request's publication (Redis down, the queue
+    /// full, the write failed): nothing was delivered; TimeStick's 503, and a retry
+    /// publishes it.
+    Unpublished(BusError),
     /// No such session (or its record expired).
     NotFound,
     /// The session belongs to another caller.
@@ -50,12 +55,18 @@ impl TsError {
 }
 
 impl TsError {
+    /// Whether the refusal is the client's (its message is settled: a retry is a
+    /// duplicate), not a failure of the store or the bus (left unsettled for a retry).
+    pub(crate) fn is_final(&self) -> bool {
+        !matches!(self, TsError::Unavailable(_) | TsError::Unpublished(_))
+    }
+
     /// The neutral reason ([`Fault`]), whose HTTP status the gateway answers: a store
     /// failure is `Unavailable` whatever its kind, an expired `~timing` an `Invalid`
     /// message (400 `EXPIRED` in TimeStick's own codes).
     pub fn fault(&self) -> Fault {
         match self {
-            TsError::Unavailable(_) => Fault::Unavailable,
+            TsError::Unavailable(_) | TsError::Unpublished(_) => Fault::Unavailable,
             TsError::NotFound | TsError::OriginEnded => Fault::NotFound,
             TsError::Forbidden => Fault::Forbidden,
             TsError::Ended(_) => Fault::Gone,
@@ -77,6 +88,7 @@ impl fmt::Display for TsError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TsError::Unavailable(e) => write!(f, "session store unavailable: {e}"),
+            TsError::Unpublished(e) => write!(f, "the message could not be published: {e}"),
             TsError::NotFound => f.write_str("no such session"),
             TsError::Forbidden => f.write_str("this session belongs to another caller"),
             TsError::Ended(_) => f.write_str("the session has ended"),
@@ -99,6 +111,7 @@ impl std::error::Error for TsError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             TsError::Unavailable(e) => Some(e),
+            TsError::Unpublished(e) => Some(e),
             _ => None,
         }
     }

@@ -20,6 +20,7 @@
 //! | [`error`] | the refusals: [`TsError`], [`StartError`] |
 //! | `start` | START: checks, the session record |
 //! | `post` | POST of one message: one store round trip, then publish or queue |
+//! | `settle` | a message's settlement: the recording POST's lease, a copy's wait or take-over |
 //! | `queue` | the session's queue: push; held responses ([`DuePush`]) |
 //! | `control` | STOP, KILL, receiver STOP/KILL, the idle sweep |
 //! | `poll` | long-poll: cursors, the merge of channel history and queue |
@@ -38,6 +39,7 @@ pub mod error;
 mod poll;
 mod post;
 mod queue;
+mod settle;
 mod start;
 
 pub use control::{kill_by_receiver, spawn_idle_sweeper, stop_all, stop_by_receiver};

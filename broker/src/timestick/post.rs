@@ -1,7 +1,8 @@
 //! POST of one message: the session checks, the rate, the size and duplicate detection
 //! in one store round trip ([`TsStore::ts_post`](crate::store::TsStore::ts_post)), then
 //! the message is published (a request), queued for its origin (a response) or ends
-//! the session (STOP, KILL).
+//! the session (STOP, KILL), and settled once that is durable ([`settle`]). A request's
+//! publication is settled by the Redis bus in the pipeline that writes it.
 
 use std::sync::Arc;
 
@@ -13,11 +14,13 @@ use serde_json::{json, Value};
 
 use super::control::{kill, stop};
 use super::queue::{push, HeldPush};
+use super::settle;
 use super::{owned_by, record_ttl, TsError, LABEL};
+use crate::bus::Settle;
 use crate::node::Node;
 use crate::scheduler::{self, Job};
 use crate::session::Protocol;
-use crate::store::{PostCheck, StoreError, TsSession, TsState};
+use crate::store::{PostCheck, Recorded, StoreError, TsSession, TsState};
 
 /// A POST's body, as the edge decoded it: its length and the typed message, or why it
 /// is not one (reported only once the session checks have passed).
@@ -83,7 +86,20 @@ pub async fn post(
     let (s, posted, deliver_at) = admit(node, sub, id, gate, body).await?;
     node.metrics.messages_in.with_label_values(&[LABEL]).inc();
     let message_id = posted.message_id().to_string();
-    deliver(node, s, posted, deliver_at).await?;
+    let settle = node.store().ts_settle_mark(id, &message_id);
+    let delivered = settle::within_lease(deliver(node, s, posted, deliver_at, settle)).await;
+    let settled = match delivered {
+        Ok(settled) => settled,
+        Err(e) if e.is_final() => {
+            node.store().ts_settle(id, &message_id).await?;
+            return Err(e);
+        }
+        // Unsettled: a retry of this message_id carries it out.
+        Err(e) => return Err(e),
+    };
+    if !settled {
+        node.store().ts_settle(id, &message_id).await?;
+    }
     Ok(Accepted { message_id })
 }
 
@@ -158,9 +174,13 @@ async fn admit(
             });
         }
     };
-    match record.first {
-        Some(true) => Ok((s, posted, deliver_at)),
-        Some(false) => Err(TsError::Duplicate),
+    match record.recorded {
+        Some(Recorded::New) => Ok((s, posted, deliver_at)),
+        Some(Recorded::Unsettled { since_ms }) => {
+            settle::wait_or_take_over(node, id, posted.message_id(), since_ms).await?;
+            Ok((s, posted, deliver_at))
+        }
+        Some(Recorded::Settled) => Err(TsError::Duplicate),
         None => Err(TsError::Unavailable(StoreError::corrupt(
             "the store did not record an admissible message",
         ))),
@@ -169,13 +189,15 @@ async fn admit(
 
 /// What an accepted message does: a request is published on the target channel (held
 /// until due), a response queued for the session that sent the request, a STOP or
-/// KILL ends the session.
+/// KILL ends the session. Each is durable when this returns; true when `settle` was
+/// applied with it (a publication written through the Redis bus).
 async fn deliver(
     node: &Arc<Node>,
     s: TsSession,
     posted: Posted,
     deliver_at: Option<i64>,
-) -> Result<(), TsError> {
+    settle: Option<Settle>,
+) -> Result<bool, TsError> {
     match posted {
         Posted::Request {
             message_id,
@@ -198,7 +220,13 @@ async fn deliver(
             .timing(timing);
             match deliver_at {
                 Some(due) => scheduler::hold(node, due, Job::Publish { env }).await?,
-                None => node.router.publish(env),
+                None => {
+                    return node
+                        .router
+                        .publish_confirmed(env, settle)
+                        .await
+                        .map_err(TsError::Unpublished)
+                }
             }
         }
         Posted::Response {
@@ -226,7 +254,7 @@ async fn deliver(
             kill(node, s, kill_level, &reason).await?;
         }
     }
-    Ok(())
+    Ok(false)
 }
 
 /// A posted `response`.

@@ -54,7 +54,7 @@ pub(super) fn refusal(id: SessionId, e: &TsError) -> (u16, Value) {
 fn refusal_body(id: SessionId, e: &TsError) -> Value {
     let message = e.to_string();
     match e {
-        TsError::Unavailable(_) => error_body("UNAVAILABLE", &message),
+        TsError::Unavailable(_) | TsError::Unpublished(_) => error_body("UNAVAILABLE", &message),
         TsError::NotFound => error_body("SESSION_NOT_FOUND", &message),
         TsError::Forbidden => error_body("FORBIDDEN", &message),
         TsError::Ended(state) => gone(state),
