@@ -98,6 +98,11 @@ impl Router {
         self.fan_out(&channel, &env);
     }
 
+    /// Whether other nodes can exist behind this node's bus.
+    pub fn is_clustered(&self) -> bool {
+        self.bus.is_clustered()
+    }
+
     /// Publishes on a channel like [`publish`](Self::publish), but answers only once the
     /// publication is durable for the cluster: written to Redis (deleting `settle` in
     /// the same pipeline; `Ok(true)`), or delivered locally on the embedded node

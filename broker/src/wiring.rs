@@ -27,7 +27,9 @@ pub fn services() -> Services {
             .with(Protocol::Chat, crate::chat::DueSend)
             .with(Protocol::TimeStick, crate::timestick::DuePush)
             .with(Protocol::Sink, crate::sink::DueEnqueue),
-        extensions: Extensions::default().with(DeliveryReports::default()),
+        extensions: Extensions::default()
+            .with(DeliveryReports::default())
+            .with(crate::timestick::targets::Targets::default()),
         background: vec![
             Box::new(crate::timestick::spawn_idle_sweeper),
             Box::new(|node: &Arc<Node>| {

@@ -18,8 +18,8 @@ use murmur_broker::store::redis::RedisStore;
 use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use murmur_broker::store::TsStore;
 use murmur_broker::store::{
-    GroupRecord, GroupUpdate, NodeInfo, PostCheck, PostRecord, ProviderEntry, Recorded,
-    RecoveryRecord, Store, StoredMessage, TsSession, TsState,
+    ChannelPublication, GroupRecord, GroupUpdate, NodeInfo, PostCheck, PostRecord, ProviderEntry,
+    Recorded, RecoveryRecord, Store, StoredMessage, TsSession, TsState,
 };
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
@@ -481,6 +481,35 @@ async fn timestick_store_conformance(store: Arc<dyn Store>) {
         (missing.session, missing.rate_ok, missing.recorded),
         (None, true, None)
     );
+    // The one-step POST of a request: a store that publishes says so (the Redis store;
+    // what it published is checked with a bus in `redis_store_posts_and_publishes_in_one_step`),
+    // one that does not only records.
+    let publication = || ChannelPublication {
+        channel: p_session.target.clone(),
+        envelope: b"{}".to_vec(),
+        history: murmur_broker::history::HistoryLimits::default(),
+    };
+    let r = store
+        .ts_post_publish(p, check(&owner, 10, Some("pp1")), publication())
+        .await
+        .unwrap();
+    assert_eq!(r.recorded, Some(Recorded::New));
+    assert_eq!(
+        r.session.is_none(),
+        r.published,
+        "a published POST returns no record"
+    );
+    let second = store
+        .ts_post_publish(p, check(&owner, 10, Some("pp1")), publication())
+        .await
+        .unwrap();
+    assert!(!second.published, "a second copy is never published");
+    let known = if r.published {
+        Recorded::Settled
+    } else {
+        Recorded::Unsettled { since_ms: t1 }
+    };
+    assert_eq!(second.recorded, Some(known));
     // Already counted (`per_second: None`): no count, the same checks.
     let counted = PostCheck {
         per_second: None,
@@ -993,6 +1022,90 @@ async fn redis_bus_settles_the_message_it_writes() {
         )
         .await;
     assert_eq!(settled, Err(murmur_broker::bus::BusError::Down));
+}
+
+/// The Redis store's one-step POST of a request: the checks, the record (settled) and
+/// the channel publication, numbered and framed as the bus's own; a refused POST
+/// publishes nothing, nor one naming another channel than the session's target.
+#[actix_rt::test]
+async fn redis_store_posts_and_publishes_in_one_step() {
+    let redis = murmur_tests::RedisServer::start().await;
+    let keys = Keys::new(unique_prefix());
+    let store = RedisStore::new(&redis.url(), keys.clone()).unwrap();
+    let (tx, mut rx) = mpsc::channel(16);
+    let bus = RedisBus::start(
+        &redis.url(),
+        keys,
+        node("a"),
+        tx,
+        Arc::new(Metrics::new()),
+        murmur_broker::history::HistoryLimits::default(),
+    )
+    .unwrap();
+    eventually("bus connects", || async { bus.is_up() }).await;
+    let ttl = Duration::from_secs(60);
+    let owner = format!("o-{}", uuid::Uuid::new_v4());
+    let s = ts_session(&owner);
+    assert!(store.ts_create(s.clone(), 10, ttl).await.unwrap());
+    bus.subscribe(&s.target);
+    assert!(bus.wait_subscribed(&s.target, Duration::from_secs(5)).await);
+    let check = |caller: &str, message_id: &str| PostCheck {
+        caller: caller.to_string(),
+        per_second: Some(1000),
+        len: 10,
+        message_id: Some(message_id.to_string()),
+        now_ms: now_ms(),
+        ttl,
+    };
+    let publication = |channel: &str, n: u64| {
+        let mut env = (*envelope(Destination::Channel(channel.to_string()))).clone();
+        env.body = Body::Json(json!({ "n": n }));
+        ChannelPublication {
+            channel: channel.to_string(),
+            envelope: env.to_bytes(),
+            history: murmur_broker::history::HistoryLimits::default(),
+        }
+    };
+    let post = |c: PostCheck, p: ChannelPublication| store.ts_post_publish(s.id, c, p);
+
+    let r = post(check(&owner, "m1"), publication(&s.target, 1))
+        .await
+        .unwrap();
+    assert!(r.published && r.session.is_none(), "{r:?}");
+    let got = recv(&mut rx).await.expect("the publication");
+    assert_eq!(got.json()["n"], 1);
+    assert!(
+        got.chan_seq.is_some(),
+        "numbered in the channel like the bus's own"
+    );
+    assert_eq!(
+        store.ts_message(s.id, "m1").await.unwrap(),
+        Some(Recorded::Settled),
+        "recorded settled"
+    );
+    // Refused: a duplicate, another caller, another channel; nothing published.
+    let dup = post(check(&owner, "m1"), publication(&s.target, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        (dup.published, dup.recorded),
+        (false, Some(Recorded::Settled))
+    );
+    let thief = post(check("mallory", "m2"), publication(&s.target, 3))
+        .await
+        .unwrap();
+    assert_eq!((thief.published, thief.recorded), (false, None));
+    let elsewhere = post(check(&owner, "m3"), publication("other", 4))
+        .await
+        .unwrap();
+    assert_eq!((elsewhere.published, elsewhere.recorded), (false, None));
+    assert_eq!(store.ts_message(s.id, "m3").await.unwrap(), None);
+    // The barrier: a publication after the refusals is the next one received.
+    let r = post(check(&owner, "m4"), publication(&s.target, 5))
+        .await
+        .unwrap();
+    assert!(r.published);
+    assert_eq!(recv(&mut rx).await.unwrap().json()["n"], 5);
 }
 
 /// Channel publications on the Redis bus carry their history position, and the store

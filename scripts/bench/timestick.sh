@@ -5,7 +5,7 @@
 # parameters as scripts/bench.sh (full mode). Prints requests/s and server CPU µs per
 # request for each.
 # Usage: scripts/bench/timestick.sh [OUT_DIR]   (build first:
-#   cargo build --release -p murmur-gateway --bin murmur -p murmur-loadtest)
+#   cargo build --release -p murmur-gateway -p murmur-loadtest --bin murmur --bin murmur-load)
 # PERF=1: also records a perf profile of each node during a second, short run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
@@ -18,6 +18,9 @@ trap 'stop_all' EXIT
 MURMUR=${MURMUR:-target/release/murmur}
 LOAD=target/release/murmur-load
 TS_SESSIONS=1000; TS_CONNS=32; WRK_D=8s; LONG=(--warmup 2s --duration 8s --drain 3s)
+# TS_RATE=N: an open-loop rate of N POSTs/s instead of the closed loop (CPU per POST at
+# one offered rate compares builds with less scheduling noise).
+TS_RATE=${TS_RATE:-0}
 
 REDIS_PORT=$(free_port)
 start_bg "$LOGS/redis.log" -- redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save "" --appendonly no
@@ -40,7 +43,7 @@ echo "wrk /healthz: $wrk_rps req/s, $(awk -v a="$before" -v b="$after" -v t="$tc
 post() { # name url pid [more --watch args]
   local name=$1 url=$2 pid=$3
   shift 3
-  "$LOAD" timestick --url "$url" --sessions "$TS_SESSIONS" --connections "$TS_CONNS" --rates 0 \
+  "$LOAD" timestick --url "$url" --sessions "$TS_SESSIONS" --connections "$TS_CONNS" --rates "$TS_RATE" \
     "${LONG[@]}" --progress never --watch "node=$pid" "$@" --json "$OUT/$name.json" >"$OUT/$name.txt" 2>&1
   python3 - "$OUT/$name.json" "$wrk_rps" "$name" <<'PY'
 import json, sys

@@ -17,7 +17,7 @@
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, LazyLock, Mutex};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt};
@@ -47,25 +47,35 @@ const IO_TIMEOUT: Duration = Duration::from_secs(2);
 /// Prefix of a channel publication that has no history position.
 const NO_SEQ: &[u8] = b"- ";
 
-/// Numbers the publication in its channel, appends it to the history stream and
-/// publishes `<id> <seq> <epoch> <envelope>`. KEYS: history stream, pub/sub channel,
-/// the channel's sequence hash (`n` = last seq, `p` = epoch). A missing hash starts a
-/// new epoch and drops whatever stream is left, so a stream only ever holds one epoch.
-const PUBLISH_SCRIPT: &str = r#"
-local ep = redis.call('HGET', KEYS[3], 'p')
-if not ep then
-  redis.call('DEL', KEYS[1])
-  local t = redis.call('TIME')
-  ep = t[1] .. string.format('%06d', tonumber(t[2]))
-  redis.call('HSET', KEYS[3], 'p', ep)
+/// A channel publication in Lua, `publish_on(history, channel, seq hash, envelope, kept,
+/// ttl ms)`: numbers the publication in its channel, appends it to the history stream
+/// and publishes `<id> <seq> <epoch> <envelope>`; returns the stream id. A missing
+/// sequence hash starts a new epoch and drops whatever stream is left, so a stream only
+/// ever holds one epoch. Shared with the scripts that publish as part of a store change
+/// (TimeStick's POST), so every publication is numbered and framed the same way.
+pub(crate) const PUBLISH_FN: &str = r#"
+local function publish_on(hist, chan, seqkey, payload, kept, ttl)
+  local ep = redis.call('HGET', seqkey, 'p')
+  if not ep then
+    redis.call('DEL', hist)
+    local t = redis.call('TIME')
+    ep = t[1] .. string.format('%06d', tonumber(t[2]))
+    redis.call('HSET', seqkey, 'p', ep)
+  end
+  local n = redis.call('HINCRBY', seqkey, 'n', 1)
+  local id = redis.call('XADD', hist, 'MAXLEN', '~', kept, '*', 'e', payload, 'n', n, 'p', ep)
+  redis.call('PEXPIRE', hist, ttl)
+  redis.call('PEXPIRE', seqkey, ttl)
+  redis.call('PUBLISH', chan, id .. ' ' .. n .. ' ' .. ep .. ' ' .. payload)
+  return id
 end
-local n = redis.call('HINCRBY', KEYS[3], 'n', 1)
-local id = redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'e', ARGV[1], 'n', n, 'p', ep)
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[3], ARGV[3])
-redis.call('PUBLISH', KEYS[2], id .. ' ' .. n .. ' ' .. ep .. ' ' .. ARGV[1])
-return id
 "#;
+
+/// [`PUBLISH_FN`] as a script. KEYS: history stream, pub/sub channel, sequence hash.
+/// ARGV: envelope, kept, ttl ms.
+static PUBLISH_SCRIPT: LazyLock<String> = LazyLock::new(|| {
+    format!("{PUBLISH_FN}return publish_on(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])")
+});
 
 enum Outgoing {
     Direct {
@@ -309,7 +319,7 @@ async fn unreachable_retry(shared: &Shared, who: &str, e: &redis::RedisError, at
 
 /// The writer: connects, loads the script, and pipelines the outgoing queue.
 async fn writer(client: Client, shared: Arc<Shared>, mut rx: mpsc::Receiver<Outgoing>) {
-    let script = redis::Script::new(PUBLISH_SCRIPT);
+    let script = redis::Script::new(&PUBLISH_SCRIPT);
     let mut attempt = 0;
     // Taken from the queue but not yet written: survives a reconnect.
     let mut batch = Vec::with_capacity(BATCH);
@@ -327,7 +337,7 @@ async fn writer(client: Client, shared: Arc<Shared>, mut rx: mpsc::Receiver<Outg
         };
         let loaded: redis::RedisResult<String> = redis::cmd("SCRIPT")
             .arg("LOAD")
-            .arg(PUBLISH_SCRIPT)
+            .arg(PUBLISH_SCRIPT.as_str())
             .query_async(&mut conn)
             .await;
         if loaded.is_err() {

@@ -98,6 +98,7 @@ impl TsStore for MemoryStore {
                 session,
                 rate_ok,
                 recorded,
+                published: false,
             }
         })
     }

@@ -15,7 +15,9 @@ pub mod sink;
 pub mod timestick;
 
 pub use sink::SinkStore;
-pub use timestick::{PostCheck, PostRecord, Recorded, TsSession, TsState, TsStore};
+pub use timestick::{
+    ChannelPublication, PostCheck, PostRecord, Recorded, TsSession, TsState, TsStore,
+};
 
 use std::fmt;
 use std::sync::Arc;

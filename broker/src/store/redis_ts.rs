@@ -9,7 +9,7 @@ use redis::{AsyncCommands, Script};
 use serde_json::Value as Json;
 
 use super::redis::{err, json_err, RedisStore};
-use super::timestick::{PostCheck, PostRecord, Recorded, TsSession, TsStore};
+use super::timestick::{ChannelPublication, PostCheck, PostRecord, Recorded, TsSession, TsStore};
 use super::{StoreError, StoreResult};
 use crate::bus::Settle;
 
@@ -140,13 +140,19 @@ return {1, 0}
 });
 
 /// KEYS: [1] record, [2] rate counter, [3] seen set, [4] activity zset, [5] queue,
-/// [6] seq, [7] unsettled hash. ARGV: [1] per second (empty: already counted), [2]
-/// caller, [3] body length, [4] message id, [5] 1 to record it, [6] now ms, [7] ttl ms,
-/// [8] session id. Returns {record or false, count, seen, since}: seen and since as
-/// [`RECORD_MESSAGE`], seen -1 = not looked at (a check of [`PostCheck::admits`]
-/// failed, checked here on the record).
+/// [6] seq, [7] unsettled hash; to publish, [8] history stream, [9] pub/sub channel,
+/// [10] sequence hash. ARGV: [1] per second (empty: already counted), [2] caller, [3]
+/// body length, [4] message id, [5] what to do once the checks pass: '' nothing, '1'
+/// record it, '2' record it settled and publish it; [6] now ms, [7] ttl ms, [8] session
+/// id; to publish, [9] envelope, [10] kept, [11] history ttl ms, [12] the channel the
+/// envelope names (the session's target, checked).
+/// Returns {record or false, count, seen, since}: seen and since as [`RECORD_MESSAGE`],
+/// 3 = published (no record returned), -1 = not looked at (a check of
+/// [`PostCheck::admits`] failed, checked here on the record).
 static POST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    Script::new(&format!(
+        "{}{}",
+        crate::bus::redis::PUBLISH_FN,
         r#"
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {false, 0, -1, 0} end
@@ -156,10 +162,11 @@ if ARGV[1] ~= '' then
   if n == 1 then redis.call('PEXPIRE', KEYS[2], 2000) end
   if n > tonumber(ARGV[1]) then return {rec, n, -1, 0} end
 end
-if ARGV[5] ~= '1' then return {rec, n, -1, 0} end
+if ARGV[5] == '' then return {rec, n, -1, 0} end
 local s = cjson.decode(rec)
 if s.caller ~= ARGV[2] or s.state.state ~= 'active'
-  or tonumber(ARGV[3]) > tonumber(s.max_message_size) then
+  or tonumber(ARGV[3]) > tonumber(s.max_message_size)
+  or (ARGV[5] == '2' and s.target ~= ARGV[12]) then
   return {rec, n, -1, 0}
 end
 if redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
@@ -167,16 +174,20 @@ if redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
   if since then return {rec, n, 2, tonumber(since)} end
   return {rec, n, 0, 0}
 end
-redis.call('HSET', KEYS[7], ARGV[4], ARGV[6])
 redis.call('PEXPIRE', KEYS[3], ARGV[7])
-redis.call('PEXPIRE', KEYS[7], ARGV[7])
 redis.call('ZADD', KEYS[4], 'XX', 'GT', ARGV[6], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[5], ARGV[7])
 redis.call('PEXPIRE', KEYS[6], ARGV[7])
+if ARGV[5] == '2' then
+  publish_on(KEYS[8], KEYS[9], KEYS[10], ARGV[9], ARGV[10], ARGV[11])
+  return {false, n, 3, 0}
+end
+redis.call('HSET', KEYS[7], ARGV[4], ARGV[6])
+redis.call('PEXPIRE', KEYS[7], ARGV[7])
 return {rec, n, 1, 0}
-"#,
-    )
+"#
+    ))
 });
 
 fn unknown_answer() -> StoreError {
@@ -184,6 +195,61 @@ fn unknown_answer() -> StoreError {
 }
 
 impl RedisStore {
+    /// [`TsStore::ts_post`], publishing in the same step when given a publication.
+    async fn post(
+        &self,
+        id: SessionId,
+        check: PostCheck,
+        publication: Option<ChannelPublication>,
+    ) -> StoreResult<PostRecord> {
+        let keys = self.keys();
+        let sec = murmur_shared::ids::now_ms() / 1000;
+        let mode = match (&check.message_id, &publication) {
+            (None, _) => "",
+            (Some(_), None) => "1",
+            (Some(_), Some(_)) => "2",
+        };
+        let mut call = POST.prepare_invoke();
+        call.key(keys.ts_session(id))
+            .key(keys.ts_rate(id, sec))
+            .key(keys.ts_seen(id))
+            .key(keys.ts_activity())
+            .key(keys.ts_queue(id))
+            .key(keys.ts_seq(id))
+            .key(keys.ts_unsettled(id))
+            .arg(check.per_second.map_or_else(String::new, |n| n.to_string()))
+            .arg(&check.caller)
+            .arg(check.len)
+            .arg(check.message_id.as_deref().unwrap_or(""))
+            .arg(mode)
+            .arg(check.now_ms)
+            .arg(ms(check.ttl))
+            .arg(id.to_string());
+        if let Some(p) = &publication {
+            call.key(keys.history(&p.channel))
+                .key(keys.channel(&p.channel))
+                .key(keys.channel_seq(&p.channel))
+                .arg(p.envelope.as_slice())
+                .arg(p.history.len.max(1))
+                .arg(ms(p.history.ttl))
+                .arg(&p.channel);
+        }
+        let (rec, n, seen, since): (Option<String>, u64, i64, u64) =
+            call.invoke_async(&mut self.c()).await.map_err(err)?;
+        let session = rec
+            .map(|j| serde_json::from_str(&j).map_err(json_err))
+            .transpose()?;
+        Ok(PostRecord {
+            session,
+            rate_ok: check.per_second.is_none_or(|limit| n <= limit),
+            recorded: match seen {
+                3 => Some(Recorded::New),
+                _ => recorded(seen, since),
+            },
+            published: seen == 3,
+        })
+    }
+
     /// The unsettled hash field of `message_id`.
     fn settle_mark(&self, id: SessionId, message_id: &str) -> Settle {
         Settle {
@@ -199,38 +265,16 @@ fn ms(d: Duration) -> u64 {
 
 impl TsStore for RedisStore {
     fn ts_post(&self, id: SessionId, check: PostCheck) -> BoxFuture<'_, StoreResult<PostRecord>> {
-        async move {
-            let keys = self.keys();
-            let sec = murmur_shared::ids::now_ms() / 1000;
-            let (rec, n, seen, since): (Option<String>, u64, i64, u64) = POST
-                .key(keys.ts_session(id))
-                .key(keys.ts_rate(id, sec))
-                .key(keys.ts_seen(id))
-                .key(keys.ts_activity())
-                .key(keys.ts_queue(id))
-                .key(keys.ts_seq(id))
-                .key(keys.ts_unsettled(id))
-                .arg(check.per_second.map_or_else(String::new, |n| n.to_string()))
-                .arg(&check.caller)
-                .arg(check.len)
-                .arg(check.message_id.as_deref().unwrap_or(""))
-                .arg(u8::from(check.message_id.is_some()))
-                .arg(check.now_ms)
-                .arg(ms(check.ttl))
-                .arg(id.to_string())
-                .invoke_async(&mut self.c())
-                .await
-                .map_err(err)?;
-            let session = rec
-                .map(|j| serde_json::from_str(&j).map_err(json_err))
-                .transpose()?;
-            Ok(PostRecord {
-                session,
-                rate_ok: check.per_second.is_none_or(|limit| n <= limit),
-                recorded: recorded(seen, since),
-            })
-        }
-        .boxed()
+        self.post(id, check, None).boxed()
+    }
+
+    fn ts_post_publish(
+        &self,
+        id: SessionId,
+        check: PostCheck,
+        publication: ChannelPublication,
+    ) -> BoxFuture<'_, StoreResult<PostRecord>> {
+        self.post(id, check, Some(publication)).boxed()
     }
 
     fn ts_get_counted(

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::StoreResult;
 use crate::bus::Settle;
+use crate::history::HistoryLimits;
 
 /// What one POST asks of the store, in its one round trip ([`TsStore::ts_post`]).
 #[derive(Debug, Clone)]
@@ -51,6 +52,19 @@ pub struct PostRecord {
     /// What the store knew of the message id (a new one is now recorded, with the
     /// activity); `None`: not looked at (a check failed).
     pub recorded: Option<Recorded>,
+    /// [`TsStore::ts_post_publish`] only: every check passed and the message was
+    /// recorded settled and published in the same step (`session` is then `None`: the
+    /// caller knew it).
+    pub published: bool,
+}
+
+/// A `request`'s channel publication, for [`TsStore::ts_post_publish`].
+#[derive(Debug, Clone)]
+pub struct ChannelPublication {
+    pub channel: String,
+    /// The envelope as the bus carries it.
+    pub envelope: Vec<u8>,
+    pub history: HistoryLimits,
 }
 
 /// What a session's store knew of a posted `message_id`. A message is recorded
@@ -171,6 +185,19 @@ pub trait TsStore: Send + Sync {
     ) -> BoxFuture<'_, StoreResult<bool>>;
     /// Settles a recorded `message_id`: from now on it is a duplicate.
     fn ts_settle(&self, id: SessionId, message_id: &str) -> BoxFuture<'_, StoreResult<()>>;
+    /// [`ts_post`](Self::ts_post) of a `request` due now, publishing it in the same
+    /// atomic step when every check passes (it is then recorded settled,
+    /// [`PostRecord::published`]): for a store that is also the bus's Redis. The
+    /// default only posts: the caller publishes, then settles.
+    fn ts_post_publish(
+        &self,
+        id: SessionId,
+        check: PostCheck,
+        publication: ChannelPublication,
+    ) -> BoxFuture<'_, StoreResult<PostRecord>> {
+        let _ = publication;
+        self.ts_post(id, check)
+    }
     /// The bus's way of settling `message_id` in the pipeline that writes its
     /// publication, when this store is the bus's Redis; `None`: settle with
     /// [`ts_settle`](Self::ts_settle).
@@ -243,6 +270,7 @@ pub trait TsStore: Send + Sync {
                 session,
                 rate_ok,
                 recorded,
+                published: false,
             })
         })
     }

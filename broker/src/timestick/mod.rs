@@ -20,6 +20,7 @@
 //! | [`error`] | the refusals: [`TsError`], [`StartError`] |
 //! | `start` | START: checks, the session record |
 //! | `post` | POST of one message: one store round trip, then publish or queue |
+//! | [`targets`] | each seen session's caller and target, for the one-step POST of a request |
 //! | `settle` | a message's settlement: the recording POST's lease, a copy's wait or take-over |
 //! | `queue` | the session's queue: push; held responses ([`DuePush`]) |
 //! | `control` | STOP, KILL, receiver STOP/KILL, the idle sweep |
@@ -41,6 +42,7 @@ mod post;
 mod queue;
 mod settle;
 mod start;
+pub mod targets;
 
 pub use control::{kill_by_receiver, spawn_idle_sweeper, stop_all, stop_by_receiver};
 pub use error::{StartError, TsError};

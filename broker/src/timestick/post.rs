@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use murmur_shared::channel::INTERNAL_PREFIX;
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::{now_ms, SessionId};
 use murmur_shared::timestick::Posted;
@@ -15,12 +16,13 @@ use serde_json::{json, Value};
 use super::control::{kill, stop};
 use super::queue::{push, HeldPush};
 use super::settle;
+use super::targets::Targets;
 use super::{owned_by, record_ttl, TsError, LABEL};
 use crate::bus::Settle;
 use crate::node::Node;
 use crate::scheduler::{self, Job};
 use crate::session::Protocol;
-use crate::store::{PostCheck, Recorded, StoreError, TsSession, TsState};
+use crate::store::{ChannelPublication, PostCheck, Recorded, StoreError, TsSession, TsState};
 
 /// A POST's body, as the edge decoded it: its length and the typed message, or why it
 /// is not one (reported only once the session checks have passed).
@@ -70,6 +72,9 @@ pub async fn post_open(node: &Arc<Node>, sub: &str, id: SessionId) -> Result<Pos
     if s.state != TsState::Active {
         return Err(TsError::Ended(s.state));
     }
+    if let Some(targets) = node.extension::<Targets>() {
+        targets.learn(&s);
+    }
     Ok(PostGate { s, rate_ok })
 }
 
@@ -83,8 +88,16 @@ pub async fn post(
     gate: Option<PostGate>,
     body: Submission,
 ) -> Result<Accepted, TsError> {
-    let (s, posted, deliver_at) = admit(node, sub, id, gate, body).await?;
+    let admitted = admit(node, sub, id, gate, body).await?;
     node.metrics.messages_in.with_label_values(&[LABEL]).inc();
+    let (s, posted, deliver_at) = match admitted {
+        Admitted::Published { message_id } => return Ok(Accepted { message_id }),
+        Admitted::Recorded {
+            session,
+            posted,
+            deliver_at,
+        } => (session, posted, deliver_at),
+    };
     let message_id = posted.message_id().to_string();
     let settle = node.store().ts_settle_mark(id, &message_id);
     let delivered = settle::within_lease(deliver(node, s, posted, deliver_at, settle)).await;
@@ -103,17 +116,30 @@ pub async fn post(
     Ok(Accepted { message_id })
 }
 
+/// What the checks of a POST let through.
+enum Admitted {
+    /// A request due now, recorded and published by the store in the same step.
+    Published { message_id: String },
+    /// Recorded (unsettled): `posted` is still to take effect, due at `deliver_at`
+    /// (`None`: now).
+    Recorded {
+        session: TsSession,
+        posted: Posted,
+        deliver_at: Option<i64>,
+    },
+}
+
 /// The checks of a POST, in order: session (404, 403, 410), size, rate, the message
 /// itself, its `~timing`, duplicate; around one store round trip, which records the
-/// message only when all of them pass. Returns the session, the message and when it
-/// is due (`None`: now).
+/// message only when all of them pass — and, for a request due now on a session this
+/// node knows ([`Targets`]), publishes it in the same step.
 async fn admit(
     node: &Arc<Node>,
     sub: &str,
     id: SessionId,
     gate: Option<PostGate>,
     body: Submission,
-) -> Result<(TsSession, Posted, Option<i64>), TsError> {
+) -> Result<Admitted, TsError> {
     if let Some(g) = &gate {
         if body.len > g.max_message_size() {
             return Err(g.too_large());
@@ -143,8 +169,30 @@ async fn admit(
         now_ms: now_ms(),
         ttl: record_ttl(node),
     };
-    let record = node.store().ts_post(id, check).await?;
+    let immediate = match (&gate, &plan) {
+        (None, Some(Ok(plan))) if plan.as_ref().is_none_or(|p| p.deliver_at.is_none()) => {
+            immediate_publication(node, sub, id, &body.message)
+        }
+        _ => None,
+    };
+    let record = match immediate {
+        Some((publication, message_id)) => {
+            let record = node.store().ts_post_publish(id, check, publication).await?;
+            if record.published {
+                node.metrics
+                    .bus_published
+                    .with_label_values(&["channel"])
+                    .inc();
+                return Ok(Admitted::Published { message_id });
+            }
+            record
+        }
+        None => node.store().ts_post(id, check).await?,
+    };
     let s = owned_by(record.session, sub)?;
+    if let Some(targets) = node.extension::<Targets>() {
+        targets.learn(&s);
+    }
     if s.state != TsState::Active {
         return Err(TsError::Ended(s.state));
     }
@@ -175,16 +223,89 @@ async fn admit(
         }
     };
     match record.recorded {
-        Some(Recorded::New) => Ok((s, posted, deliver_at)),
+        Some(Recorded::New) => {}
         Some(Recorded::Unsettled { since_ms }) => {
             settle::wait_or_take_over(node, id, posted.message_id(), since_ms).await?;
-            Ok((s, posted, deliver_at))
         }
-        Some(Recorded::Settled) => Err(TsError::Duplicate),
-        None => Err(TsError::Unavailable(StoreError::corrupt(
-            "the store did not record an admissible message",
-        ))),
+        Some(Recorded::Settled) => return Err(TsError::Duplicate),
+        None => {
+            return Err(TsError::Unavailable(StoreError::corrupt(
+                "the store did not record an admissible message",
+            )))
+        }
     }
+    Ok(Admitted::Recorded {
+        session: s,
+        posted,
+        deliver_at,
+    })
+}
+
+/// The publication of a request due now on a session whose target this node knows,
+/// for the store to make with the record (and the message id it answers); `None`
+/// otherwise (embedded node, unknown session, another caller's, not a request).
+fn immediate_publication(
+    node: &Arc<Node>,
+    sub: &str,
+    id: SessionId,
+    message: &Result<Posted, String>,
+) -> Option<(ChannelPublication, String)> {
+    let Ok(Posted::Request {
+        message_id,
+        payload,
+        timing,
+    }) = message
+    else {
+        return None;
+    };
+    if !node.router.is_clustered() {
+        return None;
+    }
+    let target = node.extension::<Targets>()?.get(id)?;
+    if target.caller != sub || target.channel.starts_with(INTERNAL_PREFIX) {
+        return None;
+    }
+    let env = request_envelope(
+        node,
+        id,
+        &target.caller,
+        &target.channel,
+        message_id,
+        payload.clone(),
+        timing.clone(),
+    );
+    let publication = ChannelPublication {
+        channel: target.channel.clone(),
+        envelope: env.to_bytes(),
+        history: node.config.channel_history,
+    };
+    Some((publication, message_id.clone()))
+}
+
+/// A request as published on its session's target channel.
+fn request_envelope(
+    node: &Node,
+    session: SessionId,
+    caller: &str,
+    target: &str,
+    message_id: &str,
+    payload: Value,
+    timing: Option<Value>,
+) -> Envelope {
+    Envelope::new(
+        node.id(),
+        Kind::Notification,
+        Destination::Channel(target.to_string()),
+        Body::Json(payload),
+    )
+    .from(Origin {
+        session: Some(session),
+        user: Some(caller.to_string()),
+        protocol: Some(Protocol::TimeStick),
+    })
+    .correlation(message_id.to_string())
+    .subject("timestick.request")
+    .timing(timing)
 }
 
 /// What an accepted message does: a request is published on the target channel (held
@@ -204,20 +325,15 @@ async fn deliver(
             payload,
             timing,
         } => {
-            let env = Envelope::new(
-                node.id(),
-                Kind::Notification,
-                Destination::Channel(s.target.clone()),
-                Body::Json(payload),
-            )
-            .from(Origin {
-                session: Some(s.id),
-                user: Some(s.caller.clone()),
-                protocol: Some(Protocol::TimeStick),
-            })
-            .correlation(message_id)
-            .subject("timestick.request")
-            .timing(timing);
+            let env = request_envelope(
+                node,
+                s.id,
+                &s.caller,
+                &s.target,
+                &message_id,
+                payload,
+                timing,
+            );
             match deliver_at {
                 Some(due) => scheduler::hold(node, due, Job::Publish { env }).await?,
                 None => {
