@@ -96,7 +96,7 @@ pub async fn post(
             session,
             posted,
             deliver_at,
-        } => (session, posted, deliver_at),
+        } => (*session, posted, deliver_at),
     };
     let message_id = posted.message_id().to_string();
     let settle = node.store().ts_settle_mark(id, &message_id);
@@ -123,7 +123,7 @@ enum Admitted {
     /// Recorded (unsettled): `posted` is still to take effect, due at `deliver_at`
     /// (`None`: now).
     Recorded {
-        session: TsSession,
+        session: Box<TsSession>,
         posted: Posted,
         deliver_at: Option<i64>,
     },
@@ -235,7 +235,7 @@ async fn admit(
         }
     }
     Ok(Admitted::Recorded {
-        session: s,
+        session: Box::new(s),
         posted,
         deliver_at,
     })
