@@ -6,7 +6,8 @@
 # request for each.
 # Usage: scripts/bench/timestick.sh [OUT_DIR]   (build first:
 #   cargo build --release -p murmur-gateway -p murmur-loadtest --bin murmur --bin murmur-load)
-# PERF=1: also records a perf profile of each node during a second, short run.
+# PERF=1: also records a perf profile of each node (and Redis, with cluster node 1)
+# during a second, short run.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${1:-target/bench-timestick}
@@ -67,8 +68,10 @@ if [ "${PERF:-0}" = 1 ]; then
     "$LOAD" timestick --url "$url" --sessions "$TS_SESSIONS" --connections "$TS_CONNS" --rates 0 --warmup 1s --duration 9s --progress never >/dev/null 2>&1 &
     lp=$!
     sleep 3
-    perf record -q -F 999 -g -p "${NODE_PID[$name]}" -o "$OUT/perf-$name.data" -- sleep 5 2>/dev/null || true
+    pids=${NODE_PID[$name]}
+    [ "$name" = n1 ] && pids="$pids,$REDIS_PID"
+    perf record -q -F 999 -g -p "$pids" -o "$OUT/perf-$name.data" -- sleep 5 2>/dev/null || true
     wait "$lp" || true
-    perf report -i "$OUT/perf-$name.data" --no-children --sort symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | cut -c1-150 | head -40 >"$OUT/perf-$name.txt" || true
+    perf report -i "$OUT/perf-$name.data" --no-children --sort comm,symbol --stdio 2>/dev/null | grep -E '^ +[0-9]' | cut -c1-150 | head -60 >"$OUT/perf-$name.txt" || true
   done
 fi

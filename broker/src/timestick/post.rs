@@ -72,9 +72,7 @@ pub async fn post_open(node: &Arc<Node>, sub: &str, id: SessionId) -> Result<Pos
     if s.state != TsState::Active {
         return Err(TsError::Ended(s.state));
     }
-    if let Some(targets) = node.extension::<Targets>() {
-        targets.learn(&s);
-    }
+    learn(node, &s);
     Ok(PostGate { s, rate_ok })
 }
 
@@ -190,9 +188,7 @@ async fn admit(
         None => node.store().ts_post(id, check).await?,
     };
     let s = owned_by(record.session, sub)?;
-    if let Some(targets) = node.extension::<Targets>() {
-        targets.learn(&s);
-    }
+    learn(node, &s);
     if s.state != TsState::Active {
         return Err(TsError::Ended(s.state));
     }
@@ -239,6 +235,16 @@ async fn admit(
         posted,
         deliver_at,
     })
+}
+
+/// Remembers a session's target for the one-step POST (a clustered node's only).
+fn learn(node: &Node, s: &TsSession) {
+    if let Some(targets) = node
+        .extension::<Targets>()
+        .filter(|_| node.router.is_clustered())
+    {
+        targets.learn(s);
+    }
 }
 
 /// The publication of a request due now on a session whose target this node knows,

@@ -370,16 +370,20 @@ pub fn verdicts(b: &Bench) -> Vec<Verdict> {
             met: None,
         }),
     }
-    // 5. TimeStick POST vs wrk /healthz (cluster mode and memory mode).
+    // 5. TimeStick POST vs wrk /healthz: ≥ 30% in cluster mode, ≥ 50% in memory mode
+    // (the broker-core issue).
     let healthz_us = match (b.wrk_cpu_s, b.wrk_requests) {
         (Some(c), Some(n)) if n > 0.0 => Some(c / n * 1e6),
         _ => None,
     };
-    for (run, mode) in [
-        (&b.ts_post, "cluster mode"),
-        (&b.ts_post_mem, "memory mode"),
+    for (run, mode, share) in [
+        (&b.ts_post, "cluster mode", 0.3),
+        (&b.ts_post_mem, "memory mode", 0.5),
     ] {
-        let target = format!("TimeStick POST throughput ≥ 50% of wrk on /healthz ({mode})");
+        let target = format!(
+            "TimeStick POST throughput ≥ {:.0}% of wrk on /healthz ({mode})",
+            share * 100.0
+        );
         let best = run.as_ref().and_then(|r| {
             r.steps
                 .iter()
@@ -396,7 +400,7 @@ pub fn verdicts(b: &Bench) -> Vec<Verdict> {
                     p.cpu.server_cpu_s_per_million.map_or("–".into(), |c| format!("{c:.1}")),
                     healthz_us.map_or("–".into(), |c| format!("{c:.1}"))
                 ),
-                met: Some(p.events_per_s >= 0.5 * w),
+                met: Some(p.events_per_s >= share * w),
             }),
             _ => out.push(Verdict {
                 target,
