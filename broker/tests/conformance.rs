@@ -974,14 +974,18 @@ async fn redis_bus_conforms() {
     bus_conformance(buses).await;
 }
 
-/// A TimeStick message recorded by the store stays unsettled until the Redis bus has
-/// written its publication, and the bus settles it in the same pipeline.
-#[actix_rt::test]
-async fn redis_bus_settles_the_message_it_writes() {
+/// A Redis server, a store and a connected bus on it (one key prefix), and what the
+/// bus's node receives.
+async fn redis_store_and_bus() -> (
+    murmur_tests::RedisServer,
+    RedisStore,
+    RedisBus,
+    mpsc::Receiver<Arc<Envelope>>,
+) {
     let redis = murmur_tests::RedisServer::start().await;
     let keys = Keys::new(unique_prefix());
     let store = RedisStore::new(&redis.url(), keys.clone()).unwrap();
-    let (tx, mut rx) = mpsc::channel(16);
+    let (tx, rx) = mpsc::channel(16);
     let bus = RedisBus::start(
         &redis.url(),
         keys,
@@ -992,6 +996,14 @@ async fn redis_bus_settles_the_message_it_writes() {
     )
     .unwrap();
     eventually("bus connects", || async { bus.is_up() }).await;
+    (redis, store, bus, rx)
+}
+
+/// A TimeStick message recorded by the store stays unsettled until the Redis bus has
+/// written its publication, and the bus settles it in the same pipeline.
+#[actix_rt::test]
+async fn redis_bus_settles_the_message_it_writes() {
+    let (redis, store, bus, mut rx) = redis_store_and_bus().await;
     bus.subscribe("room");
     assert!(bus.wait_subscribed("room", Duration::from_secs(5)).await);
     let (id, ttl) = (SessionId::random(), Duration::from_secs(60));
@@ -1029,20 +1041,7 @@ async fn redis_bus_settles_the_message_it_writes() {
 /// publishes nothing, nor one naming another channel than the session's target.
 #[actix_rt::test]
 async fn redis_store_posts_and_publishes_in_one_step() {
-    let redis = murmur_tests::RedisServer::start().await;
-    let keys = Keys::new(unique_prefix());
-    let store = RedisStore::new(&redis.url(), keys.clone()).unwrap();
-    let (tx, mut rx) = mpsc::channel(16);
-    let bus = RedisBus::start(
-        &redis.url(),
-        keys,
-        node("a"),
-        tx,
-        Arc::new(Metrics::new()),
-        murmur_broker::history::HistoryLimits::default(),
-    )
-    .unwrap();
-    eventually("bus connects", || async { bus.is_up() }).await;
+    let (_redis, store, bus, mut rx) = redis_store_and_bus().await;
     let ttl = Duration::from_secs(60);
     let owner = format!("o-{}", uuid::Uuid::new_v4());
     let s = ts_session(&owner);

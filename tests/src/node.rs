@@ -15,6 +15,10 @@ use crate::{API_KEY, JWT_SECRET, RECOVERY_SECRET};
 
 /// How long [`NodeBuilder::spawn`] waits for `/readyz` by default.
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Startups [`NodeBuilder::spawn`] retries on other fresh ports after an address in use.
+pub const PORT_RETRIES: usize = 3;
+/// What the node logs when a listener's port is taken.
+const IN_USE: &str = "Address already in use";
 
 /// Configuration of a node to spawn. Defaults: fresh free ports for the three listeners,
 /// node id `test-<8 hex>`, the crate's secrets, `MURMUR_DRAIN_DELAY=0s`, `MURMUR_LOG=warn`,
@@ -32,6 +36,8 @@ pub struct NodeBuilder {
     env: Vec<(String, Option<String>)>,
     ready_timeout: Duration,
     program: Option<PathBuf>,
+    /// The ports were given ([`NodeBuilder::ports`]): never replaced on a retry.
+    fixed_ports: bool,
 }
 
 impl Default for NodeBuilder {
@@ -54,6 +60,7 @@ impl NodeBuilder {
             env: Vec::new(),
             ready_timeout: READY_TIMEOUT,
             program: None,
+            fixed_ports: false,
         }
     }
 
@@ -66,6 +73,7 @@ impl NodeBuilder {
     /// Uses explicit ports (public, internal, sink) instead of fresh ones.
     pub fn ports(mut self, public: u16, internal: u16, sink: u16) -> Self {
         (self.public_port, self.internal_port, self.sink_port) = (public, internal, sink);
+        self.fixed_ports = true;
         self
     }
 
@@ -123,11 +131,38 @@ impl NodeBuilder {
 
     /// Starts the node and waits until `GET /readyz` answers 200. Panics (with the log path
     /// and its last 50 lines) if the process exits first or is not ready in time.
+    ///
+    /// Fresh ports are free when picked, but another test process may bind one before
+    /// the node does: a node that exits at startup because an address is in use is
+    /// started again on other fresh ports (up to [`PORT_RETRIES`] times), unless the
+    /// ports were given.
     pub async fn spawn(self) -> Node {
         let timeout = self.ready_timeout;
-        let mut node = self.spawn_unready();
-        node.wait_ready(timeout).await;
-        node
+        let mut builder = self;
+        let mut node = builder.clone().spawn_unready();
+        let mut retries = 0;
+        loop {
+            match node.ready_within(timeout).await {
+                Ok(()) => return node,
+                Err(Some(_))
+                    if retries < PORT_RETRIES
+                        && !builder.fixed_ports
+                        && node.log_tail(50).contains(IN_USE) =>
+                {
+                    retries += 1;
+                    builder = builder.fresh_ports();
+                    node = builder.clone().spawn_unready();
+                }
+                Err(failure) => node.startup_failed(failure, timeout),
+            }
+        }
+    }
+
+    fn fresh_ports(mut self) -> Self {
+        self.public_port = crate::free_port();
+        self.internal_port = crate::free_port();
+        self.sink_port = crate::free_port();
+        self
     }
 
     /// Starts the node without waiting for readiness (for startup-failure tests; follow up
@@ -291,9 +326,9 @@ impl Node {
             .map_or(0, |(status, _)| status)
     }
 
-    /// Waits until `GET /readyz` answers 200; panics with the log tail if the process exits
-    /// or `timeout` elapses.
-    pub async fn wait_ready(&mut self, timeout: Duration) {
+    /// Waits until `GET /readyz` answers 200: `Err(Some(status))` if the process exits
+    /// first, `Err(None)` if `timeout` elapses.
+    async fn ready_within(&mut self, timeout: Duration) -> Result<(), Option<ExitStatus>> {
         let url = format!("{}/readyz", self.internal_url());
         let child = &mut self.child;
         let outcome = poll_until(timeout, || {
@@ -311,8 +346,25 @@ impl Node {
         })
         .await;
         match outcome {
-            Some(Ok(())) => {}
-            Some(Err(status)) => panic!(
+            Some(Ok(())) => Ok(()),
+            Some(Err(status)) => Err(Some(status)),
+            None => Err(None),
+        }
+    }
+
+    /// Waits until `GET /readyz` answers 200; panics with the log tail if the process exits
+    /// or `timeout` elapses.
+    pub async fn wait_ready(&mut self, timeout: Duration) {
+        if let Err(failure) = self.ready_within(timeout).await {
+            self.startup_failed(failure, timeout);
+        }
+    }
+
+    /// Panics with the log tail: the node exited during startup (`Some`) or was not
+    /// ready after `timeout`.
+    fn startup_failed(&self, exited: Option<ExitStatus>, timeout: Duration) -> ! {
+        match exited {
+            Some(status) => panic!(
                 "murmur node {} exited during startup ({status}); log: {}\n\
                  --- last 50 lines ---\n{}",
                 self.id(),
@@ -320,9 +372,10 @@ impl Node {
                 self.log_tail(50)
             ),
             None => panic!(
-                "murmur node {} not ready ({url} != 200) after {timeout:?}; log: {}\n\
+                "murmur node {} not ready ({}/readyz != 200) after {timeout:?}; log: {}\n\
                  --- last 50 lines ---\n{}",
                 self.id(),
+                self.internal_url(),
                 self.log_path.display(),
                 self.log_tail(50)
             ),

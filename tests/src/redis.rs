@@ -142,20 +142,30 @@ pub struct RedisServer {
 }
 
 impl RedisServer {
-    /// Starts redis-server on a fresh free port and waits until it answers PING.
+    /// Starts redis-server on a fresh free port and waits until it answers PING. A port
+    /// another test process bound first (redis-server exits: address in use) is
+    /// replaced by another fresh one, up to [`crate::node::PORT_RETRIES`] times.
     pub async fn start() -> RedisServer {
-        let port = crate::free_port();
-        let log_path = log_dir().join(format!("redis-{port}-{}.log", short_id()));
-        let mut server = RedisServer {
-            port,
-            child: None,
-            log_path,
-        };
-        server.launch().await;
-        server
+        let mut retries = 0;
+        loop {
+            let port = crate::free_port();
+            let log_path = log_dir().join(format!("redis-{port}-{}.log", short_id()));
+            let mut server = RedisServer {
+                port,
+                child: None,
+                log_path,
+            };
+            let taken = retries < crate::node::PORT_RETRIES;
+            if server.launch(taken).await {
+                return server;
+            }
+            retries += 1;
+        }
     }
 
-    async fn launch(&mut self) {
+    /// Starts the process on `self.port` and waits for PING. With `retry_if_taken`, a
+    /// port in use answers false instead of panicking.
+    async fn launch(&mut self, retry_if_taken: bool) -> bool {
         let (stdout, stderr) = log_stdio(&self.log_path);
         let port = self.port.to_string();
         let child = tokio::process::Command::new(redis_server_bin())
@@ -188,7 +198,8 @@ impl RedisServer {
         })
         .await;
         match outcome {
-            Some(Ok(())) => {}
+            Some(Ok(())) => true,
+            Some(Err(_)) if retry_if_taken && tail(&self.log_path, 50).contains("in use") => false,
             Some(Err(status)) => panic!(
                 "redis-server on port {port} exited during startup ({status}); log: {}\n{}",
                 self.log_path.display(),
@@ -242,7 +253,7 @@ impl RedisServer {
             "start_again: redis-server on port {} still runs",
             self.port
         );
-        self.launch().await;
+        self.launch(false).await;
     }
 
     /// Freezes redis-server with SIGSTOP: it keeps its data and its connections but

@@ -75,21 +75,38 @@ return {rec, n}
     )
 });
 
-/// Records a message id: `SADD` to the seen set and, when new, `HSET` of the time in
-/// the unsettled hash. KEYS: [1] seen set, [2] unsettled hash. ARGV: [1] message id,
-/// [2] now ms, [3] ttl ms. Returns {code, since}: see [`recorded`].
-static RECORD_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
-        r#"
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
-  local since = redis.call('HGET', KEYS[2], ARGV[1])
-  if since then return {2, tonumber(since)} end
-  return {0, 0}
+/// Recording a message id in Lua, `record_on(seen set, unsettled hash, message id, now
+/// ms, ttl ms, settled)`: `SADD` to the seen set and, when new and not `settled`, `HSET`
+/// of the time in the unsettled hash. Returns code, since: see [`recorded`].
+const RECORD_FN: &str = r#"
+local function record_on(seen, unsettled, id, now, ttl, settled)
+  if redis.call('SADD', seen, id) == 0 then
+    local since = redis.call('HGET', unsettled, id)
+    if since then return 2, tonumber(since) end
+    return 0, 0
+  end
+  redis.call('PEXPIRE', seen, ttl)
+  if not settled then
+    redis.call('HSET', unsettled, id, now)
+    redis.call('PEXPIRE', unsettled, ttl)
+  end
+  return 1, 0
 end
-redis.call('HSET', KEYS[2], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[2], ARGV[3])
-return {1, 0}
+"#;
+
+/// A script of `body` after the Lua functions it uses.
+fn script(functions: &[&str], body: &str) -> Script {
+    Script::new(&format!("{}{body}", functions.concat()))
+}
+
+/// Records a message id (unsettled). KEYS: [1] seen set, [2] unsettled hash. ARGV: [1]
+/// message id, [2] now ms, [3] ttl ms. Returns {code, since}: see [`recorded`].
+static RECORD_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
+    script(
+        &[RECORD_FN],
+        r#"
+local code, since = record_on(KEYS[1], KEYS[2], ARGV[1], ARGV[2], ARGV[3], false)
+return {code, since}
 "#,
     )
 });
@@ -120,16 +137,11 @@ return 1
 /// hash. ARGV: [1] message id, [2] now ms, [3] ttl ms, [4] session id. Returns as
 /// [`RECORD_MESSAGE`].
 static ACCEPT_MESSAGE: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(
+    script(
+        &[RECORD_FN],
         r#"
-if redis.call('SADD', KEYS[1], ARGV[1]) == 0 then
-  local since = redis.call('HGET', KEYS[6], ARGV[1])
-  if since then return {2, tonumber(since)} end
-  return {0, 0}
-end
-redis.call('HSET', KEYS[6], ARGV[1], ARGV[2])
-redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call('PEXPIRE', KEYS[6], ARGV[3])
+local code, since = record_on(KEYS[1], KEYS[6], ARGV[1], ARGV[2], ARGV[3], false)
+if code ~= 1 then return {code, since} end
 redis.call('ZADD', KEYS[2], 'XX', 'GT', ARGV[2], ARGV[4])
 redis.call('PEXPIRE', KEYS[3], ARGV[3])
 redis.call('PEXPIRE', KEYS[4], ARGV[3])
@@ -150,9 +162,8 @@ return {1, 0}
 /// 3 = published (no record returned), -1 = not looked at (a check of
 /// [`PostCheck::admits`] failed, checked here on the record).
 static POST: LazyLock<Script> = LazyLock::new(|| {
-    Script::new(&format!(
-        "{}{}",
-        crate::bus::redis::PUBLISH_FN,
+    script(
+        &[RECORD_FN, crate::bus::redis::PUBLISH_FN],
         r#"
 local rec = redis.call('GET', KEYS[1])
 if not rec then return {false, 0, -1, 0} end
@@ -164,30 +175,25 @@ if ARGV[1] ~= '' then
 end
 if ARGV[5] == '' then return {rec, n, -1, 0} end
 local s = cjson.decode(rec)
+local publish = ARGV[5] == '2'
 if s.caller ~= ARGV[2] or s.state.state ~= 'active'
   or tonumber(ARGV[3]) > tonumber(s.max_message_size)
-  or (ARGV[5] == '2' and s.target ~= ARGV[12]) then
+  or (publish and s.target ~= ARGV[12]) then
   return {rec, n, -1, 0}
 end
-if redis.call('SADD', KEYS[3], ARGV[4]) == 0 then
-  local since = redis.call('HGET', KEYS[7], ARGV[4])
-  if since then return {rec, n, 2, tonumber(since)} end
-  return {rec, n, 0, 0}
-end
-redis.call('PEXPIRE', KEYS[3], ARGV[7])
+local code, since = record_on(KEYS[3], KEYS[7], ARGV[4], ARGV[6], ARGV[7], publish)
+if code ~= 1 then return {rec, n, code, since} end
 redis.call('ZADD', KEYS[4], 'XX', 'GT', ARGV[6], ARGV[8])
 redis.call('PEXPIRE', KEYS[1], ARGV[7])
 redis.call('PEXPIRE', KEYS[5], ARGV[7])
 redis.call('PEXPIRE', KEYS[6], ARGV[7])
-if ARGV[5] == '2' then
+if publish then
   publish_on(KEYS[8], KEYS[9], KEYS[10], ARGV[9], ARGV[10], ARGV[11])
   return {false, n, 3, 0}
 end
-redis.call('HSET', KEYS[7], ARGV[4], ARGV[6])
-redis.call('PEXPIRE', KEYS[7], ARGV[7])
 return {rec, n, 1, 0}
-"#
-    ))
+"#,
+    )
 });
 
 fn unknown_answer() -> StoreError {
