@@ -21,6 +21,7 @@
 //! | `start` | START: checks, the session record |
 //! | `post` | POST of one message: one store round trip, then publish or queue |
 //! | [`targets`] | each seen session's caller and target, for the one-step POST of a request |
+//! | `respond` | a posted response: to the queue of the session whose request it names |
 //! | `settle` | a message's settlement: the recording POST's lease, a copy's wait or take-over |
 //! | `queue` | the session's queue: push; held responses ([`DuePush`]) |
 //! | `control` | STOP, KILL, receiver STOP/KILL, the idle sweep |
@@ -40,6 +41,7 @@ pub mod error;
 mod poll;
 mod post;
 mod queue;
+mod respond;
 mod settle;
 mod start;
 pub mod targets;

@@ -6,23 +6,19 @@
 
 use std::sync::Arc;
 
-use murmur_shared::channel::INTERNAL_PREFIX;
-use murmur_shared::envelope::{Body, Destination, Envelope, Kind, Origin};
 use murmur_shared::ids::{now_ms, SessionId};
 use murmur_shared::timestick::Posted;
 use murmur_shared::timing::TimingError;
-use serde_json::{json, Value};
 
 use super::control::{kill, stop};
-use super::queue::{push, HeldPush};
+use super::respond::{respond, Reply};
 use super::settle;
-use super::targets::Targets;
+use super::targets::{immediate_publication, learn, request_envelope};
 use super::{owned_by, record_ttl, TsError, LABEL};
 use crate::bus::Settle;
 use crate::node::Node;
 use crate::scheduler::{self, Job};
-use crate::session::Protocol;
-use crate::store::{ChannelPublication, PostCheck, Recorded, StoreError, TsSession, TsState};
+use crate::store::{PostCheck, Recorded, StoreError, TsSession, TsState};
 
 /// A POST's body, as the edge decoded it: its length and the typed message, or why it
 /// is not one (reported only once the session checks have passed).
@@ -130,7 +126,7 @@ enum Admitted {
 /// The checks of a POST, in order: session (404, 403, 410), size, rate, the message
 /// itself, its `~timing`, duplicate; around one store round trip, which records the
 /// message only when all of them pass — and, for a request due now on a session this
-/// node knows ([`Targets`]), publishes it in the same step.
+/// node knows ([`super::targets`]), publishes it in the same step.
 async fn admit(
     node: &Arc<Node>,
     sub: &str,
@@ -237,83 +233,6 @@ async fn admit(
     })
 }
 
-/// Remembers a session's target for the one-step POST (a clustered node's only).
-fn learn(node: &Node, s: &TsSession) {
-    if let Some(targets) = node
-        .extension::<Targets>()
-        .filter(|_| node.router.is_clustered())
-    {
-        targets.learn(s);
-    }
-}
-
-/// The publication of a request due now on a session whose target this node knows,
-/// for the store to make with the record (and the message id it answers); `None`
-/// otherwise (embedded node, unknown session, another caller's, not a request).
-fn immediate_publication(
-    node: &Arc<Node>,
-    sub: &str,
-    id: SessionId,
-    message: &Result<Posted, String>,
-) -> Option<(ChannelPublication, String)> {
-    let Ok(Posted::Request {
-        message_id,
-        payload,
-        timing,
-    }) = message
-    else {
-        return None;
-    };
-    if !node.router.is_clustered() {
-        return None;
-    }
-    let target = node.extension::<Targets>()?.get(id)?;
-    if target.caller != sub || target.channel.starts_with(INTERNAL_PREFIX) {
-        return None;
-    }
-    let env = request_envelope(
-        node,
-        id,
-        &target.caller,
-        &target.channel,
-        message_id,
-        payload.clone(),
-        timing.clone(),
-    );
-    let publication = ChannelPublication {
-        channel: target.channel.clone(),
-        envelope: env.to_bytes(),
-        history: node.config.channel_history,
-    };
-    Some((publication, message_id.clone()))
-}
-
-/// A request as published on its session's target channel.
-fn request_envelope(
-    node: &Node,
-    session: SessionId,
-    caller: &str,
-    target: &str,
-    message_id: &str,
-    payload: Value,
-    timing: Option<Value>,
-) -> Envelope {
-    Envelope::new(
-        node.id(),
-        Kind::Notification,
-        Destination::Channel(target.to_string()),
-        Body::Json(payload),
-    )
-    .from(Origin {
-        session: Some(session),
-        user: Some(caller.to_string()),
-        protocol: Some(Protocol::TimeStick),
-    })
-    .correlation(message_id.to_string())
-    .subject("timestick.request")
-    .timing(timing)
-}
-
 /// What an accepted message does: a request is published on the target channel (held
 /// until due), a response queued for the session that sent the request, a STOP or
 /// KILL ends the session. Each is durable when this returns; true when `settle` was
@@ -377,66 +296,4 @@ async fn deliver(
         }
     }
     Ok(false)
-}
-
-/// A posted `response`.
-struct Reply<'a> {
-    message_id: &'a str,
-    correlation_id: &'a str,
-    payload: Value,
-    timing: Option<Value>,
-}
-
-/// A `response` goes to the session that sent the request named by `correlation_id`.
-async fn respond(
-    node: &Arc<Node>,
-    s: &TsSession,
-    reply: Reply<'_>,
-    deliver_at: Option<i64>,
-) -> Result<(), TsError> {
-    let correlation_id = reply.correlation_id;
-    let unknown = || {
-        TsError::invalid(
-            "correlation_id names no message this session received",
-            Some(correlation_id),
-        )
-    };
-    let (origin, original) = correlation_id
-        .split_once('.')
-        .and_then(|(o, m)| Some((SessionId::parse(o)?, m)))
-        .ok_or_else(unknown)?;
-    let origin_session = node.store().ts_get(origin).await?;
-    let Some(origin_session) = origin_session.filter(|o| o.target == s.target) else {
-        return Err(unknown());
-    };
-    if origin_session.state != TsState::Active {
-        return Err(TsError::OriginEnded);
-    }
-    let mut msg = json!({
-        "type": "response",
-        "session_id": origin.to_string(),
-        "message_id": format!("{}.{}", s.id, reply.message_id),
-        "correlation_id": original,
-        "payload": reply.payload,
-        "from": {"caller": s.caller, "protocol": LABEL},
-    });
-    if let Some(t) = reply.timing {
-        msg["~timing"] = t;
-    }
-    match deliver_at {
-        Some(due) => {
-            let job = Job::protocol(
-                Protocol::TimeStick,
-                &HeldPush {
-                    session: origin,
-                    msg,
-                },
-            );
-            scheduler::hold(node, due, job).await?;
-        }
-        None => {
-            push(node, origin, msg).await?;
-        }
-    }
-    Ok(())
 }
