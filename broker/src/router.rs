@@ -105,7 +105,7 @@ impl Router {
 
     /// Publishes on a channel like [`publish`](Self::publish), but answers only once the
     /// publication is durable for the cluster: written to Redis (deleting `settle` in
-    /// the same pipeline; `Ok(true)`), or delivered locally on the embedded node
+    /// the same script; `Ok(true)`), or delivered locally on the embedded node
     /// (`Ok(false)`: `settle` is the caller's). A bus that is down or full is an error
     /// and nothing is delivered, so that a caller who reports the failure can have the
     /// publication retried without a duplicate.

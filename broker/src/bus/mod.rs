@@ -51,7 +51,7 @@ impl fmt::Display for BusError {
 
 impl std::error::Error for BusError {}
 
-/// A hash field the bus deletes in the same pipeline right after it writes a
+/// A hash field the bus deletes together with writing a
 /// publication: the store's mark that a recorded message is not yet published
 /// (TimeStick's unsettled message ids, [`crate::store::TsStore::ts_settle_mark`]). Only
 /// the Redis bus carries one; it names a key of the Redis store.
@@ -69,7 +69,8 @@ pub trait Bus: Send + Sync + 'static {
     /// Queues an envelope for `topic` without waiting.
     fn publish(&self, topic: Topic, env: Arc<Envelope>) -> Result<(), BusError>;
     /// Queues an envelope for `topic` and resolves once it is written (Redis answered
-    /// the pipeline that carried it), deleting `settle` in the same pipeline. The
+    /// the pipeline that carried it), deleting `settle` in the same script as the
+    /// publication (atomically, for a channel with history). The
     /// default, for a bus without a remote end, queues and resolves at once; `settle`
     /// is then the caller's to apply.
     fn publish_confirmed(

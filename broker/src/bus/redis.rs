@@ -71,10 +71,18 @@ local function publish_on(hist, chan, seqkey, payload, kept, ttl)
 end
 "#;
 
-/// [`PUBLISH_FN`] as a script. KEYS: history stream, pub/sub channel, sequence hash.
-/// ARGV: envelope, kept, ttl ms.
+/// [`PUBLISH_FN`] as a script. KEYS: history stream, pub/sub channel, sequence hash and,
+/// to settle with the publication ([`Settle`]), the hash. ARGV: envelope, kept, ttl ms
+/// and the field to delete.
 static PUBLISH_SCRIPT: LazyLock<String> = LazyLock::new(|| {
-    format!("{PUBLISH_FN}return publish_on(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])")
+    format!(
+        "{PUBLISH_FN}{}",
+        r#"
+local id = publish_on(KEYS[1], KEYS[2], KEYS[3], ARGV[1], ARGV[2], ARGV[3])
+if KEYS[4] then redis.call('HDEL', KEYS[4], ARGV[4]) end
+return id
+"#
+    )
 });
 
 enum Outgoing {
@@ -418,32 +426,41 @@ async fn write_loop(
                     payload,
                     confirm,
                 } => {
+                    let (settle, written) = match confirm {
+                        Some(Confirm { settle, written }) => (settle, Some(written)),
+                        None => (None, None),
+                    };
                     match history {
+                        // The settle in the same script: never settled unpublished.
                         Some((history, seq)) => {
-                            pipe.cmd("EVALSHA")
-                                .arg(script_hash)
-                                .arg(3)
-                                .arg(history)
-                                .arg(key)
-                                .arg(seq)
-                                .arg(payload)
+                            let cmd = pipe.cmd("EVALSHA").arg(script_hash);
+                            match &settle {
+                                Some(_) => cmd.arg(4),
+                                None => cmd.arg(3),
+                            };
+                            cmd.arg(history).arg(key).arg(seq);
+                            if let Some(Settle { hash, .. }) = &settle {
+                                cmd.arg(hash);
+                            }
+                            cmd.arg(payload)
                                 .arg(shared.history_len)
-                                .arg(shared.history_ttl_ms)
-                                .ignore();
+                                .arg(shared.history_ttl_ms);
+                            if let Some(Settle { field, .. }) = &settle {
+                                cmd.arg(field);
+                            }
+                            cmd.ignore();
                         }
                         None => {
                             let mut framed = Vec::with_capacity(payload.len() + 2);
                             framed.extend_from_slice(NO_SEQ);
                             framed.extend_from_slice(&payload);
                             pipe.cmd("PUBLISH").arg(key).arg(framed).ignore();
+                            if let Some(Settle { hash, field }) = &settle {
+                                pipe.cmd("HDEL").arg(hash).arg(field).ignore();
+                            }
                         }
                     }
-                    if let Some(c) = confirm {
-                        if let Some(Settle { hash, field }) = &c.settle {
-                            pipe.cmd("HDEL").arg(hash).arg(field).ignore();
-                        }
-                        confirms.push(c.written);
-                    }
+                    confirms.extend(written);
                 }
             }
         }

@@ -198,7 +198,7 @@ pub trait TsStore: Send + Sync {
         let _ = publication;
         self.ts_post(id, check)
     }
-    /// The bus's way of settling `message_id` in the pipeline that writes its
+    /// The bus's way of settling `message_id` in the script that writes its
     /// publication, when this store is the bus's Redis; `None`: settle with
     /// [`ts_settle`](Self::ts_settle).
     fn ts_settle_mark(&self, id: SessionId, message_id: &str) -> Option<Settle> {

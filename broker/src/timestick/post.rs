@@ -2,7 +2,7 @@
 //! in one store round trip ([`TsStore::ts_post`](crate::store::TsStore::ts_post)), then
 //! the message is published (a request), queued for its origin (a response) or ends
 //! the session (STOP, KILL), and settled once that is durable ([`settle`]). A request's
-//! publication is settled by the Redis bus in the pipeline that writes it.
+//! publication is settled by the Redis bus in the script that writes it.
 
 use std::sync::Arc;
 
