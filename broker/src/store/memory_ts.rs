@@ -23,7 +23,13 @@ pub(crate) struct TsState {
     quarantine: HashMap<String, Instant>,
     rate: HashMap<SessionId, (u64, u64)>,
     confirmed: HashMap<SessionId, String>,
+    /// When expired sessions were last dropped ([`TsState::sweep`]).
+    swept: Option<Instant>,
 }
+
+/// How often a START drops what expired sessions and quarantines left behind (Redis
+/// expires their keys by itself).
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
 impl TsState {
     fn live(&self, id: &SessionId) -> bool {
@@ -34,6 +40,41 @@ impl TsState {
 }
 
 impl TsState {
+    /// Drops every trace of the sessions whose record expired before `now` (record,
+    /// caller index, activity, message ids, queue, rate, confirmed position) and the
+    /// expired quarantines, at most once per [`SWEEP_EVERY`]: what bounds the memory
+    /// store's TimeStick state by the live sessions.
+    fn sweep(&mut self, now: Instant) {
+        if self
+            .swept
+            .is_some_and(|t| now.duration_since(t) < SWEEP_EVERY)
+        {
+            return;
+        }
+        self.swept = Some(now);
+        let expired: Vec<(SessionId, String)> = self
+            .sessions
+            .iter()
+            .filter(|(_, (_, deadline))| *deadline <= now)
+            .map(|(id, (s, _))| (*id, s.caller.clone()))
+            .collect();
+        for (id, caller) in expired {
+            self.sessions.remove(&id);
+            if let Some(set) = self.by_caller.get_mut(&caller) {
+                set.remove(&id);
+                if set.is_empty() {
+                    self.by_caller.remove(&caller);
+                }
+            }
+            self.activity.remove(&id);
+            self.seen.remove(&id);
+            self.queues.remove(&id);
+            self.rate.remove(&id);
+            self.confirmed.remove(&id);
+        }
+        self.quarantine.retain(|_, until| *until > now);
+    }
+
     fn rate(&mut self, id: SessionId, per_second: u64) -> bool {
         let sec = murmur_shared::ids::now_ms() / 1000;
         let entry = self.rate.entry(id).or_insert((sec, 0));
@@ -110,6 +151,7 @@ impl TsStore for MemoryStore {
         ttl: Duration,
     ) -> BoxFuture<'_, StoreResult<bool>> {
         self.with_ts(move |t| {
+            t.sweep(Instant::now());
             let live: HashSet<SessionId> = t
                 .by_caller
                 .get(&s.caller)
@@ -329,5 +371,74 @@ impl TsStore for MemoryStore {
 
     fn ts_rate(&self, id: SessionId, per_second: u64) -> BoxFuture<'_, StoreResult<bool>> {
         self.with_ts(move |t| t.rate(id, per_second))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::TsState as State;
+
+    fn session(caller: &str) -> TsSession {
+        TsSession {
+            id: SessionId::random(),
+            caller: caller.to_string(),
+            target: "room".into(),
+            max_message_size: 100,
+            created_ms: 1,
+            state: State::Active,
+            channel_floor: String::new(),
+            channel_confirmed: String::new(),
+            channel_ceiling: None,
+            final_seq: None,
+        }
+    }
+
+    #[test]
+    fn a_sweep_drops_every_trace_of_expired_sessions_only() {
+        let mut t = TsState::default();
+        let now = Instant::now();
+        let (old, live) = (session("a"), session("a"));
+        for (s, deadline) in [(&old, now), (&live, now + Duration::from_secs(60))] {
+            t.sessions.insert(s.id, (s.clone(), deadline));
+            t.by_caller
+                .entry(s.caller.clone())
+                .or_default()
+                .insert(s.id);
+            t.activity.insert(s.id, 1);
+            t.record(s.id, "m1", 1);
+            t.queues.entry(s.id).or_default().1.insert(1, Value::Null);
+            t.rate(s.id, 10);
+            t.confirmed.insert(s.id, "0-0".into());
+        }
+        t.quarantine.insert("q-old".into(), now);
+        t.quarantine
+            .insert("q-live".into(), now + Duration::from_secs(60));
+        t.sweep(now);
+        for (id, kept) in [(old.id, false), (live.id, true)] {
+            assert_eq!(t.sessions.contains_key(&id), kept);
+            assert_eq!(t.activity.contains_key(&id), kept);
+            assert_eq!(t.seen.contains_key(&id), kept);
+            assert_eq!(t.queues.contains_key(&id), kept);
+            assert_eq!(t.rate.contains_key(&id), kept);
+            assert_eq!(t.confirmed.contains_key(&id), kept);
+            assert_eq!(t.by_caller["a"].contains(&id), kept);
+        }
+        assert_eq!(
+            t.quarantine.keys().collect::<Vec<_>>(),
+            vec![&"q-live".to_string()]
+        );
+        // Not again within SWEEP_EVERY; then again.
+        let mut later = live.clone();
+        later.id = SessionId::random();
+        t.sessions.insert(later.id, (later.clone(), now));
+        t.sweep(now + Duration::from_secs(1));
+        assert!(
+            t.sessions.contains_key(&later.id),
+            "swept at most every 10 s"
+        );
+        t.sweep(now + SWEEP_EVERY);
+        assert!(!t.sessions.contains_key(&later.id));
+        assert!(t.sessions.contains_key(&live.id), "still live");
     }
 }
