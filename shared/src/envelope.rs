@@ -205,7 +205,7 @@ impl Envelope {
     /// A new envelope accepted now on `node`.
     pub fn new(node: &NodeId, kind: Kind, to: Destination, body: Body) -> Self {
         Envelope {
-            id: Uuid::new_v4(),
+            id: crate::ids::random_uuid(),
             kind,
             to,
             from: Origin::default(),

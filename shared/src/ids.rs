@@ -12,10 +12,16 @@ use uuid::Uuid;
 #[serde(transparent)]
 pub struct SessionId(pub Uuid);
 
+/// A random (v4) UUID from the thread's CSPRNG (`rand`'s ChaCha-based thread RNG,
+/// seeded from the OS): no system call per id, unlike `Uuid::new_v4`.
+pub fn random_uuid() -> Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
 impl SessionId {
     /// A fresh random (v4) id.
     pub fn random() -> Self {
-        SessionId(Uuid::new_v4())
+        SessionId(random_uuid())
     }
 
     /// Parses the canonical text form only: hyphenated and lower-case, exactly as
@@ -73,6 +79,16 @@ pub fn now_ms() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn random_uuids_are_version_4_and_distinct() {
+        let ids: std::collections::HashSet<Uuid> = (0..1000).map(|_| random_uuid()).collect();
+        assert_eq!(ids.len(), 1000);
+        for id in ids.iter().take(10) {
+            assert_eq!(id.get_version(), Some(uuid::Version::Random));
+            assert_eq!(id.get_variant(), uuid::Variant::RFC4122);
+        }
+    }
 
     #[test]
     fn session_id_round_trips_through_text() {

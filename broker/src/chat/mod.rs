@@ -219,7 +219,7 @@ pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Changed
         )));
     }
     let group = GroupRecord {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: murmur_shared::ids::random_uuid().to_string(),
         participants: users,
         created_by: h.user().to_string(),
         created_ms: now_ms(),

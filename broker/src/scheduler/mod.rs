@@ -135,7 +135,7 @@ pub struct Held {
 impl Held {
     pub fn new(due_ms: i64, job: Job) -> Self {
         Held {
-            id: uuid::Uuid::new_v4().to_string(),
+            id: murmur_shared::ids::random_uuid().to_string(),
             due_ms,
             job,
         }
