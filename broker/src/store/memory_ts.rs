@@ -27,6 +27,14 @@ pub(crate) struct TsState {
     swept: Option<Instant>,
 }
 
+/// What a recorded message id's entry says: unsettled since a time, or settled.
+fn known(since: Option<u64>) -> Recorded {
+    match since {
+        Some(since_ms) => Recorded::Unsettled { since_ms },
+        None => Recorded::Settled,
+    }
+}
+
 /// How often a START drops what expired sessions and quarantines left behind (Redis
 /// expires their keys by itself).
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
@@ -87,10 +95,10 @@ impl TsState {
 
     /// Records `message_id` (unsettled since `now_ms`) if new; what was known of it.
     fn record(&mut self, id: SessionId, message_id: &str, now_ms: u64) -> Recorded {
-        match self.message(id, message_id) {
-            Some(known) => known,
+        let seen = self.seen.entry(id).or_default();
+        match seen.get(message_id) {
+            Some(since) => known(*since),
             None => {
-                let seen = self.seen.entry(id).or_default();
                 seen.insert(message_id.to_string(), Some(now_ms));
                 Recorded::New
             }
@@ -98,13 +106,7 @@ impl TsState {
     }
 
     fn message(&self, id: SessionId, message_id: &str) -> Option<Recorded> {
-        let since = self.seen.get(&id)?.get(message_id)?;
-        Some(match since {
-            Some(since_ms) => Recorded::Unsettled {
-                since_ms: *since_ms,
-            },
-            None => Recorded::Settled,
-        })
+        Some(known(*self.seen.get(&id)?.get(message_id)?))
     }
 
     fn touch(&mut self, id: SessionId, now_ms: u64, ttl: Duration) {
