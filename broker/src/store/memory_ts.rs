@@ -105,6 +105,11 @@ impl TsState {
         }
     }
 
+    /// A recorded message id's entry: `Some(since)` while unsettled.
+    fn recorded_mut(&mut self, id: SessionId, message_id: &str) -> Option<&mut Option<u64>> {
+        self.seen.get_mut(&id)?.get_mut(message_id)
+    }
+
     fn message(&self, id: SessionId, message_id: &str) -> Option<Recorded> {
         Some(known(*self.seen.get(&id)?.get(message_id)?))
     }
@@ -281,21 +286,19 @@ impl TsStore for MemoryStore {
         now_ms: u64,
     ) -> BoxFuture<'_, StoreResult<bool>> {
         let message_id = message_id.to_string();
-        self.with_ts(
-            move |t| match t.seen.get_mut(&id).and_then(|s| s.get_mut(&message_id)) {
-                Some(since) if *since == Some(since_ms) => {
-                    *since = Some(now_ms);
-                    true
-                }
-                _ => false,
-            },
-        )
+        self.with_ts(move |t| match t.recorded_mut(id, &message_id) {
+            Some(since) if *since == Some(since_ms) => {
+                *since = Some(now_ms);
+                true
+            }
+            _ => false,
+        })
     }
 
     fn ts_settle(&self, id: SessionId, message_id: &str) -> BoxFuture<'_, StoreResult<()>> {
         let message_id = message_id.to_string();
         self.with_ts(move |t| {
-            if let Some(since) = t.seen.get_mut(&id).and_then(|s| s.get_mut(&message_id)) {
+            if let Some(since) = t.recorded_mut(id, &message_id) {
                 *since = None;
             }
         })
