@@ -2,8 +2,12 @@
 //! actions. Pure functions; the gateway maps [`FrameError`] to close codes and
 //! [`Invalid`] to a `status-response` `failed`.
 //!
+//! [`message`] checks the `message` object of a send (text and the multimedia types).
+//!
 //! Ids (`user-id`, `session-id`, `device-id`, `cdid`) are strings; JSON numbers are
 //! accepted and turned into their decimal text.
+
+pub mod message;
 
 use std::fmt;
 
@@ -222,14 +226,7 @@ pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
         "request-sending-a-message" => {
             let session_id = req_id(obj, "session-id", &cdid)?;
             let message = obj.get("message").cloned().unwrap_or(Value::Null);
-            let valid_message = message.as_object().is_some_and(|m| {
-                m.get("type").is_some_and(Value::is_string) && m.contains_key("body")
-            });
-            if !valid_message {
-                return Err(fail(
-                    "`message` must be an object with a string `type` and a `body`",
-                ));
-            }
+            message::validate(&message).map_err(|why| fail(&why))?;
             let sender_timestamp = obj.get("sender-timestamp").cloned().unwrap_or(Value::Null);
             if !sender_timestamp.is_number() {
                 return Err(fail(
