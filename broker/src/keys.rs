@@ -83,6 +83,11 @@ impl Keys {
         format!("{}chist:{}", self.prefix, session)
     }
 
+    /// Hash: a chat session's read positions (user → the newest message id they read).
+    pub fn chat_reads(&self, session: &str) -> String {
+        format!("{}chread:{}", self.prefix, session)
+    }
+
     /// A TimeStick session record (JSON `TsSession`).
     pub fn ts_session(&self, id: SessionId) -> String {
         format!("{}ts:s:{}", self.prefix, id)
@@ -237,6 +242,7 @@ mod tests {
             k.group("g"),
             k.user_groups("u"),
             k.chat_history("s"),
+            k.chat_reads("s"),
         ] {
             assert!(key.starts_with("t1:"), "{key}");
         }

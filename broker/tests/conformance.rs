@@ -19,7 +19,7 @@ use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use murmur_broker::store::TsStore;
 use murmur_broker::store::{
     ChannelPublication, GroupRecord, GroupUpdate, NodeInfo, PostCheck, PostRecord, ProviderEntry,
-    Recorded, RecoveryRecord, Store, StoredMessage, TsSession, TsState,
+    ReadMark, Recorded, RecoveryRecord, Store, StoredMessage, TsSession, TsState, Unread,
 };
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
@@ -275,6 +275,109 @@ async fn chat_store_conformance(store: Arc<dyn Store>) {
     assert_eq!(all.len(), 20, "retention bounds history");
     assert_eq!(all[0].id, ids[10]);
     assert!(store.messages("nobody", None, 10).await.unwrap().is_empty());
+    read_state_conformance(&*store).await;
+}
+
+/// Chat read positions: forward only, never past the newest message; unread counts
+/// skip the reader's own messages and stop at the cap.
+async fn read_state_conformance(store: &dyn Store) {
+    let session = uuid::Uuid::new_v4().to_string();
+    let ttl = Duration::from_secs(60);
+    let unread = |user: &'static str, cap: usize| {
+        let session = session.clone();
+        async move { store.unread(&session, user, cap).await.unwrap() }
+    };
+    assert_eq!(
+        store.mark_read(&session, "ben", "1-0", ttl).await.unwrap(),
+        ReadMark::Unknown,
+        "a session without messages has nothing to read"
+    );
+    assert_eq!(
+        unread("ben", 100).await,
+        Unread {
+            read: None,
+            count: 0,
+            newest: None
+        }
+    );
+    let mut ids = Vec::new();
+    for (i, sender) in ["ann", "ann", "ben", "ann", "cat"].iter().enumerate() {
+        let m = StoredMessage {
+            id: String::new(),
+            session: session.clone(),
+            sender: sender.to_string(),
+            message: json!({"type": "text", "body": i}),
+            sender_timestamp: json!(i),
+            server_timestamp: now_ms(),
+            timing: None,
+        };
+        ids.push(store.append_message(m, 100, ttl).await.unwrap());
+    }
+    let newest = Some(ids[4].clone());
+    assert_eq!(
+        unread("ben", 100).await,
+        Unread {
+            read: None,
+            count: 4,
+            newest: newest.clone()
+        },
+        "everything of the others (not ben's own) is unread"
+    );
+    assert_eq!(unread("ben", 2).await.count, 2, "counted up to the cap");
+    assert_eq!(
+        store
+            .mark_read(&session, "ben", &ids[1], ttl)
+            .await
+            .unwrap(),
+        ReadMark::Advanced
+    );
+    assert_eq!(
+        unread("ben", 100).await,
+        Unread {
+            read: Some(ids[1].clone()),
+            count: 2,
+            newest: newest.clone()
+        }
+    );
+    assert_eq!(
+        store
+            .mark_read(&session, "ben", &ids[0], ttl)
+            .await
+            .unwrap(),
+        ReadMark::Unchanged { at: ids[1].clone() },
+        "a position never goes back"
+    );
+    assert_eq!(
+        store
+            .mark_read(&session, "ben", &ids[1], ttl)
+            .await
+            .unwrap(),
+        ReadMark::Unchanged { at: ids[1].clone() }
+    );
+    let future = Envelope::seq_before("99999999999999-0");
+    assert_eq!(
+        store.mark_read(&session, "ben", &future, ttl).await.unwrap(),
+        ReadMark::Unknown,
+        "nobody reads a message that does not exist yet"
+    );
+    assert_eq!(
+        store
+            .mark_read(&session, "ben", &ids[4], ttl)
+            .await
+            .unwrap(),
+        ReadMark::Advanced
+    );
+    assert_eq!(
+        unread("ben", 100).await,
+        Unread {
+            read: Some(ids[4].clone()),
+            count: 0,
+            newest: newest.clone()
+        }
+    );
+    // Positions are per user.
+    assert_eq!(unread("ann", 100).await.count, 2, "ben's and cat's");
+    assert_eq!(unread("ann", 100).await.read, None);
 }
 
 fn ts_session(caller: &str) -> TsSession {

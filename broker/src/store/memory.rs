@@ -12,8 +12,8 @@ use murmur_shared::ids::{NodeId, SessionId};
 use crate::history::LocalHistory;
 
 use super::{
-    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError,
-    StoreResult, StoredMessage,
+    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError,
+    StoreResult, StoredMessage, Unread,
 };
 
 struct Expiring<T> {
@@ -34,6 +34,9 @@ impl<T> Expiring<T> {
     }
 }
 
+/// The position before every message id.
+const EMPTY_POSITION: &str = "0-0";
+
 #[derive(Default)]
 struct State {
     recovery: HashMap<SessionId, Expiring<RecoveryRecord>>,
@@ -42,6 +45,8 @@ struct State {
     nodes: HashMap<NodeId, Expiring<NodeInfo>>,
     groups: HashMap<String, GroupRecord>,
     messages: HashMap<String, Expiring<VecDeque<StoredMessage>>>,
+    /// Chat read positions: session → user → message id.
+    reads: HashMap<String, Expiring<HashMap<String, String>>>,
     /// Last message id handed out: `(ms, n)`, strictly increasing.
     last_message: (u64, u64),
 }
@@ -335,6 +340,75 @@ impl Store for MemoryStore {
                     let skip = e.value.len().saturating_sub(limit);
                     e.value.iter().skip(skip).cloned().collect()
                 }
+            }
+        })
+    }
+
+    fn mark_read(
+        &self,
+        session: &str,
+        user: &str,
+        message_id: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<ReadMark>> {
+        self.with(move |s| {
+            let newest = s
+                .messages
+                .get(session)
+                .filter(|e| e.live())
+                .and_then(|e| e.value.back())
+                .map(|m| m.id.clone());
+            match newest {
+                Some(n) if !Envelope::seq_after(message_id, &n) => {}
+                _ => return ReadMark::Unknown,
+            }
+            let reads = s
+                .reads
+                .entry(session.to_string())
+                .or_insert_with(|| Expiring::new(HashMap::new(), ttl));
+            if !reads.live() {
+                reads.value.clear();
+            }
+            reads.deadline = Instant::now() + ttl;
+            match reads.value.get(user) {
+                Some(at) if !Envelope::seq_after(message_id, at) => {
+                    ReadMark::Unchanged { at: at.clone() }
+                }
+                _ => {
+                    reads.value.insert(user.to_string(), message_id.to_string());
+                    ReadMark::Advanced
+                }
+            }
+        })
+    }
+
+    fn unread(&self, session: &str, user: &str, cap: usize) -> BoxFuture<'_, StoreResult<Unread>> {
+        self.with(move |s| {
+            let read = s
+                .reads
+                .get(session)
+                .filter(|r| r.live())
+                .and_then(|r| r.value.get(user).cloned());
+            let Some(e) = s.messages.get(session).filter(|e| e.live()) else {
+                return Unread {
+                    read,
+                    count: 0,
+                    newest: None,
+                };
+            };
+            let after = read.as_deref().unwrap_or(EMPTY_POSITION);
+            let count = e
+                .value
+                .iter()
+                .rev()
+                .take_while(|m| Envelope::seq_after(&m.id, after))
+                .filter(|m| m.sender != user)
+                .take(cap)
+                .count();
+            Unread {
+                read,
+                count,
+                newest: e.value.back().map(|m| m.id.clone()),
             }
         })
     }

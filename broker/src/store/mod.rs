@@ -9,6 +9,7 @@ pub mod memory;
 mod memory_sink;
 mod memory_ts;
 pub mod redis;
+mod redis_reads;
 mod redis_sink;
 mod redis_ts;
 pub mod sink;
@@ -221,6 +222,29 @@ impl StoredMessage {
     }
 }
 
+/// What moving a read position did ([`Store::mark_read`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadMark {
+    /// Moved forward to the message.
+    Advanced,
+    /// Already at or past it: the position stays `at`.
+    Unchanged { at: String },
+    /// The id is newer than the session's newest message (or the session has none).
+    Unknown,
+}
+
+/// A participant's read state in one session ([`Store::unread`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unread {
+    /// The newest message the participant has read (`None`: nothing yet).
+    pub read: Option<String>,
+    /// Messages of other senders after `read`, counted in the kept history (at most
+    /// the `cap` asked for).
+    pub count: usize,
+    /// The session's newest message.
+    pub newest: Option<String>,
+}
+
 /// The state seam. See the module docs. TimeStick's part is [`TsStore`], Sink's
 /// [`SinkStore`].
 pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
@@ -288,6 +312,19 @@ pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
         since: Option<&str>,
         limit: usize,
     ) -> BoxFuture<'_, StoreResult<Vec<StoredMessage>>>;
+
+    /// Moves `user`'s read position in chat session `session` forward to `message_id`
+    /// (never back), kept for `ttl` after the last change.
+    fn mark_read(
+        &self,
+        session: &str,
+        user: &str,
+        message_id: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<ReadMark>>;
+    /// `user`'s read position in `session` and the messages of other senders after it
+    /// (counted up to `cap`).
+    fn unread(&self, session: &str, user: &str, cap: usize) -> BoxFuture<'_, StoreResult<Unread>>;
 
     /// Channel publications after history position `after` (exclusive), oldest first, at
     /// most `limit`, with their `seq` (and `chan_seq`) set. The embedded node reads its

@@ -16,8 +16,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script, Value};
 
 use super::{
-    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, RecoveryRecord, Store, StoreError,
-    StoreResult, StoredMessage,
+    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError,
+    StoreResult, StoredMessage, Unread,
 };
 use crate::keys::Keys;
 
@@ -453,6 +453,9 @@ impl Store for RedisStore {
                 .arg("*")
                 .arg("m")
                 .arg(json)
+                // The sender alone too: unread counts read it without decoding.
+                .arg("s")
+                .arg(&msg.sender)
                 .pexpire(&key, ttl.as_millis().max(1) as i64)
                 .ignore()
                 .query_async(&mut self.c())
@@ -505,6 +508,26 @@ impl Store for RedisStore {
             Ok(out)
         }
         .boxed()
+    }
+
+    fn mark_read(
+        &self,
+        session: &str,
+        user: &str,
+        message_id: &str,
+        ttl: Duration,
+    ) -> BoxFuture<'_, StoreResult<ReadMark>> {
+        let (session, user, id) = (
+            session.to_string(),
+            user.to_string(),
+            message_id.to_string(),
+        );
+        async move { self.mark_read_on(&session, &user, &id, ttl).await }.boxed()
+    }
+
+    fn unread(&self, session: &str, user: &str, cap: usize) -> BoxFuture<'_, StoreResult<Unread>> {
+        let (session, user) = (session.to_string(), user.to_string());
+        async move { self.unread_on(&session, &user, cap).await }.boxed()
     }
 
     fn history_tail(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {
