@@ -69,6 +69,9 @@ pub struct Metrics {
     pub chat_fanout: Histogram,
     /// Outgoing frames that carried a server `batch-mode-action` (several actions).
     pub chat_batched_frames: IntCounter,
+    /// Chat read marks that moved a position, by outcome: `queued` (to be told),
+    /// `dropped` (too many pending: stored, not told), `published` (told).
+    pub chat_read_reports: IntCounterVec,
     /// TimeStick session lifecycle events (`started`, `stopped_by_caller`, …).
     pub timestick_sessions: IntCounterVec,
     /// TimeStick HTTP requests by kind (`start`, `post`, `poll`, `stream`) and status.
@@ -271,6 +274,18 @@ impl Metrics {
                 .unwrap(); // unwrap: static, valid options.
                 registry.register(Box::new(h.clone())).unwrap(); // unwrap: unique name.
                 h
+            },
+            chat_read_reports: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "murmur_chat_read_reports_total",
+                        "Chat read marks that moved a read position, by outcome",
+                    ),
+                    &["outcome"],
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(c.clone())).unwrap(); // unwrap: unique name.
+                c
             },
             chat_batched_frames: {
                 let c = IntCounter::new(

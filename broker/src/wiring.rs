@@ -29,11 +29,15 @@ pub fn services() -> Services {
             .with(Protocol::Sink, crate::sink::DueEnqueue),
         extensions: Extensions::default()
             .with(DeliveryReports::default())
+            .with(crate::chat::reads::ReadReports::default())
             .with(crate::timestick::targets::Targets::default()),
         background: vec![
             Box::new(crate::timestick::spawn_idle_sweeper),
             Box::new(|node: &Arc<Node>| {
                 crate::chat::reports::spawn_flusher(node, node.config.chat_report_window)
+            }),
+            Box::new(|node: &Arc<Node>| {
+                crate::chat::reads::spawn_flusher(node, node.config.chat_report_window)
             }),
         ],
     }

@@ -356,7 +356,10 @@ async fn read_state_conformance(store: &dyn Store) {
     );
     let future = Envelope::seq_before("99999999999999-0");
     assert_eq!(
-        store.mark_read(&session, "ben", &future, ttl).await.unwrap(),
+        store
+            .mark_read(&session, "ben", &future, ttl)
+            .await
+            .unwrap(),
         ReadMark::Unknown,
         "nobody reads a message that does not exist yet"
     );

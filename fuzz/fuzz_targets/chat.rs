@@ -70,6 +70,7 @@ fn check_action(obj: &Map<String, Value>, depth: usize) {
                 } => {
                     check_id(session_id);
                     assert!(message.get("type").is_some_and(Value::is_string));
+                    assert!(chat::message::validate(message).is_ok());
                     assert!(sender_timestamp.is_number());
                     assert!(timing.as_ref().is_none_or(Value::is_object));
                 }
@@ -85,6 +86,15 @@ fn check_action(obj: &Map<String, Value>, depth: usize) {
                         check_id(s);
                     }
                 }
+                Action::MarkRead {
+                    session_id,
+                    message_id,
+                    ..
+                } => {
+                    check_id(session_id);
+                    assert!(chat::is_message_id(message_id));
+                }
+                Action::UnreadCount { session_id, .. } => check_id(session_id),
                 Action::Batch { actions, .. } => {
                     assert!(actions.len() <= chat::MAX_BATCH);
                     // The gateway decodes each inner action as if sent alone.

@@ -8,13 +8,14 @@
 //! message goes to the two users' inboxes; session changes go to the inbox of every
 //! participant, old and new, with the group's history mark, so a device that starts
 //! following the group replays what its node received before it subscribed. Delivery
-//! reports are aggregated per node ([`reports`]). Server actions
+//! reports are aggregated per node ([`reports`]), and so are read reports ([`reads`]). Server actions
 //! travel as [`Kind::Message`] envelopes whose `subject` is the action type and whose
 //! body is the action without `cdid`; `from.session` is the requesting connection,
 //! which gets no copy: it is answered directly, with its `cdid`.
 
 pub mod device;
 pub mod following;
+pub mod reads;
 pub mod reports;
 
 use std::fmt;
@@ -503,10 +504,7 @@ pub async fn history(
 ) -> Result<Vec<StoredMessage>, ChatError> {
     participants(h, session_id).await?;
     if let Some(s) = since {
-        let valid = s.split_once('-').is_some_and(|(a, b)| {
-            !a.is_empty() && !b.is_empty() && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
-        });
-        if !valid {
+        if !chat::is_message_id(s) {
             return Err(ChatError::Invalid(
                 "`since-message-id` is not a message id".into(),
             ));

@@ -23,6 +23,8 @@ fn label(a: &Action) -> &'static str {
         Action::ListMutable { .. } => "request-mutable-session-listing",
         Action::SendMessage { .. } => "request-sending-a-message",
         Action::History { .. } => "request-message-history",
+        Action::MarkRead { .. } => "request-marking-read",
+        Action::UnreadCount { .. } => "request-unread-count",
         Action::Batch { .. } => "batch-mode-action",
     }
 }
@@ -119,9 +121,16 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
                 user_id,
                 device_id,
                 token,
+                extensions,
                 ..
             },
-        ) => authenticate(conn, user_id, device_id, &token, cdid.as_deref()).await?,
+        ) => {
+            let result = authenticate(conn, user_id, device_id, &token, cdid.as_deref()).await?;
+            if result.is_ok() {
+                conn.extensions = extensions;
+            }
+            result
+        }
         (Some(_), Action::Authenticate { .. }) => Err("already authenticated".to_string()),
         (None, _) => Err("not authenticated".to_string()),
         (Some(device), action) => {
@@ -267,6 +276,37 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
                     }
                     Err(e) => Err(e.to_string()),
                 },
+                Action::MarkRead {
+                    session_id,
+                    message_id,
+                    ..
+                } => match conn
+                    .during(service::reads::mark_read(&h, &session_id, &message_id))
+                    .await?
+                {
+                    Ok(()) => {
+                        conn.send(&chat::status_response(cdid.as_deref(), true, None))
+                            .await?;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                },
+                Action::UnreadCount { session_id, .. } => {
+                    match conn.during(service::reads::unread(&h, &session_id)).await? {
+                        Ok(u) => {
+                            let answer = chat::unread_count(
+                                &session_id,
+                                u.read.as_deref(),
+                                u.count,
+                                u.newest.as_deref(),
+                                cdid.as_deref(),
+                            );
+                            conn.send(&answer).await?;
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
                 Action::Authenticate { .. } | Action::Batch { .. } => {
                     Err("unexpected action".to_string())
                 }

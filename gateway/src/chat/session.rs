@@ -73,6 +73,8 @@ pub struct ChatConn {
     /// Written broadcasts whose bytes are not confirmed out yet, oldest first.
     reports: VecDeque<Report>,
     counters: Counters,
+    /// The extensions the device opted into at `authenticate`.
+    pub extensions: chat::Extensions,
 }
 
 /// This protocol's series of the per-delivery metrics, looked up once per connection.
@@ -109,6 +111,7 @@ impl ChatConn {
             replays: mpsc::channel(16),
             reports: VecDeque::new(),
             counters,
+            extensions: chat::Extensions::default(),
         }
     }
 
@@ -151,6 +154,10 @@ impl ChatConn {
         let mut texts: Vec<Bytes> = Vec::with_capacity(envs.len());
         let mut reports = Vec::new();
         for env in &envs {
+            let event = ChatEvent::parse(env.subject.as_deref());
+            if event == Some(ChatEvent::MessageRead) && !self.extensions.read_reports {
+                continue;
+            }
             if let (Kind::Message, Body::Texts(ts)) = (env.kind, &env.body) {
                 // Encoded where they were made (a sender's delivery reports of a window):
                 // written as they are, packed like any other actions.
@@ -160,7 +167,6 @@ impl ChatConn {
             let Some(action) = body_of(env, own) else {
                 continue;
             };
-            let event = ChatEvent::parse(env.subject.as_deref());
             let broadcast = event == Some(ChatEvent::MessageBroadcast);
             if event == Some(ChatEvent::ProvidingSessionInfo) {
                 if let Some(change) = self.groups.apply(action, user, env.history_mark.as_deref()) {

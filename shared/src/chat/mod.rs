@@ -50,6 +50,8 @@ pub enum Action {
         user_id: String,
         device_id: String,
         token: String,
+        /// The extensions this device asks for (old clients send none).
+        extensions: Extensions,
     },
     DirectSessionInfo {
         cdid: Option<String>,
@@ -86,6 +88,17 @@ pub enum Action {
         limit: usize,
         since: Option<String>,
     },
+    /// Extension: moves the user's read position in a session forward.
+    MarkRead {
+        cdid: Option<String>,
+        session_id: String,
+        message_id: String,
+    },
+    /// Extension: the user's read position and unread count in a session.
+    UnreadCount {
+        cdid: Option<String>,
+        session_id: String,
+    },
     /// Inner actions are decoded one by one, each answered as if sent alone.
     Batch {
         cdid: Option<String>,
@@ -104,9 +117,53 @@ impl Action {
             | Action::ListMutable { cdid }
             | Action::SendMessage { cdid, .. }
             | Action::History { cdid, .. }
+            | Action::MarkRead { cdid, .. }
+            | Action::UnreadCount { cdid, .. }
             | Action::Batch { cdid, .. } => cdid.as_deref(),
         }
     }
+}
+
+/// The server actions a device opted into at `authenticate` (`"extensions": [..]`):
+/// a client that names none sees exactly the seed's actions and the earlier
+/// extensions. Unknown names are ignored (a newer client on an older server).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Extensions {
+    /// `"read-reports"`: `message-read` when participants read.
+    pub read_reports: bool,
+}
+
+/// Names in an `extensions` list at most.
+pub const MAX_EXTENSIONS: usize = 16;
+
+fn extensions_of(obj: &Map<String, Value>, cdid: &Option<String>) -> Result<Extensions, Invalid> {
+    let fail = || Invalid {
+        cdid: cdid.clone(),
+        reason: format!("`extensions` must be an array of at most {MAX_EXTENSIONS} names"),
+    };
+    let names = match obj.get("extensions") {
+        None | Some(Value::Null) => return Ok(Extensions::default()),
+        Some(Value::Array(names)) if names.len() <= MAX_EXTENSIONS => names,
+        Some(_) => return Err(fail()),
+    };
+    let mut out = Extensions::default();
+    for name in names {
+        match name.as_str() {
+            Some("read-reports") => out.read_reports = true,
+            Some(_) => {}
+            None => return Err(fail()),
+        }
+    }
+    Ok(out)
+}
+
+/// A message id (`<ms>-<n>`, decimal digits).
+pub fn is_message_id(s: &str) -> bool {
+    s.split_once('-').is_some_and(|(a, b)| {
+        (1..=20).contains(&a.len())
+            && (1..=20).contains(&b.len())
+            && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
+    })
 }
 
 /// Parses a text frame into a JSON object. Anything else is a [`FrameError`].
@@ -194,11 +251,13 @@ pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
                 .filter(|t| !t.is_empty())
                 .ok_or_else(|| fail("`token` must be a non-empty string"))?
                 .to_string();
+            let extensions = extensions_of(obj, &cdid)?;
             Action::Authenticate {
                 cdid,
                 user_id,
                 device_id,
                 token,
+                extensions,
             }
         }
         "request-direct-session-info" => {
@@ -267,6 +326,24 @@ pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
                 limit,
                 since,
             }
+        }
+        "request-marking-read" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            let message_id = obj
+                .get("message-id")
+                .and_then(Value::as_str)
+                .filter(|id| is_message_id(id))
+                .ok_or_else(|| fail("`message-id` must be a message id (`<ms>-<n>`)"))?
+                .to_string();
+            Action::MarkRead {
+                cdid,
+                session_id,
+                message_id,
+            }
+        }
+        "request-unread-count" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            Action::UnreadCount { cdid, session_id }
         }
         "batch-mode-action" => {
             let Some(Value::Array(actions)) = obj.get("actions") else {
@@ -445,13 +522,16 @@ pub enum ChatEvent {
     ProvidingSessionInfo,
     /// Devices a message reached (aggregated).
     MessageDelivered,
+    /// Participants read a session up to a message (aggregated; opted-in devices only).
+    MessageRead,
 }
 
 impl ChatEvent {
-    pub const ALL: [ChatEvent; 3] = [
+    pub const ALL: [ChatEvent; 4] = [
         ChatEvent::MessageBroadcast,
         ChatEvent::ProvidingSessionInfo,
         ChatEvent::MessageDelivered,
+        ChatEvent::MessageRead,
     ];
 
     /// Its action `type` on the wire.
@@ -460,6 +540,7 @@ impl ChatEvent {
             ChatEvent::MessageBroadcast => "message-broadcast",
             ChatEvent::ProvidingSessionInfo => "providing-session-info",
             ChatEvent::MessageDelivered => "message-delivered",
+            ChatEvent::MessageRead => "message-read",
         }
     }
 
@@ -480,7 +561,7 @@ pub fn message_delivered_frames(
     message_id: &str,
     devices: &[(&str, &str, &str)],
 ) -> Vec<String> {
-    let head = |(user, device, _): (&str, &str, &str)| {
+    let head = |&(user, device, _): &(&str, &str, &str)| {
         json!({
             "type": ChatEvent::MessageDelivered.as_str(),
             "session-id": session_id,
@@ -488,22 +569,34 @@ pub fn message_delivered_frames(
             "user-id": user,
             "device-id": device,
         })
-        .to_string()
     };
+    aggregated_frames(devices, "delivered-to", head, |d| d.2)
+}
+
+/// The frames of an aggregated report: `head` of each frame's first entry (a JSON
+/// object) with `"<list>": [..]` holding as many entries (JSON texts, from `entry`) as
+/// fit [`MAX_FRAME_BYTES`].
+fn aggregated_frames<E>(
+    entries: &[E],
+    list: &str,
+    head: impl Fn(&E) -> Value,
+    entry: impl Fn(&E) -> &str,
+) -> Vec<String> {
     let mut frames = Vec::new();
-    let mut rest = devices;
-    while !rest.is_empty() {
-        // `{…head…,"delivered-to":[e1,e2,…]}`: the entries are already JSON text.
-        let mut text = head(rest[0]);
+    let mut rest = entries;
+    while let Some(first) = rest.first() {
+        // `{…head…,"<list>":[e1,e2,…]}`: the entries are already JSON text.
+        let mut text = head(first).to_string();
         text.pop();
-        text.push_str(r#","delivered-to":["#);
+        text.push_str(&format!(r#","{list}":["#));
         let mut n = 0;
-        while n < rest.len() && (n == 0 || text.len() + 1 + rest[n].2.len() + 2 <= MAX_FRAME_BYTES)
+        while n < rest.len()
+            && (n == 0 || text.len() + 1 + entry(&rest[n]).len() + 2 <= MAX_FRAME_BYTES)
         {
             if n > 0 {
                 text.push(',');
             }
-            text.push_str(rest[n].2);
+            text.push_str(entry(&rest[n]));
             n += 1;
         }
         text.push_str("]}");
@@ -511,6 +604,45 @@ pub fn message_delivered_frames(
         rest = &rest[n..];
     }
     frames
+}
+
+/// One `read-by` entry of a `message-read`, as JSON text.
+pub fn read_entry(user_id: &str, message_id: &str, read_ms: u64) -> String {
+    json!({"user-id": user_id, "message-id": message_id, "read-timestamp": read_ms}).to_string()
+}
+
+/// `message-read` (extension, aggregated): participants of `session_id` read it up to
+/// the message of each entry (user id, message id, [`read_entry`] text). One frame
+/// carries as many entries as fit 4096 bytes, in `read-by`; `user-id` and
+/// `message-id` repeat its first entry.
+pub fn message_read_frames(session_id: &str, entries: &[(&str, &str, &str)]) -> Vec<String> {
+    let head = |&(user, message, _): &(&str, &str, &str)| {
+        json!({
+            "type": ChatEvent::MessageRead.as_str(),
+            "session-id": session_id,
+            "user-id": user,
+            "message-id": message,
+        })
+    };
+    aggregated_frames(entries, "read-by", head, |e| e.2)
+}
+
+/// `unread-count` (extension): the answer to `request-unread-count`.
+pub fn unread_count(
+    session_id: &str,
+    read: Option<&str>,
+    unread: usize,
+    newest: Option<&str>,
+    cdid: Option<&str>,
+) -> Value {
+    let v = json!({
+        "type": "unread-count",
+        "session-id": session_id,
+        "read-message-id": read,
+        "unread": unread,
+        "newest-message-id": newest,
+    });
+    with_cdid(v, cdid)
 }
 
 /// Whether a server action fits one frame even with the longest `cdid` a client may
@@ -695,9 +827,114 @@ mod tests {
                 cdid: Some("7".into()),
                 user_id: "42".into(),
                 device_id: "phone&aa:bb".into(),
-                token: "t".into()
+                token: "t".into(),
+                extensions: Extensions::default(),
             }
         );
+    }
+
+    #[test]
+    fn extensions_are_opted_into_at_authenticate() {
+        let auth = |ext: Value| {
+            let mut v = json!({"cdid": "c", "type": "authenticate", "user-id": "u",
+                "device-id": "d", "token": "t"});
+            v["extensions"] = ext;
+            decode_action(&obj(v))
+        };
+        let opted = |ext: Value| match auth(ext) {
+            Ok(Action::Authenticate { extensions, .. }) => extensions,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(opted(json!(null)), Extensions::default());
+        assert_eq!(opted(json!([])), Extensions::default());
+        assert!(opted(json!(["read-reports"])).read_reports);
+        assert!(
+            opted(json!(["presence-v9", "read-reports"])).read_reports,
+            "unknown names are ignored"
+        );
+        let reason = "`extensions` must be an array of at most 16 names";
+        for bad in [
+            json!("read-reports"),
+            json!([1]),
+            json!(vec!["x"; 17]),
+            json!({}),
+        ] {
+            assert_eq!(auth(bad.clone()).unwrap_err().reason, reason, "{bad}");
+        }
+    }
+
+    #[test]
+    fn read_actions_decode_and_check_their_ids() {
+        let a = decode_action(&obj(json!({"cdid": "r", "type": "request-marking-read",
+            "session-id": "g", "message-id": "1700000000000-3"})))
+        .unwrap();
+        assert_eq!(
+            a,
+            Action::MarkRead {
+                cdid: Some("r".into()),
+                session_id: "g".into(),
+                message_id: "1700000000000-3".into(),
+            }
+        );
+        for bad in [
+            json!(null),
+            json!(5),
+            json!("x-1"),
+            json!("1-"),
+            json!("-1"),
+            json!("1-2-3"),
+            json!(format!("{}-0", "9".repeat(21))),
+        ] {
+            let e = decode_action(&obj(json!({"cdid": "r", "type": "request-marking-read",
+                "session-id": "g", "message-id": bad})))
+            .unwrap_err();
+            assert_eq!(e.reason, "`message-id` must be a message id (`<ms>-<n>`)");
+            assert_eq!(e.cdid.as_deref(), Some("r"));
+        }
+        let u = decode_action(&obj(
+            json!({"type": "request-unread-count", "session-id": 7}),
+        ))
+        .unwrap();
+        assert_eq!(
+            u,
+            Action::UnreadCount {
+                cdid: None,
+                session_id: "7".into()
+            }
+        );
+    }
+
+    #[test]
+    fn read_reports_split_into_frames_that_fit() {
+        let entries: Vec<(String, String)> = (0..200)
+            .map(|i| (format!("user-{i:03}-{}", "x".repeat(60)), format!("{i}-0")))
+            .collect();
+        let texts: Vec<String> = entries
+            .iter()
+            .map(|(u, m)| read_entry(u, m, 1_700_000_000_000))
+            .collect();
+        let refs: Vec<(&str, &str, &str)> = entries
+            .iter()
+            .zip(&texts)
+            .map(|((u, m), t)| (u.as_str(), m.as_str(), t.as_str()))
+            .collect();
+        let frames = message_read_frames("g", &refs);
+        assert!(frames.len() > 1, "200 long entries need several frames");
+        let mut seen = 0;
+        for f in &frames {
+            assert!(f.len() <= MAX_FRAME_BYTES, "{}", f.len());
+            let v: Value = serde_json::from_str(f).unwrap();
+            assert_eq!(v["type"], "message-read");
+            let by = v["read-by"].as_array().unwrap();
+            assert_eq!(
+                v["user-id"], by[0]["user-id"],
+                "the head repeats the first entry"
+            );
+            assert_eq!(v["message-id"], by[0]["message-id"]);
+            assert_eq!(by[0]["read-timestamp"], 1_700_000_000_000u64);
+            seen += by.len();
+        }
+        assert_eq!(seen, 200, "every entry once");
     }
 
     #[test]

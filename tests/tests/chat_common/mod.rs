@@ -215,10 +215,36 @@ impl ChatClient {
         c
     }
 
+    /// Connects and authenticates `user` from `device`, opting into `extensions`.
+    pub async fn login_with(
+        node: &Node,
+        user: &str,
+        device: &str,
+        extensions: &[&str],
+    ) -> ChatClient {
+        let mut c = ChatClient::connect(node).await;
+        let mut auth = auth_action("auth-0", user, device, &token(user));
+        auth["extensions"] = json!(extensions);
+        let reply = c.authenticate_with(user, device, auth).await;
+        assert_eq!(
+            reply["status"], "succeeded",
+            "authenticate {user}/{device}: {reply}"
+        );
+        c
+    }
+
     /// Sends `authenticate` and returns its `status-response` (either outcome).
     pub async fn authenticate(&mut self, user: &str, device: &str, token: &str) -> Value {
+        let action = auth_action("", user, device, token);
+        self.authenticate_with(user, device, action).await
+    }
+
+    /// Sends the `authenticate` action `action` (its cdid replaced) and returns its
+    /// `status-response`.
+    async fn authenticate_with(&mut self, user: &str, device: &str, mut action: Value) -> Value {
         let cdid = self.cdid("auth");
-        self.send(&auth_action(&cdid, user, device, token)).await;
+        action["cdid"] = json!(cdid);
+        self.send(&action).await;
         let reply = self.expect_status(&cdid).await;
         if reply["status"] == "succeeded" {
             self.user = user.to_string();
