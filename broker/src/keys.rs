@@ -78,6 +78,11 @@ impl Keys {
         format!("{}ugrp:{}", self.prefix, user)
     }
 
+    /// The set of direct session ids with messages a user is in (for the inbox).
+    pub fn user_directs(&self, user: &str) -> String {
+        format!("{}udirect:{}", self.prefix, user)
+    }
+
     /// Stream of one chat session's message history.
     pub fn chat_history(&self, session: &str) -> String {
         format!("{}chist:{}", self.prefix, session)
@@ -243,6 +248,7 @@ mod tests {
             k.user_groups("u"),
             k.chat_history("s"),
             k.chat_reads("s"),
+            k.user_directs("u"),
         ] {
             assert!(key.starts_with("t1:"), "{key}");
         }

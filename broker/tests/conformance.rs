@@ -276,6 +276,105 @@ async fn chat_store_conformance(store: Arc<dyn Store>) {
     assert_eq!(all[0].id, ids[10]);
     assert!(store.messages("nobody", None, 10).await.unwrap().is_empty());
     read_state_conformance(&*store).await;
+    inbox_conformance(&*store).await;
+}
+
+/// The inbox: a user's groups and direct sessions with messages, newest message first
+/// (groups without messages last), paged by cursor, with unread counts.
+async fn inbox_conformance(store: &dyn Store) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let [ann, ben, cat] = ["ann", "ben", "cat"].map(|u| format!("{u}-{tag}"));
+    let ttl = Duration::from_secs(60);
+    let group = |id: &str, users: &[&String]| GroupRecord {
+        id: format!("{id}-{tag}"),
+        participants: users.iter().map(|u| u.to_string()).collect(),
+        created_by: ann.clone(),
+        created_ms: 1,
+    };
+    let (g1, g2, quiet) = (
+        group("g1", &[&ann, &ben]),
+        group("g2", &[&ann, &cat]),
+        group("q", &[&ann]),
+    );
+    for g in [&g1, &g2, &quiet] {
+        store.create_group(g.clone()).await.unwrap();
+    }
+    let direct = murmur_shared::chat::direct_session_id(&ann, &ben);
+    let say = |session: String, sender: &String, body: &str| {
+        let m = StoredMessage {
+            id: String::new(),
+            session,
+            sender: sender.clone(),
+            message: json!({"type": "text", "body": body}),
+            sender_timestamp: json!(1),
+            server_timestamp: now_ms(),
+            timing: None,
+        };
+        async move { store.append_message(m, 100, ttl).await.unwrap() }
+    };
+    say(g1.id.clone(), &ben, "g1 first").await;
+    say(direct.clone(), &ben, "direct first").await;
+    say(g2.id.clone(), &cat, "g2 first").await;
+    let g1_last = say(g1.id.clone(), &ann, "g1 own").await;
+    let d_last = say(direct.clone(), &ben, "direct second").await;
+
+    let page = store.inbox(&ann, None, 10, 100).await.unwrap();
+    let order: Vec<&str> = page.items.iter().map(|i| i.session.as_str()).collect();
+    assert_eq!(
+        order,
+        vec![direct.as_str(), &g1.id, &g2.id, &quiet.id],
+        "newest first"
+    );
+    assert!(!page.more);
+    let unread: Vec<usize> = page.items.iter().map(|i| i.unread).collect();
+    assert_eq!(unread, vec![2, 1, 1, 0], "others' messages only");
+    let last = page.items[0].last.as_ref().unwrap();
+    assert_eq!(
+        (last.id.as_str(), &last.sender, &last.message["body"]),
+        (d_last.as_str(), &ben, &json!("direct second"))
+    );
+    assert_eq!(page.items[1].last.as_ref().unwrap().id, g1_last);
+    assert_eq!(page.items[3].last, None, "a group without messages");
+
+    // Paged: two, then the rest after the cursor of the second.
+    let first = store.inbox(&ann, None, 2, 100).await.unwrap();
+    assert!(first.more);
+    let rest = store
+        .inbox(&ann, Some(first.items[1].cursor()), 10, 100)
+        .await
+        .unwrap();
+    let rest: Vec<&str> = rest.items.iter().map(|i| i.session.as_str()).collect();
+    assert_eq!(rest, vec![g2.id.as_str(), &quiet.id]);
+
+    // Reading moves the count; the cap bounds it.
+    assert_eq!(
+        store.mark_read(&direct, &ann, &d_last, ttl).await.unwrap(),
+        ReadMark::Advanced
+    );
+    let page = store.inbox(&ann, None, 1, 100).await.unwrap();
+    assert_eq!(
+        (page.items[0].session.as_str(), page.items[0].unread),
+        (direct.as_str(), 0)
+    );
+    assert_eq!(
+        store.inbox(&ben, None, 10, 100).await.unwrap().items.len(),
+        2,
+        "g1 and direct"
+    );
+    for i in 0..5 {
+        say(g2.id.clone(), &cat, &format!("more {i}")).await;
+    }
+    let page = store.inbox(&ann, None, 1, 3).await.unwrap();
+    assert_eq!(
+        (page.items[0].session.as_str(), page.items[0].unread),
+        (g2.id.as_str(), 3)
+    );
+    assert!(store
+        .inbox(&format!("nobody-{tag}"), None, 10, 100)
+        .await
+        .unwrap()
+        .items
+        .is_empty());
 }
 
 /// Chat read positions: forward only, never past the newest message; unread counts

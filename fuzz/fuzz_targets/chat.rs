@@ -95,6 +95,13 @@ fn check_action(obj: &Map<String, Value>, depth: usize) {
                     assert!(chat::is_message_id(message_id));
                 }
                 Action::UnreadCount { session_id, .. } => check_id(session_id),
+                Action::Inbox { limit, after, .. } => {
+                    assert!((1..=chat::MAX_INBOX_PAGE).contains(limit));
+                    if let Some((last, session)) = after {
+                        assert!(chat::is_message_id(last));
+                        check_id(session);
+                    }
+                }
                 Action::Batch { actions, .. } => {
                     assert!(actions.len() <= chat::MAX_BATCH);
                     // The gateway decodes each inner action as if sent alone.

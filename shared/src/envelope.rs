@@ -124,7 +124,7 @@ fn split_word(b: &[u8]) -> Option<(&[u8], &[u8])> {
 }
 
 /// `<ms>-<n>` as numbers (garbage reads as 0).
-fn parse_position(s: &str) -> (u64, u64) {
+pub fn parse_position(s: &str) -> (u64, u64) {
     let (ms, n) = s.split_once('-').unwrap_or((s, "0"));
     (ms.parse().unwrap_or(0), n.parse().unwrap_or(0))
 }

@@ -15,6 +15,7 @@
 
 pub mod device;
 pub mod following;
+pub mod inbox;
 pub mod reads;
 pub mod reports;
 

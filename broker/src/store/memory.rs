@@ -12,8 +12,8 @@ use murmur_shared::ids::{NodeId, SessionId};
 use crate::history::LocalHistory;
 
 use super::{
-    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError,
-    StoreResult, StoredMessage, Unread,
+    inbox_order, GroupRecord, GroupUpdate, InboxCursor, InboxItem, InboxPage, NodeInfo,
+    ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
 };
 
 struct Expiring<T> {
@@ -47,6 +47,8 @@ struct State {
     messages: HashMap<String, Expiring<VecDeque<StoredMessage>>>,
     /// Chat read positions: session → user → message id.
     reads: HashMap<String, Expiring<HashMap<String, String>>>,
+    /// The direct sessions with messages each user is in (for the inbox).
+    directs: HashMap<String, HashSet<String>>,
     /// Last message id handed out: `(ms, n)`, strictly increasing.
     last_message: (u64, u64),
 }
@@ -301,6 +303,14 @@ impl Store for MemoryStore {
             s.last_message = if now > ms { (now, 0) } else { (ms, n + 1) };
             msg.id = format!("{}-{}", s.last_message.0, s.last_message.1);
             let id = msg.id.clone();
+            if let Some((a, b)) = murmur_shared::chat::direct_participants(&msg.session) {
+                for user in [a, b] {
+                    s.directs
+                        .entry(user)
+                        .or_default()
+                        .insert(msg.session.clone());
+                }
+            }
             let entry = s
                 .messages
                 .entry(msg.session.clone())
@@ -409,6 +419,72 @@ impl Store for MemoryStore {
                 read,
                 count,
                 newest: e.value.back().map(|m| m.id.clone()),
+            }
+        })
+    }
+
+    fn inbox(
+        &self,
+        user: &str,
+        after: Option<InboxCursor>,
+        limit: usize,
+        unread_cap: usize,
+    ) -> BoxFuture<'_, StoreResult<InboxPage>> {
+        self.with(move |s| {
+            let groups = s
+                .groups
+                .values()
+                .filter(|g| g.participants.iter().any(|p| p == user))
+                .map(|g| &g.id);
+            let directs = s.directs.get(user).into_iter().flatten();
+            let last_of = |session: &str| {
+                s.messages
+                    .get(session)
+                    .filter(|e| e.live())
+                    .and_then(|e| e.value.back())
+            };
+            let mut items: Vec<(&String, Option<&StoredMessage>)> = groups
+                .map(|g| (g, last_of(g)))
+                .chain(directs.filter_map(|d| last_of(d).map(|m| (d, Some(m)))))
+                .collect();
+            let key = |(session, last): &(&String, Option<&StoredMessage>)| InboxCursor {
+                last: last.map_or_else(|| EMPTY_POSITION.to_string(), |m| m.id.clone()),
+                session: session.to_string(),
+            };
+            items.sort_by(|a, b| inbox_order(&key(a), &key(b)));
+            let start = after.map_or(0, |c| {
+                items.partition_point(|i| inbox_order(&key(i), &c).is_le())
+            });
+            let page: Vec<InboxItem> = items
+                .iter()
+                .skip(start)
+                .take(limit)
+                .map(|&(session, last)| {
+                    let read = s
+                        .reads
+                        .get(session)
+                        .filter(|r| r.live())
+                        .and_then(|r| r.value.get(user));
+                    let after = read.map_or(EMPTY_POSITION, String::as_str);
+                    let unread = s.messages.get(session).map_or(0, |e| {
+                        e.value
+                            .iter()
+                            .rev()
+                            .take_while(|m| Envelope::seq_after(&m.id, after))
+                            .filter(|m| m.sender != user)
+                            .take(unread_cap)
+                            .count()
+                    });
+                    InboxItem {
+                        session: session.clone(),
+                        last: last.cloned(),
+                        unread,
+                    }
+                })
+                .collect();
+            InboxPage {
+                more: start + page.len() < items.len(),
+                items: page,
             }
         })
     }

@@ -9,7 +9,7 @@ pub mod memory;
 mod memory_sink;
 mod memory_ts;
 pub mod redis;
-mod redis_reads;
+mod redis_chat;
 mod redis_sink;
 mod redis_ts;
 pub mod sink;
@@ -245,6 +245,51 @@ pub struct Unread {
     pub newest: Option<String>,
 }
 
+/// Where an inbox page starts: after the session `session` whose newest message is
+/// `last` (`0-0` for a group without messages). Inbox order is newest message first,
+/// then session id.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InboxCursor {
+    pub last: String,
+    pub session: String,
+}
+
+/// One session of a user's inbox ([`Store::inbox`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxItem {
+    pub session: String,
+    /// Its newest kept message (`None`: a group without messages yet).
+    pub last: Option<StoredMessage>,
+    /// Messages of other senders after the user's read position, counted up to the cap.
+    pub unread: usize,
+}
+
+impl InboxItem {
+    /// The cursor of a page that ends with this item.
+    pub fn cursor(&self) -> InboxCursor {
+        InboxCursor {
+            last: self
+                .last
+                .as_ref()
+                .map_or_else(|| "0-0".to_string(), |m| m.id.clone()),
+            session: self.session.clone(),
+        }
+    }
+}
+
+/// Inbox order: newest message first, then session id.
+pub fn inbox_order(a: &InboxCursor, b: &InboxCursor) -> std::cmp::Ordering {
+    let pos = |c: &InboxCursor| murmur_shared::envelope::parse_position(&c.last);
+    pos(b).cmp(&pos(a)).then_with(|| a.session.cmp(&b.session))
+}
+
+/// One page of an inbox: its items and whether more follow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxPage {
+    pub items: Vec<InboxItem>,
+    pub more: bool,
+}
+
 /// The state seam. See the module docs. TimeStick's part is [`TsStore`], Sink's
 /// [`SinkStore`].
 pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
@@ -325,6 +370,18 @@ pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
     /// `user`'s read position in `session` and the messages of other senders after it
     /// (counted up to `cap`).
     fn unread(&self, session: &str, user: &str, cap: usize) -> BoxFuture<'_, StoreResult<Unread>>;
+
+    /// A user's inbox: the groups they are in and the direct sessions with messages
+    /// they are in, newest message first (then by session id; groups without messages
+    /// last), `limit` items after `after`, each with its newest message and the
+    /// unread count (up to `unread_cap`).
+    fn inbox(
+        &self,
+        user: &str,
+        after: Option<InboxCursor>,
+        limit: usize,
+        unread_cap: usize,
+    ) -> BoxFuture<'_, StoreResult<InboxPage>>;
 
     /// Channel publications after history position `after` (exclusive), oldest first, at
     /// most `limit`, with their `seq` (and `chan_seq`) set. The embedded node reads its

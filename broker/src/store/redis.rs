@@ -16,8 +16,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script, Value};
 
 use super::{
-    GroupRecord, GroupUpdate, NodeInfo, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError,
-    StoreResult, StoredMessage, Unread,
+    GroupRecord, GroupUpdate, InboxCursor, InboxPage, NodeInfo, ProviderEntry, ReadMark,
+    RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
 };
 use crate::keys::Keys;
 
@@ -445,8 +445,8 @@ impl Store for RedisStore {
         async move {
             let key = self.keys.chat_history(&msg.session);
             let json = serde_json::to_vec(&msg).map_err(json_err)?;
-            let (id,): (String,) = redis::pipe()
-                .cmd("XADD")
+            let mut pipe = redis::pipe();
+            pipe.cmd("XADD")
                 .arg(&key)
                 .arg("MAXLEN")
                 .arg(retention.max(1))
@@ -457,10 +457,14 @@ impl Store for RedisStore {
                 .arg("s")
                 .arg(&msg.sender)
                 .pexpire(&key, ttl.as_millis().max(1) as i64)
-                .ignore()
-                .query_async(&mut self.c())
-                .await
-                .map_err(err)?;
+                .ignore();
+            if let Some((a, b)) = murmur_shared::chat::direct_participants(&msg.session) {
+                for user in [a, b] {
+                    pipe.sadd(self.keys.user_directs(&user), &msg.session)
+                        .ignore();
+                }
+            }
+            let (id,): (String,) = pipe.query_async(&mut self.c()).await.map_err(err)?;
             Ok(id)
         }
         .boxed()
@@ -528,6 +532,17 @@ impl Store for RedisStore {
     fn unread(&self, session: &str, user: &str, cap: usize) -> BoxFuture<'_, StoreResult<Unread>> {
         let (session, user) = (session.to_string(), user.to_string());
         async move { self.unread_on(&session, &user, cap).await }.boxed()
+    }
+
+    fn inbox(
+        &self,
+        user: &str,
+        after: Option<InboxCursor>,
+        limit: usize,
+        unread_cap: usize,
+    ) -> BoxFuture<'_, StoreResult<InboxPage>> {
+        let user = user.to_string();
+        async move { self.inbox_of(&user, after, limit, unread_cap).await }.boxed()
     }
 
     fn history_tail(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {

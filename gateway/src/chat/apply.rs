@@ -25,6 +25,7 @@ fn label(a: &Action) -> &'static str {
         Action::History { .. } => "request-message-history",
         Action::MarkRead { .. } => "request-marking-read",
         Action::UnreadCount { .. } => "request-unread-count",
+        Action::Inbox { .. } => "request-inbox",
         Action::Batch { .. } => "batch-mode-action",
     }
 }
@@ -302,6 +303,38 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
                                 cdid.as_deref(),
                             );
                             conn.send(&answer).await?;
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                }
+                Action::Inbox { limit, after, .. } => {
+                    match conn.during(service::inbox::inbox(&h, after, limit)).await? {
+                        Ok(page) => {
+                            for item in &page.items {
+                                let last = item.last.as_ref().map(|m| {
+                                    (
+                                        m.id.as_str(),
+                                        m.sender.as_str(),
+                                        m.server_timestamp,
+                                        &m.message,
+                                    )
+                                });
+                                let frame = chat::inbox_item(
+                                    &item.session,
+                                    last,
+                                    item.unread,
+                                    cdid.as_deref(),
+                                );
+                                conn.send(&frame).await?;
+                            }
+                            let mut done = chat::status_response(cdid.as_deref(), true, None);
+                            if let (true, Some(last)) = (page.more, page.items.last()) {
+                                let c = last.cursor();
+                                done["next-cursor"] =
+                                    chat::inbox_cursor(&c.last, &c.session).into();
+                            }
+                            conn.send(&done).await?;
                             Ok(())
                         }
                         Err(e) => Err(e.to_string()),

@@ -184,6 +184,18 @@ pub fn validate(message: &Value) -> Result<MessageType, String> {
     Ok(t)
 }
 
+/// A short text for lists (an inbox): a text message's body (when a string), a media
+/// message's caption or file / place name; at most `chars` characters, "" for none.
+pub fn preview(message: &Value, chars: usize) -> String {
+    let body = &message["body"];
+    let text = match message["type"].as_str().and_then(MessageType::parse) {
+        Some(MessageType::Text) => body.as_str(),
+        Some(_) => body["caption"].as_str().or_else(|| body["name"].as_str()),
+        None => None,
+    };
+    text.unwrap_or_default().chars().take(chars).collect()
+}
+
 fn check_body(t: MessageType, body: &Map<String, Value>) -> Result<(), String> {
     let fields = fields(t);
     if let Some(extra) = body.keys().find(|k| !fields.iter().any(|f| f.name == *k)) {
@@ -500,6 +512,22 @@ mod tests {
             refused(&m),
             "`body.accuracy-m` must be a number of metres in 0..=10000000"
         );
+    }
+
+    #[test]
+    fn previews_are_short_texts() {
+        assert_eq!(
+            preview(&json!({"type": "text", "body": "héllo wörld"}), 5),
+            "héllo"
+        );
+        assert_eq!(
+            preview(&json!({"type": "text", "body": {"rich": 1}}), 5),
+            ""
+        );
+        assert_eq!(preview(&image(), 140), "the view");
+        let file = json!({"type": "file", "body": {"name": "a.pdf"}});
+        assert_eq!(preview(&file, 140), "a.pdf");
+        assert_eq!(preview(&json!(null), 140), "");
     }
 
     #[test]

@@ -99,6 +99,14 @@ pub enum Action {
         cdid: Option<String>,
         session_id: String,
     },
+    /// Extension: a page of the user's sessions, newest message first.
+    Inbox {
+        cdid: Option<String>,
+        limit: usize,
+        /// Where the page starts: the `next-cursor` of the previous page, split into
+        /// its last message id and session id.
+        after: Option<(String, String)>,
+    },
     /// Inner actions are decoded one by one, each answered as if sent alone.
     Batch {
         cdid: Option<String>,
@@ -119,6 +127,7 @@ impl Action {
             | Action::History { cdid, .. }
             | Action::MarkRead { cdid, .. }
             | Action::UnreadCount { cdid, .. }
+            | Action::Inbox { cdid, .. }
             | Action::Batch { cdid, .. } => cdid.as_deref(),
         }
     }
@@ -164,6 +173,59 @@ pub fn is_message_id(s: &str) -> bool {
             && (1..=20).contains(&b.len())
             && a.bytes().chain(b.bytes()).all(|c| c.is_ascii_digit())
     })
+}
+
+/// Sessions in one inbox page when none is asked for, and at most.
+pub const INBOX_PAGE: usize = 20;
+pub const MAX_INBOX_PAGE: usize = 100;
+/// Unread counts of the inbox stop here (a badge shows "99+").
+pub const INBOX_UNREAD_CAP: usize = 100;
+/// Characters of a message's text an inbox preview carries at most.
+pub const PREVIEW_CHARS: usize = 140;
+
+/// The wire form of an inbox cursor: the last message id of the page's last session
+/// (`0-0` for a group without messages), `~`, its session id.
+pub fn inbox_cursor(last: &str, session: &str) -> String {
+    format!("{last}~{session}")
+}
+
+fn parse_inbox_cursor(s: &str) -> Option<(String, String)> {
+    let (last, session) = s.split_once('~')?;
+    let session = id_value(&Value::String(session.to_string()))?;
+    is_message_id(last).then(|| (last.to_string(), session))
+}
+
+/// One `inbox-item` (extension): a session of the user's inbox with its newest
+/// message's preview (`last`: the stored message's id, sender, server time and
+/// message object; `None` for a group without messages) and unread count.
+pub fn inbox_item(
+    session_id: &str,
+    last: Option<(&str, &str, u64, &Value)>,
+    unread: usize,
+    cdid: Option<&str>,
+) -> Value {
+    let kind = if direct_participants(session_id).is_some() {
+        "direct"
+    } else {
+        "mutable"
+    };
+    let last = last.map(|(id, sender, at, message)| {
+        json!({
+            "message-id": id,
+            "sender-id": sender,
+            "server-timestamp": at,
+            "message-type": message.get("type"),
+            "preview": message::preview(message, PREVIEW_CHARS),
+        })
+    });
+    let v = json!({
+        "type": "inbox-item",
+        "session-id": session_id,
+        "session-type": kind,
+        "unread": unread,
+        "last-message": last,
+    });
+    with_cdid(v, cdid)
 }
 
 /// Parses a text frame into a JSON object. Anything else is a [`FrameError`].
@@ -344,6 +406,28 @@ pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
         "request-unread-count" => {
             let session_id = req_id(obj, "session-id", &cdid)?;
             Action::UnreadCount { cdid, session_id }
+        }
+        "request-inbox" => {
+            let limit = match obj.get("limit") {
+                None => INBOX_PAGE,
+                Some(v) => match v.as_u64() {
+                    Some(n) if (1..=MAX_INBOX_PAGE as u64).contains(&n) => n as usize,
+                    _ => {
+                        return Err(fail(&format!(
+                            "`limit` must be an integer in 1..={MAX_INBOX_PAGE}"
+                        )))
+                    }
+                },
+            };
+            let after = match obj.get("cursor") {
+                None | Some(Value::Null) => None,
+                Some(v) => Some(
+                    v.as_str()
+                        .and_then(parse_inbox_cursor)
+                        .ok_or_else(|| fail("`cursor` must be a `next-cursor` of this listing"))?,
+                ),
+            };
+            Action::Inbox { cdid, limit, after }
         }
         "batch-mode-action" => {
             let Some(Value::Array(actions)) = obj.get("actions") else {
@@ -902,6 +986,65 @@ mod tests {
                 session_id: "7".into()
             }
         );
+    }
+
+    #[test]
+    fn inbox_requests_decode_their_page() {
+        let inbox = |v: Value| {
+            let mut o = json!({"cdid": "i", "type": "request-inbox"});
+            for (k, x) in v.as_object().unwrap() {
+                o[k] = x.clone();
+            }
+            decode_action(&obj(o))
+        };
+        assert_eq!(
+            inbox(json!({})).unwrap(),
+            Action::Inbox {
+                cdid: Some("i".into()),
+                limit: INBOX_PAGE,
+                after: None
+            }
+        );
+        let cursor = inbox_cursor("1700000000000-2", "g~1");
+        assert_eq!(
+            inbox(json!({"limit": 100, "cursor": cursor})).unwrap(),
+            Action::Inbox {
+                cdid: Some("i".into()),
+                limit: 100,
+                after: Some(("1700000000000-2".into(), "g~1".into())),
+            }
+        );
+        for bad in [json!(0), json!(101), json!("5"), json!(-1)] {
+            assert_eq!(
+                inbox(json!({"limit": bad})).unwrap_err().reason,
+                "`limit` must be an integer in 1..=100"
+            );
+        }
+        for bad in [
+            json!("nope"),
+            json!("1-0~"),
+            json!("x~g"),
+            json!(7),
+            json!(format!("1-0~{}", "g".repeat(129))),
+        ] {
+            assert_eq!(
+                inbox(json!({"cursor": bad})).unwrap_err().reason,
+                "`cursor` must be a `next-cursor` of this listing"
+            );
+        }
+        let item = inbox_item(
+            "g",
+            Some(("1-0", "bob", 5, &json!({"type": "text", "body": "hi"}))),
+            3,
+            Some("i"),
+        );
+        assert_eq!(
+            item,
+            json!({"type": "inbox-item", "cdid": "i", "session-id": "g", "session-type": "mutable",
+                "unread": 3, "last-message": {"message-id": "1-0", "sender-id": "bob",
+                "server-timestamp": 5, "message-type": "text", "preview": "hi"}})
+        );
+        assert_eq!(inbox_item("g", None, 0, None)["last-message"], Value::Null);
     }
 
     #[test]
