@@ -146,6 +146,9 @@ return {more, out}
     ))
 });
 
+/// One inbox row of the script: session, newest id, message JSON, unread.
+type InboxRow = (String, String, Option<String>, usize);
+
 impl RedisStore {
     pub(super) async fn mark_read_on(
         &self,
@@ -205,7 +208,7 @@ impl RedisStore {
     ) -> StoreResult<InboxPage> {
         let keys = self.keys();
         let (last, session) = after.map_or((String::new(), String::new()), |c| (c.last, c.session));
-        let (more, rows): (u8, Vec<(String, String, Option<String>, usize)>) = INBOX
+        let (more, rows): (u8, Vec<InboxRow>) = INBOX
             .key(keys.user_groups(user))
             .key(keys.user_directs(user))
             .arg(user)
@@ -225,7 +228,7 @@ impl RedisStore {
                 None => None,
                 Some(j) => {
                     let mut m: StoredMessage =
-                        serde_json::from_str(&j).map_err(|e| super::StoreError::corrupt(e))?;
+                        serde_json::from_str(&j).map_err(super::StoreError::corrupt)?;
                     m.id = id;
                     Some(m)
                 }
