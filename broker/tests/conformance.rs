@@ -18,8 +18,9 @@ use murmur_broker::store::redis::RedisStore;
 use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use murmur_broker::store::TsStore;
 use murmur_broker::store::{
-    ChannelPublication, GroupRecord, GroupUpdate, NodeInfo, PostCheck, PostRecord, ProviderEntry,
-    ReadMark, Recorded, RecoveryRecord, Store, StoredMessage, TsSession, TsState, Unread,
+    ChannelPublication, GroupChange, GroupRecord, GroupRefusal, GroupUpdate, NodeInfo, PostCheck,
+    PostRecord, ProviderEntry, ReadMark, Recorded, RecoveryRecord, Store, StoredMessage, TsSession,
+    TsState, Unread,
 };
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
@@ -179,13 +180,13 @@ async fn store_conformance(store: Arc<dyn Store>) {
 }
 
 async fn chat_store_conformance(store: Arc<dyn Store>) {
-    // Groups: create, read, participant-only update and delete, per-user listing.
-    let g = GroupRecord {
-        id: uuid::Uuid::new_v4().to_string(),
-        participants: vec!["ann".into(), "ben".into()],
-        created_by: "ann".into(),
-        created_ms: 1,
-    };
+    // Groups: create, read, updates by the rules of roles, per-user listing.
+    let g = GroupRecord::new(
+        uuid::Uuid::new_v4().to_string(),
+        vec!["ann".into(), "ben".into()],
+        "ann",
+        1,
+    );
     store.create_group(g.clone()).await.unwrap();
     assert!(
         store.create_group(g.clone()).await.is_err(),
@@ -194,40 +195,97 @@ async fn chat_store_conformance(store: Arc<dyn Store>) {
     assert_eq!(store.group(&g.id).await.unwrap(), Some(g.clone()));
     assert_eq!(store.groups_of("ben").await.unwrap(), vec![g.clone()]);
     assert!(store.groups_of("cat").await.unwrap().is_empty());
+    let replace =
+        |users: &[&str]| GroupChange::Participants(users.iter().map(|u| u.to_string()).collect());
     assert_eq!(
         store
-            .update_group(&g.id, "cat", Some(vec!["cat".into()]))
+            .update_group(&g.id, "cat", replace(&["cat"]))
             .await
             .unwrap(),
-        GroupUpdate::Forbidden
+        GroupUpdate::Refused(GroupRefusal::NotParticipant)
     );
+    assert_eq!(
+        store
+            .update_group(&g.id, "ben", replace(&["ben"]))
+            .await
+            .unwrap(),
+        GroupUpdate::Refused(GroupRefusal::NotAdmin),
+        "ben is a member, not an admin"
+    );
+    assert_eq!(
+        store.group(&g.id).await.unwrap(),
+        Some(g.clone()),
+        "refused: unchanged"
+    );
+    let roles = GroupChange::Roles {
+        owner: None,
+        admins: Some(vec!["ben".into()]),
+    };
+    let Ok(GroupUpdate::Done {
+        after: Some(with_admin),
+        ..
+    }) = store.update_group(&g.id, "ann", roles).await
+    else {
+        panic!("the owner names an admin");
+    };
+    assert_eq!(with_admin.admins, vec!["ben".to_string()]);
     let new = vec!["ann".to_string(), "cat".to_string()];
+    let done = store
+        .update_group(&g.id, "ben", replace(&["ann", "cat"]))
+        .await
+        .unwrap();
+    let GroupUpdate::Done {
+        before,
+        after: Some(after),
+    } = done
+    else {
+        panic!("an admin replaces the participants: {done:?}");
+    };
+    assert_eq!(before, with_admin);
     assert_eq!(
-        store
-            .update_group(&g.id, "ben", Some(new.clone()))
-            .await
-            .unwrap(),
-        GroupUpdate::Done(g.clone())
+        (after.participants.clone(), after.admins.clone()),
+        (new.clone(), Vec::new())
     );
-    assert_eq!(store.group(&g.id).await.unwrap().unwrap().participants, new);
+    assert_eq!(store.group(&g.id).await.unwrap(), Some(after));
     assert!(
         store.groups_of("ben").await.unwrap().is_empty(),
         "removed from the index"
     );
     assert_eq!(store.groups_of("cat").await.unwrap().len(), 1);
     assert_eq!(
-        store.update_group(&g.id, "ben", None).await.unwrap(),
-        GroupUpdate::Forbidden,
+        store
+            .update_group(&g.id, "ben", GroupChange::Delete)
+            .await
+            .unwrap(),
+        GroupUpdate::Refused(GroupRefusal::NotParticipant),
         "ben is no longer a participant"
     );
+    // The owner leaves: cat inherits; cat leaves last: the group is gone.
+    let Ok(GroupUpdate::Done {
+        after: Some(left), ..
+    }) = store.update_group(&g.id, "ann", GroupChange::Leave).await
+    else {
+        panic!("the owner may leave");
+    };
+    assert_eq!(
+        (left.participants, left.owner),
+        (vec!["cat".to_string()], Some("cat".to_string()))
+    );
+    assert!(store.groups_of("ann").await.unwrap().is_empty());
     assert!(matches!(
-        store.update_group(&g.id, "cat", None).await.unwrap(),
-        GroupUpdate::Done(_)
+        store
+            .update_group(&g.id, "cat", GroupChange::Leave)
+            .await
+            .unwrap(),
+        GroupUpdate::Done { after: None, .. }
     ));
     assert_eq!(store.group(&g.id).await.unwrap(), None);
-    assert!(store.groups_of("ann").await.unwrap().is_empty());
+    assert!(store.groups_of("cat").await.unwrap().is_empty());
     assert_eq!(
-        store.update_group(&g.id, "ann", None).await.unwrap(),
+        store
+            .update_group(&g.id, "ann", GroupChange::Delete)
+            .await
+            .unwrap(),
         GroupUpdate::NotFound
     );
 
@@ -285,11 +343,9 @@ async fn inbox_conformance(store: &dyn Store) {
     let tag = uuid::Uuid::new_v4().simple().to_string();
     let [ann, ben, cat] = ["ann", "ben", "cat"].map(|u| format!("{u}-{tag}"));
     let ttl = Duration::from_secs(60);
-    let group = |id: &str, users: &[&String]| GroupRecord {
-        id: format!("{id}-{tag}"),
-        participants: users.iter().map(|u| u.to_string()).collect(),
-        created_by: ann.clone(),
-        created_ms: 1,
+    let group = |id: &str, users: &[&String]| {
+        let users = users.iter().map(|u| u.to_string()).collect();
+        GroupRecord::new(format!("{id}-{tag}"), users, &ann, 1)
     };
     let (g1, g2, quiet) = (
         group("g1", &[&ann, &ben]),

@@ -95,6 +95,22 @@ fn check_action(obj: &Map<String, Value>, depth: usize) {
                     assert!(chat::is_message_id(message_id));
                 }
                 Action::UnreadCount { session_id, .. } => check_id(session_id),
+                Action::LeaveMutable { session_id, .. } => check_id(session_id),
+                Action::MutableRoles {
+                    session_id,
+                    owner,
+                    admins,
+                    ..
+                } => {
+                    check_id(session_id);
+                    assert!(owner.is_some() || admins.is_some());
+                    if let Some(o) = owner {
+                        check_id(o);
+                    }
+                    if let Some(a) = admins {
+                        check_ids(a);
+                    }
+                }
                 Action::Inbox { limit, after, .. } => {
                     assert!((1..=chat::MAX_INBOX_PAGE).contains(limit));
                     if let Some((last, session)) = after {

@@ -74,6 +74,15 @@ async fn groups_live_in_the_store_across_nodes() {
     d.send(&delete_action("d-del", &sid)).await;
     d.expect_failed("d-del").await;
 
+    // The owner on node 0 makes bob an admin; bob on node 1 is told.
+    a.send(
+        &serde_json::json!({"cdid": "a-roles", "type": "request-mutable-session-roles",
+        "session-id": sid, "admins": [bob]}),
+    )
+    .await;
+    a.expect_info("a-roles").await;
+    expect_told(&mut b, &sid, "modified").await;
+
     // Modified from node 1 (adding carol on node 2): everybody hears of it.
     b.send(&modify_action("b-mod", &sid, &[&alice, &bob, &carol]))
         .await;
@@ -111,7 +120,21 @@ async fn groups_live_in_the_store_across_nodes() {
     b.expect_broadcast(&sid, "still here").await;
     c.expect_broadcast(&sid, "still here").await;
 
-    // Deleted from node 2: the others hear of it and can no longer use it.
+    // carol, a member, may not delete it from node 2; the owner, back on node 1, makes
+    // her an admin (the rules are the store's: the same on every node), and she does.
+    c.send(&delete_action("c-del0", &sid)).await;
+    assert_eq!(
+        c.expect_failed("c-del0").await,
+        "only the session's owner and admins may change its participants or delete it"
+    );
+    a2.send(
+        &serde_json::json!({"cdid": "a-roles2", "type": "request-mutable-session-roles",
+        "session-id": sid, "admins": [bob, carol]}),
+    )
+    .await;
+    a2.expect_info("a-roles2").await;
+    expect_told(&mut c, &sid, "modified").await;
+    expect_told(&mut b, &sid, "modified").await;
     c.send(&delete_action("c-del", &sid)).await;
     let deleted = c.expect_info("c-del").await;
     assert_eq!(deleted["status"], "deleted");

@@ -160,7 +160,30 @@ async fn group_lifecycle_notifications_and_authorization() {
     assert_eq!(mine.len(), 1, "{listed:?}");
     assert_eq!(participants(mine[0]), sorted(&members), "unchanged by dave");
 
-    // A participant (not the creator) modifies: bob swaps carol for dave. Old and new
+    // A member who is not an admin may not change it (the creator owns it)...
+    b1.send(&modify_action("b-mod0", &sid, &[&alice, &bob]))
+        .await;
+    assert_eq!(
+        b1.expect_failed("b-mod0").await,
+        "only the session's owner and admins may change its participants or delete it"
+    );
+    // ...until the owner makes bob an admin (every device is told: `modified`, the same
+    // participants; an old client is not shown the roles).
+    a1.send(
+        &serde_json::json!({"cdid": "a-roles", "type": "request-mutable-session-roles",
+        "session-id": sid, "admins": [bob]}),
+    )
+    .await;
+    let roles = a1.expect_info("a-roles").await;
+    assert!(
+        roles.get("owner").is_none() && roles.get("admins").is_none(),
+        "{roles}"
+    );
+    for c in [&mut a2, &mut b1, &mut c1] {
+        expect_told(c, &sid, "modified", &members).await;
+    }
+
+    // An admin (not the creator) modifies: bob swaps carol for dave. Old and new
     // participants hear of it; bob's own copy carries his cdid.
     b1.send(&modify_action("b-mod", &sid, &[&alice, &bob, &dave]))
         .await;
@@ -175,21 +198,29 @@ async fn group_lifecycle_notifications_and_authorization() {
     // carol, a participant until now, is told she is out.
     expect_told(&mut c1, &sid, "modified", &now).await;
 
-    // carol has lost her rights; dave has gained them.
+    // carol has lost her rights; dave is a member, not an admin.
     c1.send(&modify_action("c-mod", &sid, &[&carol])).await;
-    c1.expect_failed("c-mod").await;
+    assert_eq!(
+        c1.expect_failed("c-mod").await,
+        "not a participant of this session"
+    );
     c1.send(&delete_action("c-del", &sid)).await;
     c1.expect_failed("c-del").await;
     c1.say_fails(&sid, "am I still in?").await;
     assert!(!c1.list().await.iter().any(|v| is_info_for(v, &sid)));
     assert!(d1.list().await.iter().any(|v| is_info_for(v, &sid)));
+    d1.send(&delete_action("d-del1", &sid)).await;
+    assert_eq!(
+        d1.expect_failed("d-del1").await,
+        "only the session's owner and admins may change its participants or delete it"
+    );
 
-    // dave deletes it: every participant's devices are told.
-    d1.send(&delete_action("d-del2", &sid)).await;
-    let deleted = d1.expect_info("d-del2").await;
+    // bob, an admin, deletes it: every participant's devices are told.
+    b1.send(&delete_action("d-del2", &sid)).await;
+    let deleted = b1.expect_info("d-del2").await;
     assert_eq!(deleted["status"], "deleted", "{deleted}");
     assert_eq!(deleted["session-id"], sid.as_str());
-    for c in [&mut a1, &mut a2, &mut b1] {
+    for c in [&mut a1, &mut a2, &mut d1] {
         let what = format!("deleted info for {sid}");
         let v = c
             .expect(&what, |v| is_info_for(v, &sid) && v["status"] == "deleted")

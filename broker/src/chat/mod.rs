@@ -33,13 +33,15 @@ use crate::node::Node;
 use crate::scheduler::{self, DueHandler, Job};
 use crate::session::Protocol;
 use crate::session::SessionHandle;
-use crate::store::{GroupRecord, GroupUpdate, StoredMessage};
+use crate::store::{GroupChange, GroupRecord, GroupRefusal, GroupUpdate, StoredMessage};
 
 /// Why a chat action failed; the text is the `status-response` message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatError {
     NotFound,
     NotParticipant,
+    /// The group's rules refused the change (roles).
+    Denied(GroupRefusal),
     Invalid(String),
     /// The store failed: the client is told "temporarily unavailable".
     Store(crate::store::StoreError),
@@ -54,6 +56,7 @@ impl fmt::Display for ChatError {
         match self {
             ChatError::NotFound => f.write_str("no such session"),
             ChatError::NotParticipant => f.write_str("not a participant of this session"),
+            ChatError::Denied(why) => why.fmt(f),
             ChatError::Invalid(m) => f.write_str(m),
             ChatError::Store(e) => write!(f, "temporarily unavailable: {e}"),
             ChatError::Open(e) => e.fmt(f),
@@ -80,6 +83,8 @@ impl ChatError {
         match self {
             ChatError::NotFound => Fault::NotFound,
             ChatError::NotParticipant => Fault::Forbidden,
+            ChatError::Denied(GroupRefusal::Empty | GroupRefusal::NotMember(_)) => Fault::Invalid,
+            ChatError::Denied(_) => Fault::Forbidden,
             ChatError::Invalid(_) => Fault::Invalid,
             ChatError::Store(_) => Fault::Unavailable,
             ChatError::Open(e) => e.fault(),
@@ -220,19 +225,13 @@ pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Changed
             chat::MAX_PARTICIPANTS
         )));
     }
-    let group = GroupRecord {
-        id: murmur_shared::ids::random_uuid().to_string(),
-        participants: users,
-        created_by: h.user().to_string(),
-        created_ms: now_ms(),
-    };
-    let info = chat::session_info(
-        &group.id,
-        SessionKind::Mutable,
-        SessionStatus::Created,
-        &group.participants,
-        None,
+    let group = GroupRecord::new(
+        murmur_shared::ids::random_uuid().to_string(),
+        users,
+        h.user(),
+        now_ms(),
     );
+    let info = group_info(&group, SessionStatus::Created);
     if !chat::fits_frame(&info) {
         return Err(too_big());
     }
@@ -254,23 +253,34 @@ pub async fn create(h: &SessionHandle, mut users: Vec<String>) -> Result<Changed
     })
 }
 
-/// `request-mutable-session-modification` (`Some(users)`) or `-deletion` (`None`):
-/// participants only; the old and new participants' devices are told. Returns the
-/// requester's answer (without `cdid`).
-pub async fn update(
+/// A group's `providing-session-info` with its roles ([`chat::with_roles`]) when they
+/// fit one frame with any `cdid` (else without: the participants always fit).
+pub fn group_info(g: &GroupRecord, status: SessionStatus) -> Value {
+    let info = chat::session_info(&g.id, SessionKind::Mutable, status, &g.participants, None);
+    let with = chat::with_roles(info.clone(), g.owner.as_deref(), &g.admins);
+    if chat::fits_frame(&with) {
+        with
+    } else {
+        info
+    }
+}
+
+/// A change to a group by one of its participants (`request-mutable-session-
+/// modification`, `-deletion`, `request-leaving-mutable-session`,
+/// `request-mutable-session-roles`), by the rules of [`GroupRecord::apply`]; the old and
+/// new participants' devices are told. Returns the requester's answer (without `cdid`).
+pub async fn change(
     h: &SessionHandle,
     session_id: &str,
-    users: Option<Vec<String>>,
+    change: GroupChange,
 ) -> Result<Changed, ChatError> {
     if chat::direct_participants(session_id).is_some() {
         return Err(ChatError::Invalid("direct sessions are immutable".into()));
     }
-    if users.as_ref().is_some_and(|u| u.is_empty()) {
-        return Err(ChatError::Invalid(
-            "a session needs at least one participant".into(),
-        ));
-    }
-    if let Some(u) = &users {
+    if let GroupChange::Participants(u) = &change {
+        if u.is_empty() {
+            return Err(ChatError::Denied(GroupRefusal::Empty));
+        }
         let probe = chat::session_info(
             session_id,
             SessionKind::Mutable,
@@ -283,18 +293,24 @@ pub async fn update(
         }
     }
     let store = h.node().store();
-    let before = match store
-        .update_group(session_id, h.user(), users.clone())
-        .await
-    {
-        Ok(GroupUpdate::Done(before)) => before,
+    let (before, after) = match store.update_group(session_id, h.user(), change).await {
+        Ok(GroupUpdate::Done { before, after }) => (before, after),
         Ok(GroupUpdate::NotFound) => return Err(ChatError::NotFound),
-        Ok(GroupUpdate::Forbidden) => return Err(ChatError::NotParticipant),
+        Ok(GroupUpdate::Refused(GroupRefusal::NotParticipant)) => {
+            return Err(ChatError::NotParticipant)
+        }
+        Ok(GroupUpdate::Refused(why)) => return Err(ChatError::Denied(why)),
         Err(e) => return Err(store_err(e)),
     };
-    let (status, now) = match &users {
-        Some(u) => (SessionStatus::Modified, u.clone()),
-        None => (SessionStatus::Deleted, before.participants.clone()),
+    let (info, now) = match &after {
+        Some(g) => (
+            group_info(g, SessionStatus::Modified),
+            g.participants.clone(),
+        ),
+        None => (
+            group_info(&before, SessionStatus::Deleted),
+            before.participants.clone(),
+        ),
     };
     let mut told = before.participants.clone();
     for u in &now {
@@ -302,9 +318,8 @@ pub async fn update(
             told.push(u.clone());
         }
     }
-    let info = chat::session_info(session_id, SessionKind::Mutable, status, &now, None);
     // Read after the change: a message stored later reaches every new participant.
-    let mark = match users {
+    let mark = match after {
         Some(_) => Some(history_mark(h.node(), session_id).await?),
         None => None,
     };
@@ -315,7 +330,7 @@ pub async fn update(
         info.clone(),
         mark.as_deref(),
     );
-    let mark = mark.filter(|_| now.iter().any(|u| u == h.user()));
+    let mark = mark.filter(|_| now.iter().any(|u| u == h.user()) && after.is_some());
     Ok(Changed { info, mark })
 }
 

@@ -12,8 +12,9 @@ use murmur_shared::ids::{NodeId, SessionId};
 use crate::history::LocalHistory;
 
 use super::{
-    inbox_order, GroupRecord, GroupUpdate, InboxCursor, InboxItem, InboxPage, NodeInfo,
-    ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
+    inbox_order, GroupChange, GroupRecord, GroupUpdate, InboxCursor, InboxItem, InboxPage,
+    NodeInfo, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult,
+    StoredMessage, Unread,
 };
 
 struct Expiring<T> {
@@ -258,23 +259,30 @@ impl Store for MemoryStore {
         &self,
         id: &str,
         requester: &str,
-        participants: Option<Vec<String>>,
+        change: GroupChange,
     ) -> BoxFuture<'_, StoreResult<GroupUpdate>> {
         self.with(|s| {
             let Some(group) = s.groups.get_mut(id) else {
                 return GroupUpdate::NotFound;
             };
-            if !group.participants.iter().any(|p| p == requester) {
-                return GroupUpdate::Forbidden;
-            }
             let before = group.clone();
-            match participants {
-                Some(p) => group.participants = p,
-                None => {
+            match before.apply(requester, &change) {
+                Err(why) => GroupUpdate::Refused(why),
+                Ok(Some(after)) => {
+                    *group = after.clone();
+                    GroupUpdate::Done {
+                        before,
+                        after: Some(after),
+                    }
+                }
+                Ok(None) => {
                     s.groups.remove(id);
+                    GroupUpdate::Done {
+                        before,
+                        after: None,
+                    }
                 }
             }
-            GroupUpdate::Done(before)
         })
     }
 

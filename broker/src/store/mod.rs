@@ -5,6 +5,7 @@
 //! Implementations: [`memory::MemoryStore`] (embedded default) and a Redis store
 //! (cluster mode). One conformance suite runs against both.
 
+mod group;
 pub mod memory;
 mod memory_sink;
 mod memory_ts;
@@ -173,23 +174,21 @@ pub struct NodeInfo {
     pub draining: bool,
 }
 
-/// A mutable chat session (group chat).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct GroupRecord {
-    pub id: String,
-    pub participants: Vec<String>,
-    pub created_by: String,
-    pub created_ms: u64,
-}
+pub use group::{GroupChange, GroupRecord, GroupRefusal};
 
-/// The outcome of a participant-only change to a group.
+/// The outcome of a change to a group ([`GroupRecord::apply`]).
+// Returned once per group change (a rare action), never stored: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum GroupUpdate {
-    /// Applied; the group as it was before.
-    Done(GroupRecord),
+    /// Applied: the group as it was before, and after (`None`: deleted).
+    Done {
+        before: GroupRecord,
+        after: Option<GroupRecord>,
+    },
     NotFound,
-    /// The requester is not a participant.
-    Forbidden,
+    /// The rules refused it.
+    Refused(GroupRefusal),
 }
 
 /// One chat message as kept for history.
@@ -332,13 +331,13 @@ pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
     fn create_group(&self, group: GroupRecord) -> BoxFuture<'_, StoreResult<()>>;
     /// Reads a group.
     fn group(&self, id: &str) -> BoxFuture<'_, StoreResult<Option<GroupRecord>>>;
-    /// Replaces a group's participants (`Some`) or deletes it (`None`), atomically and
-    /// only if `requester` is a participant.
+    /// Applies `requester`'s `change` to a group atomically, by the rules of
+    /// [`GroupRecord::apply`].
     fn update_group(
         &self,
         id: &str,
         requester: &str,
-        participants: Option<Vec<String>>,
+        change: GroupChange,
     ) -> BoxFuture<'_, StoreResult<GroupUpdate>>;
     /// Every group a user participates in.
     fn groups_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>>;

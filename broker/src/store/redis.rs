@@ -16,8 +16,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script, Value};
 
 use super::{
-    GroupRecord, GroupUpdate, InboxCursor, InboxPage, NodeInfo, ProviderEntry, ReadMark,
-    RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
+    GroupChange, GroupRecord, GroupUpdate, InboxCursor, InboxPage, NodeInfo, ProviderEntry,
+    ReadMark, RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
 };
 use crate::keys::Keys;
 
@@ -44,18 +44,12 @@ redis.call('SREM', KEYS[1], ARGV[1])
 return 1
 "#;
 
-/// Participant-only group change. KEYS: [1] group. ARGV: [1] requester, [2] new JSON or
-/// '' to delete, [3] user-groups key prefix, [4] group id.
-/// Returns {0} not found, {1} forbidden, {2, old JSON} done.
+/// A group change, compare-and-set: written only if KEYS[1] (the group) still holds
+/// ARGV[1] (the JSON the change was computed from). ARGV: [2] new JSON or '' to delete,
+/// [3] user-groups key prefix, [4] group id. Returns 1 written, 0 changed meanwhile.
 const UPDATE_GROUP: &str = r#"
-local raw = redis.call('GET', KEYS[1])
-if not raw then return {0} end
-local g = cjson.decode(raw)
-local member = false
-for _, u in ipairs(g.participants) do
-  if u == ARGV[1] then member = true end
-end
-if not member then return {1} end
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then return 0 end
+local g = cjson.decode(ARGV[1])
 for _, u in ipairs(g.participants) do redis.call('SREM', ARGV[3] .. u, ARGV[4]) end
 if ARGV[2] == '' then
   redis.call('DEL', KEYS[1])
@@ -64,8 +58,11 @@ else
   local n = cjson.decode(ARGV[2])
   for _, u in ipairs(n.participants) do redis.call('SADD', ARGV[3] .. u, ARGV[4]) end
 end
-return {2, raw}
+return 1
 "#;
+
+/// Attempts of a group change that raced with another change of the same group.
+const GROUP_CAS_ATTEMPTS: usize = 8;
 
 /// See the module docs.
 pub struct RedisStore {
@@ -371,42 +368,45 @@ impl Store for RedisStore {
         &self,
         id: &str,
         requester: &str,
-        participants: Option<Vec<String>>,
+        change: GroupChange,
     ) -> BoxFuture<'_, StoreResult<GroupUpdate>> {
         let id = id.to_string();
         let requester = requester.to_string();
         async move {
-            let new_json = match participants {
-                None => String::new(),
-                Some(p) => {
-                    let Some(mut g) = self.group(&id).await? else {
-                        return Ok(GroupUpdate::NotFound);
-                    };
-                    g.participants = p;
-                    serde_json::to_string(&g).map_err(json_err)?
+            let key = self.keys.group(&id);
+            for _ in 0..GROUP_CAS_ATTEMPTS {
+                let mut c = self.c();
+                let Some(raw): Option<String> = c.get(&key).await.map_err(err)? else {
+                    return Ok(GroupUpdate::NotFound);
+                };
+                let before: GroupRecord = serde_json::from_str(&raw).map_err(json_err)?;
+                let after = match before.apply(&requester, &change) {
+                    Ok(after) => after,
+                    Err(why) => return Ok(GroupUpdate::Refused(why)),
+                };
+                let new_json = match &after {
+                    Some(g) => serde_json::to_string(g).map_err(json_err)?,
+                    None => String::new(),
+                };
+                // Written only if nobody changed the group since it was read.
+                let written: i64 = self
+                    .update_group
+                    .key(&key)
+                    .arg(&raw)
+                    .arg(new_json)
+                    .arg(self.keys.user_groups_prefix())
+                    .arg(&id)
+                    .invoke_async(&mut c)
+                    .await
+                    .map_err(err)?;
+                if written == 1 {
+                    return Ok(GroupUpdate::Done { before, after });
                 }
-            };
-            let mut c = self.c();
-            let out: Vec<Value> = self
-                .update_group
-                .key(self.keys.group(&id))
-                .arg(&requester)
-                .arg(new_json)
-                .arg(self.keys.user_groups_prefix())
-                .arg(&id)
-                .invoke_async(&mut c)
-                .await
-                .map_err(err)?;
-            match out.as_slice() {
-                [Value::Int(0)] => Ok(GroupUpdate::NotFound),
-                [Value::Int(1)] => Ok(GroupUpdate::Forbidden),
-                [Value::Int(2), Value::BulkString(old)] => Ok(GroupUpdate::Done(
-                    serde_json::from_slice(old).map_err(json_err)?,
-                )),
-                _ => Err(StoreError::corrupt(
-                    "unexpected reply from the group script",
-                )),
             }
+            Err(StoreError::new(
+                super::StoreErrorKind::Conflict,
+                "the group kept changing under concurrent updates",
+            ))
         }
         .boxed()
     }

@@ -4,6 +4,7 @@
 
 use murmur_broker::chat as service;
 use murmur_broker::chat::device::Device;
+use murmur_broker::store::GroupChange;
 use murmur_shared::chat::{self, Action, SessionKind, SessionStatus};
 use murmur_shared::ids::now_ms;
 use murmur_shared::timing::{self, TimingError};
@@ -26,6 +27,8 @@ fn label(a: &Action) -> &'static str {
         Action::MarkRead { .. } => "request-marking-read",
         Action::UnreadCount { .. } => "request-unread-count",
         Action::Inbox { .. } => "request-inbox",
+        Action::LeaveMutable { .. } => "request-leaving-mutable-session",
+        Action::MutableRoles { .. } => "request-mutable-session-roles",
         Action::Batch { .. } => "batch-mode-action",
     }
 }
@@ -63,7 +66,7 @@ async fn changed(
                 conn.change(change);
             }
         }
-        c.info
+        conn.shown(c.info)
     });
     answer(conn, result, cdid).await
 }
@@ -160,25 +163,47 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
                     user_ids,
                     ..
                 } => {
+                    let change = GroupChange::Participants(user_ids);
                     let done = conn
-                        .during(service::update(&h, &session_id, Some(user_ids)))
+                        .during(service::change(&h, &session_id, change))
                         .await?;
                     changed(conn, done, &cdid).await?
                 }
                 Action::DeleteMutable { session_id, .. } => {
-                    let done = conn.during(service::update(&h, &session_id, None)).await?;
+                    let change = GroupChange::Delete;
+                    let done = conn
+                        .during(service::change(&h, &session_id, change))
+                        .await?;
+                    changed(conn, done, &cdid).await?
+                }
+                Action::LeaveMutable { session_id, .. } => {
+                    let change = GroupChange::Leave;
+                    let done = conn
+                        .during(service::change(&h, &session_id, change))
+                        .await?;
+                    changed(conn, done, &cdid).await?
+                }
+                Action::MutableRoles {
+                    session_id,
+                    owner,
+                    admins,
+                    ..
+                } => {
+                    let change = GroupChange::Roles { owner, admins };
+                    let done = conn
+                        .during(service::change(&h, &session_id, change))
+                        .await?;
                     changed(conn, done, &cdid).await?
                 }
                 Action::ListMutable { .. } => match conn.during(service::list(&h)).await? {
                     Ok(groups) => {
                         for g in groups {
-                            let info = chat::session_info(
-                                &g.id,
-                                SessionKind::Mutable,
-                                SessionStatus::Unchanged,
-                                &g.participants,
-                                cdid.as_deref(),
-                            );
+                            let info = service::group_info(&g, SessionStatus::Unchanged);
+                            let info = conn.shown(info);
+                            let info = match cdid.as_deref() {
+                                Some(c) => chat::add_cdid(info, c),
+                                None => info,
+                            };
                             conn.send(&info).await?;
                         }
                         conn.send(&chat::status_response(cdid.as_deref(), true, None))

@@ -115,6 +115,15 @@ impl ChatConn {
         }
     }
 
+    /// A `providing-session-info` as this device is shown it: without the group's roles
+    /// unless it opted into `roles`.
+    pub fn shown(&self, info: Value) -> Value {
+        if self.extensions.roles {
+            return info;
+        }
+        chat::without_roles(&info).unwrap_or(info)
+    }
+
     /// Writes one server action.
     pub async fn send(&mut self, action: &Value) -> Flow {
         self.edge
@@ -179,11 +188,21 @@ impl ChatConn {
             self.counters
                 .latency
                 .observe(now.saturating_sub(env.created_ms) as f64 / 1000.0);
-            // The same bytes for every device: encoded once per node.
-            let text = env
-                .wire
-                .get_or_init(|| Bytes::from(action.to_string()))
-                .clone();
+            // The same bytes for every device: encoded once per node (a session change
+            // with roles, for a device that did not opt into them, on its own).
+            let plain = match event {
+                Some(ChatEvent::ProvidingSessionInfo) if !self.extensions.roles => {
+                    chat::without_roles(action)
+                }
+                _ => None,
+            };
+            let text = match plain {
+                Some(plain) => Bytes::from(plain.to_string()),
+                None => env
+                    .wire
+                    .get_or_init(|| Bytes::from(action.to_string()))
+                    .clone(),
+            };
             let report = if broadcast && !own_user(action, user) {
                 Some(Report {
                     end: 0,

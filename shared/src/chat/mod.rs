@@ -99,6 +99,18 @@ pub enum Action {
         cdid: Option<String>,
         session_id: String,
     },
+    /// Extension: the requester leaves a mutable session.
+    LeaveMutable {
+        cdid: Option<String>,
+        session_id: String,
+    },
+    /// Extension: the owner sets a mutable session's owner and/or admins.
+    MutableRoles {
+        cdid: Option<String>,
+        session_id: String,
+        owner: Option<String>,
+        admins: Option<Vec<String>>,
+    },
     /// Extension: a page of the user's sessions, newest message first.
     Inbox {
         cdid: Option<String>,
@@ -128,6 +140,8 @@ impl Action {
             | Action::MarkRead { cdid, .. }
             | Action::UnreadCount { cdid, .. }
             | Action::Inbox { cdid, .. }
+            | Action::LeaveMutable { cdid, .. }
+            | Action::MutableRoles { cdid, .. }
             | Action::Batch { cdid, .. } => cdid.as_deref(),
         }
     }
@@ -140,6 +154,8 @@ impl Action {
 pub struct Extensions {
     /// `"read-reports"`: `message-read` when participants read.
     pub read_reports: bool,
+    /// `"roles"`: groups' `owner` and `admins` in `providing-session-info`.
+    pub roles: bool,
 }
 
 /// Names in an `extensions` list at most.
@@ -159,6 +175,7 @@ fn extensions_of(obj: &Map<String, Value>, cdid: &Option<String>) -> Result<Exte
     for name in names {
         match name.as_str() {
             Some("read-reports") => out.read_reports = true,
+            Some("roles") => out.roles = true,
             Some(_) => {}
             None => return Err(fail()),
         }
@@ -407,6 +424,45 @@ pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
             let session_id = req_id(obj, "session-id", &cdid)?;
             Action::UnreadCount { cdid, session_id }
         }
+        "request-leaving-mutable-session" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            Action::LeaveMutable { cdid, session_id }
+        }
+        "request-mutable-session-roles" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            let owner = match obj.get("owner") {
+                None | Some(Value::Null) => None,
+                Some(_) => Some(req_id(obj, "owner", &cdid)?),
+            };
+            let admins = match obj.get("admins") {
+                None | Some(Value::Null) => None,
+                Some(Value::Array(items)) if items.len() <= MAX_PARTICIPANTS => {
+                    let mut out: Vec<String> = Vec::with_capacity(items.len());
+                    for item in items {
+                        let id = id_value(item)
+                            .ok_or_else(|| fail("`admins` entries must be user ids"))?;
+                        if !out.contains(&id) {
+                            out.push(id);
+                        }
+                    }
+                    Some(out)
+                }
+                Some(_) => {
+                    return Err(fail(&format!(
+                        "`admins` must be an array of at most {MAX_PARTICIPANTS} user ids"
+                    )))
+                }
+            };
+            if owner.is_none() && admins.is_none() {
+                return Err(fail("give an `owner`, `admins`, or both"));
+            }
+            Action::MutableRoles {
+                cdid,
+                session_id,
+                owner,
+                admins,
+            }
+        }
         "request-inbox" => {
             let limit = match obj.get("limit") {
                 None => INBOX_PAGE,
@@ -564,6 +620,30 @@ pub fn session_info(
         "user-id": participants,
     });
     with_cdid(v, cdid)
+}
+
+/// A group's `providing-session-info` with its roles (extension): `owner` and `admins`
+/// (for a group that has roles). Devices that did not opt into `roles` get the info
+/// [`without_roles`].
+pub fn with_roles(mut info: Value, owner: Option<&str>, admins: &[String]) -> Value {
+    if let (Some(o), Value::Object(m)) = (owner, &mut info) {
+        m.insert("owner".into(), Value::String(o.to_string()));
+        m.insert("admins".into(), json!(admins));
+    }
+    info
+}
+
+/// A `providing-session-info` as a device that did not opt into `roles` gets it: `None`
+/// when it carries no roles (sent as it is).
+pub fn without_roles(info: &Value) -> Option<Value> {
+    let m = info.as_object()?;
+    if !m.contains_key("owner") {
+        return None;
+    }
+    let mut plain = m.clone();
+    plain.remove("owner");
+    plain.remove("admins");
+    Some(Value::Object(plain))
 }
 
 /// `message-broadcast` (without `cdid`; the gateway adds it to the sending connection's copy).
