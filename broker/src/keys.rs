@@ -83,6 +83,21 @@ impl Keys {
         format!("{}udirect:{}", self.prefix, user)
     }
 
+    /// Set: the nodes a user has a chat device connected on (presence).
+    pub fn presence(&self, user: &str) -> String {
+        format!("{}presence:{}", self.prefix, user)
+    }
+
+    /// Set: the users a node has online (forgotten when the node dies).
+    pub fn presence_node(&self, node: &NodeId) -> String {
+        format!("{}presence-node:{}", self.prefix, node)
+    }
+
+    /// When a user was last online (ms), with a TTL.
+    pub fn last_seen(&self, user: &str) -> String {
+        format!("{}lastseen:{}", self.prefix, user)
+    }
+
     /// Stream of one chat session's message history.
     pub fn chat_history(&self, session: &str) -> String {
         format!("{}chist:{}", self.prefix, session)
@@ -249,6 +264,9 @@ mod tests {
             k.chat_history("s"),
             k.chat_reads("s"),
             k.user_directs("u"),
+            k.presence("u"),
+            k.presence_node(&n),
+            k.last_seen("u"),
         ] {
             assert!(key.starts_with("t1:"), "{key}");
         }

@@ -72,6 +72,12 @@ pub struct Metrics {
     /// Chat read marks that moved a position, by outcome: `queued` (to be told),
     /// `dropped` (too many pending: stored, not told), `published` (told).
     pub chat_read_reports: IntCounterVec,
+    /// Users with a chat device connected on this node.
+    pub presence_online: IntGauge,
+    /// Cluster-wide presence changes this node published, by `state`.
+    pub presence_changes: IntCounterVec,
+    /// Typing indicators, by outcome: `sent`, `limited` (over the per-device rate).
+    pub chat_typing: IntCounterVec,
     /// TimeStick session lifecycle events (`started`, `stopped_by_caller`, …).
     pub timestick_sessions: IntCounterVec,
     /// TimeStick HTTP requests by kind (`start`, `post`, `poll`, `stream`) and status.
@@ -274,6 +280,39 @@ impl Metrics {
                 .unwrap(); // unwrap: static, valid options.
                 registry.register(Box::new(h.clone())).unwrap(); // unwrap: unique name.
                 h
+            },
+            presence_online: {
+                let g = IntGauge::new(
+                    "murmur_presence_online",
+                    "Users with a chat device connected on this node",
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(g.clone())).unwrap(); // unwrap: unique name.
+                g
+            },
+            presence_changes: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "murmur_presence_changes_total",
+                        "Cluster-wide presence changes published by this node, by state",
+                    ),
+                    &["state"],
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(c.clone())).unwrap(); // unwrap: unique name.
+                c
+            },
+            chat_typing: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "murmur_chat_typing_total",
+                        "Chat typing indicators, by outcome (sent, limited)",
+                    ),
+                    &["outcome"],
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(c.clone())).unwrap(); // unwrap: unique name.
+                c
             },
             chat_read_reports: {
                 let c = IntCounterVec::new(

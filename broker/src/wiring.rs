@@ -30,6 +30,7 @@ pub fn services() -> Services {
         extensions: Extensions::default()
             .with(DeliveryReports::default())
             .with(crate::chat::reads::ReadReports::default())
+            .with(crate::chat::presence::LocalPresence::default())
             .with(crate::timestick::targets::Targets::default()),
         background: vec![
             Box::new(crate::timestick::spawn_idle_sweeper),
@@ -39,6 +40,7 @@ pub fn services() -> Services {
             Box::new(|node: &Arc<Node>| {
                 crate::chat::reads::spawn_flusher(node, node.config.chat_report_window)
             }),
+            Box::new(crate::chat::presence::spawn_worker),
         ],
     }
 }

@@ -19,8 +19,8 @@ use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
 use murmur_broker::store::TsStore;
 use murmur_broker::store::{
     ChannelPublication, GroupChange, GroupRecord, GroupRefusal, GroupUpdate, NodeInfo, PostCheck,
-    PostRecord, ProviderEntry, ReadMark, Recorded, RecoveryRecord, Store, StoredMessage, TsSession,
-    TsState, Unread,
+    PostRecord, Presence, ProviderEntry, ReadMark, Recorded, RecoveryRecord, Store, StoredMessage,
+    TsSession, TsState, Unread,
 };
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
@@ -335,6 +335,123 @@ async fn chat_store_conformance(store: Arc<dyn Store>) {
     assert!(store.messages("nobody", None, 10).await.unwrap().is_empty());
     read_state_conformance(&*store).await;
     inbox_conformance(&*store).await;
+    presence_conformance(&*store).await;
+}
+
+/// Presence: online while a device is on any node; the last one out (or its node's
+/// loss) sets last seen; contacts are the users a user shares a session with.
+async fn presence_conformance(store: &dyn Store) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let [ann, ben] = ["ann", "ben"].map(|u| format!("{u}-{tag}"));
+    let (n1, n2) = (node(&format!("p1-{tag}")), node(&format!("p2-{tag}")));
+    let of = |u: &String| {
+        let u = u.clone();
+        async move {
+            store
+                .presence_of(std::slice::from_ref(&u))
+                .await
+                .unwrap()
+                .remove(0)
+        }
+    };
+    assert_eq!(
+        of(&ann).await,
+        Presence {
+            user: ann.clone(),
+            online: false,
+            last_seen: None
+        }
+    );
+    assert!(
+        store.presence_set(&ann, &n1, true, 100).await.unwrap(),
+        "first device anywhere"
+    );
+    assert!(
+        !store.presence_set(&ann, &n2, true, 101).await.unwrap(),
+        "already online"
+    );
+    assert!(!store.presence_set(&ann, &n1, true, 102).await.unwrap());
+    assert!(of(&ann).await.online);
+    assert!(
+        !store.presence_set(&ann, &n1, false, 200).await.unwrap(),
+        "still on n2"
+    );
+    assert!(
+        store.presence_set(&ann, &n2, false, 300).await.unwrap(),
+        "the last one"
+    );
+    assert_eq!(
+        of(&ann).await,
+        Presence {
+            user: ann.clone(),
+            online: false,
+            last_seen: Some(300)
+        }
+    );
+    assert!(
+        !store.presence_set(&ann, &n2, false, 301).await.unwrap(),
+        "offline twice"
+    );
+
+    // A node's loss takes its users offline, unless they are on another node too.
+    store.presence_set(&ann, &n1, true, 400).await.unwrap();
+    store.presence_set(&ben, &n1, true, 400).await.unwrap();
+    store.presence_set(&ben, &n2, true, 400).await.unwrap();
+    assert_eq!(
+        store.presence_drop_node(&n1, 500).await.unwrap(),
+        vec![ann.clone()]
+    );
+    let both = store
+        .presence_of(&[ann.clone(), ben.clone()])
+        .await
+        .unwrap();
+    assert_eq!(
+        (both[0].online, both[0].last_seen, both[1].online),
+        (false, Some(500), true)
+    );
+    assert!(
+        store.presence_drop_node(&n1, 600).await.unwrap().is_empty(),
+        "already forgotten"
+    );
+
+    // Contacts: group participants and direct partners with messages.
+    let cat = format!("cat-{tag}");
+    store
+        .create_group(GroupRecord::new(
+            format!("pg-{tag}"),
+            vec![ann.clone(), ben.clone()],
+            &ann,
+            1,
+        ))
+        .await
+        .unwrap();
+    let direct = murmur_shared::chat::direct_session_id(&ann, &cat);
+    let m = StoredMessage {
+        id: String::new(),
+        session: direct.clone(),
+        sender: ann.clone(),
+        message: json!({"type": "text", "body": "hi"}),
+        sender_timestamp: json!(1),
+        server_timestamp: now_ms(),
+        timing: None,
+    };
+    store
+        .append_message(m, 10, Duration::from_secs(60))
+        .await
+        .unwrap();
+    assert_eq!(store.directs_of(&cat).await.unwrap(), vec![direct]);
+    let mut contacts: Vec<String> = store.contacts(&ann).await.unwrap().into_iter().collect();
+    contacts.sort();
+    assert_eq!(contacts, vec![ben.clone(), cat.clone()]);
+    assert_eq!(
+        store
+            .contacts(&cat)
+            .await
+            .unwrap()
+            .into_iter()
+            .collect::<Vec<_>>(),
+        vec![ann]
+    );
 }
 
 /// The inbox: a user's groups and direct sessions with messages, newest message first

@@ -96,6 +96,11 @@ fn check_action(obj: &Map<String, Value>, depth: usize) {
                 }
                 Action::UnreadCount { session_id, .. } => check_id(session_id),
                 Action::LeaveMutable { session_id, .. } => check_id(session_id),
+                Action::Presence { user_ids, .. } => {
+                    assert!(!user_ids.is_empty());
+                    check_ids(user_ids);
+                }
+                Action::Typing { session_id, .. } => check_id(session_id),
                 Action::MutableRoles {
                     session_id,
                     owner,

@@ -45,6 +45,11 @@ pub fn group_channel(session_id: &str) -> String {
 /// The prefix of every group channel ([`group_channel`]).
 pub const GROUP_PREFIX: &str = "@group/";
 
+/// The broker channel a user's presence changes are published on.
+pub fn presence_channel(user: &str) -> String {
+    format!("@presence/{user}")
+}
+
 /// A channel name is 1..=256 bytes of printable text: no whitespace or control
 /// characters (they would be ambiguous in logs, metrics and Redis channel names).
 pub fn validate(name: &str) -> Result<(), String> {

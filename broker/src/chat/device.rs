@@ -23,6 +23,8 @@ pub struct Device {
     pub device_id: String,
     /// This device as delivery reports name it (its user and device ids).
     pub reported_as: Arc<reports::Device>,
+    /// Counts the device for its user's presence while it lives.
+    _presence: super::presence::DevicePresence,
 }
 
 /// A device just authenticated: its session (attached to the caller's transport) and
@@ -46,6 +48,7 @@ impl Device {
             Ok(groups) => Ok(Opened {
                 device: Device {
                     reported_as: reports::Device::new(user, device_id),
+                    _presence: super::presence::DevicePresence::new(node, user),
                     handle,
                     device_id: device_id.to_string(),
                 },

@@ -16,6 +16,7 @@
 pub mod device;
 pub mod following;
 pub mod inbox;
+pub mod presence;
 pub mod reads;
 pub mod reports;
 
@@ -531,6 +532,42 @@ pub async fn history(
         .messages(session_id, since, limit)
         .await
         .map_err(store_err)
+}
+
+/// Extension `request-typing`: participants only; `typing` goes to the session's
+/// participants' devices (the gateway writes it to those that opted in, not to the
+/// typing device itself). Ephemeral: never stored.
+pub async fn typing(h: &SessionHandle, session_id: &str, device_id: &str) -> Result<(), ChatError> {
+    let users = participants(h, session_id).await?;
+    let body = chat::typing(session_id, h.user(), device_id);
+    let origin = Origin {
+        session: Some(h.id()),
+        user: Some(h.user().to_string()),
+        protocol: Some(crate::session::Protocol::Chat),
+    };
+    let node = h.node();
+    if chat::direct_participants(session_id).is_some() {
+        for user in &users {
+            publish_on(
+                node,
+                &origin,
+                user_inbox(user),
+                ChatEvent::Typing,
+                body.clone(),
+                None,
+            );
+        }
+    } else {
+        publish_on(
+            node,
+            &origin,
+            group_channel(session_id),
+            ChatEvent::Typing,
+            body,
+            None,
+        );
+    }
+    Ok(())
 }
 
 /// Extension `message-delivered`: records that broadcast `key` (its envelope id; `about`

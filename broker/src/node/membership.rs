@@ -66,6 +66,8 @@ impl Node {
             Ok(dead) => {
                 for id in dead {
                     warn!(node = %id, "node stopped heartbeating: removed from the cluster");
+                    // Nobody listening is fine: no service needs to know.
+                    let _ = self.lost.send(id);
                 }
             }
             Err(_) => self

@@ -36,6 +36,9 @@ use crate::router::Router;
 use crate::scheduler::{Handlers, Scheduler};
 use crate::store::{ProviderEntry, Store};
 
+/// Lost-node notices a slow listener may fall behind by (see [`Node::lost_nodes`]).
+const LOST_NODES: usize = 64;
+
 /// What the protocol services hand the core at start-up: the handlers of their held
 /// jobs, and their background tasks (started once the node runs).
 #[derive(Default)]
@@ -96,6 +99,8 @@ pub struct Node {
     provider_cache: std::sync::Mutex<std::collections::HashMap<String, ProviderCacheEntry>>,
     /// The bus was up at the last heartbeat (a false → true edge re-announces state).
     bus_was_up: AtomicBool,
+    /// Nodes this node found dead (their heartbeat expired) and pruned.
+    lost: tokio::sync::broadcast::Sender<NodeId>,
 }
 
 impl Node {
@@ -138,6 +143,7 @@ impl Node {
             drain_notify: Notify::new(),
             bus_was_up: AtomicBool::new(true),
             provider_cache: std::sync::Mutex::default(),
+            lost: tokio::sync::broadcast::channel(LOST_NODES).0,
         });
         // Inbound: everything the bus receives is dispatched by the router.
         let weak = Arc::downgrade(&node);
@@ -180,6 +186,12 @@ impl Node {
     }
 
     /// The `~timing` scheduler.
+    /// Tells of every node this node prunes from the cluster (its heartbeat expired):
+    /// the protocol services clean up what that node left (chat presence).
+    pub fn lost_nodes(&self) -> tokio::sync::broadcast::Receiver<NodeId> {
+        self.lost.subscribe()
+    }
+
     /// A service's per-node state, as the wiring put it in.
     pub fn extension<T: std::any::Any + Send + Sync>(&self) -> Option<&Arc<T>> {
         self.extensions.get::<T>()

@@ -13,7 +13,7 @@ use crate::history::LocalHistory;
 
 use super::{
     inbox_order, GroupChange, GroupRecord, GroupUpdate, InboxCursor, InboxItem, InboxPage,
-    NodeInfo, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult,
+    NodeInfo, Presence, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult,
     StoredMessage, Unread,
 };
 
@@ -35,6 +35,19 @@ impl<T> Expiring<T> {
     }
 }
 
+/// Removes `node` from `user`'s online nodes; true when that was the last one.
+fn went_offline(s: &mut State, user: &str, node: &NodeId, now_ms: u64) -> bool {
+    let Some(nodes) = s.online.get_mut(user) else {
+        return false;
+    };
+    if !nodes.remove(node) || !nodes.is_empty() {
+        return false;
+    }
+    s.online.remove(user);
+    s.last_seen.insert(user.to_string(), now_ms);
+    true
+}
+
 /// The position before every message id.
 const EMPTY_POSITION: &str = "0-0";
 
@@ -50,6 +63,11 @@ struct State {
     reads: HashMap<String, Expiring<HashMap<String, String>>>,
     /// The direct sessions with messages each user is in (for the inbox).
     directs: HashMap<String, HashSet<String>>,
+    /// Presence: the nodes each online user has a device on, the users online per node,
+    /// and when users went offline.
+    online: HashMap<String, HashSet<NodeId>>,
+    node_users: HashMap<NodeId, HashSet<String>>,
+    last_seen: HashMap<String, u64>,
     /// Last message id handed out: `(ms, n)`, strictly increasing.
     last_message: (u64, u64),
 }
@@ -494,6 +512,69 @@ impl Store for MemoryStore {
                 more: start + page.len() < items.len(),
                 items: page,
             }
+        })
+    }
+
+    fn directs_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        self.with(|s| {
+            s.directs
+                .get(user)
+                .map(|d| d.iter().cloned().collect())
+                .unwrap_or_default()
+        })
+    }
+
+    fn presence_set(
+        &self,
+        user: &str,
+        node: &NodeId,
+        online: bool,
+        now_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        self.with(|s| {
+            if online {
+                s.node_users
+                    .entry(node.clone())
+                    .or_default()
+                    .insert(user.to_string());
+                let nodes = s.online.entry(user.to_string()).or_default();
+                nodes.insert(node.clone()) && nodes.len() == 1
+            } else {
+                if let Some(users) = s.node_users.get_mut(node) {
+                    users.remove(user);
+                }
+                went_offline(s, user, node, now_ms)
+            }
+        })
+    }
+
+    fn presence_of(&self, users: &[String]) -> BoxFuture<'_, StoreResult<Vec<Presence>>> {
+        self.with(|s| {
+            users
+                .iter()
+                .map(|u| {
+                    let online = s.online.get(u).is_some_and(|n| !n.is_empty());
+                    Presence {
+                        user: u.clone(),
+                        online,
+                        last_seen: s.last_seen.get(u).copied().filter(|_| !online),
+                    }
+                })
+                .collect()
+        })
+    }
+
+    fn presence_drop_node(
+        &self,
+        node: &NodeId,
+        now_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        self.with(|s| {
+            let users = s.node_users.remove(node).unwrap_or_default();
+            users
+                .into_iter()
+                .filter(|u| went_offline(s, u, node, now_ms))
+                .collect()
         })
     }
 

@@ -11,6 +11,7 @@ mod memory_sink;
 mod memory_ts;
 pub mod redis;
 mod redis_chat;
+mod redis_presence;
 mod redis_sink;
 mod redis_ts;
 pub mod sink;
@@ -282,6 +283,19 @@ pub fn inbox_order(a: &InboxCursor, b: &InboxCursor) -> std::cmp::Ordering {
     pos(b).cmp(&pos(a)).then_with(|| a.session.cmp(&b.session))
 }
 
+/// A user's presence ([`Store::presence_of`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Presence {
+    pub user: String,
+    /// A device of the user is connected on some live node.
+    pub online: bool,
+    /// When the user was last online (ms), if ever and not now.
+    pub last_seen: Option<u64>,
+}
+
+/// How long a user's last-seen time is kept after they go offline.
+pub const LAST_SEEN_TTL: Duration = Duration::from_secs(30 * 24 * 3600);
+
 /// One page of an inbox: its items and whether more follow.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InboxPage {
@@ -381,6 +395,52 @@ pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
         limit: usize,
         unread_cap: usize,
     ) -> BoxFuture<'_, StoreResult<InboxPage>>;
+
+    /// The direct sessions with messages `user` is in.
+    fn directs_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<String>>>;
+
+    /// The users who share a session with `user`: the participants of their groups and
+    /// the other users of their direct sessions with messages.
+    fn contacts(
+        &self,
+        user: &str,
+    ) -> BoxFuture<'_, StoreResult<std::collections::HashSet<String>>> {
+        let user = user.to_string();
+        async move {
+            let mut out = std::collections::HashSet::new();
+            for g in self.groups_of(&user).await? {
+                out.extend(g.participants);
+            }
+            for d in self.directs_of(&user).await? {
+                if let Some((a, b)) = murmur_shared::chat::direct_participants(&d) {
+                    out.insert(a);
+                    out.insert(b);
+                }
+            }
+            out.remove(&user);
+            Ok(out)
+        }
+        .boxed()
+    }
+
+    /// Marks `user` online (`online`) or offline on `node`; true when that changed the
+    /// user's status cluster-wide (their first device anywhere, or their last).
+    fn presence_set(
+        &self,
+        user: &str,
+        node: &NodeId,
+        online: bool,
+        now_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<bool>>;
+    /// The presence of each of `users`.
+    fn presence_of(&self, users: &[String]) -> BoxFuture<'_, StoreResult<Vec<Presence>>>;
+    /// Forgets every user `node` had online (it died, or starts anew); returns the users
+    /// that are offline everywhere now.
+    fn presence_drop_node(
+        &self,
+        node: &NodeId,
+        now_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>>;
 
     /// Channel publications after history position `after` (exclusive), oldest first, at
     /// most `limit`, with their `seq` (and `chan_seq`) set. The embedded node reads its

@@ -16,8 +16,8 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, Client, Script, Value};
 
 use super::{
-    GroupChange, GroupRecord, GroupUpdate, InboxCursor, InboxPage, NodeInfo, ProviderEntry,
-    ReadMark, RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
+    GroupChange, GroupRecord, GroupUpdate, InboxCursor, InboxPage, NodeInfo, Presence,
+    ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
 };
 use crate::keys::Keys;
 
@@ -543,6 +543,36 @@ impl Store for RedisStore {
     ) -> BoxFuture<'_, StoreResult<InboxPage>> {
         let user = user.to_string();
         async move { self.inbox_of(&user, after, limit, unread_cap).await }.boxed()
+    }
+
+    fn directs_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let user = user.to_string();
+        async move { self.directs_of_on(&user).await }.boxed()
+    }
+
+    fn presence_set(
+        &self,
+        user: &str,
+        node: &NodeId,
+        online: bool,
+        now_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<bool>> {
+        let (user, node) = (user.to_string(), node.clone());
+        async move { self.presence_set_on(&user, &node, online, now_ms).await }.boxed()
+    }
+
+    fn presence_of(&self, users: &[String]) -> BoxFuture<'_, StoreResult<Vec<Presence>>> {
+        let users = users.to_vec();
+        async move { self.presence_of_on(&users).await }.boxed()
+    }
+
+    fn presence_drop_node(
+        &self,
+        node: &NodeId,
+        now_ms: u64,
+    ) -> BoxFuture<'_, StoreResult<Vec<String>>> {
+        let node = node.clone();
+        async move { self.presence_drop_node_on(&node, now_ms).await }.boxed()
     }
 
     fn history_tail(&self, channel: &str) -> BoxFuture<'_, StoreResult<Option<String>>> {

@@ -10,7 +10,7 @@ use murmur_shared::ids::now_ms;
 use murmur_shared::timing::{self, TimingError};
 use serde_json::{Map, Value};
 
-use super::session::ChatConn;
+use super::session::{ChatConn, MAX_WATCHED, TYPING_EVERY};
 use crate::edge::{Adapter, Stop};
 
 /// The metrics label of an action.
@@ -28,6 +28,8 @@ fn label(a: &Action) -> &'static str {
         Action::UnreadCount { .. } => "request-unread-count",
         Action::Inbox { .. } => "request-inbox",
         Action::LeaveMutable { .. } => "request-leaving-mutable-session",
+        Action::Presence { .. } => "request-presence",
+        Action::Typing { .. } => "request-typing",
         Action::MutableRoles { .. } => "request-mutable-session-roles",
         Action::Batch { .. } => "batch-mode-action",
     }
@@ -331,6 +333,86 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
                             Ok(())
                         }
                         Err(e) => Err(e.to_string()),
+                    }
+                }
+                Action::Presence {
+                    user_ids, watch, ..
+                } => {
+                    let adding = user_ids
+                        .iter()
+                        .filter(|u| !conn.watching.contains(*u))
+                        .count();
+                    if watch && conn.watching.len() + adding > MAX_WATCHED {
+                        Err(format!(
+                            "a device watches the presence of at most {MAX_WATCHED} users"
+                        ))
+                    } else {
+                        let done = conn
+                            .during(service::presence::presence(&h, &user_ids, watch))
+                            .await?;
+                        match done {
+                            Ok(states) => {
+                                for u in &user_ids {
+                                    if watch {
+                                        conn.watching.insert(u.clone());
+                                    } else {
+                                        conn.watching.remove(u);
+                                    }
+                                }
+                                for p in states {
+                                    let frame = chat::presence(
+                                        &p.user,
+                                        p.online,
+                                        p.last_seen,
+                                        cdid.as_deref(),
+                                    );
+                                    conn.send(&frame).await?;
+                                }
+                                conn.send(&chat::status_response(cdid.as_deref(), true, None))
+                                    .await?;
+                                Ok(())
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                }
+                Action::Typing { session_id, .. } => {
+                    if !conn.may_type(&session_id) {
+                        conn.state
+                            .node
+                            .metrics
+                            .chat_typing
+                            .with_label_values(&["limited"])
+                            .inc();
+                        Err(format!(
+                            "typing indicators: at most one per {} s per session",
+                            TYPING_EVERY.as_secs()
+                        ))
+                    } else {
+                        let device_id = conn
+                            .device
+                            .as_ref()
+                            .map(|d| d.device_id.clone())
+                            .unwrap_or_default();
+                        match conn
+                            .during(service::typing(&h, &session_id, &device_id))
+                            .await?
+                        {
+                            Ok(()) => {
+                                conn.state
+                                    .node
+                                    .metrics
+                                    .chat_typing
+                                    .with_label_values(&["sent"])
+                                    .inc();
+                                if cdid.is_some() {
+                                    conn.send(&chat::status_response(cdid.as_deref(), true, None))
+                                        .await?;
+                                }
+                                Ok(())
+                            }
+                            Err(e) => Err(e.to_string()),
+                        }
                     }
                 }
                 Action::Inbox { limit, after, .. } => {

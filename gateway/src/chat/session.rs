@@ -41,6 +41,10 @@ pub const LABEL: &str = "chat";
 pub const AUTH_TIMEOUT: Duration = Duration::from_secs(10);
 /// Outgoing actions packed into frames per wake-up at most.
 const PACK_MAX: usize = 64;
+/// One typing indicator per session per device this often at most.
+pub const TYPING_EVERY: Duration = Duration::from_secs(2);
+/// Users one device watches the presence of at most.
+pub const MAX_WATCHED: usize = 1024;
 
 /// A group's history after its mark, read once its channel is subscribed.
 type Replay = (String, Result<Vec<StoredMessage>, ChatError>);
@@ -75,6 +79,10 @@ pub struct ChatConn {
     counters: Counters,
     /// The extensions the device opted into at `authenticate`.
     pub extensions: chat::Extensions,
+    /// The users whose presence this device watches.
+    pub watching: std::collections::HashSet<String>,
+    /// When this device last sent a typing indicator, per session.
+    typed: std::collections::HashMap<String, std::time::Instant>,
 }
 
 /// This protocol's series of the per-delivery metrics, looked up once per connection.
@@ -112,6 +120,8 @@ impl ChatConn {
             reports: VecDeque::new(),
             counters,
             extensions: chat::Extensions::default(),
+            watching: Default::default(),
+            typed: Default::default(),
         }
     }
 
@@ -122,6 +132,24 @@ impl ChatConn {
             return info;
         }
         chat::without_roles(&info).unwrap_or(info)
+    }
+
+    /// Whether a typing indicator for `session` may go now ([`TYPING_EVERY`]); counts
+    /// it when it may.
+    pub fn may_type(&mut self, session: &str) -> bool {
+        let now = std::time::Instant::now();
+        if self.typed.len() >= 64 {
+            self.typed
+                .retain(|_, at| now.duration_since(*at) < TYPING_EVERY);
+        }
+        match self.typed.get(session) {
+            Some(at) if now.duration_since(*at) < TYPING_EVERY => false,
+            _ if self.typed.len() >= 64 => false,
+            _ => {
+                self.typed.insert(session.to_string(), now);
+                true
+            }
+        }
     }
 
     /// Writes one server action.
@@ -164,7 +192,12 @@ impl ChatConn {
         let mut reports = Vec::new();
         for env in &envs {
             let event = ChatEvent::parse(env.subject.as_deref());
-            if event == Some(ChatEvent::MessageRead) && !self.extensions.read_reports {
+            let opted = match event {
+                Some(ChatEvent::MessageRead) => self.extensions.read_reports,
+                Some(ChatEvent::Typing) => self.extensions.typing,
+                _ => true,
+            };
+            if !opted {
                 continue;
             }
             if let (Kind::Message, Body::Texts(ts)) = (env.kind, &env.body) {
@@ -385,7 +418,7 @@ fn body_of(env: &Envelope, own: murmur_shared::ids::SessionId) -> Option<&Value>
     let own_answer = env.from.session == Some(own)
         && matches!(
             ChatEvent::parse(env.subject.as_deref()),
-            Some(ChatEvent::ProvidingSessionInfo | ChatEvent::MessageBroadcast)
+            Some(ChatEvent::ProvidingSessionInfo | ChatEvent::MessageBroadcast | ChatEvent::Typing)
         );
     (!own_answer).then_some(body)
 }

@@ -111,6 +111,18 @@ pub enum Action {
         owner: Option<String>,
         admins: Option<Vec<String>>,
     },
+    /// Extension: the presence of users (now, then every change), or stop (`watch`
+    /// false).
+    Presence {
+        cdid: Option<String>,
+        user_ids: Vec<String>,
+        watch: bool,
+    },
+    /// Extension: the requester is typing in a session (ephemeral).
+    Typing {
+        cdid: Option<String>,
+        session_id: String,
+    },
     /// Extension: a page of the user's sessions, newest message first.
     Inbox {
         cdid: Option<String>,
@@ -141,6 +153,8 @@ impl Action {
             | Action::UnreadCount { cdid, .. }
             | Action::Inbox { cdid, .. }
             | Action::LeaveMutable { cdid, .. }
+            | Action::Presence { cdid, .. }
+            | Action::Typing { cdid, .. }
             | Action::MutableRoles { cdid, .. }
             | Action::Batch { cdid, .. } => cdid.as_deref(),
         }
@@ -156,6 +170,8 @@ pub struct Extensions {
     pub read_reports: bool,
     /// `"roles"`: groups' `owner` and `admins` in `providing-session-info`.
     pub roles: bool,
+    /// `"typing"`: `typing` when a participant types.
+    pub typing: bool,
 }
 
 /// Names in an `extensions` list at most.
@@ -176,6 +192,7 @@ fn extensions_of(obj: &Map<String, Value>, cdid: &Option<String>) -> Result<Exte
         match name.as_str() {
             Some("read-reports") => out.read_reports = true,
             Some("roles") => out.roles = true,
+            Some("typing") => out.typing = true,
             Some(_) => {}
             None => return Err(fail()),
         }
@@ -423,6 +440,26 @@ pub fn decode_action(obj: &Map<String, Value>) -> Result<Action, Invalid> {
         "request-unread-count" => {
             let session_id = req_id(obj, "session-id", &cdid)?;
             Action::UnreadCount { cdid, session_id }
+        }
+        "request-presence" => {
+            let user_ids = id_list(obj, &cdid)?;
+            if user_ids.is_empty() {
+                return Err(fail("`user-id` must name at least one user"));
+            }
+            let watch = match obj.get("watch") {
+                None | Some(Value::Null) => true,
+                Some(Value::Bool(b)) => *b,
+                Some(_) => return Err(fail("`watch` must be a boolean")),
+            };
+            Action::Presence {
+                cdid,
+                user_ids,
+                watch,
+            }
+        }
+        "request-typing" => {
+            let session_id = req_id(obj, "session-id", &cdid)?;
+            Action::Typing { cdid, session_id }
         }
         "request-leaving-mutable-session" => {
             let session_id = req_id(obj, "session-id", &cdid)?;
@@ -688,14 +725,20 @@ pub enum ChatEvent {
     MessageDelivered,
     /// Participants read a session up to a message (aggregated; opted-in devices only).
     MessageRead,
+    /// A watched user came online or went offline.
+    Presence,
+    /// A participant is typing (ephemeral; opted-in devices only).
+    Typing,
 }
 
 impl ChatEvent {
-    pub const ALL: [ChatEvent; 4] = [
+    pub const ALL: [ChatEvent; 6] = [
         ChatEvent::MessageBroadcast,
         ChatEvent::ProvidingSessionInfo,
         ChatEvent::MessageDelivered,
         ChatEvent::MessageRead,
+        ChatEvent::Presence,
+        ChatEvent::Typing,
     ];
 
     /// Its action `type` on the wire.
@@ -705,6 +748,8 @@ impl ChatEvent {
             ChatEvent::ProvidingSessionInfo => "providing-session-info",
             ChatEvent::MessageDelivered => "message-delivered",
             ChatEvent::MessageRead => "message-read",
+            ChatEvent::Presence => "presence",
+            ChatEvent::Typing => "typing",
         }
     }
 
@@ -789,6 +834,28 @@ pub fn message_read_frames(session_id: &str, entries: &[(&str, &str, &str)]) -> 
         })
     };
     aggregated_frames(entries, "read-by", head, |e| e.2)
+}
+
+/// `presence` (extension): a user is `online` (a device connected on some node) or
+/// `offline` since `last_seen` (ms; `None`: never seen).
+pub fn presence(user_id: &str, online: bool, last_seen: Option<u64>, cdid: Option<&str>) -> Value {
+    let v = json!({
+        "type": ChatEvent::Presence.as_str(),
+        "user-id": user_id,
+        "status": if online { "online" } else { "offline" },
+        "last-seen": last_seen,
+    });
+    with_cdid(v, cdid)
+}
+
+/// `typing` (extension): `user_id` is typing in `session_id` from `device_id`.
+pub fn typing(session_id: &str, user_id: &str, device_id: &str) -> Value {
+    json!({
+        "type": ChatEvent::Typing.as_str(),
+        "session-id": session_id,
+        "user-id": user_id,
+        "device-id": device_id,
+    })
 }
 
 /// `unread-count` (extension): the answer to `request-unread-count`.
