@@ -61,6 +61,19 @@ pub struct BrokerConfig {
     /// How often this node heartbeats into the store, and how long a heartbeat lives.
     pub heartbeat_interval: Duration,
     pub heartbeat_ttl: Duration,
+    /// Chat push for offline participants (`None`: off).
+    pub push: Option<PushSettings>,
+}
+
+/// Where and how pushes for offline chat participants are delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PushSettings {
+    /// The app backend's webhook (`http://` or `https://`).
+    pub url: String,
+    /// The HMAC-SHA256 key of the `X-Murmur-Signature` header.
+    pub secret: String,
+    /// Pushes queued at most (cluster-wide); past it they are dead-lettered.
+    pub queue_max: usize,
 }
 
 impl BrokerConfig {
@@ -91,6 +104,7 @@ impl BrokerConfig {
             chat_report_window: Duration::from_millis(50),
             heartbeat_interval: Duration::from_secs(2),
             heartbeat_ttl: Duration::from_secs(10),
+            push: None,
         }
     }
 }

@@ -98,6 +98,26 @@ impl Keys {
         format!("{}lastseen:{}", self.prefix, user)
     }
 
+    /// Sorted set: queued push id → due ms.
+    pub fn push_due(&self) -> String {
+        format!("{}push:due", self.prefix)
+    }
+
+    /// Hash: queued push id → JSON.
+    pub fn push_jobs(&self) -> String {
+        format!("{}push:jobs", self.prefix)
+    }
+
+    /// Counter: pushes dead-lettered (queue full, or attempts exhausted).
+    pub fn push_dead(&self) -> String {
+        format!("{}push:dead", self.prefix)
+    }
+
+    /// Sorted set: a user's chat devices → last sign-in ms (the most recent kept).
+    pub fn user_devices(&self, user: &str) -> String {
+        format!("{}udevices:{}", self.prefix, user)
+    }
+
     /// Stream of one chat session's message history.
     pub fn chat_history(&self, session: &str) -> String {
         format!("{}chist:{}", self.prefix, session)
@@ -267,6 +287,10 @@ mod tests {
             k.presence("u"),
             k.presence_node(&n),
             k.last_seen("u"),
+            k.push_due(),
+            k.push_jobs(),
+            k.push_dead(),
+            k.user_devices("u"),
         ] {
             assert!(key.starts_with("t1:"), "{key}");
         }

@@ -47,7 +47,7 @@ pub mod timestick;
 pub mod watch;
 pub mod wiring;
 
-pub use config::BrokerConfig;
+pub use config::{BrokerConfig, PushSettings};
 pub use node::Node;
 pub use session::{Attachment, CallError, OpenError, Protocol, SessionHandle};
 pub use setup::{SetupError, SetupErrorKind};

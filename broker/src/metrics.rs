@@ -78,6 +78,11 @@ pub struct Metrics {
     pub presence_changes: IntCounterVec,
     /// Typing indicators, by outcome: `sent`, `limited` (over the per-device rate).
     pub chat_typing: IntCounterVec,
+    /// Pushes for offline chat participants, by outcome: `queued`, `sent`, `skipped`
+    /// (back online), `failed` (a delivery attempt failed), `dead` (dead-lettered).
+    pub push: IntCounterVec,
+    /// Pushes queued in the store (cluster-wide), as this node last read it.
+    pub push_queue: IntGauge,
     /// TimeStick session lifecycle events (`started`, `stopped_by_caller`, …).
     pub timestick_sessions: IntCounterVec,
     /// TimeStick HTTP requests by kind (`start`, `post`, `poll`, `stream`) and status.
@@ -301,6 +306,27 @@ impl Metrics {
                 .unwrap(); // unwrap: static, valid options.
                 registry.register(Box::new(c.clone())).unwrap(); // unwrap: unique name.
                 c
+            },
+            push: {
+                let c = IntCounterVec::new(
+                    Opts::new(
+                        "murmur_push_total",
+                        "Pushes for offline chat participants, by outcome",
+                    ),
+                    &["outcome"],
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(c.clone())).unwrap(); // unwrap: unique name.
+                c
+            },
+            push_queue: {
+                let g = IntGauge::new(
+                    "murmur_push_queue",
+                    "Pushes queued in the store (cluster-wide), as last read by this node",
+                )
+                .unwrap(); // unwrap: static, valid options.
+                registry.register(Box::new(g.clone())).unwrap(); // unwrap: unique name.
+                g
             },
             chat_typing: {
                 let c = IntCounterVec::new(

@@ -31,6 +31,7 @@ pub fn services() -> Services {
             .with(DeliveryReports::default())
             .with(crate::chat::reads::ReadReports::default())
             .with(crate::chat::presence::LocalPresence::default())
+            .with(crate::chat::push::PushWake::default())
             .with(crate::timestick::targets::Targets::default()),
         background: vec![
             Box::new(crate::timestick::spawn_idle_sweeper),
@@ -41,6 +42,7 @@ pub fn services() -> Services {
                 crate::chat::reads::spawn_flusher(node, node.config.chat_report_window)
             }),
             Box::new(crate::chat::presence::spawn_worker),
+            Box::new(crate::chat::push::spawn_worker),
         ],
     }
 }

@@ -22,6 +22,7 @@ use murmur_broker::store::{
     PostRecord, Presence, ProviderEntry, ReadMark, Recorded, RecoveryRecord, Store, StoredMessage,
     TsSession, TsState, Unread,
 };
+use murmur_broker::store::PushJob;
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
 use serde_json::json;
@@ -336,6 +337,115 @@ async fn chat_store_conformance(store: Arc<dyn Store>) {
     read_state_conformance(&*store).await;
     inbox_conformance(&*store).await;
     presence_conformance(&*store).await;
+    push_conformance(&*store).await;
+}
+
+/// The push queue: bounded, claimed with a lease (due again once it ends), retried,
+/// dead-lettered; known devices per user, newest first, bounded.
+async fn push_conformance(store: &dyn Store) {
+    let tag = uuid::Uuid::new_v4().simple().to_string();
+    let job = |n: u32| PushJob {
+        id: format!("{tag}-{n}"),
+        user: format!("u-{tag}"),
+        devices: vec!["phone".into()],
+        session: "s".into(),
+        session_type: "direct".into(),
+        sender: "bob".into(),
+        message_id: format!("1-{n}"),
+        preview: "hi".into(),
+        message_type: "text".into(),
+        server_timestamp: 5,
+        attempts: 0,
+    };
+    let start = store.push_counts().await.unwrap();
+    assert_eq!(
+        store
+            .push_enqueue(vec![job(1), job(2), job(1)], start.queued + 10)
+            .await
+            .unwrap(),
+        2,
+        "an id once"
+    );
+    assert_eq!(
+        store
+            .push_enqueue(vec![job(3), job(4)], start.queued + 3)
+            .await
+            .unwrap(),
+        1,
+        "bounded"
+    );
+    let counts = store.push_counts().await.unwrap();
+    assert_eq!(
+        (counts.queued, counts.dead),
+        (start.queued + 3, start.dead + 1)
+    );
+
+    let now = now_ms() + 1;
+    let mut claimed = store.push_claim(now, 1000, 100).await.unwrap();
+    claimed.retain(|j| j.id.starts_with(&tag));
+    claimed.sort_by(|a, b| a.id.cmp(&b.id));
+    assert_eq!(claimed, vec![job(1), job(2), job(3)]);
+    assert!(
+        store
+            .push_claim(now + 500, 1000, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|j| !j.id.starts_with(&tag)),
+        "leased"
+    );
+    let mut retried = job(2);
+    retried.attempts = 1;
+    store
+        .push_settle(
+            vec![job(1).id],
+            vec![(retried.clone(), now + 5000)],
+            vec![job(3).id],
+        )
+        .await
+        .unwrap();
+    let counts = store.push_counts().await.unwrap();
+    assert_eq!(
+        (counts.queued, counts.dead),
+        (start.queued + 1, start.dead + 2)
+    );
+    let mine = |v: Vec<PushJob>| {
+        v.into_iter()
+            .filter(|j| j.id.starts_with(&tag))
+            .collect::<Vec<_>>()
+    };
+    assert!(
+        mine(store.push_claim(now + 4000, 1000, 100).await.unwrap()).is_empty(),
+        "due later"
+    );
+    assert_eq!(
+        mine(store.push_claim(now + 5000, 1000, 100).await.unwrap()),
+        vec![retried.clone()]
+    );
+    // A lease that ran out: due again (its node died).
+    assert_eq!(
+        mine(store.push_claim(now + 6001, 1000, 100).await.unwrap()),
+        vec![retried.clone()]
+    );
+    store
+        .push_settle(vec![retried.id.clone()], Vec::new(), Vec::new())
+        .await
+        .unwrap();
+    assert!(mine(store.push_claim(now + 99_999, 1000, 100).await.unwrap()).is_empty());
+
+    let user = format!("u-{tag}");
+    for (i, d) in ["a", "b", "a", "c"].iter().enumerate() {
+        store.note_device(&user, d, 100 + i as u64).await.unwrap();
+    }
+    assert_eq!(store.devices_of(&user).await.unwrap(), vec!["c", "a", "b"]);
+    for i in 0..20 {
+        store
+            .note_device(&user, &format!("d{i}"), 200 + i)
+            .await
+            .unwrap();
+    }
+    let devices = store.devices_of(&user).await.unwrap();
+    assert_eq!((devices.len(), devices[0].as_str()), (16, "d19"));
 }
 
 /// Presence: online while a device is on any node; the last one out (or its node's

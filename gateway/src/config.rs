@@ -13,6 +13,8 @@ use serde::Deserialize;
 /// Development secrets, used only with `MURMUR_DEV=1` for settings left unset.
 pub const DEV_JWT_SECRET: &str = "murmur-dev-jwt-secret";
 pub const DEV_RECOVERY_SECRET: &str = "murmur-dev-recovery-secret";
+/// The push webhook's HMAC key in development mode.
+pub const DEV_PUSH_SECRET: &str = "murmur-dev-push-secret";
 pub const DEV_API_KEY: &str = "murmur-dev-api-key";
 
 /// `murmur serve` flags. Every one has an environment variable; a TOML file given with
@@ -63,6 +65,16 @@ pub struct ServeArgs {
     /// Bearer key for /api/v1/*; unset = the API answers 401 to everyone.
     #[arg(long, env = "MURMUR_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// The app backend's webhook for pushes to offline chat participants (`http://…` or
+    /// `https://…`); unset = no pushes.
+    #[arg(long, env = "MURMUR_PUSH_WEBHOOK_URL")]
+    pub push_webhook_url: Option<String>,
+    /// HMAC-SHA256 key of the webhook's `X-Murmur-Signature` (needed with the URL).
+    #[arg(long, env = "MURMUR_PUSH_WEBHOOK_SECRET", hide_env_values = true)]
+    pub push_webhook_secret: Option<String>,
+    /// Pushes queued at most, cluster-wide; past it they are dead-lettered [default: 100000].
+    #[arg(long, env = "MURMUR_PUSH_QUEUE")]
+    pub push_queue: Option<String>,
     /// `1`: development defaults for settings left unset (printed with a warning).
     #[arg(long, env = "MURMUR_DEV")]
     pub dev: Option<String>,
@@ -147,6 +159,8 @@ pub struct Settings {
     pub jwt: JwtKey,
     pub recovery_secret: String,
     pub api_key: Option<String>,
+    /// Pushes for offline chat participants (`None`: off).
+    pub push: Option<murmur_broker::PushSettings>,
     pub dev: bool,
     pub drain_delay: Duration,
     pub drain_timeout: Duration,
@@ -188,6 +202,9 @@ impl ServeArgs {
             jwt_public_key,
             recovery_secret,
             api_key,
+            push_webhook_url,
+            push_webhook_secret,
+            push_queue,
             dev,
             drain_delay,
             drain_timeout,
@@ -361,6 +378,37 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
             None
         }
     };
+    let push = match a.push_webhook_url.filter(|u| !u.is_empty()) {
+        None => None,
+        Some(url) => {
+            let lower = url.to_ascii_lowercase();
+            if !(lower.starts_with("http://") || lower.starts_with("https://")) {
+                return Err(format!(
+                    "MURMUR_PUSH_WEBHOOK_URL: expected an http:// or https:// URL, got {url:?}"
+                ));
+            }
+            let secret = match a.push_webhook_secret.filter(|s| !s.is_empty()) {
+                Some(s) => s,
+                None if dev => {
+                    warnings.push(format!(
+                        "development mode: pushes are signed with the fixed secret {DEV_PUSH_SECRET:?}"
+                    ));
+                    DEV_PUSH_SECRET.into()
+                }
+                None => {
+                    return Err(
+                        "MURMUR_PUSH_WEBHOOK_URL needs MURMUR_PUSH_WEBHOOK_SECRET (the webhook's HMAC key)"
+                            .into(),
+                    )
+                }
+            };
+            Some(murmur_broker::PushSettings {
+                url,
+                secret,
+                queue_max: count(a.push_queue, "MURMUR_PUSH_QUEUE", 100_000)?,
+            })
+        }
+    };
     let sink_tls = match (a.sink_tls_cert, a.sink_tls_key, a.sink_tls_client_ca) {
         (Some(c), Some(k), Some(ca)) => Some((c, k, ca)),
         (None, None, None) => None,
@@ -386,6 +434,7 @@ fn resolve_merged(a: ServeArgs) -> Result<Settings, String> {
         jwt,
         recovery_secret,
         api_key,
+        push,
         dev,
         drain_delay: dur(a.drain_delay, "MURMUR_DRAIN_DELAY", Duration::from_secs(5))?,
         drain_timeout: dur(

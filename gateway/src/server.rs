@@ -115,6 +115,7 @@ async fn serve(settings: Settings) -> Result<(), ServeError> {
     config.timestick_quarantine = settings.timestick_quarantine;
     config.outbound_queue = settings.outbound.max_frames;
     config.channel_history.len = settings.channel_history;
+    config.push = settings.push.clone();
     let recovery = RecoveryTokens::new(
         settings.recovery_secret.as_bytes(),
         config.recovery_token_ttl,

@@ -688,6 +688,24 @@ def existing_secrets_are_referenced_not_created():
 
 
 @check
+def push_webhook_url_is_config_and_its_key_a_secret():
+    m = docs({"push": {"webhookUrl": "https://backend.example/push", "queue": 5000}})
+    env_cm = next(d for d in find(m, "ConfigMap") if d["metadata"]["name"] == f"{FULLNAME}-env")["data"]
+    assert env_cm["MURMUR_PUSH_WEBHOOK_URL"] == "https://backend.example/push", env_cm
+    assert env_cm["MURMUR_PUSH_QUEUE"] == "5000", env_cm
+    assert len(secret_data(m)["push-secret"]) >= 32, "generated"
+    env = env_map(container(m))
+    assert env["MURMUR_PUSH_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"] == {"name": FULLNAME, "key": "push-secret"}
+    given = docs({"push": {"webhookUrl": "http://b/p", "existingSecret": "push-keys", "existingSecretKey": "hmac"}})
+    assert "push-secret" not in secret_data(given)
+    ref = env_map(container(given))["MURMUR_PUSH_WEBHOOK_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "push-keys", "key": "hmac"}, ref
+    off = docs(DEFAULT_VALUES)
+    assert "MURMUR_PUSH_WEBHOOK_SECRET" not in env_map(container(off)) and "push-secret" not in secret_data(off)
+    render_fails({"config": {"extraEnv": {"MURMUR_PUSH_WEBHOOK_SECRET": "x"}}}, "secrets never go")
+
+
+@check
 def public_key_is_mounted_instead_of_a_secret():
     for variant, cm_name, key in (("public-key", f"{FULLNAME}-jwt", "public.pem"),
                                   ("public-key-configmap", "issuer-keys", "es256.pem")):

@@ -19,6 +19,7 @@
 //! | [`b64`] | base64url / base64 codecs (JWTs, handshake) |
 //! | [`wsframe`] | WebSocket frame codec and opcodes (for raw-frame tests) |
 //! | [`rss`] | `VmRSS` and open descriptors of a process from `/proc`; [`rss::RssSampler`] keeps the peak |
+//! | [`webhook`] | [`webhook::Webhook`]: a real HTTP/1.1 server that records requests and answers a settable status (the chat push webhook) |
 //! | [`stall`] | [`stall::Stalled`]: a WebSocket or TCP client with a small `SO_RCVBUF` that stops reading (slow consumers) |
 //!
 //! Process logs go to `std::env::temp_dir()/murmur-tests/` (`<node-id>.log`,
@@ -40,6 +41,7 @@ pub mod stall;
 mod testutil;
 pub mod tokens;
 pub mod wait;
+pub mod webhook;
 pub mod ws;
 pub mod wsframe;
 

@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use murmur_shared::channel::{group_channel, user_inbox};
+use murmur_shared::ids::now_ms;
 
 use super::reports;
 use super::ChatError;
@@ -44,6 +45,12 @@ impl Device {
             .open(user, Protocol::Chat, false)
             .await
             .map_err(ChatError::Open)?;
+        if node.config.push.is_some() {
+            // The devices a push names; a failure only leaves this one out of them.
+            if let Err(e) = node.store().note_device(user, device_id, now_ms()).await {
+                tracing::debug!(error = %e, "device not recorded for pushes");
+            }
+        }
         match follow_all(&handle, user).await {
             Ok(groups) => Ok(Opened {
                 device: Device {

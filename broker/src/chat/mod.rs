@@ -17,6 +17,7 @@ pub mod device;
 pub mod following;
 pub mod inbox;
 pub mod presence;
+pub mod push;
 pub mod reads;
 pub mod reports;
 
@@ -509,6 +510,7 @@ pub async fn deliver(
             None,
         );
     }
+    push::queue_for_offline(node, &stored, &users).await;
     Ok(body)
 }
 

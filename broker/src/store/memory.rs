@@ -80,6 +80,7 @@ pub struct MemoryStore {
     history: Option<Arc<LocalHistory>>,
     ts: Mutex<super::memory_ts::TsState>,
     sink: Mutex<super::memory_sink::SinkState>,
+    push: Mutex<super::memory_push::PushState>,
 }
 
 impl MemoryStore {
@@ -93,6 +94,15 @@ impl MemoryStore {
             history: Some(history),
             ..MemoryStore::default()
         }
+    }
+
+    pub(crate) fn with_push<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut super::memory_push::PushState) -> T,
+    ) -> BoxFuture<'_, StoreResult<T>> {
+        // unwrap: closures do not panic while holding the lock.
+        let out = f(&mut self.push.lock().unwrap());
+        future::ready(Ok(out)).boxed()
     }
 
     pub(crate) fn with_sink<T: Send + 'static>(

@@ -7,16 +7,20 @@
 
 mod group;
 pub mod memory;
+mod memory_push;
 mod memory_sink;
 mod memory_ts;
+pub mod push;
 pub mod redis;
 mod redis_chat;
 mod redis_presence;
+mod redis_push;
 mod redis_sink;
 mod redis_ts;
 pub mod sink;
 pub mod timestick;
 
+pub use push::{PushCounts, PushJob, PushStore};
 pub use sink::SinkStore;
 pub use timestick::{
     ChannelPublication, PostCheck, PostRecord, Recorded, TsSession, TsState, TsStore,
@@ -305,7 +309,7 @@ pub struct InboxPage {
 
 /// The state seam. See the module docs. TimeStick's part is [`TsStore`], Sink's
 /// [`SinkStore`].
-pub trait Store: TsStore + SinkStore + Send + Sync + 'static {
+pub trait Store: TsStore + SinkStore + PushStore + Send + Sync + 'static {
     /// Saves (or replaces) a recovery record for `ttl`.
     fn put_recovery(&self, rec: RecoveryRecord, ttl: Duration) -> BoxFuture<'_, StoreResult<()>>;
     /// Reads a recovery record that has not expired.

@@ -73,7 +73,7 @@ app.kubernetes.io/part-of: murmuration
 
 {{/* True when the chart's Secret has at least one key. */}}
 {{- define "murmur.ownsSecret" -}}
-{{- if or (not .Values.auth.existingSecret) (and .Values.redis.url (not .Values.redis.existingSecret)) -}}true{{- end -}}
+{{- if or (not .Values.auth.existingSecret) (and .Values.redis.url (not .Values.redis.existingSecret)) (and .Values.push.webhookUrl (not .Values.push.existingSecret)) -}}true{{- end -}}
 {{- end -}}
 
 {{/*
@@ -144,7 +144,7 @@ Arguments: (list $ "key-in-secret" .Values.auth.x)
 {{- fail "podDisruptionBudget: set maxUnavailable or minAvailable, not both (null the other)" -}}
 {{- end -}}
 {{- range $name, $_ := .Values.config.extraEnv -}}
-{{- if has $name (list "MURMUR_JWT_SECRET" "MURMUR_RECOVERY_SECRET" "MURMUR_API_KEY" "MURMUR_REDIS_URL") -}}
+{{- if has $name (list "MURMUR_JWT_SECRET" "MURMUR_RECOVERY_SECRET" "MURMUR_API_KEY" "MURMUR_REDIS_URL" "MURMUR_PUSH_WEBHOOK_SECRET") -}}
 {{- fail (printf "config.extraEnv.%s: secrets never go into the ConfigMap; use auth.*, redis.* or an existing Secret" $name) -}}
 {{- end -}}
 {{- end -}}
