@@ -542,6 +542,40 @@ mod tests {
     }
 
     #[test]
+    fn pushes_need_an_http_url_and_a_key() {
+        let with = |url: &str, secret: Option<&str>, dev: bool| {
+            ServeArgs {
+                push_webhook_url: Some(url.into()),
+                push_webhook_secret: secret.map(str::to_string),
+                push_queue: Some("50".into()),
+                dev: dev.then(|| "1".into()),
+                ..args()
+            }
+            .resolve()
+        };
+        let on = with("https://b.example/push", Some("k"), false).unwrap();
+        assert_eq!(
+            on.push,
+            Some(murmur_broker::PushSettings {
+                url: "https://b.example/push".into(),
+                secret: "k".into(),
+                queue_max: 50,
+            })
+        );
+        assert_eq!(
+            with("https://b.example/push", None, false).unwrap_err(),
+            "MURMUR_PUSH_WEBHOOK_URL needs MURMUR_PUSH_WEBHOOK_SECRET (the webhook's HMAC key)"
+        );
+        let dev = with("http://b/p", None, true).unwrap();
+        assert_eq!(dev.push.unwrap().secret, DEV_PUSH_SECRET);
+        assert_eq!(
+            with("ftp://b/p", Some("k"), false).unwrap_err(),
+            "MURMUR_PUSH_WEBHOOK_URL: expected an http:// or https:// URL, got \"ftp://b/p\""
+        );
+        assert_eq!(args().resolve().unwrap().push, None, "off by default");
+    }
+
+    #[test]
     fn without_a_key_and_without_dev_it_refuses_to_start() {
         assert!(ServeArgs::default().resolve().is_err());
     }
