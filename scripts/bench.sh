@@ -56,7 +56,7 @@ if [ "$MODE" = full ]; then
   GROUP_SMALL_RATES=100,200,400,800,1600; GROUP_LARGE_RATES=10,20,40,80,160
   TS_SESSIONS=1000; TS_CONNS=32; TS_POLL_SESSIONS=200; TS_POLL_RATE=2000
   SINK_DEVICES=100; SINK_WINDOW=32
-  IDLE_CONNS=10000; IDLE_HOLD=5s
+  IDLE_CONNS=10000; IDLE_HOLD=5s; INBOX_SESSIONS=1000
   RB_N=200000; RB_NP=1000000; WRK_D=8s; LONG=(--warmup 2s --duration 8s --drain 3s)
 else
   STEP=(--warmup 500ms --duration 1s --drain 2s)
@@ -69,7 +69,7 @@ else
   GROUP_SMALL_RATES=50,100; GROUP_LARGE_RATES=20
   TS_SESSIONS=500; TS_CONNS=4; TS_POLL_SESSIONS=5; TS_POLL_RATE=50
   SINK_DEVICES=5; SINK_WINDOW=8
-  IDLE_CONNS=200; IDLE_HOLD=1s
+  IDLE_CONNS=200; IDLE_HOLD=1s; INBOX_SESSIONS=50
   RB_N=10000; RB_NP=20000; WRK_D=1s; LONG=("${STEP[@]}")
 fi
 
@@ -257,6 +257,12 @@ scenario timestick-post-memory timestick --url "http://127.0.0.1:${PUB[mem]}" --
 scenario timestick-poll timestick --url "$N1" --sessions "$TS_POLL_SESSIONS" --pollers "$TS_POLL_SESSIONS" --connections 16 \
   --rates "$TS_POLL_RATE" "${STEP[@]}" "${MUR_WATCH[@]}" --label "TimeStick POST → long-poll delivery (node 1, cluster mode)"
 
+# ---- chat: the inbox of a user in many sessions -------------------------------------------
+scenario inbox-memory inbox --url "http://127.0.0.1:${PUB[mem]}" --sessions "$INBOX_SESSIONS" --connections 4 --rates 0 \
+  "${STEP[@]}" --watch "node=${NODE_PID[mem]}" --label "Chat inbox, first page of 20, a user in $INBOX_SESSIONS sessions (memory mode)"
+scenario inbox-cluster inbox --url "$N1" --sessions "$INBOX_SESSIONS" --connections 4 --rates 0 \
+  "${STEP[@]}" "${MUR_WATCH[@]}" --label "Chat inbox, first page of 20, a user in $INBOX_SESSIONS sessions (node 1, cluster mode)"
+
 # ---- profiles (full mode, when perf is there): where the server's time goes ---------------
 # Separate short runs, so the sampling does not disturb the measured figures above.
 profile_during() { # name pid seconds -- murmur-load args...
@@ -304,6 +310,15 @@ if [ "$NATS" = 1 ]; then
     note "the NATS server for the idle test did not start (see $LOGS/nats-idle.log)"
   fi
 fi
+
+# Chat devices, each its own user: presence kept cluster-wide in Redis (a fresh node on
+# the cluster's Redis, so its RSS is its own).
+start_node idle-chat "redis://127.0.0.1:$REDIS_PORT/"
+scenario idle-chat idle --system helios --chat --url "http://127.0.0.1:${PUB[idle-chat]}" --connections "$IDLE_CONNS" \
+  --hold "$IDLE_HOLD" --source-ips 127.0.0.1-127.0.0.4 --connect-concurrency 100 \
+  --watch "node=${NODE_PID[idle-chat]}" --watch "redis=$REDIS_PID" \
+  --label "$IDLE_CONNS connected chat users (presence in Redis) on one node (cluster mode)"
+stop_pid "${NODE_PID[idle-chat]}"
 
 # ---- report -------------------------------------------------------------------------------
 stop_all

@@ -16,13 +16,13 @@ use murmur_broker::scheduler::{Held, Job, Scheduler};
 use murmur_broker::store::memory::MemoryStore;
 use murmur_broker::store::redis::RedisStore;
 use murmur_broker::store::sink::{OutboxEntry, Quarantine, SinkEvent};
+use murmur_broker::store::PushJob;
 use murmur_broker::store::TsStore;
 use murmur_broker::store::{
     ChannelPublication, GroupChange, GroupRecord, GroupRefusal, GroupUpdate, NodeInfo, PostCheck,
     PostRecord, Presence, ProviderEntry, ReadMark, Recorded, RecoveryRecord, Store, StoredMessage,
     TsSession, TsState, Unread,
 };
-use murmur_broker::store::PushJob;
 use murmur_shared::envelope::{Body, Destination, Envelope, Kind};
 use murmur_shared::ids::{now_ms, NodeId, SessionId};
 use serde_json::json;

@@ -45,6 +45,10 @@ pub enum Command {
     /// Sink devices over dev plaintext TCP, PUBLISH with ACKs (events/s, 0 = closed loop
     /// with a window per device).
     Sink(SinkArgs),
+    /// Chat inbox: one user in `--sessions` groups (each with one unread message),
+    /// `--connections` of their devices asking for the first inbox page (pages/s, 0 =
+    /// closed loop).
+    Inbox(InboxArgs),
     /// Connection ramp: open and hold idle authenticated connections, report connect
     /// rate and the server's RSS per connection.
     Idle(IdleArgs),
@@ -275,6 +279,24 @@ pub struct TimestickArgs {
 }
 
 #[derive(Debug, Clone, Args, serde::Serialize)]
+pub struct InboxArgs {
+    #[command(flatten)]
+    #[serde(skip)]
+    pub common: Common,
+    #[arg(long = "url", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// Groups the listing user is in.
+    #[arg(long, default_value_t = 1000)]
+    pub sessions: usize,
+    /// Sessions per inbox page (1..=100).
+    #[arg(long, default_value_t = 20)]
+    pub page: usize,
+    /// Devices of the user listing at once.
+    #[arg(long, default_value_t = 4)]
+    pub connections: usize,
+}
+
+#[derive(Debug, Clone, Args, serde::Serialize)]
 pub struct SinkArgs {
     #[command(flatten)]
     #[serde(skip)]
@@ -304,6 +326,10 @@ pub struct IdleArgs {
     pub urls: Vec<String>,
     #[arg(long, default_value_t = 1000)]
     pub connections: usize,
+    /// Murmuration: GradAgenda chat devices (`/chat`, each its own user, counted for
+    /// presence) instead of Helios Starlings.
+    #[arg(long)]
+    pub chat: bool,
     /// How long to hold every connection open before measuring.
     #[arg(long, default_value = "5s", value_parser = duration)]
     #[serde(with = "secs")]
@@ -339,6 +365,7 @@ impl Command {
             Command::Rpc(a) => Some(&a.common),
             Command::Chat(a) => Some(&a.common),
             Command::Timestick(a) => Some(&a.common),
+            Command::Inbox(a) => Some(&a.common),
             Command::Sink(a) => Some(&a.common),
             Command::Idle(a) => Some(&a.common),
             Command::RedisProbe(a) => Some(&a.common),

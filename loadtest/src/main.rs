@@ -108,6 +108,7 @@ async fn run(command: Command, common: cli::Common) -> Result<RunResult, String>
         Command::Rpc(a) => scenarios::rpc::run(&ctx, a).await,
         Command::Chat(a) => scenarios::chat::run(&ctx, a).await,
         Command::Timestick(a) => scenarios::timestick::run(&ctx, a).await,
+        Command::Inbox(a) => scenarios::inbox::run(&ctx, a).await,
         Command::Sink(a) => scenarios::sink::run(&ctx, a).await,
         Command::Idle(a) => scenarios::idle::run(&ctx, a).await,
         Command::RedisProbe(a) => scenarios::redis_probe::run(&ctx, a).await,

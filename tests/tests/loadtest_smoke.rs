@@ -152,6 +152,33 @@ async fn the_load_tool_drives_a_real_node_and_reports() {
     let acks = received(&read_json(&sink_json));
     assert!(acks > 0, "no Sink ACKs reported");
 
+    let inbox_json = dir.join("inbox-memory.json");
+    let inbox_arg = inbox_json.to_string_lossy().to_string();
+    let mut args = vec![
+        "inbox",
+        "--url",
+        &url,
+        "--sessions",
+        "30",
+        "--page",
+        "20",
+        "--connections",
+        "2",
+        "--rates",
+        "20",
+        "--jwt-secret",
+        JWT_SECRET,
+        "--min-events",
+        "1",
+        "--json",
+        &inbox_arg,
+    ];
+    args.extend(SHORT);
+    load(&args).await;
+    let inbox = read_json(&inbox_json);
+    assert!(received(&inbox) > 0, "no inbox pages reported: {inbox}");
+    assert_eq!(inbox["setup"]["sessions_created"], 30, "{inbox}");
+
     let report = dir.join("BENCHMARKS.md");
     let dir_arg = dir.to_string_lossy().to_string();
     let report_arg = report.to_string_lossy().to_string();
@@ -159,5 +186,7 @@ async fn the_load_tool_drives_a_real_node_and_reports() {
     let md = std::fs::read_to_string(&report).unwrap();
     assert!(md.contains("## Targets"), "{md}");
     assert!(md.contains("ACKs/s"), "{md}");
+    assert!(md.contains("## Chat: the inbox and presence"), "{md}");
+    assert!(md.contains("inbox pages"), "{md}");
     let _ = std::fs::remove_dir_all(&dir);
 }

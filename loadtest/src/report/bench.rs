@@ -9,6 +9,7 @@
 //! `group-{small,large}-{murmuration,nats,socketio}.json` (chat group fan-out),
 //! `timestick-post.json`, `timestick-post-memory.json`, `timestick-poll.json`,
 //! `sink-memory.json`, `idle-murmuration.json`, `idle-socketio.json`, `idle-nats.json`,
+//! `inbox-memory.json`, `inbox-cluster.json`, `idle-chat.json` (chat inbox and presence),
 //! `wrk-healthz-cpu.txt` (`server_cpu_s: X`) and the perf summaries `profile-*.txt`. It
 //! also writes `fanout-compare.svg` next to them.
 
@@ -51,6 +52,11 @@ pub struct Bench {
     pub idle: Option<RunResult>,
     pub idle_sio: Option<RunResult>,
     pub idle_nats: Option<RunResult>,
+    /// Chat: the inbox of a user in many sessions (memory mode, cluster mode), and idle
+    /// chat devices (each counted for presence).
+    pub inbox_mem: Option<RunResult>,
+    pub inbox_cluster: Option<RunResult>,
+    pub idle_chat: Option<RunResult>,
 }
 
 /// One scenario's runs against each system.
@@ -191,6 +197,9 @@ impl Bench {
             idle: load(dir, "idle-murmuration.json"),
             idle_sio: load(dir, "idle-socketio.json"),
             idle_nats: load(dir, "idle-nats.json"),
+            inbox_mem: load(dir, "inbox-memory.json"),
+            inbox_cluster: load(dir, "inbox-cluster.json"),
+            idle_chat: load(dir, "idle-chat.json"),
         }
     }
 }
@@ -924,6 +933,35 @@ pub fn render(b: &Bench) -> String {
     }
     if b.idle.is_none() {
         o.push_str("Not measured.\n");
+    }
+    o.push_str("\n## Chat: the inbox and presence\n\n");
+    let chat: Vec<&RunResult> = [&b.inbox_mem, &b.inbox_cluster, &b.idle_chat]
+        .into_iter()
+        .flatten()
+        .collect();
+    if chat.is_empty() {
+        o.push_str("Not measured.\n");
+    }
+    if let Some(r) = &b.idle_chat {
+        let per = r
+            .extra
+            .get("server_rss_per_connection_bytes")
+            .and_then(|v| v.as_f64());
+        let _ = writeln!(
+            o,
+            "Presence with {} connected chat users (each its own user, counted for presence in the store): \
+             server RSS {} per connection, connect rate {} /s (each connect authenticates and marks the user online).\n",
+            r.extra.get("connections_open").map_or("–".into(), |v| v.to_string()),
+            per.map_or("–".into(), |x| format!("{:.1} KiB", x / 1024.0)),
+            r.extra
+                .get("connect_rate_per_s")
+                .and_then(|v| v.as_f64())
+                .map_or("–".into(), fmt_rate),
+        );
+    }
+    for r in chat {
+        o.push_str(&run_md(r));
+        o.push('\n');
     }
     if !b.profiles.is_empty() {
         o.push_str(

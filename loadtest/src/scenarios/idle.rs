@@ -1,6 +1,8 @@
 //! Connection ramp and memory per idle connection. Opens `--connections` connections
 //! (`--connect-concurrency` at a time, from `--source-ips`), each authenticated
-//! (Helios: token on the upgrade, then one `system:ping` answered; Socket.IO: connect
+//! (Helios: token on the upgrade, then one `system:ping` answered; with `--chat`,
+//! GradAgenda chat devices instead, each its own user: `authenticate` answered, so each
+//! is counted for presence; Socket.IO: connect
 //! to the main namespace; NATS: `CONNECT` with `--nats-token`, then a `PING` answered),
 //! holds them for `--hold`, and reads the RSS of the first
 //! `--watch` process before and after. Primary events: connections ready; latency is
@@ -15,7 +17,7 @@ use super::fanout::NatsReceiver;
 use super::receiver::{self, RecvProto};
 use super::{round1, round2, setup_all, Ctx};
 use crate::cli::{IdleArgs, System};
-use crate::clients::{helios, nats, socketio};
+use crate::clients::{chat, helios, nats, socketio};
 use crate::metrics::histogram::Latency;
 use crate::metrics::procstat::{open_files_limit, rss_kib, CpuSnapshot, CpuUse};
 use crate::metrics::{Kind, Local};
@@ -37,7 +39,7 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<RunResult, String> {
         "idle",
         system.name(),
         "connections",
-        json!({"system": system, "connections": n, "urls": args.urls,
+        json!({"system": system, "chat": args.chat, "connections": n, "urls": args.urls,
                "source_ips": ctx.common.source_ips, "hold_s": args.hold.as_secs_f64(),
                "concurrency": ctx.common.connect_concurrency}),
     );
@@ -60,11 +62,14 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<RunResult, String> {
     let secret = ctx.common.jwt_secret.clone();
     let urls = args.urls.clone();
     let nats_token = ctx.common.nats_token.clone();
+    let chat_devices = args.chat;
+    let run_id = ctx.run_id.clone();
     let t0 = Instant::now();
     let rec = ctx.rec.clone();
     let conns = setup_all(ctx, n, "idle connections", |i| {
         let url = urls[i % urls.len()].clone();
         let tok = token::mint(&secret, &format!("idle-{}-{i}", ctx.run_id));
+        let run_id = run_id.clone();
         let sources = ctx.sources.clone();
         let rec = rec.clone();
         let nats_token = nats_token.clone();
@@ -72,6 +77,11 @@ pub async fn run(ctx: &Ctx, args: &IdleArgs) -> Result<RunResult, String> {
             let start = rec.now_us();
             let mut parser = None;
             let w = match system {
+                // Chat devices: authenticated, so counted for presence (each its own user).
+                System::Helios if chat_devices => {
+                    let user = format!("idle-{}-{i}", run_id);
+                    chat::login(&url, &user, "d", &tok, &sources).await?
+                }
                 System::Helios => {
                     let mut w = helios::connect(&url, &tok, &sources).await?;
                     helios::call(

@@ -20,6 +20,7 @@
 pub mod chat;
 pub mod fanout;
 pub mod idle;
+pub mod inbox;
 pub mod receiver;
 pub mod redis_probe;
 pub mod rpc;
