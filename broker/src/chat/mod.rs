@@ -20,6 +20,7 @@ pub mod presence;
 pub mod push;
 pub mod reads;
 pub mod reports;
+mod window;
 
 use std::fmt;
 

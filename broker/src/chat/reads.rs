@@ -8,7 +8,7 @@
 //! are written these (the gateway filters).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use murmur_shared::channel::{group_channel, user_inbox};
@@ -28,7 +28,7 @@ use crate::store::{ReadMark, Unread};
 pub const PENDING_FLUSH: usize = 4096;
 
 /// One session's marks of a window.
-struct Session {
+pub(crate) struct Session {
     participants: Vec<String>,
     /// user → (message id, read ms): the newest mark of each reader.
     readers: Vec<(String, String, u64)>,
@@ -148,20 +148,23 @@ pub async fn unread(h: &SessionHandle, session_id: &str) -> Result<Unread, ChatE
 /// Runs the node's read-report flusher: wakes on the first mark of a window, waits the
 /// window (cut short when [`PENDING_FLUSH`] readers wait), then publishes.
 pub fn spawn_flusher(node: &Arc<Node>, window: Duration) {
-    let weak: Weak<Node> = Arc::downgrade(node);
-    let Some(reads) = node.extension::<ReadReports>().cloned() else {
-        return;
-    };
-    actix::spawn(async move {
-        loop {
-            reads.wake.notified().await;
-            if reads.pending() < PENDING_FLUSH {
-                let _ = tokio::time::timeout(window, reads.wake.notified()).await;
-            }
-            let Some(node) = weak.upgrade() else { break };
-            publish(&node, reads.take());
-        }
-    });
+    super::window::spawn::<ReadReports>(node, window, PENDING_FLUSH, publish);
+}
+
+impl super::window::Windowed for ReadReports {
+    type Batch = HashMap<String, Session>;
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn pending(&self) -> usize {
+        ReadReports::pending(self)
+    }
+
+    fn take(&self) -> Self::Batch {
+        ReadReports::take(self)
+    }
 }
 
 /// One publication per session: on a group's channel, or to the two users' inboxes of

@@ -6,7 +6,7 @@
 //! node per window, not one per recipient device.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use murmur_shared::channel::user_inbox;
@@ -133,20 +133,23 @@ impl DeliveryReports {
 /// Runs the node's report flusher: wakes on the first report of a window, waits the
 /// window (cut short when [`PENDING_FLUSH`] devices wait), then publishes.
 pub fn spawn_flusher(node: &Arc<Node>, window: Duration) {
-    let weak: Weak<Node> = Arc::downgrade(node);
-    let Some(reports) = node.extension::<DeliveryReports>().cloned() else {
-        return;
-    };
-    actix::spawn(async move {
-        loop {
-            reports.wake.notified().await;
-            if reports.pending() < PENDING_FLUSH {
-                let _ = tokio::time::timeout(window, reports.wake.notified()).await;
-            }
-            let Some(node) = weak.upgrade() else { break };
-            publish(&node, reports.take());
-        }
-    });
+    super::window::spawn::<DeliveryReports>(node, window, PENDING_FLUSH, publish);
+}
+
+impl super::window::Windowed for DeliveryReports {
+    type Batch = Vec<(String, Vec<String>)>;
+
+    fn wake(&self) -> &Notify {
+        &self.wake
+    }
+
+    fn pending(&self) -> usize {
+        DeliveryReports::pending(self)
+    }
+
+    fn take(&self) -> Self::Batch {
+        DeliveryReports::take(self)
+    }
 }
 
 fn publish(node: &Node, reports: Vec<(String, Vec<String>)>) {

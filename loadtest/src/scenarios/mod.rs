@@ -37,7 +37,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::cli::Common;
 use crate::metrics::procstat::{CpuSnapshot, CpuUse};
-use crate::metrics::Recorder;
+use crate::metrics::{Local, Recorder};
 use crate::net::Sources;
 use crate::report::{Limits, RunResult, Secondary, StepResult};
 
@@ -170,6 +170,29 @@ impl Timetable {
     /// Marks the next message as sent.
     pub fn advance(&mut self) {
         self.k += 1;
+    }
+
+    /// For a request-response sender: waits until the next message is due (open loop;
+    /// `local` is flushed before a wait), marks it sent and counts it in `stats` and the
+    /// recorder; its due time, or `None` once the timetable is exhausted.
+    pub async fn next_send(
+        &mut self,
+        rec: &Recorder,
+        local: &mut Local,
+        stats: &mut SentStats,
+    ) -> Option<u64> {
+        let due = self.next_due(rec.now_us())?;
+        if !self.closed_loop() && due > rec.now_us() {
+            local.flush();
+            tokio::time::sleep_until(rec.instant_at(due).into()).await;
+        }
+        self.advance();
+        stats.sent_total += 1;
+        if self.window.counts(due) {
+            stats.sent_window += 1;
+        }
+        rec.add_sent(1);
+        Some(due)
     }
 }
 

@@ -45,20 +45,7 @@ fn spawn_poster(
         let mut failures_in_a_row = 0;
         while let Some((mut tt, done)) = rx.recv().await {
             let mut stats = SentStats::default();
-            while let Some(due) = tt.next_due(rec.now_us()) {
-                if !tt.closed_loop() {
-                    let now = rec.now_us();
-                    if due > now {
-                        local.flush();
-                        tokio::time::sleep_until(rec.instant_at(due).into()).await;
-                    }
-                }
-                tt.advance();
-                stats.sent_total += 1;
-                if tt.window.counts(due) {
-                    stats.sent_window += 1;
-                }
-                rec.add_sent(1);
+            while let Some(due) = tt.next_send(&rec, &mut local, &mut stats).await {
                 let s = &sessions[next_session % sessions.len()];
                 next_session += 1;
                 let body = timestick::request_body(
