@@ -156,6 +156,6 @@ async fn an_inbox_on_one_node() {
 
 #[actix_rt::test]
 async fn an_inbox_across_nodes() {
-    let cluster = Cluster::start(2).await;
-    an_inbox_lists_sessions_newest_first((cluster.node(0), cluster.node(1))).await;
+    let cluster = Cluster::start(3).await;
+    an_inbox_lists_sessions_newest_first((cluster.node(0), cluster.node(2))).await;
 }

@@ -182,10 +182,10 @@ async fn malformed_or_unknown_messages_are_refused_and_reach_nobody() {
 
 #[actix_rt::test]
 async fn media_messages_cross_nodes() {
-    let cluster = Cluster::start(2).await;
+    let cluster = Cluster::start(3).await;
     let (alice, bob) = (uniq("alice"), uniq("bob"));
     let mut a = ChatClient::login(cluster.node(0), &alice, "a").await;
-    let mut b = ChatClient::login(cluster.node(1), &bob, "b").await;
+    let mut b = ChatClient::login(cluster.node(2), &bob, "b").await;
     let (sid, _) = a.create_group(&[&bob]).await;
     b.expect_within("the created group", CROSS, |v| {
         v["session-id"] == sid.as_str()

@@ -175,7 +175,7 @@ async fn typing_reaches_the_other_opted_in_devices_rate_limited() {
 
 #[actix_rt::test]
 async fn a_killed_nodes_users_go_offline_across_the_cluster() {
-    let mut cluster = Cluster::start_with(2, |_, b| b.env("MURMUR_HEARTBEAT_TTL", "2s")).await;
+    let mut cluster = Cluster::start_with(3, |_, b| b.env("MURMUR_HEARTBEAT_TTL", "2s")).await;
     let (alice, bob) = (uniq("alice"), uniq("bob"));
     let mut b = ChatClient::login(cluster.node(0), &bob, "b").await;
     let mut a = ChatClient::login(cluster.node(1), &alice, "a").await;

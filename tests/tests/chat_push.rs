@@ -150,7 +150,7 @@ async fn offline_participants_are_pushed_once_and_online_ones_never() {
 #[actix_rt::test]
 async fn refused_batches_are_retried_and_a_killed_nodes_pushes_survive() {
     let hook = Webhook::start(500).await;
-    let mut cluster = Cluster::start_with(2, |_, b| with_push(b, &hook)).await;
+    let mut cluster = Cluster::start_with(3, |_, b| with_push(b, &hook)).await;
     let (alice, bob) = (uniq("alice"), uniq("bob"));
     let mut a = ChatClient::login(cluster.node(0), &alice, "a").await;
     let sid = a.direct_id(&bob).await;

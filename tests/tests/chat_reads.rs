@@ -239,10 +239,10 @@ async fn a_burst_of_marks_is_one_report_per_window() {
 
 #[actix_rt::test]
 async fn read_state_crosses_nodes_in_groups_and_direct_sessions() {
-    let cluster = Cluster::start(2).await;
+    let cluster = Cluster::start(3).await;
     let (alice, bob) = (uniq("alice"), uniq("bob"));
     let mut a = ChatClient::login_with(cluster.node(0), &alice, "a", READS).await;
-    let mut b = ChatClient::login_with(cluster.node(1), &bob, "b", READS).await;
+    let mut b = ChatClient::login_with(cluster.node(2), &bob, "b", READS).await;
     let mut b_old = ChatClient::login(cluster.node(0), &bob, "b-old").await;
 
     let direct = a.direct_id(&bob).await;

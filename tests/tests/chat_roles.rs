@@ -201,10 +201,10 @@ async fn owners_and_admins_change_groups_members_only_leave() {
 
 #[actix_rt::test]
 async fn rules_hold_across_nodes_and_old_groups_keep_the_earlier_rule() {
-    let cluster = Cluster::start(2).await;
+    let cluster = Cluster::start(3).await;
     let (alice, bob) = (uniq("alice"), uniq("bob"));
     let mut a = ChatClient::login_with(cluster.node(0), &alice, "a", ROLES).await;
-    let mut b = ChatClient::login_with(cluster.node(1), &bob, "b", ROLES).await;
+    let mut b = ChatClient::login_with(cluster.node(2), &bob, "b", ROLES).await;
     let (sid, _) = a.create_group(&[&bob]).await;
     told(&mut b, &sid, "created").await;
     refused(&mut b, delete_action("b-del", &sid), NOT_ADMIN).await;
