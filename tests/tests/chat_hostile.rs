@@ -476,3 +476,122 @@ async fn invalid_cdids_are_answered_failed_without_a_cdid() {
     c.send(&list_action(&longest)).await;
     c.expect_succeeded(&longest).await;
 }
+
+/// Every extension action with wrong types, huge counts and other users' sessions: each
+/// is `failed` with its exact reason, nothing reaches anybody, the connection stays
+/// open and other connections are unaffected.
+#[actix_rt::test]
+async fn hostile_extension_actions_are_refused_one_by_one() {
+    let node = Node::start().await;
+    let mut by = Bystanders::new(&node).await;
+    let (mallory, alice, bob) = (uniq("mallory"), uniq("alice"), uniq("bob"));
+    let mut a = ChatClient::login(&node, &alice, "a").await;
+    let mut b = ChatClient::login(&node, &bob, "b").await;
+    let mut m = ChatClient::login(&node, &mallory, "m").await;
+    let (sid, _) = a.create_group(&[&bob]).await;
+    b.expect_within("the group", chat_common::CROSS, |v| {
+        v["session-id"] == sid.as_str()
+    })
+    .await;
+    a.say(&sid, "private").await;
+    let many: Vec<String> = (0..=MAX_PARTICIPANTS).map(|i| format!("u{i}")).collect();
+    let cases: Vec<(Value, String)> = vec![
+        (
+            json!({"type": "request-marking-read", "session-id": sid, "message-id": 5}),
+            "`message-id` must be a message id (`<ms>-<n>`)".into(),
+        ),
+        (
+            json!({"type": "request-marking-read", "session-id": sid, "message-id": "1-0"}),
+            "not a participant of this session".into(),
+        ),
+        (
+            json!({"type": "request-unread-count", "session-id": sid}),
+            "not a participant of this session".into(),
+        ),
+        (
+            json!({"type": "request-unread-count", "session-id": {"$gt": ""}}),
+            "`session-id` must be a string id of 1..=128 bytes".into(),
+        ),
+        (
+            json!({"type": "request-inbox", "limit": "all"}),
+            "`limit` must be an integer in 1..=100".into(),
+        ),
+        (
+            json!({"type": "request-inbox", "limit": 1_000_000_000u64}),
+            "`limit` must be an integer in 1..=100".into(),
+        ),
+        (
+            json!({"type": "request-inbox", "cursor": ["x"]}),
+            "`cursor` must be a `next-cursor` of this listing".into(),
+        ),
+        (
+            json!({"type": "request-presence", "user-id": alice}),
+            "`user-id` must be an array of user ids".into(),
+        ),
+        (
+            json!({"type": "request-presence", "user-id": many}),
+            "too many participants (at most 256)".into(),
+        ),
+        (
+            json!({"type": "request-presence", "user-id": [alice]}),
+            format!("{alice:?} shares no session with you"),
+        ),
+        (
+            json!({"type": "request-presence", "user-id": [bob], "watch": "yes"}),
+            "`watch` must be a boolean".into(),
+        ),
+        (
+            json!({"type": "request-typing", "session-id": sid}),
+            "not a participant of this session".into(),
+        ),
+        (
+            json!({"type": "request-typing"}),
+            "`session-id` must be a string id of 1..=128 bytes".into(),
+        ),
+        (
+            json!({"type": "request-leaving-mutable-session", "session-id": sid}),
+            "not a participant of this session".into(),
+        ),
+        (
+            json!({"type": "request-mutable-session-roles", "session-id": sid, "owner": mallory}),
+            "not a participant of this session".into(),
+        ),
+        (
+            json!({"type": "request-mutable-session-roles", "session-id": sid, "admins": many}),
+            "`admins` must be an array of at most 256 user ids".into(),
+        ),
+        (
+            json!({"type": "request-mutable-session-roles", "session-id": sid, "admins": [7, {}]}),
+            "`admins` entries must be user ids".into(),
+        ),
+        (
+            json!({"type": "request-sending-a-message", "session-id": sid, "sender-timestamp": 1,
+                "message": {"type": "image", "body": {"url": "https://x.io/a", "mime": "image/png", "size": 1, "width": -3}}}),
+            "`body.width` must be an integer in 1..=65535".into(),
+        ),
+        (
+            json!({"type": "authenticate", "user-id": mallory, "device-id": "d", "token": "t", "extensions": "all"}),
+            "`extensions` must be an array of at most 16 names".into(),
+        ),
+    ];
+    for (i, (mut action, reason)) in cases.into_iter().enumerate() {
+        let cdid = format!("h{i}");
+        action["cdid"] = json!(cdid);
+        m.send(&action).await;
+        assert_eq!(m.expect_failed(&cdid).await, reason, "{action}");
+    }
+    // The group is untouched and nobody heard of mallory.
+    for c in [&mut a, &mut b] {
+        c.assert_none("anything caused by mallory", QUIET, |v| {
+            is_info_for(v, &sid) || kind(v) == "message-read" || kind(v) == "typing"
+        })
+        .await;
+    }
+    let listed = b.list().await;
+    let info: Vec<&Value> = listed.iter().filter(|v| is_info_for(v, &sid)).collect();
+    assert_eq!(participants(info[0]).len(), 2, "{listed:?}");
+    m.send(&list_action("still-open")).await;
+    m.expect_succeeded("still-open").await;
+    by.still_fine().await;
+    assert_no_panic(&node);
+}
