@@ -203,3 +203,26 @@ async fn a_killed_nodes_users_go_offline_across_the_cluster() {
     assert_online(&pushed(&mut b, &alice, CROSS).await, &alice);
     drop(a_back);
 }
+
+#[actix_rt::test]
+async fn typing_crosses_nodes() {
+    let cluster = Cluster::start(3).await;
+    let (alice, bob) = (uniq("alice"), uniq("bob"));
+    let typing = &["typing"];
+    let mut a = ChatClient::login_with(cluster.node(0), &alice, "a", typing).await;
+    let mut b = ChatClient::login_with(cluster.node(2), &bob, "b", typing).await;
+    let (sid, _) = a.create_group(&[&bob]).await;
+    b.expect_within("the group", CROSS, |v| v["session-id"] == sid.as_str())
+        .await;
+    a.send(&json!({"type": "request-typing", "session-id": sid}))
+        .await;
+    let v = b
+        .expect_within("typing", CROSS, |v| kind(v) == "typing")
+        .await;
+    assert_eq!(
+        v,
+        json!({"type": "typing", "session-id": sid, "user-id": alice, "device-id": "a"})
+    );
+    a.assert_none("its own typing", QUIET, |v| kind(v) == "typing")
+        .await;
+}

@@ -214,3 +214,56 @@ async fn refused_batches_are_retried_and_a_killed_nodes_pushes_survive() {
         None
     );
 }
+
+#[actix_rt::test]
+async fn a_restarted_node_sends_what_was_queued_and_nothing_twice() {
+    let hook = Webhook::start(200).await;
+    let mut cluster = Cluster::start_with(1, |_, b| {
+        with_push(b, &hook).env("MURMUR_DRAIN_DELAY", "0s")
+    })
+    .await;
+    let (alice, bob) = (uniq("alice"), uniq("bob"));
+    let mut a = ChatClient::login(cluster.node(0), &alice, "a").await;
+    let sid = a.direct_id(&bob).await;
+    let first = message_id(&a.say(&sid, "one").await);
+    await_push(&hook, &bob, &first).await;
+
+    // The webhook fails: the second push waits in Redis for its retry...
+    hook.answer(503);
+    let second = message_id(&a.say(&sid, "two").await);
+    eventually("a refused attempt", PUSHED, || async {
+        hook.received()
+            .iter()
+            .any(|r| r.status == 503)
+            .then_some(())
+    })
+    .await;
+    // ...while the node restarts (SIGTERM, then a new process with the same id).
+    drop(a);
+    let node = cluster.node_mut(0);
+    let again = node.respawn_builder();
+    node.terminate();
+    assert!(
+        node.wait_exit(Duration::from_secs(30)).await.is_some(),
+        "the node exits"
+    );
+    *node = again.spawn().await;
+    hook.answer(200);
+    let pushed = await_push(&hook, &bob, &second).await;
+    assert!(pushed["attempt"].as_u64() >= Some(2), "{pushed}");
+
+    // Once each: the push of a third message is the barrier.
+    let mut a = ChatClient::login(cluster.node(0), &alice, "a2").await;
+    let third = message_id(&a.say(&sid, "three").await);
+    await_push(&hook, &bob, &third).await;
+    let all = delivered(&hook);
+    let ids: Vec<&str> = all
+        .iter()
+        .map(|p| p["message-id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        vec![first.as_str(), second.as_str(), third.as_str()],
+        "{all:?}"
+    );
+}
