@@ -217,6 +217,9 @@ pub const INBOX_UNREAD_CAP: usize = 100;
 /// Characters of a message's text an inbox preview carries at most.
 pub const PREVIEW_CHARS: usize = 140;
 
+/// Characters of a message's `type` an inbox item shows at most.
+const MAX_TYPE_SHOWN: usize = 32;
+
 /// The wire form of an inbox cursor: the last message id of the page's last session
 /// (`0-0` for a group without messages), `~`, its session id.
 pub fn inbox_cursor(last: &str, session: &str) -> String {
@@ -248,7 +251,8 @@ pub fn inbox_item(
             "message-id": id,
             "sender-id": sender,
             "server-timestamp": at,
-            "message-type": message.get("type"),
+            // Bounded: a message stored before types were checked may carry any type.
+            "message-type": message["type"].as_str().map(|t| t.chars().take(MAX_TYPE_SHOWN).collect::<String>()),
             "preview": message::preview(message, PREVIEW_CHARS),
         })
     });
