@@ -5,6 +5,9 @@
  * catches up every session it knows from the last messages it saw (history), then
  * delivers what arrived live meanwhile: no gap, no duplicate.
  *
+ * The protocol's extensions are here too: typed multimedia messages, read state and read
+ * reports, the inbox, presence, typing indicators and group roles (owner, admins).
+ *
  * @module
  */
 
@@ -13,11 +16,94 @@ import { ChatError, ClientErrorCode, ConnectionClosedError } from "./errors.js";
 import { Emitter } from "./events.js";
 import { BoundedSet, type Timing, type TokenProvider, resolve } from "./util.js";
 
-/** A chat message body: `type` (e.g. `"text"`) and `body`, plus any other fields. */
+/** A chat message body as received: `type` (e.g. `"text"`) and `body`, plus any other fields. */
 export interface MessageBody {
   type: string;
   body: unknown;
   [extra: string]: unknown;
+}
+
+// ---- message types (docs/chat.md, "Message types") -----------------------------------
+//
+// Field names are the wire's (`duration-ms`, `accuracy-m`): a received `message` has the
+// same shape as the one sent. The broker checks every field (https URLs only, a `mime`
+// matching the type, sizes, lengths); a refusal rejects `send` with its reason.
+
+/** The seed's text message: any JSON `body` (usually a string); other fields pass through. */
+export type TextMessage = { type: "text"; body: unknown; [extra: string]: unknown };
+
+/** `image` body. `url` is `https://`, `mime` `image/…`, `size` the bytes of the image. */
+export type ImageBody = {
+  url: string;
+  mime: string;
+  size: number;
+  /** Pixels, 1…65535. */
+  width?: number;
+  height?: number;
+  /** A small inline preview: padded standard base64, at most 2048 characters. */
+  thumbnail?: string;
+  /** 1–1024 bytes. */
+  caption?: string;
+};
+
+/** `audio` body (`mime` `audio/…`). */
+export type AudioBody = {
+  url: string;
+  mime: string;
+  size: number;
+  /** 1 … 86 400 000 (24 h). */
+  "duration-ms"?: number;
+  caption?: string;
+};
+
+/** `video` body (`mime` `video/…`). */
+export type VideoBody = {
+  url: string;
+  mime: string;
+  size: number;
+  "duration-ms"?: number;
+  width?: number;
+  height?: number;
+  thumbnail?: string;
+  caption?: string;
+};
+
+/** `file` body: any `mime`; `name` 1–255 bytes without `/`, backslash or control characters. */
+export type FileBody = {
+  url: string;
+  mime: string;
+  size: number;
+  name: string;
+  caption?: string;
+};
+
+/** `location` body: degrees, `accuracy-m` in metres (0…10⁷), `name` of the place. */
+export type LocationBody = {
+  latitude: number;
+  longitude: number;
+  "accuracy-m"?: number;
+  name?: string;
+};
+
+export type ImageMessage = { type: "image"; body: ImageBody };
+export type AudioMessage = { type: "audio"; body: AudioBody };
+export type VideoMessage = { type: "video"; body: VideoBody };
+export type FileMessage = { type: "file"; body: FileBody };
+export type LocationMessage = { type: "location"; body: LocationBody };
+
+/** A multimedia message: a link to media the app stores elsewhere (the broker never fetches it). */
+export type MediaMessage = ImageMessage | AudioMessage | VideoMessage | FileMessage | LocationMessage;
+
+/** What {@link ChatClient.send} takes (besides a plain string, sent as a `text` message). */
+export type OutgoingMessage = TextMessage | MediaMessage;
+
+/** The message types the broker knows. */
+export type MessageType = OutgoingMessage["type"];
+export const MESSAGE_TYPES: readonly MessageType[] = ["text", "image", "audio", "video", "file", "location"];
+
+/** Narrows a received message: `if (isMessageOfType(m.message, "image")) m.message.body.url`. */
+export function isMessageOfType<T extends MessageType>(message: MessageBody, type: T): message is MessageBody & Extract<OutgoingMessage, { type: T }> {
+  return message.type === type;
 }
 
 /** A message of a session (a `message-broadcast`). */
@@ -41,6 +127,21 @@ export interface SessionInfo {
   type: "direct" | "mutable";
   status: "created" | "modified" | "deleted" | "unchanged";
   participants: string[];
+  /**
+   * A group's owner (with the `"roles"` extension; `null` for a group stored before roles
+   * existed, absent when the broker did not send roles).
+   */
+  owner?: string | null;
+  /** A group's admins (with the `"roles"` extension). */
+  admins?: string[];
+}
+
+/** The roles {@link ChatClient.setRoles} sets: either or both. */
+export interface SessionRoles {
+  /** Hands the group over to this participant. */
+  owner?: string;
+  /** Replaces the list of admins (participants). */
+  admins?: string[];
 }
 
 /** A delivery report (`message-delivered`): the message reached these devices. */
@@ -49,6 +150,86 @@ export interface DeliveryReport {
   messageId: string;
   devices: { userId: string; deviceId: string }[];
 }
+
+/** One reader's position in a {@link ReadReport}. */
+export interface ReadMark {
+  userId: string;
+  /** The newest message this reader has read: every message up to it is read. */
+  messageId: string;
+  readTimestamp: number;
+}
+
+/**
+ * A read report (`message-read`, with the `"read-reports"` extension): readers of one
+ * session, each once with their newest mark. A message *m* is read by a user when their
+ * `messageId` is at or after *m* ({@link compareMessageIds}).
+ */
+export interface ReadReport {
+  sessionId: string;
+  /** The first reader (repeats `readBy[0]`). */
+  userId: string;
+  messageId: string;
+  readBy: ReadMark[];
+}
+
+/** {@link ChatClient.unreadCount}: the user's read position in a session. */
+export interface UnreadCount {
+  sessionId: string;
+  /** The newest message the user has read; `null` before the first mark. */
+  readMessageId: string | null;
+  /** Messages of other senders after the read position (within the kept history). */
+  unread: number;
+  /** `null` for a session without messages. */
+  newestMessageId: string | null;
+}
+
+/** The newest message of an {@link InboxItem}. */
+export interface InboxLastMessage {
+  messageId: string;
+  senderId: string;
+  serverTimestamp: number;
+  messageType: string;
+  /** At most 140 characters: a text body, a caption, a file or place name, else `""`. */
+  preview: string;
+}
+
+/** One conversation of the inbox. */
+export interface InboxItem {
+  sessionId: string;
+  sessionType: "direct" | "mutable";
+  /** As {@link UnreadCount.unread}, but at most 100 (show "99+"). */
+  unread: number;
+  /** `null` for a group without messages (those come last). */
+  lastMessage: InboxLastMessage | null;
+}
+
+/** A page of {@link ChatClient.inbox}, newest message first. */
+export interface InboxPage {
+  items: InboxItem[];
+  /** Give it as `cursor` for the next page; `null` on the last page. */
+  nextCursor: string | null;
+}
+
+/** A user's presence. */
+export interface Presence {
+  userId: string;
+  /** Online while one of their devices is connected on any node. */
+  status: "online" | "offline";
+  /** When they were last online (ms); `null` while online, and for a user never seen. */
+  lastSeen: number | null;
+}
+
+/** Someone types in a session (`typing`, with the `"typing"` extension). Ephemeral. */
+export interface TypingIndicator {
+  sessionId: string;
+  userId: string;
+  deviceId: string;
+}
+
+/** Extensions a device opts into at `authenticate` (docs/chat.md). */
+export type ChatExtension = "read-reports" | "roles" | "typing";
+/** Every extension: the default of {@link ChatOptions.extensions}. */
+export const CHAT_EXTENSIONS: readonly ChatExtension[] = ["read-reports", "roles", "typing"];
 
 /** The broker's answer to a message held by `~timing`. */
 export interface Scheduled {
@@ -73,6 +254,18 @@ export interface ChatOptions extends ConnectionOptions {
   dedupWindow?: number;
   /** Page size of history requests (default and maximum 100). */
   historyPageSize?: number;
+  /**
+   * Extensions named at `authenticate`. Default: all of them ({@link CHAT_EXTENSIONS}):
+   * `"read-reports"` (the `read` event), `"roles"` (`owner`/`admins` in {@link SessionInfo}),
+   * `"typing"` (the `typing` event). `[]` names none: the broker then sends exactly the
+   * frames of the protocol before extensions.
+   */
+  extensions?: readonly ChatExtension[];
+  /**
+   * Least time between two {@link ChatClient.typing} indicators of one session (ms,
+   * default 2250: the broker takes one per 2 s per device and session).
+   */
+  typingIntervalMs?: number;
 }
 
 /** Events of {@link ChatClient}. */
@@ -84,13 +277,28 @@ export interface ChatEvents {
   message: ChatMessage;
   session: SessionInfo;
   delivered: DeliveryReport;
+  /** Read reports (extension `"read-reports"`), the user's own other devices' included. */
+  read: ReadReport;
+  /**
+   * A change of a watched user ({@link ChatClient.watchPresence}); after a reconnect, the
+   * state of every watched user as the client watches them again.
+   */
+  presence: Presence;
+  /** Another device types in a session (extension `"typing"`). */
+  typing: TypingIndicator;
   /** After a reconnect: how many messages the catch-up delivered per session. */
   caughtUp: { sessions: Record<string, number> };
   error: unknown;
   [k: string]: unknown;
 }
 
-type Kind = "status" | "session" | "send" | "list" | "history";
+/**
+ * What answers an action (correlated by `cdid`): `status` a `status-response`; `session`
+ * a `providing-session-info`; `send` its `message-broadcast`; `list`, `history`, `inbox`
+ * and `presence` the items (`providing-session-info`, `message-broadcast`, `inbox-item`,
+ * `presence`) that precede their `status-response`; `unread` an `unread-count`.
+ */
+type Kind = "status" | "session" | "send" | "list" | "history" | "unread" | "inbox" | "presence";
 
 interface Pending {
   kind: Kind;
@@ -117,6 +325,8 @@ export function compareMessageIds(a: string, b: string): number {
 
 /** How many of the newest seen ids the catch-up reaches back over (broadcasts may arrive slightly out of id order). */
 const CATCHUP_OVERLAP = 10;
+/** Users per `request-presence` (the broker's maximum). */
+const PRESENCE_CHUNK = 256;
 
 /**
  * A chat client for one device of one user.
@@ -137,6 +347,10 @@ export class ChatClient extends Emitter<ChatEvents> {
   #firstResolve!: () => void;
   #firstReject!: (e: unknown) => void;
   #closed = false;
+  /** Users watched with {@link watchPresence}: watched again after a reconnect. */
+  #watched = new Set<string>();
+  /** Session id → when this client last sent a typing indicator there. */
+  #typingAt = new Map<string, number>();
 
   constructor(options: ChatOptions) {
     super();
@@ -163,6 +377,10 @@ export class ChatClient extends Emitter<ChatEvents> {
 
   get userId(): string {
     return this.#o.userId;
+  }
+
+  get deviceId(): string {
+    return this.#o.deviceId;
   }
 
   /** Sessions this client knows (from listings, creations and changes). */
@@ -215,13 +433,35 @@ export class ChatClient extends Emitter<ChatEvents> {
     return this.#action("list", { type: "request-mutable-session-listing" }) as Promise<SessionInfo[]>;
   }
 
-  /** Sends a message; resolves with its broadcast (with `messageId` and `serverTimestamp`). */
-  send(sessionId: string, message: MessageBody | string, options: { timing?: Omit<Timing, "delay_milli" | "wait_until_time">; senderTimestamp?: number } = {}): Promise<ChatMessage> {
+  /** Leaves a group; resolves with its info without the user (the last one out deletes it: `deleted`). */
+  leaveSession(sessionId: string): Promise<SessionInfo> {
+    return this.#action("session", { type: "request-leaving-mutable-session", "session-id": sessionId }) as Promise<SessionInfo>;
+  }
+
+  /**
+   * Sets a group's roles (its owner only): `owner` hands it over, `admins` replaces the
+   * admins; resolves with the modified info. Only the owner and admins modify or delete a
+   * group.
+   */
+  setRoles(sessionId: string, roles: SessionRoles): Promise<SessionInfo> {
+    const frame: Raw = { type: "request-mutable-session-roles", "session-id": sessionId };
+    if (roles.owner !== undefined) frame.owner = roles.owner;
+    if (roles.admins !== undefined) frame.admins = roles.admins;
+    return this.#action("session", frame) as Promise<SessionInfo>;
+  }
+
+  /**
+   * Sends a message — a string (a `text` message), or a typed {@link OutgoingMessage}
+   * (text, image, audio, video, file, location); resolves with its broadcast (with
+   * `messageId` and `serverTimestamp`). A message the broker refuses rejects with
+   * `FAILED` and its reason (e.g. `` `body.url` must use https ``).
+   */
+  send(sessionId: string, message: OutgoingMessage | string, options: { timing?: Omit<Timing, "delay_milli" | "wait_until_time">; senderTimestamp?: number } = {}): Promise<ChatMessage> {
     return this.#action("send", this.#sendFrame(sessionId, message, options.timing, options.senderTimestamp)) as Promise<ChatMessage>;
   }
 
   /** Sends a message held by `~timing` (`delay_milli` / `wait_until_time`); resolves with the broker's note. */
-  schedule(sessionId: string, message: MessageBody | string, timing: Timing): Promise<Scheduled> {
+  schedule(sessionId: string, message: OutgoingMessage | string, timing: Timing): Promise<Scheduled> {
     return this.#action("status", this.#sendFrame(sessionId, message, timing)).then((note) => ({
       scheduled: true as const,
       note: String(note ?? ""),
@@ -241,6 +481,78 @@ export class ChatClient extends Emitter<ChatEvents> {
       for (const m of items) this.#markSeen(m);
       return items;
     });
+  }
+
+  /**
+   * Moves the user's read position in a session forward to `messageId` (never back: an
+   * older mark succeeds and changes nothing). Participants' devices with `"read-reports"`
+   * get a `read` event.
+   */
+  markRead(sessionId: string, messageId: string): Promise<void> {
+    return this.#action("status", { type: "request-marking-read", "session-id": sessionId, "message-id": messageId }).then(() => undefined);
+  }
+
+  /** The user's read position in a session and how many messages of others follow it. */
+  unreadCount(sessionId: string): Promise<UnreadCount> {
+    return this.#action("unread", { type: "request-unread-count", "session-id": sessionId }) as Promise<UnreadCount>;
+  }
+
+  /**
+   * A page of the user's conversations, newest message first (`limit` 1–100, default 20);
+   * pass the previous page's `nextCursor` as `cursor` for the next one. A session that
+   * gets a message while paging moves to the front: refresh from the first page then.
+   */
+  inbox(options: { limit?: number; cursor?: string | null } = {}): Promise<InboxPage> {
+    const frame: Raw = { type: "request-inbox" };
+    if (options.limit !== undefined) frame.limit = options.limit;
+    if (options.cursor !== undefined && options.cursor !== null) frame.cursor = options.cursor;
+    return this.#action("inbox", frame) as Promise<InboxPage>;
+  }
+
+  /**
+   * Watches users the user shares a session with (a group, or a direct session with
+   * messages): resolves with their presence now, then every change is a `presence` event
+   * until {@link unwatchPresence} or {@link close}; the client watches them again after a
+   * reconnect. A user sharing no session refuses the request (`"x" shares no session with
+   * you`). More than 256 users go out as several requests.
+   */
+  async watchPresence(userIds: readonly string[]): Promise<Presence[]> {
+    const users = [...new Set(userIds)];
+    const got = await this.#presence(users, true);
+    for (const u of users) this.#watched.add(u);
+    return got;
+  }
+
+  /** Stops watching users; resolves with their presence now. */
+  unwatchPresence(userIds: readonly string[]): Promise<Presence[]> {
+    const users = [...new Set(userIds)];
+    for (const u of users) this.#watched.delete(u);
+    return this.#presence(users, false);
+  }
+
+  /** Users this client watches. */
+  get watchedUsers(): string[] {
+    return [...this.#watched];
+  }
+
+  /**
+   * Tells the session's other devices that the user types (fire and forget: no answer,
+   * never rejects). Call it on every keystroke: it sends at most one indicator per
+   * {@link ChatOptions.typingIntervalMs} per session, and none while disconnected.
+   * Returns whether an indicator went out.
+   */
+  typing(sessionId: string): boolean {
+    if (this.#conn.state !== "connected" || this.#catchingUp) return false;
+    const now = Date.now();
+    const interval = this.#o.typingIntervalMs ?? 2250;
+    const last = this.#typingAt.get(sessionId);
+    if (last !== undefined && now - last < interval) return false;
+    if (this.#typingAt.size >= 1024) {
+      for (const [sid, at] of this.#typingAt) if (now - at >= interval) this.#typingAt.delete(sid);
+    }
+    if (!this.#conn.send(JSON.stringify({ type: "request-typing", "session-id": sessionId }))) return false;
+    this.#typingAt.set(sessionId, now);
+    return true;
   }
 
   /**
@@ -265,7 +577,27 @@ export class ChatClient extends Emitter<ChatEvents> {
 
   // ---- internals ------------------------------------------------------------------
 
-  #sendFrame(sessionId: string, message: MessageBody | string, timing?: Timing, senderTimestamp?: number): Raw {
+  #presence(users: string[], watch: boolean): Promise<Presence[]> {
+    const chunks: string[][] = [];
+    for (let i = 0; i < users.length; i += PRESENCE_CHUNK) chunks.push(users.slice(i, i + PRESENCE_CHUNK));
+    return Promise.all(chunks.map((c) => this.#action("presence", { type: "request-presence", "user-id": c, watch }) as Promise<Presence[]>)).then((r) => r.flat());
+  }
+
+  /** After a reconnect: watches the watched users again on the new connection and tells their state. */
+  async #rewatch(): Promise<void> {
+    const users = [...this.#watched];
+    for (let i = 0; i < users.length; i += PRESENCE_CHUNK) {
+      try {
+        const got = (await this.#direct("presence", { type: "request-presence", "user-id": users.slice(i, i + PRESENCE_CHUNK), watch: true })) as Presence[];
+        for (const p of got) this.emit("presence", p);
+      } catch (e) {
+        if (e instanceof ChatError && e.code === ClientErrorCode.FAILED) this.emit("error", e);
+        else throw e;
+      }
+    }
+  }
+
+  #sendFrame(sessionId: string, message: OutgoingMessage | string, timing?: Timing, senderTimestamp?: number): Raw {
     const body = typeof message === "string" ? { type: "text", body: message } : message;
     const frame: Raw = {
       type: "request-sending-a-message",
@@ -365,7 +697,9 @@ export class ChatClient extends Emitter<ChatEvents> {
       this.#conn.drop(4000, "token provider failed");
       return;
     }
-    const frame = { type: "authenticate", "user-id": this.#o.userId, "device-id": this.#o.deviceId, token };
+    const frame: Raw = { type: "authenticate", "user-id": this.#o.userId, "device-id": this.#o.deviceId, token };
+    const extensions = this.#o.extensions ?? CHAT_EXTENSIONS;
+    if (extensions.length > 0) frame.extensions = [...extensions];
     const { id, promise } = this.#prepare("status", frame);
     const p = this.#pending.get(id);
     if (p && this.#conn.send(JSON.stringify(p.frame))) p.sent = true;
@@ -387,6 +721,7 @@ export class ChatClient extends Emitter<ChatEvents> {
       this.#catchingUp = true;
       try {
         const counts = await this.#catchUp();
+        await this.#rewatch();
         this.#catchingUp = false;
         this.#releaseHeld();
         this.emit("caughtUp", { sessions: counts });
@@ -507,11 +842,40 @@ export class ChatClient extends Emitter<ChatEvents> {
   }
 
   #toSession(a: Raw): SessionInfo {
-    return {
+    const s: SessionInfo = {
       sessionId: String(a["session-id"]),
       type: a["session-type"] === "direct" ? "direct" : "mutable",
       status: (a.status as SessionInfo["status"]) ?? "unchanged",
       participants: Array.isArray(a["user-id"]) ? (a["user-id"] as unknown[]).map(String) : [],
+    };
+    if ("owner" in a) s.owner = typeof a.owner === "string" ? a.owner : null;
+    if (Array.isArray(a.admins)) s.admins = (a.admins as unknown[]).map(String);
+    return s;
+  }
+
+  #toPresence(a: Raw): Presence {
+    return {
+      userId: String(a["user-id"]),
+      status: a.status === "online" ? "online" : "offline",
+      lastSeen: typeof a["last-seen"] === "number" ? (a["last-seen"] as number) : null,
+    };
+  }
+
+  #toInboxItem(a: Raw): InboxItem {
+    const last = a["last-message"] && typeof a["last-message"] === "object" ? (a["last-message"] as Raw) : null;
+    return {
+      sessionId: String(a["session-id"]),
+      sessionType: a["session-type"] === "direct" ? "direct" : "mutable",
+      unread: Number(a.unread ?? 0),
+      lastMessage: last
+        ? {
+            messageId: String(last["message-id"]),
+            senderId: String(last["sender-id"]),
+            serverTimestamp: Number(last["server-timestamp"] ?? 0),
+            messageType: String(last["message-type"]),
+            preview: typeof last.preview === "string" ? last.preview : "",
+          }
+        : null,
     };
   }
 
@@ -529,8 +893,9 @@ export class ChatClient extends Emitter<ChatEvents> {
           return;
         }
         if (a.status === "succeeded") {
-          if (p.kind === "list" || p.kind === "history") this.#settle(cdid, null, p.items);
-          else if (p.kind === "send") this.#settle(cdid, new ChatError(ClientErrorCode.PROTOCOL, `unexpected answer: ${String(a.message ?? "succeeded")}`));
+          if (p.kind === "list" || p.kind === "history" || p.kind === "presence") this.#settle(cdid, null, p.items);
+          else if (p.kind === "inbox") this.#settle(cdid, null, { items: p.items, nextCursor: typeof a["next-cursor"] === "string" ? a["next-cursor"] : null });
+          else if (p.kind === "send" || p.kind === "unread") this.#settle(cdid, new ChatError(ClientErrorCode.PROTOCOL, `unexpected answer: ${String(a.message ?? "succeeded")}`));
           else this.#settle(cdid, null, a.message ?? null);
         } else {
           this.#settle(cdid, new ChatError(ClientErrorCode.FAILED, String(a.message ?? "failed")));
@@ -573,6 +938,38 @@ export class ChatClient extends Emitter<ChatEvents> {
         this.emit("delivered", { sessionId: String(a["session-id"]), messageId: String(a["message-id"]), devices });
         return;
       }
+      case "message-read": {
+        const readBy = Array.isArray(a["read-by"])
+          ? (a["read-by"] as Raw[]).map((r) => ({ userId: String(r["user-id"]), messageId: String(r["message-id"]), readTimestamp: Number(r["read-timestamp"] ?? 0) }))
+          : [{ userId: String(a["user-id"]), messageId: String(a["message-id"]), readTimestamp: 0 }];
+        this.emit("read", { sessionId: String(a["session-id"]), userId: String(a["user-id"]), messageId: String(a["message-id"]), readBy });
+        return;
+      }
+      case "unread-count": {
+        if (p && cdid && p.kind === "unread") {
+          this.#settle(cdid, null, {
+            sessionId: String(a["session-id"]),
+            readMessageId: typeof a["read-message-id"] === "string" ? a["read-message-id"] : null,
+            unread: Number(a.unread ?? 0),
+            newestMessageId: typeof a["newest-message-id"] === "string" ? a["newest-message-id"] : null,
+          } satisfies UnreadCount);
+        }
+        return;
+      }
+      case "inbox-item": {
+        if (p && cdid && p.kind === "inbox") p.items.push(this.#toInboxItem(a));
+        return;
+      }
+      case "presence": {
+        const pr = this.#toPresence(a);
+        if (p && cdid && p.kind === "presence") p.items.push(pr);
+        else this.emit("presence", pr);
+        return;
+      }
+      case "typing": {
+        this.emit("typing", { sessionId: String(a["session-id"]), userId: String(a["user-id"]), deviceId: String(a["device-id"]) });
+        return;
+      }
       default:
         return;
     }
@@ -595,7 +992,7 @@ export class ChatBatch {
     return promise as Promise<T>;
   }
 
-  send(sessionId: string, message: MessageBody | string, senderTimestamp?: number): Promise<ChatMessage> {
+  send(sessionId: string, message: OutgoingMessage | string, senderTimestamp?: number): Promise<ChatMessage> {
     const body = typeof message === "string" ? { type: "text", body: message } : message;
     return this.#add("send", {
       type: "request-sending-a-message",
@@ -615,6 +1012,12 @@ export class ChatBatch {
     if (options.limit !== undefined) frame.limit = options.limit;
     if (options.sinceMessageId !== undefined) frame["since-message-id"] = options.sinceMessageId;
     return this.#add("history", frame);
+  }
+  markRead(sessionId: string, messageId: string): Promise<void> {
+    return this.#add<unknown>("status", { type: "request-marking-read", "session-id": sessionId, "message-id": messageId }).then(() => undefined);
+  }
+  unreadCount(sessionId: string): Promise<UnreadCount> {
+    return this.#add("unread", { type: "request-unread-count", "session-id": sessionId });
   }
 
   /** Sends the batch (queued until connected). */

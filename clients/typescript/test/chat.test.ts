@@ -110,8 +110,15 @@ describe("sessions", () => {
     // Bob is out: he may no longer send there.
     await assert.rejects(b.send(g.sessionId, "let me in"), { code: "FAILED", message: "not a participant of this session" });
 
-    const d = await c.deleteSession(g.sessionId);
+    // Only the owner (the creator) and admins may delete it (docs/chat.md, Roles).
+    await assert.rejects(c.deleteSession(g.sessionId), {
+      code: "FAILED",
+      message: "only the session's owner and admins may change its participants or delete it",
+    });
+    const d = await a.deleteSession(g.sessionId);
     assert.equal(d.status, "deleted");
+    await waitFor("carol to be told of the deletion", () => carolSessions.length === 2);
+    assert.equal(carolSessions[1]!.status, "deleted");
     assert.deepEqual(await a.listSessions(), []);
     await assert.rejects(a.send(g.sessionId, "anyone?"), { code: "FAILED", message: "no such session" });
   });

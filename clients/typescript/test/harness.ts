@@ -103,6 +103,40 @@ export function record(client: unknown, event: string): unknown[] {
   return seen;
 }
 
+// ---- chat ------------------------------------------------------------------------
+
+/** Longer than the broker's aggregation windows (reports: 50 ms), for proofs of absence. */
+const QUIET_MS = 300;
+
+/** Nothing more arrives on `c`: a quiet window longer than the broker's aggregation, then a round trip on `c`. */
+export async function quiet(c: ChatClient): Promise<void> {
+  await new Promise((r) => setTimeout(r, QUIET_MS));
+  await c.listSessions();
+}
+
+/**
+ * Waits until every client's device follows the group live: each sends one message and
+ * each gets all the others'. A device gets a group's broadcasts once its node subscribed
+ * it to the group (live, or replayed from the history right after), so from then on
+ * ephemeral frames such as `typing` reach it too (docs/chat.md, "Groups on the wire").
+ */
+export async function following(sessionId: string, clients: ChatClient[]): Promise<string[]> {
+  const got = clients.map((c) => record(c, "message"));
+  const sent: string[] = [];
+  for (const [i, c] of clients.entries()) sent.push((await c.send(sessionId, `hello from ${i}`)).messageId);
+  await waitFor("every device to get the others' hellos", () =>
+    got.every((g, i) => sent.every((id, j) => i === j || g.some((m) => m.messageId === id))),
+  );
+  return sent;
+}
+
+/** Resolves once `c` is closed for good (its socket is gone, so the broker has seen the close). */
+export function closeAndWait(c: ChatClient): Promise<unknown> {
+  const closed = waitFor("the client to be closed", () => c.state === "closed");
+  c.close();
+  return closed;
+}
+
 /** A gate a token provider can wait on: closed, every `pass()` waits until `open()`. */
 export class Gate {
   #open = true;
