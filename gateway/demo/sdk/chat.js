@@ -5,12 +5,22 @@
  * catches up every session it knows from the last messages it saw (history), then
  * delivers what arrived live meanwhile: no gap, no duplicate.
  *
+ * The protocol's extensions are here too: typed multimedia messages, read state and read
+ * reports, the inbox, presence, typing indicators and group roles (owner, admins).
+ *
  * @module
  */
 import { Connection, pickUrl } from "./connection.js";
 import { ChatError, ClientErrorCode, ConnectionClosedError } from "./errors.js";
 import { Emitter } from "./events.js";
 import { BoundedSet, resolve } from "./util.js";
+export const MESSAGE_TYPES = ["text", "image", "audio", "video", "file", "location"];
+/** Narrows a received message: `if (isMessageOfType(m.message, "image")) m.message.body.url`. */
+export function isMessageOfType(message, type) {
+    return message.type === type;
+}
+/** Every extension: the default of {@link ChatOptions.extensions}. */
+export const CHAT_EXTENSIONS = ["read-reports", "roles", "typing"];
 /** Compares two message ids `<ms>-<n>` (falls back to text order). */
 export function compareMessageIds(a, b) {
     const pa = /^(\d+)-(\d+)$/.exec(a);
@@ -23,6 +33,8 @@ export function compareMessageIds(a, b) {
 }
 /** How many of the newest seen ids the catch-up reaches back over (broadcasts may arrive slightly out of id order). */
 const CATCHUP_OVERLAP = 10;
+/** Users per `request-presence` (the broker's maximum). */
+const PRESENCE_CHUNK = 256;
 /**
  * A chat client for one device of one user.
  */
@@ -42,6 +54,10 @@ export class ChatClient extends Emitter {
     #firstResolve;
     #firstReject;
     #closed = false;
+    /** Users watched with {@link watchPresence}: watched again after a reconnect. */
+    #watched = new Set();
+    /** Session id → when this client last sent a typing indicator there. */
+    #typingAt = new Map();
     constructor(options) {
         super();
         this.#o = options;
@@ -66,6 +82,9 @@ export class ChatClient extends Emitter {
     }
     get userId() {
         return this.#o.userId;
+    }
+    get deviceId() {
+        return this.#o.deviceId;
     }
     /** Sessions this client knows (from listings, creations and changes). */
     get sessions() {
@@ -108,7 +127,29 @@ export class ChatClient extends Emitter {
     listSessions() {
         return this.#action("list", { type: "request-mutable-session-listing" });
     }
-    /** Sends a message; resolves with its broadcast (with `messageId` and `serverTimestamp`). */
+    /** Leaves a group; resolves with its info without the user (the last one out deletes it: `deleted`). */
+    leaveSession(sessionId) {
+        return this.#action("session", { type: "request-leaving-mutable-session", "session-id": sessionId });
+    }
+    /**
+     * Sets a group's roles (its owner only): `owner` hands it over, `admins` replaces the
+     * admins; resolves with the modified info. Only the owner and admins modify or delete a
+     * group.
+     */
+    setRoles(sessionId, roles) {
+        const frame = { type: "request-mutable-session-roles", "session-id": sessionId };
+        if (roles.owner !== undefined)
+            frame.owner = roles.owner;
+        if (roles.admins !== undefined)
+            frame.admins = roles.admins;
+        return this.#action("session", frame);
+    }
+    /**
+     * Sends a message — a string (a `text` message), or a typed {@link OutgoingMessage}
+     * (text, image, audio, video, file, location); resolves with its broadcast (with
+     * `messageId` and `serverTimestamp`). A message the broker refuses rejects with
+     * `FAILED` and its reason (e.g. `` `body.url` must use https ``).
+     */
     send(sessionId, message, options = {}) {
         return this.#action("send", this.#sendFrame(sessionId, message, options.timing, options.senderTimestamp));
     }
@@ -137,6 +178,80 @@ export class ChatClient extends Emitter {
         });
     }
     /**
+     * Moves the user's read position in a session forward to `messageId` (never back: an
+     * older mark succeeds and changes nothing). Participants' devices with `"read-reports"`
+     * get a `read` event.
+     */
+    markRead(sessionId, messageId) {
+        return this.#action("status", { type: "request-marking-read", "session-id": sessionId, "message-id": messageId }).then(() => undefined);
+    }
+    /** The user's read position in a session and how many messages of others follow it. */
+    unreadCount(sessionId) {
+        return this.#action("unread", { type: "request-unread-count", "session-id": sessionId });
+    }
+    /**
+     * A page of the user's conversations, newest message first (`limit` 1–100, default 20);
+     * pass the previous page's `nextCursor` as `cursor` for the next one. A session that
+     * gets a message while paging moves to the front: refresh from the first page then.
+     */
+    inbox(options = {}) {
+        const frame = { type: "request-inbox" };
+        if (options.limit !== undefined)
+            frame.limit = options.limit;
+        if (options.cursor !== undefined && options.cursor !== null)
+            frame.cursor = options.cursor;
+        return this.#action("inbox", frame);
+    }
+    /**
+     * Watches users the user shares a session with (a group, or a direct session with
+     * messages): resolves with their presence now, then every change is a `presence` event
+     * until {@link unwatchPresence} or {@link close}; the client watches them again after a
+     * reconnect. A user sharing no session refuses the request (`"x" shares no session with
+     * you`). More than 256 users go out as several requests.
+     */
+    async watchPresence(userIds) {
+        const users = [...new Set(userIds)];
+        const got = await this.#presence(users, true);
+        for (const u of users)
+            this.#watched.add(u);
+        return got;
+    }
+    /** Stops watching users; resolves with their presence now. */
+    unwatchPresence(userIds) {
+        const users = [...new Set(userIds)];
+        for (const u of users)
+            this.#watched.delete(u);
+        return this.#presence(users, false);
+    }
+    /** Users this client watches. */
+    get watchedUsers() {
+        return [...this.#watched];
+    }
+    /**
+     * Tells the session's other devices that the user types (fire and forget: no answer,
+     * never rejects). Call it on every keystroke: it sends at most one indicator per
+     * {@link ChatOptions.typingIntervalMs} per session, and none while disconnected.
+     * Returns whether an indicator went out.
+     */
+    typing(sessionId) {
+        if (this.#conn.state !== "connected" || this.#catchingUp)
+            return false;
+        const now = Date.now();
+        const interval = this.#o.typingIntervalMs ?? 2250;
+        const last = this.#typingAt.get(sessionId);
+        if (last !== undefined && now - last < interval)
+            return false;
+        if (this.#typingAt.size >= 1024) {
+            for (const [sid, at] of this.#typingAt)
+                if (now - at >= interval)
+                    this.#typingAt.delete(sid);
+        }
+        if (!this.#conn.send(JSON.stringify({ type: "request-typing", "session-id": sessionId })))
+            return false;
+        this.#typingAt.set(sessionId, now);
+        return true;
+    }
+    /**
      * Several actions in one `batch-mode-action` frame (at most 64); each is answered as if
      * sent alone. Queue them on the returned batch, then `commit()`.
      */
@@ -157,6 +272,29 @@ export class ChatClient extends Emitter {
         this.#dispatch(batchId, frame, ids);
     }
     // ---- internals ------------------------------------------------------------------
+    #presence(users, watch) {
+        const chunks = [];
+        for (let i = 0; i < users.length; i += PRESENCE_CHUNK)
+            chunks.push(users.slice(i, i + PRESENCE_CHUNK));
+        return Promise.all(chunks.map((c) => this.#action("presence", { type: "request-presence", "user-id": c, watch }))).then((r) => r.flat());
+    }
+    /** After a reconnect: watches the watched users again on the new connection and tells their state. */
+    async #rewatch() {
+        const users = [...this.#watched];
+        for (let i = 0; i < users.length; i += PRESENCE_CHUNK) {
+            try {
+                const got = (await this.#direct("presence", { type: "request-presence", "user-id": users.slice(i, i + PRESENCE_CHUNK), watch: true }));
+                for (const p of got)
+                    this.emit("presence", p);
+            }
+            catch (e) {
+                if (e instanceof ChatError && e.code === ClientErrorCode.FAILED)
+                    this.emit("error", e);
+                else
+                    throw e;
+            }
+        }
+    }
     #sendFrame(sessionId, message, timing, senderTimestamp) {
         const body = typeof message === "string" ? { type: "text", body: message } : message;
         const frame = {
@@ -263,6 +401,9 @@ export class ChatClient extends Emitter {
             return;
         }
         const frame = { type: "authenticate", "user-id": this.#o.userId, "device-id": this.#o.deviceId, token };
+        const extensions = this.#o.extensions ?? CHAT_EXTENSIONS;
+        if (extensions.length > 0)
+            frame.extensions = [...extensions];
         const { id, promise } = this.#prepare("status", frame);
         const p = this.#pending.get(id);
         if (p && this.#conn.send(JSON.stringify(p.frame)))
@@ -286,6 +427,7 @@ export class ChatClient extends Emitter {
             this.#catchingUp = true;
             try {
                 const counts = await this.#catchUp();
+                await this.#rewatch();
                 this.#catchingUp = false;
                 this.#releaseHeld();
                 this.emit("caughtUp", { sessions: counts });
@@ -413,11 +555,40 @@ export class ChatClient extends Emitter {
         return m;
     }
     #toSession(a) {
-        return {
+        const s = {
             sessionId: String(a["session-id"]),
             type: a["session-type"] === "direct" ? "direct" : "mutable",
             status: a.status ?? "unchanged",
             participants: Array.isArray(a["user-id"]) ? a["user-id"].map(String) : [],
+        };
+        if ("owner" in a)
+            s.owner = typeof a.owner === "string" ? a.owner : null;
+        if (Array.isArray(a.admins))
+            s.admins = a.admins.map(String);
+        return s;
+    }
+    #toPresence(a) {
+        return {
+            userId: String(a["user-id"]),
+            status: a.status === "online" ? "online" : "offline",
+            lastSeen: typeof a["last-seen"] === "number" ? a["last-seen"] : null,
+        };
+    }
+    #toInboxItem(a) {
+        const last = a["last-message"] && typeof a["last-message"] === "object" ? a["last-message"] : null;
+        return {
+            sessionId: String(a["session-id"]),
+            sessionType: a["session-type"] === "direct" ? "direct" : "mutable",
+            unread: Number(a.unread ?? 0),
+            lastMessage: last
+                ? {
+                    messageId: String(last["message-id"]),
+                    senderId: String(last["sender-id"]),
+                    serverTimestamp: Number(last["server-timestamp"] ?? 0),
+                    messageType: String(last["message-type"]),
+                    preview: typeof last.preview === "string" ? last.preview : "",
+                }
+                : null,
         };
     }
     #onAction(a) {
@@ -438,9 +609,11 @@ export class ChatClient extends Emitter {
                     return;
                 }
                 if (a.status === "succeeded") {
-                    if (p.kind === "list" || p.kind === "history")
+                    if (p.kind === "list" || p.kind === "history" || p.kind === "presence")
                         this.#settle(cdid, null, p.items);
-                    else if (p.kind === "send")
+                    else if (p.kind === "inbox")
+                        this.#settle(cdid, null, { items: p.items, nextCursor: typeof a["next-cursor"] === "string" ? a["next-cursor"] : null });
+                    else if (p.kind === "send" || p.kind === "unread")
                         this.#settle(cdid, new ChatError(ClientErrorCode.PROTOCOL, `unexpected answer: ${String(a.message ?? "succeeded")}`));
                     else
                         this.#settle(cdid, null, a.message ?? null);
@@ -488,6 +661,41 @@ export class ChatClient extends Emitter {
                 this.emit("delivered", { sessionId: String(a["session-id"]), messageId: String(a["message-id"]), devices });
                 return;
             }
+            case "message-read": {
+                const readBy = Array.isArray(a["read-by"])
+                    ? a["read-by"].map((r) => ({ userId: String(r["user-id"]), messageId: String(r["message-id"]), readTimestamp: Number(r["read-timestamp"] ?? 0) }))
+                    : [{ userId: String(a["user-id"]), messageId: String(a["message-id"]), readTimestamp: 0 }];
+                this.emit("read", { sessionId: String(a["session-id"]), userId: String(a["user-id"]), messageId: String(a["message-id"]), readBy });
+                return;
+            }
+            case "unread-count": {
+                if (p && cdid && p.kind === "unread") {
+                    this.#settle(cdid, null, {
+                        sessionId: String(a["session-id"]),
+                        readMessageId: typeof a["read-message-id"] === "string" ? a["read-message-id"] : null,
+                        unread: Number(a.unread ?? 0),
+                        newestMessageId: typeof a["newest-message-id"] === "string" ? a["newest-message-id"] : null,
+                    });
+                }
+                return;
+            }
+            case "inbox-item": {
+                if (p && cdid && p.kind === "inbox")
+                    p.items.push(this.#toInboxItem(a));
+                return;
+            }
+            case "presence": {
+                const pr = this.#toPresence(a);
+                if (p && cdid && p.kind === "presence")
+                    p.items.push(pr);
+                else
+                    this.emit("presence", pr);
+                return;
+            }
+            case "typing": {
+                this.emit("typing", { sessionId: String(a["session-id"]), userId: String(a["user-id"]), deviceId: String(a["device-id"]) });
+                return;
+            }
             default:
                 return;
         }
@@ -532,6 +740,12 @@ export class ChatBatch {
         if (options.sinceMessageId !== undefined)
             frame["since-message-id"] = options.sinceMessageId;
         return this.#add("history", frame);
+    }
+    markRead(sessionId, messageId) {
+        return this.#add("status", { type: "request-marking-read", "session-id": sessionId, "message-id": messageId }).then(() => undefined);
+    }
+    unreadCount(sessionId) {
+        return this.#add("unread", { type: "request-unread-count", "session-id": sessionId });
     }
     /** Sends the batch (queued until connected). */
     commit() {
