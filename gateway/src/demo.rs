@@ -101,7 +101,7 @@ async fn file(path: web::Path<String>) -> HttpResponse {
             .insert_header(("X-Content-Type-Options", "nosniff"))
             .insert_header((
                 header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data:",
+                "default-src 'self'; connect-src 'self' ws: wss:; img-src 'self' data: https:",
             ))
             .body(*body),
         None => error(Fault::NotFound, "no such demo file"),
