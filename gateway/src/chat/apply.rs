@@ -10,7 +10,8 @@ use murmur_shared::ids::now_ms;
 use murmur_shared::timing::{self, TimingError};
 use serde_json::{Map, Value};
 
-use super::session::{ChatConn, MAX_WATCHED, TYPING_EVERY};
+use super::extensions;
+use super::session::ChatConn;
 use crate::edge::{Adapter, Stop};
 
 /// The metrics label of an action.
@@ -308,144 +309,21 @@ async fn apply(conn: &mut ChatConn, action: Action) -> Result<(), Stop> {
                     session_id,
                     message_id,
                     ..
-                } => match conn
-                    .during(service::reads::mark_read(&h, &session_id, &message_id))
-                    .await?
-                {
-                    Ok(()) => {
-                        conn.send(&chat::status_response(cdid.as_deref(), true, None))
-                            .await?;
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                },
+                } => {
+                    extensions::mark_read(conn, &h, cdid.as_deref(), &session_id, &message_id)
+                        .await?
+                }
                 Action::UnreadCount { session_id, .. } => {
-                    match conn.during(service::reads::unread(&h, &session_id)).await? {
-                        Ok(u) => {
-                            let answer = chat::unread_count(
-                                &session_id,
-                                u.read.as_deref(),
-                                u.count,
-                                u.newest.as_deref(),
-                                cdid.as_deref(),
-                            );
-                            conn.send(&answer).await?;
-                            Ok(())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
+                    extensions::unread_count(conn, &h, cdid.as_deref(), &session_id).await?
                 }
                 Action::Presence {
                     user_ids, watch, ..
-                } => {
-                    let adding = user_ids
-                        .iter()
-                        .filter(|u| !conn.watching.contains(*u))
-                        .count();
-                    if watch && conn.watching.len() + adding > MAX_WATCHED {
-                        Err(format!(
-                            "a device watches the presence of at most {MAX_WATCHED} users"
-                        ))
-                    } else {
-                        let done = conn
-                            .during(service::presence::presence(&h, &user_ids, watch))
-                            .await?;
-                        match done {
-                            Ok(states) => {
-                                for u in &user_ids {
-                                    if watch {
-                                        conn.watching.insert(u.clone());
-                                    } else {
-                                        conn.watching.remove(u);
-                                    }
-                                }
-                                for p in states {
-                                    let frame = chat::presence(
-                                        &p.user,
-                                        p.online,
-                                        p.last_seen,
-                                        cdid.as_deref(),
-                                    );
-                                    conn.send(&frame).await?;
-                                }
-                                conn.send(&chat::status_response(cdid.as_deref(), true, None))
-                                    .await?;
-                                Ok(())
-                            }
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
-                }
+                } => extensions::presence(conn, &h, cdid.as_deref(), &user_ids, watch).await?,
                 Action::Typing { session_id, .. } => {
-                    if !conn.may_type(&session_id) {
-                        conn.state
-                            .node
-                            .metrics
-                            .chat_typing
-                            .with_label_values(&["limited"])
-                            .inc();
-                        Err(format!(
-                            "typing indicators: at most one per {} s per session",
-                            TYPING_EVERY.as_secs()
-                        ))
-                    } else {
-                        let device_id = conn
-                            .device
-                            .as_ref()
-                            .map(|d| d.device_id.clone())
-                            .unwrap_or_default();
-                        match conn
-                            .during(service::typing(&h, &session_id, &device_id))
-                            .await?
-                        {
-                            Ok(()) => {
-                                conn.state
-                                    .node
-                                    .metrics
-                                    .chat_typing
-                                    .with_label_values(&["sent"])
-                                    .inc();
-                                if cdid.is_some() {
-                                    conn.send(&chat::status_response(cdid.as_deref(), true, None))
-                                        .await?;
-                                }
-                                Ok(())
-                            }
-                            Err(e) => Err(e.to_string()),
-                        }
-                    }
+                    extensions::typing(conn, &h, cdid.as_deref(), &session_id).await?
                 }
                 Action::Inbox { limit, after, .. } => {
-                    match conn.during(service::inbox::inbox(&h, after, limit)).await? {
-                        Ok(page) => {
-                            for item in &page.items {
-                                let last = item.last.as_ref().map(|m| {
-                                    (
-                                        m.id.as_str(),
-                                        m.sender.as_str(),
-                                        m.server_timestamp,
-                                        &m.message,
-                                    )
-                                });
-                                let frame = chat::inbox_item(
-                                    &item.session,
-                                    last,
-                                    item.unread,
-                                    cdid.as_deref(),
-                                );
-                                conn.send(&frame).await?;
-                            }
-                            let mut done = chat::status_response(cdid.as_deref(), true, None);
-                            if let (true, Some(last)) = (page.more, page.items.last()) {
-                                let c = last.cursor();
-                                done["next-cursor"] =
-                                    chat::inbox_cursor(&c.last, &c.session).into();
-                            }
-                            conn.send(&done).await?;
-                            Ok(())
-                        }
-                        Err(e) => Err(e.to_string()),
-                    }
+                    extensions::inbox(conn, &h, cdid.as_deref(), after, limit).await?
                 }
                 Action::Authenticate { .. } | Action::Batch { .. } => {
                     Err("unexpected action".to_string())

@@ -5,6 +5,8 @@
 //!   10 s authentication deadline, delivery with outgoing batching and delivery reports.
 //! * [`apply`]: what each decoded action does (authentication, sessions, messages,
 //!   history, batches); answers go back on the same connection.
+//! * [`extensions`]: what the extension actions do (read state, presence, typing, the
+//!   inbox).
 //!
 //! The device's session, its subscriptions and which groups it follows are the
 //! broker's ([`murmur_broker::chat::device`], [`murmur_broker::chat::following`]):
@@ -12,6 +14,7 @@
 
 pub mod apply;
 pub mod connect;
+pub mod extensions;
 pub mod session;
 
 pub use connect::chat;
