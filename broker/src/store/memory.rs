@@ -6,15 +6,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures_util::future::{self, BoxFuture, FutureExt};
-use murmur_shared::envelope::Envelope;
+use murmur_shared::envelope::{parse_position, Envelope};
 use murmur_shared::ids::{NodeId, SessionId};
 
 use crate::history::LocalHistory;
 
 use super::{
-    inbox_order, GroupChange, GroupRecord, GroupUpdate, InboxCursor, InboxItem, InboxPage,
-    NodeInfo, Presence, ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult,
-    StoredMessage, Unread,
+    GroupChange, GroupRecord, GroupUpdate, InboxCursor, InboxItem, InboxPage, NodeInfo, Presence,
+    ProviderEntry, ReadMark, RecoveryRecord, Store, StoreError, StoreResult, StoredMessage, Unread,
 };
 
 struct Expiring<T> {
@@ -32,6 +31,23 @@ impl<T> Expiring<T> {
 
     fn live(&self) -> bool {
         Instant::now() < self.deadline
+    }
+}
+
+/// Adds (`add`) or removes `g` in its participants' group index.
+fn index_group(s: &mut State, g: &GroupRecord, add: bool) {
+    for user in &g.participants {
+        if add {
+            s.user_groups
+                .entry(user.clone())
+                .or_default()
+                .insert(g.id.clone());
+        } else if let Some(ids) = s.user_groups.get_mut(user) {
+            ids.remove(&g.id);
+            if ids.is_empty() {
+                s.user_groups.remove(user);
+            }
+        }
     }
 }
 
@@ -58,6 +74,8 @@ struct State {
     providers: HashMap<String, HashSet<ProviderEntry>>,
     nodes: HashMap<NodeId, Expiring<NodeInfo>>,
     groups: HashMap<String, GroupRecord>,
+    /// The groups each user participates in (the index of `groups`).
+    user_groups: HashMap<String, HashSet<String>>,
     messages: HashMap<String, Expiring<VecDeque<StoredMessage>>>,
     /// Chat read positions: session → user → message id.
     reads: HashMap<String, Expiring<HashMap<String, String>>>,
@@ -273,6 +291,7 @@ impl Store for MemoryStore {
                     "group id already exists",
                 ));
             }
+            index_group(s, &group, true);
             s.groups.insert(group.id.clone(), group);
             Ok(())
         });
@@ -298,6 +317,8 @@ impl Store for MemoryStore {
                 Err(why) => GroupUpdate::Refused(why),
                 Ok(Some(after)) => {
                     *group = after.clone();
+                    index_group(s, &before, false);
+                    index_group(s, &after, true);
                     GroupUpdate::Done {
                         before,
                         after: Some(after),
@@ -305,6 +326,7 @@ impl Store for MemoryStore {
                 }
                 Ok(None) => {
                     s.groups.remove(id);
+                    index_group(s, &before, false);
                     GroupUpdate::Done {
                         before,
                         after: None,
@@ -317,9 +339,11 @@ impl Store for MemoryStore {
     fn groups_of(&self, user: &str) -> BoxFuture<'_, StoreResult<Vec<GroupRecord>>> {
         self.with(|s| {
             let mut out: Vec<GroupRecord> = s
-                .groups
-                .values()
-                .filter(|g| g.participants.iter().any(|p| p == user))
+                .user_groups
+                .get(user)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| s.groups.get(id))
                 .cloned()
                 .collect();
             out.sort_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)));
@@ -467,11 +491,7 @@ impl Store for MemoryStore {
         unread_cap: usize,
     ) -> BoxFuture<'_, StoreResult<InboxPage>> {
         self.with(move |s| {
-            let groups = s
-                .groups
-                .values()
-                .filter(|g| g.participants.iter().any(|p| p == user))
-                .map(|g| &g.id);
+            let groups = s.user_groups.get(user).into_iter().flatten();
             let directs = s.directs.get(user).into_iter().flatten();
             let last_of = |session: &str| {
                 s.messages
@@ -479,23 +499,31 @@ impl Store for MemoryStore {
                     .filter(|e| e.live())
                     .and_then(|e| e.value.back())
             };
-            let mut items: Vec<(&String, Option<&StoredMessage>)> = groups
-                .map(|g| (g, last_of(g)))
-                .chain(directs.filter_map(|d| last_of(d).map(|m| (d, Some(m)))))
-                .collect();
-            let key = |(session, last): &(&String, Option<&StoredMessage>)| InboxCursor {
-                last: last.map_or_else(|| EMPTY_POSITION.to_string(), |m| m.id.clone()),
-                session: session.to_string(),
+            // (position, session, newest message): sorted on the position, parsed once.
+            let pos = |last: Option<&StoredMessage>| {
+                std::cmp::Reverse(last.map_or((0, 0), |m| parse_position(&m.id)))
             };
-            items.sort_by(|a, b| inbox_order(&key(a), &key(b)));
+            let mut items: Vec<(
+                std::cmp::Reverse<(u64, u64)>,
+                &String,
+                Option<&StoredMessage>,
+            )> = groups
+                .map(|g| {
+                    let last = last_of(g);
+                    (pos(last), g, last)
+                })
+                .chain(directs.filter_map(|d| last_of(d).map(|m| (pos(Some(m)), d, Some(m)))))
+                .collect();
+            items.sort_unstable_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
             let start = after.map_or(0, |c| {
-                items.partition_point(|i| inbox_order(&key(i), &c).is_le())
+                let at = (std::cmp::Reverse(parse_position(&c.last)), &c.session);
+                items.partition_point(|i| (i.0, i.1) <= at)
             });
             let page: Vec<InboxItem> = items
                 .iter()
                 .skip(start)
                 .take(limit)
-                .map(|&(session, last)| {
+                .map(|&(_, session, last)| {
                     let read = s
                         .reads
                         .get(session)

@@ -281,12 +281,6 @@ impl InboxItem {
     }
 }
 
-/// Inbox order: newest message first, then session id.
-pub fn inbox_order(a: &InboxCursor, b: &InboxCursor) -> std::cmp::Ordering {
-    let pos = |c: &InboxCursor| murmur_shared::envelope::parse_position(&c.last);
-    pos(b).cmp(&pos(a)).then_with(|| a.session.cmp(&b.session))
-}
-
 /// A user's presence ([`Store::presence_of`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Presence {

@@ -103,25 +103,29 @@ static INBOX: LazyLock<Script> = LazyLock::new(|| {
     Script::new(&format!(
         "{ID_AFTER}{UNREAD_FN}{}",
         r#"
+-- items: {session, newest id, its fields or false, ms, n}; positions parsed once.
 local items = {}
 local function add(s, keep_empty)
   local last = redis.call('XREVRANGE', ARGV[2] .. s, '+', '-', 'COUNT', 1)
   if #last > 0 then
-    table.insert(items, {s, last[1][1], last[1][2]})
+    local ms, n = id_parts(last[1][1])
+    table.insert(items, {s, last[1][1], last[1][2], ms, n})
   elseif keep_empty then
-    table.insert(items, {s, '0-0', false})
+    table.insert(items, {s, '0-0', false, 0, 0})
   end
 end
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[1])) do add(s, true) end
 for _, s in ipairs(redis.call('SMEMBERS', KEYS[2])) do add(s, false) end
 local function first(a, b)
-  if a[2] ~= b[2] then return id_after(a[2], b[2]) end
+  if a[4] ~= b[4] then return a[4] > b[4] end
+  if a[5] ~= b[5] then return a[5] > b[5] end
   return a[1] < b[1]
 end
 table.sort(items, first)
 local start = 1
 if ARGV[5] ~= '' then
-  local cursor = {ARGV[6], ARGV[5]}
+  local ms, n = id_parts(ARGV[5])
+  local cursor = {ARGV[6], ARGV[5], false, ms, n}
   while start <= #items and not first(cursor, items[start]) do start = start + 1 end
 end
 local limit, cap, scan = tonumber(ARGV[4]), tonumber(ARGV[7]), tonumber(ARGV[8])
