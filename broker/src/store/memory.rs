@@ -34,6 +34,13 @@ impl<T> Expiring<T> {
     }
 }
 
+/// An inbox session while sorting: its newest position (newest first), id and message.
+type InboxEntry<'a> = (
+    std::cmp::Reverse<(u64, u64)>,
+    &'a String,
+    Option<&'a StoredMessage>,
+);
+
 /// Adds (`add`) or removes `g` in its participants' group index.
 fn index_group(s: &mut State, g: &GroupRecord, add: bool) {
     for user in &g.participants {
@@ -503,11 +510,7 @@ impl Store for MemoryStore {
             let pos = |last: Option<&StoredMessage>| {
                 std::cmp::Reverse(last.map_or((0, 0), |m| parse_position(&m.id)))
             };
-            let mut items: Vec<(
-                std::cmp::Reverse<(u64, u64)>,
-                &String,
-                Option<&StoredMessage>,
-            )> = groups
+            let mut items: Vec<InboxEntry<'_>> = groups
                 .map(|g| {
                     let last = last_of(g);
                     (pos(last), g, last)
