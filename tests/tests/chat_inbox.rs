@@ -6,7 +6,7 @@
 mod chat_common;
 
 use chat_common::{has_cdid, kind, message_id, uniq, ChatClient, CROSS};
-use murmur_tests::{Cluster, Node};
+use murmur_tests::{eventually, Cluster, Node};
 use serde_json::{json, Value};
 
 /// One `request-inbox` page: its items and `next-cursor`.
@@ -43,6 +43,15 @@ async fn inbox(
     }
 }
 
+/// Waits until the clock has passed the millisecond of message id `id` (`<ms>-<n>`).
+async fn next_ms(id: &str) {
+    let ms: u64 = id.split('-').next().unwrap().parse().unwrap();
+    eventually("the next millisecond", CROSS, || async {
+        (chat_common::now_ms() > ms).then_some(())
+    })
+    .await;
+}
+
 fn sessions(items: &[Value]) -> Vec<String> {
     items
         .iter()
@@ -66,8 +75,12 @@ async fn an_inbox_lists_sessions_newest_first(cluster_nodes: (&Node, &Node)) {
     }
     let direct = b.direct_id(&alice).await;
 
-    b.say(&g1, "in g1").await;
-    c.say(&g2, "in g2").await;
+    // Each message in a later millisecond than the one before: the order of sessions
+    // whose newest messages share a millisecond is their ids' (docs/chat.md).
+    let m1 = message_id(&b.say(&g1, "in g1").await);
+    next_ms(&m1).await;
+    let m2 = message_id(&c.say(&g2, "in g2").await);
+    next_ms(&m2).await;
     let photo = json!({"type": "image", "body": {"url": "https://cdn.example.com/1.jpg",
         "mime": "image/jpeg", "size": 10, "caption": "look at this"}});
     let cdid = b.cdid("photo");
