@@ -84,15 +84,17 @@ describe("recovery", () => {
     c.dropConnection();
     await waitFor("the client to wait for its token", () => gate.waiting === 1);
     assert.equal(c.state, "connecting");
-    for (const n of range(4, 10)) await a.publish(ch, n);
     answer("answered while away");
+    for (const n of range(4, 10)) await a.publish(ch, n);
     gate.open();
 
     const r = await recovered;
     assert.equal(r.starlingId, id);
     assert.equal(c.starlingId, id);
-    // What waited for it: the 7 publications and the call's answer.
-    assert.equal(r.buffered, 8);
+    // What waited for it: the 7 publications, and the call's answer unless it reached
+    // the node only after the recovery (it travels from the provider's own socket, so
+    // its arrival is not ordered with the publications); either way it comes once.
+    assert.ok(r.buffered === 8 || r.buffered === 7, `buffered ${r.buffered}`);
     assert.equal(await call, "answered while away");
     await waitFor("n=4..10", () => got.length >= 10);
     await c.request("system:ping"); // barrier: nothing more is coming
