@@ -3,12 +3,9 @@
 // inbox, with the users' devices on different nodes.
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
-import { WebSocket } from "ws";
 
-import { ChatClient, type ChatOptions, type WebSocketConstructor } from "../src/index.js";
-import { Cluster, type MurmurNode, closeAndWait, following, quiet, record, stopAll, token, uniq, waitFor } from "./harness.js";
-
-const WS = WebSocket as unknown as WebSocketConstructor;
+import { ChatClient, type ChatOptions } from "../src/index.js";
+import { Cluster, type MurmurNode, closeAndWait, following, quiet, record, stopAll, uniq, waitFor, chatClient } from "./harness.js";
 
 let cluster: Cluster;
 let nodeA: MurmurNode;
@@ -16,16 +13,7 @@ let nodeB: MurmurNode;
 const open: ChatClient[] = [];
 
 async function connected(userId: string, node: MurmurNode, options: Partial<ChatOptions> = {}): Promise<ChatClient> {
-  const c = new ChatClient({
-    url: node.wsUrl("/chat"),
-    userId,
-    deviceId: uniq("dev-"),
-    token: () => token(userId),
-    WebSocket: WS,
-    backoff: { initialMs: 50, maxMs: 200 },
-    ...options,
-  });
-  open.push(c);
+  const c = chatClient(node, userId, open, options);
   await c.connect();
   return c;
 }

@@ -4,7 +4,6 @@
 // (`extensions: []`) prove that those frames reach only devices that asked for them.
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { WebSocket } from "ws";
 
 import {
   CHAT_EXTENSIONS,
@@ -13,29 +12,17 @@ import {
   type ChatOptions,
   type ImageMessage,
   type OutgoingMessage,
-  type WebSocketConstructor,
   isMessageOfType,
 } from "../src/index.js";
-import { MurmurNode, closeAndWait, following, next, quiet, record, stopAll, token, uniq, waitFor } from "./harness.js";
+import { MurmurNode, closeAndWait, following, next, quiet, record, stopAll, uniq, waitFor, chatClient } from "./harness.js";
 
-const WS = WebSocket as unknown as WebSocketConstructor;
 const MESSAGE_ID = /^\d+-\d+$/;
 
 let node: MurmurNode;
 const open: ChatClient[] = [];
 
 function chat(userId: string, options: Partial<ChatOptions> = {}): ChatClient {
-  const c = new ChatClient({
-    url: node.wsUrl("/chat"),
-    userId,
-    deviceId: uniq("dev-"),
-    token: () => token(userId),
-    WebSocket: WS,
-    backoff: { initialMs: 50, maxMs: 200 },
-    ...options,
-  });
-  open.push(c);
-  return c;
+  return chatClient(node, userId, open, options);
 }
 
 async function connected(userId: string, options?: Partial<ChatOptions>): Promise<ChatClient> {

@@ -3,29 +3,17 @@
 // a reconnect (no gap, no duplicate).
 import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
-import { WebSocket } from "ws";
 
-import { ChatClient, ChatError, type ChatMessage, type ChatOptions, type WebSocketConstructor } from "../src/index.js";
-import { Gate, MurmurNode, next, record, stopAll, token, uniq, waitFor } from "./harness.js";
+import { ChatClient, ChatError, type ChatMessage, type ChatOptions } from "../src/index.js";
+import { Gate, MurmurNode, next, record, stopAll, token, uniq, waitFor, chatClient } from "./harness.js";
 
-const WS = WebSocket as unknown as WebSocketConstructor;
 const MESSAGE_ID = /^\d+-\d+$/;
 
 let node: MurmurNode;
 const open: ChatClient[] = [];
 
 function chat(userId: string, options: Partial<ChatOptions> = {}): ChatClient {
-  const c = new ChatClient({
-    url: node.wsUrl("/chat"),
-    userId,
-    deviceId: uniq("dev-"),
-    token: () => token(userId),
-    WebSocket: WS,
-    backoff: { initialMs: 50, maxMs: 200 },
-    ...options,
-  });
-  open.push(c);
-  return c;
+  return chatClient(node, userId, open, options);
 }
 
 async function connected(userId: string, options?: Partial<ChatOptions>): Promise<ChatClient> {

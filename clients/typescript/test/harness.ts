@@ -16,7 +16,9 @@ import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 
-import type { ChatClient, ChatEvents, Emitter, HeliosClient, HeliosEvents } from "../src/index.js";
+import { WebSocket } from "ws";
+
+import { ChatClient, type ChatEvents, type ChatOptions, type Emitter, type HeliosClient, type HeliosEvents, type WebSocketConstructor } from "../src/index.js";
 
 /** The repository root (this file runs as clients/typescript/dist/test/harness.js). */
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "..");
@@ -445,4 +447,22 @@ export class Cluster {
 /** Kills everything this process started (for `after` hooks). */
 export async function stopAll(): Promise<void> {
   await Promise.all([...children].map((c) => killChild(c, `pid ${c.pid}`)));
+}
+
+/**
+ * A chat client of `userId` on `node` — a fresh device id, the client token, fast
+ * reconnects, Node's `ws` — added to `open` (the test file closes those at the end).
+ */
+export function chatClient(node: MurmurNode, userId: string, open: ChatClient[], options: Partial<ChatOptions> = {}): ChatClient {
+  const c = new ChatClient({
+    url: node.wsUrl("/chat"),
+    userId,
+    deviceId: uniq("dev-"),
+    token: () => token(userId),
+    WebSocket: WebSocket as unknown as WebSocketConstructor,
+    backoff: { initialMs: 50, maxMs: 200 },
+    ...options,
+  });
+  open.push(c);
+  return c;
 }
