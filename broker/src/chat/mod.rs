@@ -333,7 +333,7 @@ pub async fn change(
         info.clone(),
         mark.as_deref(),
     );
-    let mark = mark.filter(|_| now.iter().any(|u| u == h.user()) && after.is_some());
+    let mark = mark.filter(|_| now.iter().any(|u| u == h.user()));
     Ok(Changed { info, mark })
 }
 
@@ -490,27 +490,15 @@ pub async fn deliver(
         user: Some(sender.to_string()),
         protocol: Some(crate::session::Protocol::Chat),
     };
-    if chat::direct_participants(session_id).is_some() {
-        node_publish(
-            node,
-            origin,
-            &users,
-            ChatEvent::MessageBroadcast,
-            body.clone(),
-            None,
-        );
-    } else {
-        node.metrics.chat_fanout.observe(users.len() as f64);
-        let channel = group_channel(session_id);
-        publish_on(
-            node,
-            &origin,
-            channel,
-            ChatEvent::MessageBroadcast,
-            body.clone(),
-            None,
-        );
-    }
+    node.metrics.chat_fanout.observe(users.len() as f64);
+    publish_in(
+        node,
+        &origin,
+        session_id,
+        &users,
+        ChatEvent::MessageBroadcast,
+        body.clone(),
+    );
     push::queue_for_offline(node, &stored, &users).await;
     Ok(body)
 }
@@ -548,29 +536,34 @@ pub async fn typing(h: &SessionHandle, session_id: &str, device_id: &str) -> Res
         user: Some(h.user().to_string()),
         protocol: Some(crate::session::Protocol::Chat),
     };
-    let node = h.node();
-    if chat::direct_participants(session_id).is_some() {
-        for user in &users {
-            publish_on(
-                node,
-                &origin,
-                user_inbox(user),
-                ChatEvent::Typing,
-                body.clone(),
-                None,
-            );
-        }
-    } else {
-        publish_on(
-            node,
-            &origin,
-            group_channel(session_id),
-            ChatEvent::Typing,
-            body,
-            None,
-        );
-    }
+    publish_in(
+        h.node(),
+        &origin,
+        session_id,
+        &users,
+        ChatEvent::Typing,
+        body,
+    );
     Ok(())
+}
+
+/// Publishes an action for a session's participants: once on a group's channel, or on
+/// each of a direct session's two users' inboxes.
+fn publish_in(
+    node: &Node,
+    origin: &Origin,
+    session_id: &str,
+    users: &[String],
+    action: ChatEvent,
+    body: Value,
+) {
+    if chat::direct_participants(session_id).is_none() {
+        publish_on(node, origin, group_channel(session_id), action, body, None);
+        return;
+    }
+    for user in users {
+        publish_on(node, origin, user_inbox(user), action, body.clone(), None);
+    }
 }
 
 /// Extension `message-delivered`: records that broadcast `key` (its envelope id; `about`
